@@ -1,0 +1,755 @@
+"""Validate a state repo and turn it into the model: `load_desired_state(root, revision)`.
+
+Every problem is reported (not only the first), each with the file, line and column where it
+was written and the dotted FIELD inside its document (`spec.placement.replicas`,
+`spec.source.http.files[2]`, `metadata.labels["syncbit.dev/gpu"]`). Documents-level problems
+use the pseudo-fields `(yaml)` (syntax errors, duplicate keys), `(file)` (unreadable files),
+`(document)` (a document that is not a mapping) and `(repo)` (no documents at all).
+
+The JSON Schemas in `schemas/` are the single source of truth for the shape of documents; the
+checks here add what a schema cannot say: references between documents, duplicate names,
+paths that must stay inside their root, `${VAR}` syntax, lock files that must parse.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Mapping
+from urllib.parse import unquote, urlsplit
+
+from reconciler.desired.loader import Document, load_documents
+from reconciler.desired.model import (
+    Dataset,
+    DesiredState,
+    FileSource,
+    HfSource,
+    HttpSource,
+    LockFile,
+    Node,
+    Placement,
+    Position,
+    S3Source,
+    Source,
+    ValidationError,
+)
+from reconciler.schemas_path import validator as schema_validator
+from reconciler.units import parse_size
+
+__all__ = [
+    "load_desired_state",
+    "validate_documents",
+    "check_env_refs",
+    "expand_env_refs",
+    "check_relative_path",
+    "format_field",
+    "API_VERSION",
+    "KINDS",
+    "SOURCE_TYPES",
+]
+
+API_VERSION = "syncbit/v1"
+KINDS = ("Node", "Dataset")
+SOURCE_TYPES = ("http", "s3", "hf", "file")
+DOCUMENT_FIELD = "(document)"
+REPO_FIELD = "(repo)"
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+PathT = tuple[Any, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Small public helpers (also used by the sources and the `lock` command)
+
+
+def check_env_refs(value: str) -> str | None:
+    """None if every `$` in `value` is `${NAME}` or `$$`; else a message (never quoting `value`)."""
+    i, n = 0, len(value)
+    while i < n:
+        if value[i] != "$":
+            i += 1
+            continue
+        nxt = value[i + 1 : i + 2]
+        if nxt == "$":
+            i += 2
+            continue
+        if nxt == "{":
+            end = value.find("}", i + 2)
+            if end < 0:
+                return (f"unterminated '${{' at character {i + 1}: write ${{NAME}}, or $$ for a "
+                        f"literal $")
+            name = value[i + 2 : end]
+            if not _ENV_NAME.fullmatch(name):
+                return (f"invalid variable name '{name}' in '${{{name}}}' at character {i + 1}: "
+                        f"use letters, digits and '_', not starting with a digit")
+            i = end + 1
+            continue
+        return f"'$' at character {i + 1} must start ${{NAME}}, or be written $$ for a literal $"
+    return None
+
+
+def expand_env_refs(value: str, environ: Mapping[str, str]) -> str:
+    """`value` with `${NAME}` replaced from `environ` and `$$` by `$`.
+
+    Raises ValueError naming the variable (never the value) if it is unset or the syntax is bad.
+    """
+    problem = check_env_refs(value)
+    if problem:
+        raise ValueError(problem)
+    out: list[str] = []
+    i, n = 0, len(value)
+    while i < n:
+        ch = value[i]
+        if ch != "$":
+            out.append(ch)
+            i += 1
+        elif value[i + 1] == "$":
+            out.append("$")
+            i += 2
+        else:
+            end = value.index("}", i + 2)
+            name = value[i + 2 : end]
+            if name not in environ:
+                raise ValueError(f"environment variable {name} is not set")
+            out.append(environ[name])
+            i = end + 1
+    return "".join(out)
+
+
+def check_relative_path(path: str, what: str = "path") -> str | None:
+    """None if `path` is a clean relative '/'-separated path; else a message."""
+    if path == "":
+        return f"{what} must not be empty"
+    if "\0" in path:
+        return f"{what} must not contain NUL characters"
+    if path.startswith("/"):
+        return f"{what} must be relative, not absolute (got '{_clip(path)}')"
+    segments = path.split("/")
+    if ".." in segments:
+        return f"{what} must not contain '..' segments (got '{_clip(path)}')"
+    if "" in segments:
+        return (f"{what} must not contain empty segments: no '//' and no trailing '/' "
+                f"(got '{_clip(path)}')")
+    if "." in segments:
+        return f"{what} must not contain '.' segments (got '{_clip(path)}')"
+    return None
+
+
+def format_field(path: Iterable[Any]) -> str:
+    """`("spec", "source", "http", "files", 2)` -> `spec.source.http.files[2]`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        elif isinstance(part, str) and _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f'["{part}"]'
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Positions
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _lc_pos(container: Any, key: Any, want_value: bool) -> tuple[int, int] | None:
+    lc = getattr(container, "lc", None)
+    if lc is None:
+        return None
+    try:
+        if isinstance(container, list):
+            line, col = lc.item(key)
+        elif want_value:
+            line, col = lc.value(key)
+        else:
+            line, col = lc.key(key)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    if line is None or col is None:
+        return None
+    return line + 1, col + 1
+
+
+def _position(doc: Document, path: PathT, want_value: bool = False) -> tuple[int, int]:
+    """1-based (line, col) of the key (or the value) at `path`; nearest known ancestor else."""
+    nodes = [doc.data]
+    node = doc.data
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+        nodes.append(node)
+    for depth in range(min(len(path), len(nodes) - 1), 0, -1):
+        parent, key = nodes[depth - 1], path[depth - 1]
+        value = nodes[depth]
+        is_container = isinstance(value, (dict, list))
+        pos = _lc_pos(parent, key, want_value and not is_container and depth == len(path))
+        if pos is not None:
+            return pos
+        want_value = False
+    return doc.line, doc.col
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.items: list[ValidationError] = []
+        self._seen: set[tuple[str, int, int, str, str]] = set()
+        self.fields: set[tuple[str, int, str]] = set()  # (file, doc index, field) with an error
+
+    def add(self, doc: Document, path: PathT, message: str, *, at_value: bool = False,
+            pos: tuple[int, int] | None = None, field: str | None = None) -> None:
+        line, col = pos if pos is not None else _position(doc, path, at_value)
+        field = field if field is not None else (format_field(path) or DOCUMENT_FIELD)
+        self.append(ValidationError(doc.file, line, col, field, message), doc)
+
+    def append(self, error: ValidationError, doc: Document | None = None) -> None:
+        key = (error.file, error.line, error.col, error.field, error.message)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.items.append(error)
+        if doc is not None:
+            self.fields.add((doc.file, doc.index, error.field))
+
+    def has(self, doc: Document, path: PathT) -> bool:
+        """Whether an error was already reported at `path` or inside it."""
+        field = format_field(path)
+        return any(f == doc.file and i == doc.index and (e == field or e.startswith(field + ".")
+                                                         or e.startswith(field + "["))
+                   for f, i, e in self.fields)
+
+
+# --------------------------------------------------------------------------------------------
+# JSON Schema errors -> messages
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return "date"
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{_clip(value)}'"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return f"date {value.isoformat()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+_TYPE_PHRASE = {"string": "a string", "integer": "an integer", "number": "a number",
+                "boolean": "true or false", "object": "a mapping", "array": "a list",
+                "null": "null"}
+
+
+def _got(value: Any, sensitive: bool) -> str:
+    return "" if sensitive else f" (got {_show(value)})"
+
+
+def _exactly_one_message(alternatives: list[list[str]], instance: Mapping[str, Any]) -> str:
+    mentioned: list[str] = []
+    for alt in alternatives:
+        mentioned.extend(k for k in alt if k not in mentioned)
+    found = [k for k in instance if k in mentioned]
+    found_text = ", ".join(found) if found else "none"
+    if all(len(alt) == 1 for alt in alternatives):
+        names = ", ".join(alt[0] for alt in alternatives)
+        return f"exactly one of {names} must be set (found {found_text})"
+    forms = [" with ".join(alt) for alt in alternatives]
+    return f"set either {', or '.join(forms)} (found {found_text})"
+
+
+def _required_alternatives(schema: Any) -> list[list[str]] | None:
+    one_of = schema.get("oneOf") if isinstance(schema, dict) else None
+    if not one_of or not all(isinstance(s, dict) and set(s) == {"required"} for s in one_of):
+        return None
+    return [list(s["required"]) for s in one_of]
+
+
+def _schema_errors(doc: Document, kind: str, errors: _Errors) -> None:
+    for err in schema_validator(kind.lower()).iter_errors(doc.data):
+        _convert(doc, err, errors)
+
+
+def _convert(doc: Document, err: Any, errors: _Errors) -> None:
+    path: PathT = tuple(err.absolute_path)
+    kw = err.validator
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    instance = err.instance
+    sensitive = "headers" in path
+    custom = schema.get("errorMessage") if isinstance(schema.get("errorMessage"), str) else None
+
+    if "propertyNames" in list(err.relative_schema_path):
+        shown = _clip(str(instance))
+        message = f"{custom} (got '{shown}')" if custom else f"invalid key '{shown}'"
+        errors.add(doc, path + (instance,), message)
+        return
+
+    if kw == "required":
+        if not isinstance(instance, dict):
+            return
+        for name in err.validator_value:
+            if name not in instance:
+                errors.add(doc, path, f"missing required field '{name}'",
+                           field=format_field(path + (name,)))
+        return
+
+    if kw == "additionalProperties":
+        if not isinstance(instance, dict):
+            return
+        allowed = list(schema.get("properties", {}))
+        patterns = list(schema.get("patternProperties", {}))
+        noun = schema.get("x-keyNoun", "field")
+        for key in instance:
+            if key in allowed or any(re.search(p, str(key)) for p in patterns):
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.75)
+            if noun == "field" and close:
+                message = f"unknown field '{key}': did you mean '{close[0]}'?"
+            else:
+                message = f"unknown {noun} '{key}' (allowed: {', '.join(allowed)})"
+            errors.add(doc, path + (key,), message)
+        return
+
+    alternatives = _required_alternatives(schema)
+    if kw in ("oneOf", "dependentRequired") and alternatives is not None:
+        if isinstance(instance, dict):
+            errors.add(doc, path, _exactly_one_message(alternatives, instance))
+        return
+
+    if kw in ("minProperties", "maxProperties") and schema.get("minProperties") == 1 \
+            and schema.get("maxProperties") == 1:
+        if isinstance(instance, dict):
+            errors.add(doc, path, _exactly_one_message([[k] for k in schema.get("properties", {})],
+                                                       instance))
+        return
+
+    if kw == "not" and isinstance(err.validator_value, dict) \
+            and set(err.validator_value) == {"required"}:
+        names = list(err.validator_value["required"])
+        if isinstance(instance, dict):
+            last = names[-1]
+            errors.add(doc, path, f"{' and '.join(names)} cannot be set together",
+                       pos=_position(doc, path + (last,)))
+        return
+
+    if kw == "dependentRequired" and isinstance(instance, dict):
+        for name, needs in err.validator_value.items():
+            if name in instance:
+                for need in needs:
+                    if need not in instance:
+                        errors.add(doc, path + (name,), f"{name} requires {need} to be set")
+        return
+
+    at_value = True
+    if custom is not None:
+        message = custom + _got(instance, sensitive)
+    elif kw == "type":
+        expected = err.validator_value if isinstance(err.validator_value, list) \
+            else [err.validator_value]
+        phrase = " or ".join(_TYPE_PHRASE.get(t, t) for t in expected)
+        if instance is None:
+            message = f"must be {phrase} (got an empty value)"
+        elif sensitive:
+            message = f"must be {phrase}"
+        else:
+            message = f"must be {phrase} (got {_yaml_type(instance)} {_show(instance)})"
+            if "string" in expected and isinstance(instance, (bool, int, float, _dt.date)):
+                message += ": quote it"
+    elif kw == "const":
+        message = f"must be {_show(err.validator_value)}" + _got(instance, sensitive)
+    elif kw == "enum":
+        allowed = ", ".join(str(v) for v in err.validator_value)
+        message = f"must be one of {allowed}" + _got(instance, sensitive)
+    elif kw == "minimum":
+        message = f"must be at least {err.validator_value}" + _got(instance, sensitive)
+    elif kw == "maximum":
+        message = f"must be at most {err.validator_value}" + _got(instance, sensitive)
+    elif kw == "minLength":
+        message = ("must not be empty" if err.validator_value == 1
+                   else f"must be at least {err.validator_value} characters long")
+    elif kw == "maxLength":
+        message = f"must be at most {err.validator_value} characters long"
+    elif kw == "minItems":
+        message = ("must not be empty" if err.validator_value == 1
+                   else f"must have at least {err.validator_value} items")
+    elif kw == "uniqueItems":
+        seen: list[Any] = []
+        dups: list[str] = []
+        for item in instance if isinstance(instance, list) else []:
+            if item in seen and _show(item) not in dups:
+                dups.append(_show(item))
+            seen.append(item)
+        message = "must not contain duplicates" + (f" (found {', '.join(dups)} twice)"
+                                                   if dups and not sensitive else "")
+    elif kw == "pattern":
+        message = f"must match the pattern {err.validator_value}" + _got(instance, sensitive)
+    elif kw in ("anyOf", "oneOf"):
+        message = "does not match any allowed form" + _got(instance, sensitive)
+    elif kw is None or err.schema is False:
+        message = "not allowed here"
+    else:
+        message = err.message
+    errors.add(doc, path, message, at_value=at_value)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks a schema cannot express
+
+
+def _check_document_header(doc: Document, errors: _Errors) -> str | None:
+    """The document's kind if it is a mapping with a known kind (else report and return None)."""
+    data = doc.data
+    if not isinstance(data, dict):
+        errors.add(doc, (), f"a document must be a mapping with apiVersion, kind, metadata and "
+                            f"spec (got {_show(data)})", field=DOCUMENT_FIELD)
+        return None
+    kind = data.get("kind")
+    if isinstance(kind, str) and kind in KINDS:
+        return kind
+    if "kind" not in data:
+        errors.add(doc, (), f"missing required field 'kind' (one of {', '.join(KINDS)})",
+                   field="kind")
+    else:
+        errors.add(doc, ("kind",), f"unknown kind {_show(kind)} (allowed: {', '.join(KINDS)})",
+                   at_value=True)
+    # The kind's schema cannot be chosen, but the API version can still be checked.
+    if "apiVersion" not in data:
+        errors.add(doc, (), "missing required field 'apiVersion'", field="apiVersion")
+    elif data["apiVersion"] != API_VERSION:
+        errors.add(doc, ("apiVersion",), f"must be {API_VERSION} (got {_show(data['apiVersion'])})",
+                   at_value=True)
+    return None
+
+
+def _get(data: Any, *path: Any) -> Any:
+    for part in path:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _check_hostport(doc: Document, path: PathT, errors: _Errors) -> None:
+    value = _get(doc.data, *path)
+    if not isinstance(value, str) or errors.has(doc, path):
+        return
+    port = value.rpartition(":")[2]
+    if port.isdigit() and not 1 <= int(port) <= 65535:
+        errors.add(doc, path, f"port must be between 1 and 65535 (got {port})", at_value=True)
+
+
+def _check_node(doc: Document, errors: _Errors) -> None:
+    _check_hostport(doc, ("spec", "peer"), errors)
+    _check_hostport(doc, ("spec", "api"), errors)
+    capacity = _get(doc.data, "spec", "capacity")
+    path = ("spec", "capacity")
+    if capacity is not None and not errors.has(doc, path):
+        try:
+            parse_size(capacity)
+        except ValueError as exc:
+            errors.add(doc, path, str(exc), at_value=True)
+
+
+def _check_source(doc: Document, path: PathT, errors: _Errors) -> None:
+    source = _get(doc.data, *path)
+    if not isinstance(source, dict):
+        return
+    http = source.get("http")
+    if isinstance(http, dict):
+        files = http.get("files")
+        for i, name in enumerate(files if isinstance(files, list) else []):
+            if isinstance(name, str):
+                problem = check_relative_path(name, "file path")
+                if problem:
+                    errors.add(doc, path + ("http", "files", i), problem, at_value=True)
+        urls = http.get("urls")
+        for i, url in enumerate(urls if isinstance(urls, list) else []):
+            if isinstance(url, str) and not errors.has(doc, path + ("http", "urls", i)):
+                try:
+                    name = unquote(urlsplit(url).path.rpartition("/")[2])
+                except ValueError:
+                    name = ""
+                if name in ("", ".", ".."):
+                    errors.add(doc, path + ("http", "urls", i),
+                               f"url must end with a file name, which names the file "
+                               f"(got '{_clip(url)}')", at_value=True)
+        headers = http.get("headers")
+        if isinstance(headers, dict):
+            for key, value in headers.items():
+                if isinstance(value, str):
+                    problem = check_env_refs(value)
+                    if problem:
+                        errors.add(doc, path + ("http", "headers", key), problem, at_value=True)
+    s3 = source.get("s3")
+    if isinstance(s3, dict):
+        keys = s3.get("keys")
+        for i, key in enumerate(keys if isinstance(keys, list) else []):
+            if isinstance(key, str):
+                problem = check_relative_path(key, "key")
+                if problem:
+                    errors.add(doc, path + ("s3", "keys", i), problem, at_value=True)
+    file = source.get("file")
+    if isinstance(file, dict):
+        fpath = file.get("path")
+        if isinstance(fpath, str) and fpath and not fpath.strip():
+            errors.add(doc, path + ("file", "path"), "must not be empty", at_value=True)
+
+
+def _read_lock(base: Path, lock: str, required: bool = True) -> LockFile | str | None:
+    """The parsed lock, or a message; None if it is missing or invalid and not `required`."""
+    if PurePosixPath(lock).is_absolute() or lock.startswith("\\"):
+        return f"must be a path relative to the state repo root (got '{_clip(lock)}')"
+    target = (base / lock).resolve()
+    if not target.is_relative_to(base):
+        return f"lock '{_clip(lock)}' points outside the state repo"
+    if not target.exists():
+        if not required:
+            return None
+        return (f"lock file '{_clip(lock)}' does not exist in the state repo "
+                f"(write it with: syncbit-reconcile lock)")
+    if not target.is_file():
+        return f"lock '{_clip(lock)}' is not a file"
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        return f"cannot read lock '{_clip(lock)}': {(exc.strerror or str(exc)).lower()}"
+    from reconciler.torrent import read_lock  # lazy: libtorrent is only needed for locks
+
+    try:
+        return read_lock(data, lock)
+    except Exception as exc:  # any failure to parse user data is a validation error
+        if not required:
+            return None
+        detail = str(exc) or type(exc).__name__
+        return f"lock '{_clip(lock)}' is invalid: {detail}"
+
+
+def _check_dataset(doc: Document, base: Path, node_names: set[str] | None,
+                   locks: dict[str, LockFile], errors: _Errors, require_locks: bool) -> None:
+    spec = _get(doc.data, "spec")
+    if not isinstance(spec, dict):
+        return
+    _check_source(doc, ("spec", "source"), errors)
+    mirrors = spec.get("mirrors")
+    for i in range(len(mirrors) if isinstance(mirrors, list) else 0):
+        _check_source(doc, ("spec", "mirrors", i), errors)
+
+    path = spec.get("path")
+    if isinstance(path, str) and ".." in path.split("/"):
+        errors.add(doc, ("spec", "path"), f"must not contain '..' segments (got '{_clip(path)}')",
+                   at_value=True)
+
+    nodes = _get(spec, "placement", "nodes")
+    if node_names is not None and isinstance(nodes, list):
+        for i, name in enumerate(nodes):
+            if isinstance(name, str) and name not in node_names \
+                    and not errors.has(doc, ("spec", "placement", "nodes", i)):
+                errors.add(doc, ("spec", "placement", "nodes", i),
+                           f"unknown node '{_clip(name)}': no Node document has this name",
+                           at_value=True)
+
+    lock = spec.get("lock")
+    if isinstance(lock, str) and lock and not errors.has(doc, ("spec", "lock")):
+        result = _read_lock(base, lock, require_locks)
+        if isinstance(result, str):
+            errors.add(doc, ("spec", "lock"), result, at_value=True)
+        elif result is not None:
+            locks[f"{doc.file}#{doc.index}"] = result
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _build_source(data: Mapping[str, Any]) -> Source:
+    (kind, body), = data.items()
+    if kind == "http":
+        return HttpSource(base_url=_opt_str(body.get("baseUrl")), files=_strs(body.get("files")),
+                          urls=_strs(body.get("urls")), headers=_str_map(body.get("headers")))
+    if kind == "s3":
+        return S3Source(bucket=str(body["bucket"]), prefix=_opt_str(body.get("prefix")),
+                        keys=_strs(body.get("keys")),
+                        endpoint_url=_opt_str(body.get("endpointUrl")),
+                        region=_opt_str(body.get("region")), profile=_opt_str(body.get("profile")))
+    if kind == "hf":
+        return HfSource(repo=str(body["repo"]), repo_type=str(body.get("repoType", "model")),
+                        revision=_opt_str(body.get("revision")),
+                        include=_strs(body.get("include")), exclude=_strs(body.get("exclude")))
+    if kind == "file":
+        return FileSource(path=str(body["path"]))
+    raise AssertionError(f"unvalidated source type {kind!r}")  # pragma: no cover
+
+
+def _position_of(doc: Document) -> Position:
+    return Position(doc.file, doc.line, doc.col)
+
+
+def _build_node(doc: Document) -> Node:
+    data = doc.data
+    spec = data["spec"]
+    capacity = spec.get("capacity")
+    return Node(
+        name=str(data["metadata"]["name"]),
+        peer=str(spec["peer"]),
+        api=str(spec["api"]),
+        labels=_str_map(data["metadata"].get("labels")),
+        capacity=None if capacity is None else parse_size(capacity),
+        storage_group=_opt_str(spec.get("storageGroup")),
+        position=_position_of(doc),
+    )
+
+
+def _build_dataset(doc: Document, lock: LockFile | None) -> Dataset:
+    data = doc.data
+    spec = data["spec"]
+    placement = spec["placement"]
+    nodes = placement.get("nodes")
+    replicas = placement.get("replicas")
+    return Dataset(
+        name=str(data["metadata"]["name"]),
+        version=str(spec["version"]),
+        source=_build_source(spec["source"]),
+        placement=Placement(
+            nodes=None if nodes is None else _strs(nodes),
+            replicas=None if replicas is None else int(replicas),
+            all=bool(placement.get("all", False)),
+            selector=_str_map(placement.get("selector")),
+        ),
+        path=str(spec["path"]),
+        mirrors=tuple(_build_source(m) for m in spec.get("mirrors") or ()),
+        lock=lock,
+        priority=str(spec.get("priority", "normal")),  # type: ignore[arg-type]
+        keep_versions=int(spec.get("keepVersions", 1)),
+        suspend=bool(spec.get("suspend", False)),
+        position=_position_of(doc),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def validate_documents(documents: list[Document], base: Path, revision: str,
+                       prior_errors: Iterable[ValidationError] = (), *,
+                       require_locks: bool = True) -> DesiredState | list[ValidationError]:
+    """Validate loaded documents (from `loader.load_documents(base)`); see `load_desired_state`."""
+    errors = _Errors()
+    for e in prior_errors:
+        errors.append(e)
+    documents_incomplete = bool(errors.items)  # some file could not be read or parsed
+
+    typed: list[tuple[Document, str]] = []
+    for doc in documents:
+        kind = _check_document_header(doc, errors)
+        if kind is None:
+            continue
+        _schema_errors(doc, kind, errors)
+        typed.append((doc, kind))
+
+    # Duplicate names, per kind: the second occurrence is the error.
+    first_seen: dict[tuple[str, str], Document] = {}
+    for doc, kind in typed:
+        name = _get(doc.data, "metadata", "name")
+        if not isinstance(name, str):
+            continue
+        first = first_seen.setdefault((kind, name), doc)
+        if first is not doc:
+            fl, _ = _position(first, ("metadata", "name"), True)
+            errors.add(doc, ("metadata", "name"),
+                       f"duplicate {kind} name '{name}' (first defined at {first.file}:{fl})",
+                       at_value=True)
+
+    # A reference to a node cannot be judged if a document could not be read at all.
+    node_names = None if documents_incomplete else {
+        name for (kind, name) in first_seen if kind == "Node"}
+    locks: dict[str, LockFile] = {}
+    for doc, kind in typed:
+        if kind == "Node":
+            _check_node(doc, errors)
+        else:
+            _check_dataset(doc, base, node_names, locks, errors, require_locks)
+
+    if not documents and not errors.items:
+        errors.append(ValidationError(".", 1, 1, REPO_FIELD,
+                                      "no documents found: the state repo must hold at least "
+                                      "the Node documents of the inventory (.yaml/.yml files)"))
+    if errors.items:
+        return sorted(errors.items, key=lambda e: (e.file, e.line, e.col, e.field, e.message))
+
+    nodes: dict[str, Node] = {}
+    datasets: dict[str, Dataset] = {}
+    for doc, kind in typed:
+        if kind == "Node":
+            node = _build_node(doc)
+            nodes[node.name] = node
+        else:
+            dataset = _build_dataset(doc, locks.get(f"{doc.file}#{doc.index}"))
+            datasets[dataset.name] = dataset
+    return DesiredState(revision=revision, nodes=nodes, datasets=datasets)
+
+
+def load_desired_state(root: Path, revision: str, *, require_locks: bool = True
+                       ) -> DesiredState | list[ValidationError]:
+    """Read, validate and convert the state repo at `root` (a directory, or a symlink to one).
+
+    Returns the model, or every problem found, sorted by file, line, column. Never raises for
+    problems in the repo's content. `root` is resolved once, so that a symlink swapped meanwhile
+    (git-sync) cannot mix two revisions; pass the same resolved path to `state_revision`.
+
+    `require_locks=False` (for `syncbit-reconcile lock`, which writes them): a `spec.lock` that
+    does not exist yet or does not parse is not an error and gives `lock=None`; a lock path that
+    is absolute or leaves the state repo still is.
+    """
+    base = Path(root).resolve()
+    loaded = load_documents(base)
+    return validate_documents(loaded.documents, base, revision, loaded.errors,
+                              require_locks=require_locks)

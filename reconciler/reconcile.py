@@ -1,0 +1,131 @@
+"""One pass of the reconciler, end to end:
+
+desired-state files -> validated model -> placement -> plan -> executor -> store -> status.
+
+This module is the seam the CLI (`--once`, `plan`) and the daemon loop share; it owns the rules
+that must never break: a rejected revision touches nothing, and every pass ends with a status
+file written atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import structlog
+
+from .config import NodeConfig
+from .desired.model import DesiredState, ValidationError
+from .desired.revision import state_revision
+from .desired.validate import load_desired_state
+from .executor.converge import Converger
+from .plan import Plan, make_plan
+from .status import DatasetStatus, NodeReport, Rejected, now_rfc3339, pass_result, read_status, write_status
+from .store import Store
+
+log = structlog.get_logger("reconcile")
+
+EXIT_READY, EXIT_NOT_READY, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A revision of the state repo: either a validated state or the reasons it was rejected."""
+
+    revision: str
+    state: DesiredState | None
+    errors: tuple[ValidationError, ...] = ()
+
+
+def load(cfg: NodeConfig) -> Loaded:
+    revision = state_revision(cfg.desired_state)
+    result = load_desired_state(cfg.desired_state, revision)
+    if isinstance(result, DesiredState):
+        return Loaded(revision, result)
+    return Loaded(revision, None, tuple(result))
+
+
+def node_problem(cfg: NodeConfig, state: DesiredState) -> str | None:
+    """Why this node must not act on `state` at all, if it must not."""
+    if cfg.node not in state.nodes:
+        known = ", ".join(sorted(state.nodes)) or "none"
+        return (f"node {cfg.node!r} (from {cfg.source}) has no Node document in the state repo "
+                f"(known nodes: {known}); refusing to act rather than evict everything")
+    return None
+
+
+def plan_for(cfg: NodeConfig, state: DesiredState) -> Plan:
+    return make_plan(state, cfg.node, cfg.allowed_roots, Store(cfg.state_dir).observe())
+
+
+def peer_listen(cfg: NodeConfig, state: DesiredState) -> str:
+    return cfg.listen_peer or state.nodes[cfg.node].peer
+
+
+async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
+                         on_progress: Callable[[Mapping[str, DatasetStatus]], None] | None = None,
+                         ) -> tuple[dict[str, object], int]:
+    """Converge this node once; returns the status document written and the CLI exit code."""
+    started = now_rfc3339()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    previous = read_status(cfg.status_file) or {}
+    last_applied = previous.get("lastAppliedRevision")
+    loaded = load(cfg)
+    log_ = log.bind(node=cfg.node, revision=loaded.revision)
+
+    if loaded.state is None:
+        for e in loaded.errors:
+            log_.error("revision rejected", file=e.file, line=e.line, field=e.field, error=e.message)
+        report = NodeReport(cfg.node, loaded.revision, last_applied,  # type: ignore[arg-type]
+                            started, now_rfc3339(), "Rejected",
+                            _previous_datasets(previous), Rejected(loaded.revision, loaded.errors))
+        return write_status(cfg.status_file, cfg.metrics_file, report), EXIT_REJECTED
+
+    state = loaded.state
+    problem = node_problem(cfg, state)
+    if problem:
+        log_.error("node not in inventory", error=problem)
+        report = NodeReport(cfg.node, loaded.revision, last_applied, started,  # type: ignore[arg-type]
+                            now_rfc3339(), "Failed", _previous_datasets(previous))
+        doc = write_status(cfg.status_file, cfg.metrics_file, report)
+        return doc, EXIT_NOT_READY
+
+    converger = Converger(cfg, state, peer_listen(cfg, state),
+                          on_progress=_throttled_status(cfg, loaded.revision, started, on_progress))
+    statuses = await converger.run(deadline)
+    result = pass_result(statuses, rejected=False)
+    report = NodeReport(cfg.node, loaded.revision, loaded.revision, started, now_rfc3339(),
+                        result, statuses)
+    doc = write_status(cfg.status_file, cfg.metrics_file, report)
+    log_.info("pass finished", result=result,
+              datasets={n: s.phase for n, s in sorted(statuses.items())})
+    return doc, EXIT_READY if result == "Converged" else EXIT_NOT_READY
+
+
+def _previous_datasets(previous: Mapping[str, object]) -> dict[str, DatasetStatus]:
+    out = {}
+    for name, d in (previous.get("datasets") or {}).items():  # type: ignore[union-attr]
+        try:
+            out[name] = DatasetStatus(**d)
+        except TypeError:
+            continue
+    return out
+
+
+def _throttled_status(cfg: NodeConfig, revision: str, started: str,
+                      on_progress: Callable[[Mapping[str, DatasetStatus]], None] | None
+                      ) -> Callable[[Mapping[str, DatasetStatus]], None]:
+    """Publish progress to the caller and, every few seconds, to the status file."""
+    last = [0.0]
+
+    def publish(statuses: Mapping[str, DatasetStatus]) -> None:
+        if on_progress:
+            on_progress(statuses)
+        if time.monotonic() - last[0] >= 5.0:
+            last[0] = time.monotonic()
+            report = NodeReport(cfg.node, revision, revision, started, None, "Progressing",
+                                dict(statuses))
+            write_status(cfg.status_file, cfg.metrics_file, report)
+
+    return publish

@@ -1,0 +1,36 @@
+"""The interface every origin implements."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Mapping
+
+CHUNK = 1 << 20
+
+
+class OriginError(Exception):
+    """An origin could not list or serve what was asked; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class OriginFile:
+    path: str  # posix, relative to the dataset's top directory
+    size: int
+    revision: Mapping[str, object] = field(default_factory=dict)  # ETag, mtime...: no secrets
+
+
+class Origin(abc.ABC):
+    kind: str
+
+    @abc.abstractmethod
+    async def list_files(self) -> list[OriginFile]:
+        """Every file of the dataset with its size and revision, sorted by path."""
+
+    @abc.abstractmethod
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream `length` bytes of `path` from `offset` (to the end if None)."""
+
+    def describe(self) -> Mapping[str, object]:
+        """What the lock records about this origin: never credentials or header values."""
+        return {"type": self.kind}

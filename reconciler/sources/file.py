@@ -1,0 +1,76 @@
+"""`file` sources: a local or NFS directory, or one file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import AsyncIterator
+
+from ..desired.model import FileSource
+from .base import CHUNK, Origin, OriginError, OriginFile
+
+
+class FileOrigin(Origin):
+    kind = "file"
+
+    def __init__(self, source: FileSource, state_root: Path) -> None:
+        p = Path(source.path)
+        self.root = p if p.is_absolute() else state_root / p
+        self.source = source
+
+    def _files(self) -> list[tuple[str, Path]]:
+        if self.root.is_file():
+            return [(self.root.name, self.root)]
+        if not self.root.is_dir():
+            raise OriginError(f"file source {self.source.path}: no such file or directory")
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if d != ".git")
+            for f in filenames:
+                full = Path(dirpath) / f
+                if full.is_file():
+                    out.append((full.relative_to(self.root).as_posix(), full))
+        return sorted(out)
+
+    async def list_files(self) -> list[OriginFile]:
+        def scan() -> list[OriginFile]:
+            res = []
+            for rel, full in self._files():
+                st = full.stat()
+                res.append(OriginFile(rel, st.st_size, {"size": st.st_size, "mtime": int(st.st_mtime)}))
+            return res
+        return await asyncio.to_thread(scan)
+
+    def _resolve(self, path: str) -> Path:
+        if self.root.is_file():
+            if path != self.root.name:
+                raise OriginError(f"file source {self.source.path}: no file {path}")
+            return self.root
+        full = (self.root / path).resolve()
+        if not full.is_relative_to(self.root.resolve()):
+            raise OriginError(f"file source {self.source.path}: {path} escapes the source")
+        return full
+
+    async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        full = self._resolve(path)
+        try:
+            f = await asyncio.to_thread(open, full, "rb")
+        except OSError as e:
+            raise OriginError(f"file source {self.source.path}: {path}: {e.strerror}") from None
+        try:
+            await asyncio.to_thread(f.seek, offset)
+            left = length
+            while left is None or left > 0:
+                n = CHUNK if left is None else min(CHUNK, left)
+                data = await asyncio.to_thread(f.read, n)
+                if not data:
+                    break
+                if left is not None:
+                    left -= len(data)
+                yield data
+        finally:
+            f.close()
+
+    def describe(self) -> dict[str, object]:
+        return {"type": self.kind, "path": self.source.path}

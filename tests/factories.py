@@ -1,0 +1,27 @@
+"""Small builders for model objects, so decision tests read like the YAML they stand for."""
+
+from __future__ import annotations
+
+from reconciler.desired.model import (Dataset, DesiredState, FileSource, LockFile, Node,
+                                      Placement)
+
+
+def node(name: str, i: int = 1, **kw: object) -> Node:
+    return Node(name=name, peer=f"127.0.0.{i}:6881", api=f"127.0.0.{i}:7070", **kw)  # type: ignore[arg-type]
+
+
+def lock(name: str, ih: str = "a" * 64, size: int = 1000) -> LockFile:
+    return LockFile(path=f"locks/{name}.torrent", info_hash=ih, info_hash_v1=ih[:40], name=name,
+                    total_bytes=size, files=(("f.bin", size),))
+
+
+def dataset(name: str, placement: Placement | None = None, *, version: str = "v1",
+            ih: str = "a" * 64, size: int = 1000, path: str | None = None, locked: bool = True,
+            **kw: object) -> Dataset:
+    return Dataset(name=name, version=version, source=FileSource("/src/" + name),
+                   placement=placement or Placement(all=True), path=path or f"ds/{name}",
+                   lock=lock(name, ih, size) if locked else None, **kw)  # type: ignore[arg-type]
+
+
+def state(nodes: list[Node], datasets: list[Dataset], revision: str = "rev1") -> DesiredState:
+    return DesiredState(revision, {n.name: n for n in nodes}, {d.name: d for d in datasets})

@@ -1,0 +1,79 @@
+"""A real HTTP origin for tests: serves a directory with Range support and counts bytes sent.
+
+Runs aiohttp on its own event loop in a thread, so reconciler subprocesses can reach it while
+the test body stays synchronous. Optional `token` demands `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from pathlib import Path
+
+from aiohttp import web
+
+
+class OriginServer:
+    def __init__(self, root: Path, host: str = "127.0.0.1", token: str | None = None) -> None:
+        self.root = root
+        self.host = host
+        self.token = token
+        self.port = 0
+        self.bytes_sent = 0
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, range)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "OriginServer":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)  # type: ignore[union-attr]
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path, request.headers.get("Range")))
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            raise web.HTTPUnauthorized()
+        f = (self.root / request.match_info["path"]).resolve()
+        if not f.is_relative_to(self.root.resolve()) or not f.is_file():
+            raise web.HTTPNotFound()
+        data = f.read_bytes()
+        etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        start, end, status = 0, len(data) - 1, 200
+        rng = request.headers.get("Range")
+        if rng:
+            a, _, b = rng.removeprefix("bytes=").partition("-")
+            start, end, status = int(a), min(int(b), len(data) - 1) if b else len(data) - 1, 206
+        body = data[start:end + 1]
+        headers = {"ETag": etag, "Accept-Ranges": "bytes"}
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        if request.method == "HEAD":
+            return web.Response(status=status, headers={**headers, "Content-Length": str(len(body))})
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        for i in range(0, len(body), 1 << 16):
+            chunk = body[i:i + (1 << 16)]
+            await resp.write(chunk)
+            self.bytes_sent += len(chunk)
+        return resp
