@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("syncbit-reconcile: daemon mode is not available yet; use --once", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as e:
-        print(f"syncbit-reconcile: {e}", file=sys.stderr)
+        for line in str(e).splitlines():
+            print(f"syncbit-reconcile: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -90,6 +91,7 @@ def cmd_validate(root: Path) -> int:
     if not root.is_dir():
         print(f"syncbit-reconcile: {root}: not a directory", file=sys.stderr)
         return EXIT_USAGE
+    root = root.resolve()  # once: a git-sync symlink swap must not mix two revisions
     result = load_desired_state(root, state_revision(root))
     if isinstance(result, DesiredState):
         print(f"{root}: valid ({len(result.nodes)} nodes, {len(result.datasets)} datasets) "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import jsonschema
 from ruamel.yaml import YAML
@@ -50,17 +51,20 @@ def config_path(cli_value: str | None) -> Path:
 
 
 def load_config(path: Path) -> NodeConfig:
+    """Read, validate and convert the node config; ConfigError lines are
+    `FILE:LINE:COL: FIELD: MESSAGE`."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: node config not found (use --config or SYNCBIT_CONFIG)") from None
+        raise ConfigError(f"{path}:1:1: (file): node config not found "
+                          "(use --config or SYNCBIT_CONFIG)") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read node config: {e}") from None
+        raise ConfigError(f"{path}:1:1: (file): cannot read node config: {e}") from None
     try:
         doc = YAML(typ="rt").load(text)
     except YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else f"{path}:1:1"
         raise ConfigError(f"{where}: (yaml): {getattr(e, 'problem', None) or e}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}:1:1: (root): the node config must be a mapping")
@@ -68,35 +72,43 @@ def load_config(path: Path) -> NodeConfig:
     validator = jsonschema.Draft202012Validator(schema("config.schema.json"))
     errors = sorted(validator.iter_errors(_plain(doc)), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        raise ConfigError("\n".join(_format(path, doc, e) for e in errors))
+        raise ConfigError("\n".join(line for e in errors for line in _format(path, doc, e)))
 
     base = path.parent.resolve()
 
     def rel(p: str) -> Path:
-        q = Path(p)
+        q = Path(str(p))
         return q if q.is_absolute() else base / q
 
-    try:
-        state_dir = rel(doc.get("stateDir", str(DEFAULT_STATE_DIR)))
-        listen = doc.get("listen") or {}
-        bw = doc.get("bandwidth") or {}
-        cache = doc.get("cache") or {}
-        return NodeConfig(
-            source=path,
-            node=str(doc["node"]),
-            desired_state=rel(doc["desiredState"]),
-            state_dir=state_dir,
-            status_file=rel(doc["statusFile"]) if "statusFile" in doc else state_dir / "status.json",
-            metrics_file=rel(doc["metricsFile"]) if "metricsFile" in doc else state_dir / "syncbit.prom",
-            allowed_roots=tuple(str(rel(r)) for r in doc["allowedRoots"]),
-            listen_peer=listen.get("peer"),
-            listen_api=listen.get("api"),
-            cache_limit=parse_size(cache["limit"]) if "limit" in cache else None,
-            bandwidth=Bandwidth(*(parse_size(bw.get(k, 0)) for k in ("download", "upload", "origin"))),
-            grace_period=parse_duration(doc.get("gracePeriod", "10m")),
-        )
-    except ValueError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    def convert(parse, keys: tuple[str, ...], default):  # type: ignore[no-untyped-def]
+        node: object = doc
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return default
+            node = node[k]
+        try:
+            return parse(node)
+        except ValueError as e:  # the schema's patterns are looser than the parsers
+            line, col = _locate(doc, keys)
+            raise ConfigError(f"{path}:{line}:{col}: {'.'.join(keys)}: {e}") from None
+
+    state_dir = rel(doc.get("stateDir", str(DEFAULT_STATE_DIR)))
+    listen = doc.get("listen") or {}
+    return NodeConfig(
+        source=path,
+        node=str(doc["node"]),
+        desired_state=rel(doc["desiredState"]),
+        state_dir=state_dir,
+        status_file=rel(doc["statusFile"]) if "statusFile" in doc else state_dir / "status.json",
+        metrics_file=rel(doc["metricsFile"]) if "metricsFile" in doc else state_dir / "syncbit.prom",
+        allowed_roots=tuple(str(rel(r)) for r in doc["allowedRoots"]),
+        listen_peer=str(listen["peer"]) if "peer" in listen else None,
+        listen_api=str(listen["api"]) if "api" in listen else None,
+        cache_limit=convert(parse_size, ("cache", "limit"), None),
+        bandwidth=Bandwidth(*(convert(parse_size, ("bandwidth", k), 0)
+                              for k in ("download", "upload", "origin"))),
+        grace_period=convert(parse_duration, ("gracePeriod",), 600.0),
+    )
 
 
 def _plain(node: object) -> object:
@@ -107,30 +119,37 @@ def _plain(node: object) -> object:
     return node
 
 
-def _format(path: Path, doc: object, err: jsonschema.ValidationError) -> str:
-    """`FILE:LINE:COL: FIELD: MESSAGE` for one schema error, pointing at the closest key."""
+def _locate(doc: object, keys: Sequence[object]) -> tuple[int, int]:
+    """1-based line and column of the key (or list item) at `keys`, or of its closest parent."""
     line, col = 1, 1
     node = doc
-    field = ".".join(str(p) for p in err.absolute_path) or "(root)"
-    for part in err.absolute_path:
+    for part in keys:
         lc = getattr(node, "lc", None)
         try:
             if lc is not None:
-                if isinstance(node, dict):
-                    line, col = lc.key(part)
-                else:
-                    line, col = lc.item(part)
+                line, col = lc.key(part) if isinstance(node, dict) else lc.item(part)
                 line, col = line + 1, col + 1
             node = node[part]  # type: ignore[index]
         except (KeyError, IndexError, TypeError):
             break
-    message = err.message
-    if err.validator == "additionalProperties":
+    return line, col
+
+
+def _format(path: Path, doc: object, err: jsonschema.ValidationError) -> list[str]:
+    """`FILE:LINE:COL: FIELD: MESSAGE` lines for one schema error, pointing at the closest key."""
+    keys = list(err.absolute_path)
+    line, col = _locate(doc, keys)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
         if extra:
-            field = ".".join([*map(str, err.absolute_path), extra[0]])
-            lc = getattr(node, "lc", None)
-            if lc is not None:
-                line, col = (x + 1 for x in lc.key(extra[0]))
-            message = f"unknown field {extra[0]!r}"
-    return f"{path}:{line}:{col}: {field}: {message}"
+            return [f"{path}:{':'.join(map(str, _locate(doc, [*keys, k])))}: "
+                    f"{'.'.join(map(str, [*keys, k]))}: unknown field {k!r}" for k in extra]
+    if err.validator == "required" and isinstance(err.instance, dict):
+        missing = [k for k in err.validator_value if k not in err.instance]
+        if missing:
+            return [f"{path}:{line}:{col}: {'.'.join(map(str, [*keys, k]))}: "
+                    f"required field {k!r} is missing" for k in missing]
+    field = ".".join(map(str, keys)) or "(root)"
+    custom = err.schema.get("errorMessage") if isinstance(err.schema, dict) else None
+    message = f"{custom} (got {err.instance!r})" if isinstance(custom, str) else err.message
+    return [f"{path}:{line}:{col}: {field}: {message}"]

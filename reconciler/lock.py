@@ -2,20 +2,22 @@
 
 Each source file is read once, streaming, into the hybrid-torrent hasher; the torrent is written
 under the state repo (`locks/<dataset>.torrent` unless `spec.lock` already names a path) and
-`spec.lock` is set by a ruamel.yaml round-trip that keeps the user's comments and layout.
+`spec.lock` is set by a one-line edit of the YAML text, at the position ruamel.yaml's composer
+reports, so the user's comments and layout stay exactly as they were.
 The source revision (HTTP ETag, file mtime+size) is recorded outside the info dict, so it never
 changes the info-hash; the same bytes from the same source give a byte-identical torrent.
 """
 
 from __future__ import annotations
 
-import io
+import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
 from ruamel.yaml import YAML
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
 from . import atomic
 from .desired.model import Dataset, DesiredState
@@ -23,8 +25,6 @@ from .desired.validate import load_desired_state
 from .sources import OriginContext, OriginError, open_origin
 from .torrent import FileHasher, build_torrent, choose_piece_size, read_lock
 from .ui import human_bytes
-
-log = structlog.get_logger("lock")
 
 LOCK_DIR = "locks"
 
@@ -81,7 +81,6 @@ async def lock_state_repo(root: Path, names: list[str]) -> int:
                 res = await lock_one(root, d, ctx)
             except (OriginError, OSError, ValueError) as e:
                 failed += 1
-                log.error("lock failed", dataset=name, error=str(e))
                 print(f"{name}: FAILED: {e}", file=sys.stderr)
                 continue
             verb = "locked" if res.changed else "unchanged"
@@ -104,56 +103,106 @@ async def lock_one(root: Path, d: Dataset, ctx: OriginContext) -> Locked:
 
 def _declared_lock(root: Path, d: Dataset) -> str | None:
     """`spec.lock` as written, when it names a file that does not exist yet."""
-    doc = _find_doc(root, d)[1]
-    value = doc["spec"].get("lock") if doc is not None else None
-    return str(value) if value else None
+    spec = _find_spec(root, d)[2]
+    value = _map_get(spec, "lock")
+    return str(value.value) if isinstance(value, ScalarNode) and value.value else None
 
 
-def _yaml() -> YAML:
-    y = YAML(typ="rt")
-    y.preserve_quotes = True
-    y.width = 4096
-    y.indent(mapping=2, sequence=4, offset=2)
-    return y
+# Setting `spec.lock` edits the file's text in place at the positions the YAML composer reports,
+# rather than re-dumping it: a round-trip dump can drop a leading comment or `---`, a BOM, CRLF
+# line ends, `...` markers, or re-indent the file, and must never change more than the one line.
 
 
-def _find_doc(root: Path, d: Dataset):  # type: ignore[no-untyped-def]
+def _map_get(node: Node | None, key: str) -> Node | None:
+    if not isinstance(node, MappingNode):
+        return None
+    for k, v in node.value:
+        if isinstance(k, ScalarNode) and k.value == key:
+            return v  # type: ignore[no-any-return]
+    return None
+
+
+def _scalar_value(node: Node | None) -> str | None:
+    return node.value if isinstance(node, ScalarNode) else None
+
+
+def _find_spec(root: Path, d: Dataset) -> tuple[Path, str, MappingNode]:
+    """The dataset's file, its text (exactly as on disk) and the composed `spec` mapping."""
     assert d.position is not None
     path = root / d.position.file
-    docs = list(_yaml().load_all(path.read_text()))
-    for i, doc in enumerate(docs):
-        if (isinstance(doc, dict) and doc.get("kind") == "Dataset"
-                and (doc.get("metadata") or {}).get("name") == d.name):
-            return path, doc, docs, i
+    text = path.read_bytes().decode("utf-8")  # no newline translation: CRLF files stay CRLF
+    for doc in YAML(typ="rt", pure=True).compose_all(text):
+        if (_scalar_value(_map_get(doc, "kind")) == "Dataset"
+                and _scalar_value(_map_get(_map_get(doc, "metadata"), "name")) == d.name):
+            spec = _map_get(doc, "spec")
+            if isinstance(spec, MappingNode):
+                return path, text, spec
     raise ValueError(f"{d.position.file}: dataset {d.name} not found when writing spec.lock")
 
 
+def _render_scalar(value: str) -> str:
+    """`value` as a YAML scalar: plain when that reads back as the same string, else quoted."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./+-]*", value):
+        try:
+            if YAML(typ="safe", pure=True).load(f"k: {value}\n") == {"k": value}:
+                return value
+        except Exception:  # pragma: no cover - a plain scalar of these characters always loads
+            pass
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _line_break_at(text: str, i: int) -> tuple[int, str]:
+    """(offset of the next line break at or after `i`, that break), or (len, "") at the end."""
+    m = _BREAK.search(text, i)
+    return (m.start(), m.group(0)) if m else (len(text), "")
+
+
+_BREAK = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
+
+
 def set_spec_lock(root: Path, d: Dataset, rel: str) -> bool:
-    """Set `spec.lock: rel` in the dataset's document; returns whether the file changed."""
-    path, doc, docs, _ = _find_doc(root, d)
-    if doc["spec"].get("lock") == rel:
-        return False
-    spec = doc["spec"]
-    if "lock" in spec:
-        spec["lock"] = rel
+    """Set `spec.lock: rel` in the dataset's document; returns whether the file changed.
+
+    Only the text of the one value (or one new line) changes: comments, quoting, flow style,
+    indentation, document markers, line ends and a BOM are kept as they were.
+    """
+    path, text, spec = _find_spec(root, d)
+    current = _map_get(spec, "lock")
+    value = _render_scalar(rel)
+    if current is not None:
+        if _scalar_value(current) == rel:
+            return False
+        if not isinstance(current, ScalarNode):
+            raise ValueError(f"{d.position.file if d.position else path}: spec.lock of "
+                             f"{d.name} is not a string")
+        new = text[:current.start_mark.index] + value + text[current.end_mark.index:]
     else:
-        # Right after `path` reads best; else at the end of spec.
-        keys = list(spec.keys())
-        at = keys.index("path") + 1 if "path" in keys else len(keys)
-        spec.insert(at, "lock", rel)
-    text = path.read_text()
-    y = _yaml()
-    y.explicit_start = text.lstrip().startswith("---") or len(docs) > 1 and _starts_with_marker(text)
-    buf = io.StringIO()
-    y.dump_all(docs, buf)
-    atomic.write_text(path, buf.getvalue())
+        keys = [(k, v) for k, v in spec.value if isinstance(k, ScalarNode) and k.value != "<<"]
+        if not keys:
+            raise ValueError(f"{d.position.file if d.position else path}: spec of {d.name} "
+                             "has no keys to place lock after")
+        # Right after `path` reads best; else after the last key of spec.
+        after_key, after = next(((k, v) for k, v in keys if k.value == "path"), keys[-1])
+        end = after.end_mark.index
+        if spec.flow_style:
+            entry = f"lock: {value}"
+            if after_key.style == '"':  # JSON-like text: keep it JSON-like
+                entry = f'"lock": {json.dumps(rel, ensure_ascii=False)}'
+            new = text[:end] + f", {entry}" + text[end:]
+        else:
+            indent = " " * after_key.start_mark.column
+            if after.end_mark.column == 0:  # a block value ends at the start of the next line
+                at, brk = end, _line_break_at(text, 0)[1] or "\n"  # the file's line end
+                new = text[:at] + f"{indent}lock: {value}{brk}" + text[at:]
+            else:
+                at, brk = _line_break_at(text, end)
+                if brk:
+                    at += len(brk)
+                    new = text[:at] + f"{indent}lock: {value}{brk}" + text[at:]
+                else:  # last line of a file without a final newline
+                    brk = _line_break_at(text, 0)[1] or "\n"
+                    new = text + f"{brk}{indent}lock: {value}"
+    target = path.resolve()  # a symlinked YAML file stays a symlink
+    mode = target.stat().st_mode & 0o777
+    atomic.write_bytes(target, new.encode("utf-8"), mode)
     return True
-
-
-def _starts_with_marker(text: str) -> bool:
-    for line in text.splitlines():
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        return s.startswith("---")
-    return False

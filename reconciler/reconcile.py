@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping
 
 import structlog
@@ -33,17 +34,19 @@ EXIT_READY, EXIT_NOT_READY, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
 class Loaded:
     """A revision of the state repo: either a validated state or the reasons it was rejected."""
 
+    root: Path  # the state repo, symlinks resolved once for the whole pass
     revision: str
     state: DesiredState | None
     errors: tuple[ValidationError, ...] = ()
 
 
 def load(cfg: NodeConfig) -> Loaded:
-    revision = state_revision(cfg.desired_state)
-    result = load_desired_state(cfg.desired_state, revision)
+    root = cfg.desired_state.resolve()  # once: a git-sync symlink swap must not mix revisions
+    revision = state_revision(root)
+    result = load_desired_state(root, revision)
     if isinstance(result, DesiredState):
-        return Loaded(revision, result)
-    return Loaded(revision, None, tuple(result))
+        return Loaded(root, revision, result)
+    return Loaded(root, revision, None, tuple(result))
 
 
 def node_problem(cfg: NodeConfig, state: DesiredState) -> str | None:
@@ -91,7 +94,7 @@ async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
         doc = write_status(cfg.status_file, cfg.metrics_file, report)
         return doc, EXIT_NOT_READY
 
-    converger = Converger(cfg, state, peer_listen(cfg, state),
+    converger = Converger(cfg, state, loaded.root, peer_listen(cfg, state),
                           on_progress=_throttled_status(cfg, loaded.revision, started, on_progress))
     statuses = await converger.run(deadline)
     result = pass_result(statuses, rejected=False)

@@ -94,13 +94,14 @@ def _conditions(r: NodeReport, previous: Sequence[Mapping[str, object]]) -> list
     stalled = (("True", "RevisionRejected", ready[2]) if r.result == "Rejected"
                else ("True", "Failed", ready[2]) if failed
                else ("False", "Healthy", "no failures"))
-    prev = {c.get("type"): c for c in previous}
+    prev = {c.get("type"): c for c in previous if isinstance(c, dict)}
+    now = r.finished_at or r.started_at
     out = []
     for type_, (status, reason, message) in (("Ready", ready), ("Reconciling", reconciling),
                                              ("Stalled", stalled)):
         old = prev.get(type_)
-        since = (old.get("lastTransitionTime") if old and old.get("status") == status
-                 else r.finished_at or r.started_at)
+        kept = old.get("lastTransitionTime") if old and old.get("status") == status else None
+        since = kept if isinstance(kept, str) and kept else now
         out.append({"type": type_, "status": status, "reason": reason, "message": message,
                     "lastTransitionTime": since})
     return out
@@ -108,6 +109,8 @@ def _conditions(r: NodeReport, previous: Sequence[Mapping[str, object]]) -> list
 
 def render_status(r: NodeReport, previous: Mapping[str, object] | None = None) -> dict[str, object]:
     prev_conditions = (previous or {}).get("conditions") or []
+    if not isinstance(prev_conditions, list):
+        prev_conditions = []  # a hand-edited or foreign file: start the clocks afresh
     return {
         "apiVersion": "syncbit/v1",
         "kind": "NodeStatus",
@@ -130,7 +133,8 @@ def render_metrics(status: Mapping[str, object]) -> bytes:
     g = lambda name, doc, labels=(): Gauge(f"syncbit_{name}", doc, ["node", *labels], registry=reg)  # noqa: E731
 
     g("info", "Revisions this node has seen and applied.", ("observed_revision", "applied_revision")
-      ).labels(node, str(status["observedRevision"]), str(status["lastAppliedRevision"])).set(1)
+      ).labels(node, str(status["observedRevision"] or ""),
+               str(status["lastAppliedRevision"] or "")).set(1)
     g("revision_rejected", "1 when the newest revision of the state repo was rejected."
       ).labels(node).set(1 if status["rejected"] else 0)
     lp = status["lastPass"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ class Store:
                     continue
                 meta = _read_json(base / f"{d.name}.json")
                 done = complete and bool(meta.get("complete"))
+                if complete and not meta:
+                    # moved into the store but not marked complete (a crash in between): it
+                    # is incomplete, but begin()'s staging metadata still knows its label
+                    meta = _read_json(self.staging / name / f"{d.name}.json")
                 versions[d.name] = ObservedVersion(
                     info_hash=d.name, version=str(meta.get("version", "?")), complete=done,
                     bytes_total=int(meta.get("bytesTotal", 0)),
@@ -103,6 +108,10 @@ class Store:
     def mark_complete(self, dataset: str, info_hash: str, version: str, name: str,
                       bytes_total: int) -> None:
         """Record a verified version that now lives in `version_dir`."""
+        if not (self.version_dir(dataset, info_hash) / name).exists():
+            raise FileNotFoundError(
+                f"{self.version_dir(dataset, info_hash) / name}: not in the store; "
+                "refusing to mark the version complete")
         atomic.write_json(self.root / dataset / f"{info_hash}.json", {
             "version": version, "infoHash": info_hash, "name": name, "complete": True,
             "bytesTotal": bytes_total, "completedAt": time.time()})
@@ -111,7 +120,10 @@ class Store:
         _rmdir_if_empty(self.staging / dataset)
 
     def content_dir(self, dataset: str, info_hash: str) -> Path:
+        """The version's top-level file or directory; FileNotFoundError unless complete."""
         meta = _read_json(self.root / dataset / f"{info_hash}.json")
+        if not meta.get("complete") or "name" not in meta:
+            raise FileNotFoundError(f"{dataset} {info_hash}: not a complete version in the store")
         return self.version_dir(dataset, info_hash) / str(meta["name"])
 
     def activate(self, dataset: str, info_hash: str, link: Path) -> None:
@@ -170,7 +182,14 @@ def _read_json(path: Path) -> dict:
 
 
 def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    """Bytes that removing `path` frees: files hard-linked from outside it stay allocated."""
+    inodes: dict[tuple[int, int], list[int]] = {}  # (dev, ino) -> [size, nlink, links seen]
+    for f in path.rglob("*"):
+        st = f.lstat()
+        if stat.S_ISREG(st.st_mode):
+            seen = inodes.setdefault((st.st_dev, st.st_ino), [st.st_size, st.st_nlink, 0])
+            seen[2] += 1
+    return sum(size for size, nlink, seen in inodes.values() if seen >= nlink)
 
 
 def _prune_empty_dirs(top: Path) -> None:

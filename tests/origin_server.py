@@ -15,8 +15,10 @@ from aiohttp import web
 
 
 class OriginServer:
-    def __init__(self, root: Path, host: str = "127.0.0.1", token: str | None = None) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1", token: str | None = None,
+                 rate: int | None = None) -> None:
         self.root = root
+        self.rate = rate  # bytes/s for the whole server, None = unthrottled
         self.host = host
         self.token = token
         self.port = 0
@@ -41,6 +43,7 @@ class OriginServer:
         self._thread.join(10)
 
     async def _start(self) -> None:
+        self._throttle = asyncio.Lock()  # one chunk at a time: `rate` bounds the whole server
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -74,6 +77,9 @@ class OriginServer:
         await resp.prepare(request)
         for i in range(0, len(body), 1 << 16):
             chunk = body[i:i + (1 << 16)]
+            if self.rate:
+                async with self._throttle:
+                    await asyncio.sleep(len(chunk) / self.rate)
             await resp.write(chunk)
             self.bytes_sent += len(chunk)
         return resp

@@ -136,7 +136,8 @@ def _yaml_error(file: str, exc: YAMLError, line_offset: int) -> ValidationError:
         elif exc.context:
             message += f" ({exc.context.strip()})"
         return ValidationError(file, line, col, YAML_FIELD, message)
-    return ValidationError(file, line, col, YAML_FIELD, f"invalid YAML: {exc}")
+    # Reader errors (control characters) span lines; `validate` prints one error per line.
+    return ValidationError(file, line, col, YAML_FIELD, "invalid YAML: " + " ".join(str(exc).split()))
 
 
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[ValidationError]]:

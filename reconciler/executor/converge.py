@@ -46,10 +46,11 @@ class _Job:
 
 
 class Converger:
-    def __init__(self, cfg: NodeConfig, state: DesiredState, peer_listen: str,
+    def __init__(self, cfg: NodeConfig, state: DesiredState, state_root: Path, peer_listen: str,
                  on_progress: Callable[[dict[str, DatasetStatus]], None] | None = None) -> None:
         self.cfg = cfg
         self.state = state
+        self.state_root = state_root
         self.store = Store(cfg.state_dir)
         self.peer_listen = peer_listen
         self.on_progress = on_progress or (lambda _s: None)
@@ -123,7 +124,7 @@ class Converger:
         gateway = Gateway()
         await gateway.start()
         swarm = Swarm(self.peer_listen, self.cfg.bandwidth.download, self.cfg.bandwidth.upload)
-        async with OriginContext(self.cfg.desired_state) as origins:
+        async with OriginContext(self.state_root) as origins:
             try:
                 for job in jobs:
                     self._start(job, swarm, gateway, origins)
@@ -151,7 +152,7 @@ class Converger:
         assert lock is not None
         log_ = self.log.bind(dataset=t.name, version=d.version, info_hash=lock.info_hash)
         try:
-            torrent = (self.cfg.desired_state / lock.path).read_bytes()
+            torrent = (self.state_root / lock.path).read_bytes()
             origin = open_origin(d.source, origins)
         except (OSError, OriginError) as e:
             self._fail(job, f"cannot start: {e}")
@@ -193,13 +194,15 @@ class Converger:
             job.last_done, job.last_change = s.bytesDone, now
 
         if job.stage == "fetching":
-            s.error = f"origin: {st.url_seed_error}" if st.url_seed_error else None
+            origin_error = gateway.errors.get(t.name) or (
+                f"web seed: {st.url_seed_error}" if st.url_seed_error else None)
+            s.error = origin_error
             if ts.is_seeding and ts.state not in (ts.checking_files, ts.checking_resume_data):
                 job.stage, s.phase = "verifying", "Verifying"
                 job.verify_rounds += 1
                 swarm.recheck(ih)
-            elif st.url_seed_error and now - job.last_change > STALL_AFTER:
-                self._fail(job, f"no progress for {STALL_AFTER:.0f}s; origin: {st.url_seed_error}")
+            elif origin_error and now - job.last_change > STALL_AFTER:
+                self._fail(job, f"no progress for {STALL_AFTER:.0f}s; {origin_error}")
         elif job.stage == "verifying":
             ok = swarm.verified(ih)
             if ok is None:

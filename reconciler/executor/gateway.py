@@ -36,6 +36,7 @@ class Gateway:
     host: str = "127.0.0.1"
     port: int = 0
     bytes_served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    errors: dict[str, str] = field(default_factory=dict)  # dataset -> last origin error
     _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
 
@@ -51,6 +52,8 @@ class Gateway:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/{dataset}/{ih}/{tail:.+}", self._handle)
+        # libtorrent requests a one-file torrent's web seed URL as it is, without the path.
+        app.router.add_get("/{dataset}/{ih}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -67,7 +70,11 @@ class Gateway:
         entry = self._entries.get(key)
         if entry is None:
             raise web.HTTPNotFound(text="unknown dataset version\n")
-        top, _, path = request.match_info["tail"].partition("/")
+        tail = request.match_info.get("tail")
+        if tail is None and len(entry.sizes) == 1:
+            top, path = entry.name, next(iter(entry.sizes))
+        else:
+            top, _, path = (tail or "").partition("/")
         size = entry.sizes.get(path)
         if top != entry.name or size is None:
             raise web.HTTPNotFound(text="no such file in this torrent\n")
@@ -103,6 +110,7 @@ class Gateway:
                 self.bytes_served[entry.dataset] += len(chunk)
                 chunk = await anext(stream, b"")
         except OriginError as e:
+            self.errors[entry.dataset] = str(e)
             log.warning("origin read failed", dataset=entry.dataset, file=path, error=str(e))
             if not resp.prepared:
                 raise web.HTTPBadGateway(text=f"{e}\n")
@@ -111,7 +119,9 @@ class Gateway:
             pass  # libtorrent closed the connection (end game, completion)
         finally:
             await stream.aclose()
-        if sent != length and resp.prepared:
+        if sent == length:
+            self.errors.pop(entry.dataset, None)
+        elif resp.prepared:
             log.warning("origin sent a short range", dataset=entry.dataset, file=path,
                         expected=length, sent=sent)
         return resp

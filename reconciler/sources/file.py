@@ -24,9 +24,26 @@ class FileOrigin(Origin):
             return [(self.root.name, self.root)]
         if not self.root.is_dir():
             raise OriginError(f"file source {self.source.path}: no such file or directory")
+        # Symlinks are followed, to files (a Hugging Face cache snapshot is symlinks into its
+        # blobs) and to directories alike, except a directory that is its own ancestor (a loop).
+        def fail(e: OSError) -> None:
+            raise OriginError(f"file source {self.source.path}: cannot read {e.filename}: "
+                              f"{e.strerror}")
+
         out = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        st = self.root.stat()
+        ancestors = {str(self.root): frozenset({(st.st_dev, st.st_ino)})}
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=fail, followlinks=True):
+            chain = ancestors.pop(dirpath)
+            keep = []
+            for d in sorted(dirnames):
+                if d == ".git":
+                    continue
+                st = os.stat(os.path.join(dirpath, d))
+                if (st.st_dev, st.st_ino) not in chain:
+                    keep.append(d)
+                    ancestors[os.path.join(dirpath, d)] = chain | {(st.st_dev, st.st_ino)}
+            dirnames[:] = keep
             for f in filenames:
                 full = Path(dirpath) / f
                 if full.is_file():
@@ -47,10 +64,13 @@ class FileOrigin(Origin):
             if path != self.root.name:
                 raise OriginError(f"file source {self.source.path}: no file {path}")
             return self.root
-        full = (self.root / path).resolve()
-        if not full.is_relative_to(self.root.resolve()):
+        # Checked as written, not resolved: symlinks inside the source are the dataset's own
+        # (list_files follows them), but a request must not climb out with `..` or a root.
+        parts = path.split("/")
+        if not path or path.startswith("/") or any(
+                p in ("", ".", "..") for p in parts):
             raise OriginError(f"file source {self.source.path}: {path} escapes the source")
-        return full
+        return self.root.joinpath(*parts)
 
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         full = self._resolve(path)

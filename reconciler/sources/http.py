@@ -40,7 +40,13 @@ class HttpOrigin(Origin):
         self.http = http
         self.env = os.environ if env is None else env
         if source.urls:
-            self.urls = {unquote(urlsplit(u).path.rstrip("/").rsplit("/", 1)[-1]): u for u in source.urls}
+            self.urls = {}
+            for u in source.urls:
+                name = unquote(urlsplit(u).path.rstrip("/").rsplit("/", 1)[-1])
+                if name in self.urls:  # one would silently hide the other
+                    raise OriginError(f"http source: {_safe(self.urls[name])} and {_safe(u)} "
+                                      f"both name the file {name}")
+                self.urls[name] = u
         else:
             base = (source.base_url or "").rstrip("/") + "/"
             self.urls = {f: base + quote(f) for f in source.files}

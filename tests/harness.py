@@ -1,0 +1,153 @@
+"""Test harness: real git state repos, node configs, and the real CLI in subprocesses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` (following a top-level symlink), by relative path."""
+    root = root.resolve()
+    return {p.relative_to(root).as_posix(): sha256_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_data(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def pseudo_random(n: int, seed: str) -> bytes:
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(f"{seed}/{i}".encode()).digest()
+        i += 1
+    return bytes(out[:n])
+
+
+@dataclass
+class StateRepo:
+    """A git repository used as the desired-state directory."""
+
+    root: Path
+
+    @classmethod
+    def create(cls, root: Path) -> "StateRepo":
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*GIT, "init", "-q", "-b", "main", str(root)], check=True)
+        return cls(root)
+
+    def write(self, rel: str, text: str) -> None:
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text).lstrip())
+
+    def lock(self, *datasets: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli("lock", str(self.root), *datasets, env=env)
+
+    def commit(self, message: str = "change") -> str:
+        subprocess.run([*GIT, "-C", str(self.root), "add", "-A"], check=True)
+        subprocess.run([*GIT, "-C", str(self.root), "commit", "-q", "--allow-empty", "-m", message],
+                       check=True)
+        return self.head()
+
+    def head(self) -> str:
+        return subprocess.run([*GIT, "-C", str(self.root), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+
+def nodes_yaml(names: list[str], first_ip: int = 11, **labels: dict[str, str]) -> str:
+    docs = []
+    for i, n in enumerate(names):
+        ip = f"127.0.0.{first_ip + i}"
+        lab = labels.get(n.replace("-", "_"), {})
+        docs.append(textwrap.dedent(f"""\
+            apiVersion: syncbit/v1
+            kind: Node
+            metadata:
+              name: {n}
+              labels: {json.dumps(lab)}
+            spec:
+              peer: "{ip}:{free_port(ip)}"
+              api: "{ip}:{free_port(ip)}"
+            """))
+    return "---\n".join(docs)
+
+
+@dataclass
+class NodeHome:
+    """One node's config, state dir and allowed root on this machine."""
+
+    name: str
+    base: Path
+    desired: Path
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.base / "config.yaml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.base / "state"
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def status_file(self) -> Path:
+        return self.state_dir / "status.json"
+
+    def write_config(self) -> "NodeHome":
+        self.base.mkdir(parents=True, exist_ok=True)
+        cfg = {"node": self.name, "desiredState": str(self.desired), "stateDir": str(self.state_dir),
+               "allowedRoots": [str(self.data)], **self.extra}
+        self.config.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
+        return self
+
+    def status(self) -> dict:
+        return json.loads(self.status_file.read_text())
+
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--config", str(self.config), timeout=timeout, env=env)
+
+    def once(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+        return run_cli("--once", "--config", str(self.config), *args, timeout=timeout, env=env)
+
+
+def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "SYNCBIT_LOG_LEVEL": "info", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "reconciler", *args], capture_output=True,
+                          text=True, timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
