@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p, top=True)
     p.add_argument("--once", action="store_true", help="converge once, print a summary, exit")
     p.add_argument("--timeout", type=float, metavar="S", help="with --once: give up after S seconds")
+    p.add_argument("--linger", type=float, metavar="S", default=60.0,
+                   help="with --once: keep seeding up to S seconds while inventory peers still "
+                        "download from this node (default 60)")
     p.add_argument("--dry-run", action="store_true", help="same as the `plan` command")
     p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable output")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "wait":
             return cmd_wait(cfg, args.dataset, args.timeout)
         if args.once:
-            return cmd_once(cfg, args.timeout)
+            return cmd_once(cfg, args.timeout, args.linger)
         print("syncbit-reconcile: daemon mode is not available yet; use --once", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as e:
@@ -146,12 +149,12 @@ def cmd_plan(cfg: NodeConfig, as_json: bool) -> int:
     return EXIT_READY
 
 
-def cmd_once(cfg: NodeConfig, timeout: float | None) -> int:
+def cmd_once(cfg: NodeConfig, timeout: float | None, linger: float) -> int:
     from .reconcile import reconcile_once
     from .ui import ProgressView, print_status
 
     with ProgressView() as view:
-        doc, code = asyncio.run(reconcile_once(cfg, timeout, view.update))
+        doc, code = asyncio.run(reconcile_once(cfg, timeout, view.update, linger))
     print_status(doc)
     return code
 
@@ -161,8 +164,8 @@ def cmd_status(cfg: NodeConfig, as_json: bool, cluster: bool) -> int:
     from .ui import print_status
 
     if cluster:
-        print("syncbit-reconcile: status --cluster is not available yet", file=sys.stderr)
-        return EXIT_USAGE
+        from .cluster import cmd_status_cluster
+        return cmd_status_cluster(cfg, as_json)
     doc = read_status(cfg.status_file)
     if doc is None:
         print(f"syncbit-reconcile: no status yet at {cfg.status_file} "

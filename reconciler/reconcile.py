@@ -9,6 +9,7 @@ file written atomically.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from .config import NodeConfig
 from .desired.model import DesiredState, ValidationError
 from .desired.revision import state_revision
 from .desired.validate import load_desired_state
-from .executor.converge import Converger
+from .executor.executor import Executor
 from .plan import Plan, make_plan
 from .status import DatasetStatus, NodeReport, Rejected, now_rfc3339, pass_result, read_status, write_status
 from .store import Store
@@ -28,6 +29,9 @@ from .store import Store
 log = structlog.get_logger("reconcile")
 
 EXIT_READY, EXIT_NOT_READY, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+POLL = 0.2  # seconds between looks at libtorrent
+DEFAULT_LINGER = 60.0  # --once: longest time to keep seeding for peers after converging
+LINGER_GRACE = 3.0  # --once: how long to wait for target peers that never connected
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def peer_listen(cfg: NodeConfig, state: DesiredState) -> str:
 
 async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
                          on_progress: Callable[[Mapping[str, DatasetStatus]], None] | None = None,
-                         ) -> tuple[dict[str, object], int]:
+                         linger: float = DEFAULT_LINGER) -> tuple[dict[str, object], int]:
     """Converge this node once; returns the status document written and the CLI exit code."""
     started = now_rfc3339()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -94,9 +98,20 @@ async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
         doc = write_status(cfg.status_file, cfg.metrics_file, report)
         return doc, EXIT_NOT_READY
 
-    converger = Converger(cfg, state, loaded.root, peer_listen(cfg, state),
-                          on_progress=_throttled_status(cfg, loaded.revision, started, on_progress))
-    statuses = await converger.run(deadline)
+    executor = Executor(cfg, peer_listen(cfg, state))
+    publish = _throttled_status(cfg, loaded.revision, started, on_progress)
+    await executor.start()
+    try:
+        executor.apply(state, loaded.root)
+        publish(executor.statuses)
+        while executor.busy() and not _past(deadline):
+            await asyncio.sleep(POLL)
+            executor.tick()
+            publish(executor.statuses)
+        await _linger(executor, linger, deadline)
+    finally:
+        await executor.close()
+    statuses = executor.statuses
     result = pass_result(statuses, rejected=False)
     report = NodeReport(cfg.node, loaded.revision, loaded.revision, started, now_rfc3339(),
                         result, statuses)
@@ -104,6 +119,25 @@ async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
     log_.info("pass finished", result=result,
               datasets={n: s.phase for n, s in sorted(statuses.items())})
     return doc, EXIT_READY if result == "Converged" else EXIT_NOT_READY
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+async def _linger(executor: Executor, linger: float, deadline: float | None) -> None:
+    """Keep seeding after this node is done while inventory peers still download from it, so
+    simultaneous `--once` runs share the origin's bytes instead of each fetching them. Bounded
+    by `linger` seconds (and the run's deadline); target peers that never connected are waited
+    for only LINGER_GRACE seconds."""
+    done = time.monotonic()
+    end = done + linger
+    while time.monotonic() < end and not _past(deadline):
+        executor.tick()
+        if not executor.peers_still_need_us() and (
+                executor.unseen_target_peers() == 0 or time.monotonic() - done >= LINGER_GRACE):
+            return
+        await asyncio.sleep(POLL)
 
 
 def _previous_datasets(previous: Mapping[str, object]) -> dict[str, DatasetStatus]:

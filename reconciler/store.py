@@ -166,6 +166,7 @@ class Store:
         for base in (self.root / dataset, self.staging / dataset):
             meta = base / f"{info_hash}.json"
             meta.unlink(missing_ok=True)  # first: the version stops counting as complete
+            (base / f"{info_hash}.torrent").unlink(missing_ok=True)
             d = base / info_hash
             if d.exists():
                 freed += _du(d)

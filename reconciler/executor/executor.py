@@ -1,0 +1,486 @@
+"""The executor: one long-lived libtorrent session, web-seed gateway and set of origins that
+passes steer by handing it a validated revision.
+
+`apply(state)` is level-triggered and idempotent: from the revision and what is on disk it
+decides which torrents the session must hold (versions to fetch, complete versions to seed,
+draining versions still seeded during `gracePeriod`), activates what is ready, evicts what is
+no longer wanted, and drops everything else. `tick()` advances downloads: piece sharding of the
+origin (shard.py), verification, the move into the store and activation. `--once` calls them
+until nothing is in flight; the daemon calls them forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from .. import atomic
+from ..config import NodeConfig
+from ..desired.model import DesiredState
+from ..placement import Assignment, place
+from ..plan import Plan, Target, make_plan
+from ..sources import OriginContext, OriginError, open_origin
+from ..status import DatasetStatus
+from ..store import Store
+from . import shard
+from .gateway import Gateway
+from .swarm import Swarm, TorrentState, split_hostport
+from .verify import verify_content
+
+log = structlog.get_logger("executor")
+
+PROBE = 3.0  # seconds to wait for target peers before deciding who fetches what from the origin
+PEER_DEAD_AFTER = 3.0  # a target peer unseen this long no longer owns origin pieces
+STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
+STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
+MAX_VERIFY_ROUNDS = 3
+
+
+@dataclass
+class _Job:
+    """A dataset version on its way into the store."""
+
+    target: Target
+    torrent_bytes: bytes
+    url: str
+    torrent: TorrentState
+    stage: str = "fetching"  # fetching -> verifying -> moving -> done | failed
+    verify_rounds: int = 0
+    verify_task: asyncio.Task[list[str]] | None = None
+    started: float = field(default_factory=time.monotonic)
+    checked_at: float | None = None
+    last_done: int = -1
+    last_change: float = field(default_factory=time.monotonic)
+    owners_for: tuple[str, ...] = ()
+    owner_of: list[str] = field(default_factory=list)
+    last_seen: dict[str, float] = field(default_factory=dict)  # target node -> monotonic
+    absent: set[str] = field(default_factory=set)  # target nodes whose peer port refused us
+
+
+class Executor:
+    def __init__(self, cfg: NodeConfig, peer_listen: str) -> None:
+        self.cfg = cfg
+        self.node = cfg.node
+        self.store = Store(cfg.state_dir)
+        self.peer_listen = peer_listen
+        self.gateway = Gateway()
+        self.swarm: Swarm | None = None
+        self.origins: OriginContext | None = None
+        self.jobs: dict[str, _Job] = {}  # info-hash -> download in progress
+        self.seeding: dict[str, str] = {}  # info-hash -> dataset, complete versions in session
+        self.statuses: dict[str, DatasetStatus] = {}
+        self.peer_bytes: dict[str, int] = {}  # dataset -> bytes from peers, this process
+        self.absent_peers: set[str] = set()  # peer IPs that refused connections (not running)
+        self.state: DesiredState | None = None
+        self.root: Path | None = None
+        self.assignments: dict[str, Assignment] = {}
+        self.log = log.bind(node=cfg.node)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.gateway.start()
+        resume = self.cfg.state_dir / "resume"
+        resume.mkdir(parents=True, exist_ok=True)
+        self.swarm = Swarm(self.peer_listen, self.cfg.bandwidth.download,
+                           self.cfg.bandwidth.upload, resume_dir=resume)
+
+    async def close(self) -> None:
+        for job in self.jobs.values():
+            if job.verify_task is not None:
+                job.verify_task.cancel()
+        if self.swarm is not None:
+            saved = await self.swarm.save_resume_data()
+            self.log.info("session closed", resume_saved=saved)
+            self.swarm.close()
+            self.swarm = None
+        await self.gateway.stop()
+        if self.origins is not None:
+            await self.origins.close()
+
+    def reconfigure(self, cfg: NodeConfig) -> None:
+        """A reloaded node config (SIGHUP): rates and limits apply now, paths on next pass."""
+        self.cfg = cfg
+        self.store = Store(cfg.state_dir)
+        if self.swarm is not None:
+            self.swarm.set_rates(cfg.bandwidth.download, cfg.bandwidth.upload)
+
+    # -- applying a revision -------------------------------------------------------------------
+
+    def apply(self, state: DesiredState, root: Path) -> Plan:
+        """Make the session and the store match `state`; returns the plan that was executed."""
+        assert self.swarm is not None
+        if self.origins is None or self.root != root:
+            if self.origins is not None:
+                asyncio.ensure_future(self.origins.close())
+            self.origins = OriginContext(root)
+        self.state, self.root = state, root
+        self.assignments = place(state)
+        self.swarm.set_allowed(self._inventory_ips(state) | {self.gateway.host})
+        log_ = self.log.bind(revision=state.revision)
+
+        plan = make_plan(state, self.node, self.cfg.allowed_roots, self.store.observe())
+        statuses: dict[str, DatasetStatus] = {}
+        wanted: dict[str, str] = {}  # info-hash -> dataset, every torrent the session must hold
+        for a in plan.actions:
+            t = plan.targets.get(a.dataset)
+            if a.kind == "blocked":
+                statuses[a.dataset] = DatasetStatus("Failed", a.version, a.path, error=a.reason)
+            elif a.kind == "suspended":
+                assert t is not None
+                statuses[a.dataset] = self._status(t, "Suspended")
+                if self._complete(t):
+                    wanted[t.info_hash] = t.name  # type: ignore[index]
+            elif a.kind in ("unchanged", "activate"):
+                assert t is not None and t.info_hash is not None
+                if a.kind == "activate":
+                    self._activate(t, statuses)
+                else:
+                    statuses[t.name] = self._status(t, "Ready")
+                wanted[t.info_hash] = t.name
+            elif a.kind in ("fetch", "update"):
+                assert t is not None and t.info_hash is not None
+                wanted[t.info_hash] = t.name
+                old = self.statuses.get(t.name)
+                keep = old is not None and old.infoHash == t.info_hash and t.info_hash in self.jobs
+                statuses[t.name] = old if keep else self._status(t, "Pending")  # type: ignore[assignment]
+                failed = self.jobs.get(t.info_hash)
+                if failed is not None and failed.stage == "failed":
+                    self._drop_torrent(t.info_hash)  # level-triggered retry on the next pass
+                    statuses[t.name] = self._status(t, "Pending")
+                if t.info_hash not in self.jobs:
+                    self._start_job(t, statuses[t.name], log_)
+                else:
+                    self.jobs[t.info_hash].target = t
+        self.statuses = statuses
+
+        self._drain_and_evict(plan, wanted, log_)
+        self._sync_torrents(wanted)
+        return plan
+
+    def _inventory_ips(self, state: DesiredState) -> set[str]:
+        out = set()
+        for n in state.nodes.values():
+            try:
+                out.add(split_hostport(n.peer)[0])
+            except ValueError:
+                continue
+        return out
+
+    def _status(self, t: Target, phase: str) -> DatasetStatus:
+        lock = t.dataset.lock
+        assert lock is not None
+        s = DatasetStatus(phase, t.dataset.version, t.path, lock.info_hash,  # type: ignore[arg-type]
+                          bytesTotal=lock.total_bytes)
+        if phase == "Ready" or (phase == "Suspended" and self._complete(t)):
+            s.bytesDone = lock.total_bytes
+        s.bytesFromOrigin = self.gateway.bytes_served.get(t.name, 0)
+        s.bytesFromPeers = self.peer_bytes.get(t.name, 0)
+        return s
+
+    def _complete(self, t: Target) -> bool:
+        v = self.store.observe_dataset(t.name).versions.get(t.info_hash or "")
+        return v is not None and v.complete
+
+    def _activate(self, t: Target, statuses: dict[str, DatasetStatus]) -> None:
+        assert t.info_hash is not None
+        try:
+            self.store.activate(t.name, t.info_hash, Path(t.path))
+        except OSError as e:
+            self.log.error("activation failed", dataset=t.name, path=t.path, error=str(e))
+            statuses[t.name] = DatasetStatus("Failed", t.dataset.version, t.path, t.info_hash,
+                                             bytesTotal=t.dataset.lock.total_bytes if t.dataset.lock else 0,
+                                             error=f"cannot activate at {t.path}: {e}")
+            return
+        self.log.info("activated", dataset=t.name, version=t.dataset.version, path=t.path,
+                      info_hash=t.info_hash)
+        statuses[t.name] = self._status(t, "Ready")
+
+    def _start_job(self, t: Target, status: DatasetStatus, log_: structlog.BoundLogger) -> None:
+        assert self.swarm is not None and self.origins is not None and self.root is not None
+        d = t.dataset
+        lock = d.lock
+        assert lock is not None
+        try:
+            torrent = (self.root / lock.path).read_bytes()
+            origin = open_origin(d.source, self.origins)
+        except (OSError, OriginError) as e:
+            status.phase, status.error = "Failed", f"cannot start: {e}"
+            log_.error("dataset failed", dataset=t.name, error=status.error)
+            return
+        save = self.store.begin(t.name, lock.info_hash, d.version)
+        url = self.gateway.register(t.name, lock.info_hash, lock.name, lock.files, origin)
+        st = self.swarm.add(lock.info_hash, torrent, save, lock.total_bytes)
+        job = _Job(t, torrent, url, st)
+        self.jobs[lock.info_hash] = job
+        self._probe(job)
+        status.phase = "Fetching"
+        log_.info("fetching", dataset=t.name, version=d.version, info_hash=lock.info_hash,
+                  bytes_total=lock.total_bytes, save_path=str(save))
+
+    def _probe(self, job: _Job) -> None:
+        """Find target peers that are not running at all (connection refused), so nobody
+        waits for them to take their share of the origin."""
+        assert self.state is not None
+        a = self.assignments.get(job.target.name)
+        peers = {n: self.state.nodes[n].peer for n in (a.nodes if a else ())
+                 if n != self.node and n in self.state.nodes}
+
+        async def probe(name: str, addr: str) -> None:
+            host, port = split_hostport(addr)
+            try:
+                _, w = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE / 2)
+            except (OSError, asyncio.TimeoutError):
+                job.absent.add(name)
+                self.absent_peers.add(host)
+                return
+            w.close()
+
+        for name, addr in peers.items():
+            asyncio.ensure_future(probe(name, addr))
+
+    def _drain_and_evict(self, plan: Plan, wanted: dict[str, str],
+                         log_: structlog.BoundLogger) -> None:
+        for a in plan.actions:
+            if a.kind == "evict" and a.dataset not in plan.targets:
+                self.store.mark_draining(a.dataset)
+        for name in plan.targets:
+            self.store.clear_draining(name)
+        for a in plan.actions:
+            if a.kind != "evict" or a.info_hash is None or a.info_hash in self.jobs and \
+                    a.info_hash in wanted:
+                continue
+            if a.dataset not in plan.targets:
+                left = self.cfg.grace_period - (time.time() - self.store.draining_since(a.dataset))
+                obs = self.store.observe_dataset(a.dataset)
+                v = obs.versions.get(a.info_hash)
+                if left > 0 and v is not None and v.complete:
+                    wanted[a.info_hash] = a.dataset  # keep seeding it to the new holders
+                    self.statuses[a.dataset] = DatasetStatus(
+                        "Draining", a.version, obs.link, a.info_hash, bytesTotal=a.bytes_total,
+                        bytesDone=a.bytes_total)
+                    continue
+            self._drop_torrent(a.info_hash)
+            freed = self.store.evict(a.dataset, a.info_hash)
+            log_.info("evicted", dataset=a.dataset, version=a.version, reason=a.reason,
+                      bytes_freed=freed)
+
+    def _sync_torrents(self, wanted: dict[str, str]) -> None:
+        """Seed complete versions that must be held; drop torrents nothing wants any more."""
+        assert self.swarm is not None and self.state is not None
+        for ih in list(self.swarm.torrents):
+            if ih not in wanted:
+                self._drop_torrent(ih)
+        for ih, dataset in wanted.items():
+            if ih not in self.swarm.torrents:
+                meta_ok = self.store.observe_dataset(dataset).versions.get(ih)
+                if meta_ok is None or not meta_ok.complete:
+                    continue
+                torrent = self._torrent_for(dataset, ih)
+                if torrent is None:
+                    continue
+                self.swarm.add(ih, torrent, self.store.version_dir(dataset, ih),
+                               meta_ok.bytes_total, seed=True)
+                self.seeding[ih] = dataset
+            a = self.assignments.get(dataset)
+            peers = [self.state.nodes[n].peer for n in (a.nodes if a else ())
+                     if n != self.node and n in self.state.nodes]
+            self.swarm.set_peers(ih, peers)
+
+    def _torrent_for(self, dataset: str, ih: str) -> bytes | None:
+        """The .torrent of a version in the store: from the state repo, else the store's copy."""
+        copy = self.store.root / dataset / f"{ih}.torrent"
+        if copy.exists():
+            return copy.read_bytes()
+        d = self.state.datasets.get(dataset) if self.state else None
+        if d is not None and d.lock is not None and d.lock.info_hash == ih and self.root:
+            return (self.root / d.lock.path).read_bytes()
+        return None
+
+    def _drop_torrent(self, ih: str) -> None:
+        job = self.jobs.pop(ih, None)
+        if job is not None:
+            if job.verify_task is not None:
+                job.verify_task.cancel()
+            self.gateway.unregister(job.target.name, ih)
+        self.seeding.pop(ih, None)
+        if self.swarm is not None and ih in self.swarm.torrents:
+            self.swarm.remove(ih)
+
+    # -- advancing -----------------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        """Is a download, verification or move still under way?"""
+        return any(j.stage not in ("done", "failed") for j in self.jobs.values())
+
+    def tick(self) -> None:
+        assert self.swarm is not None
+        self.swarm.pump()
+        self.swarm.connect_peers()
+        finished = False
+        for ih, job in list(self.jobs.items()):
+            self._step(job)
+            if job.stage == "done":
+                del self.jobs[ih]
+                self.seeding[ih] = job.target.name
+                self.gateway.unregister(job.target.name, ih)
+                finished = True
+        if finished and self.state is not None and self.root is not None:
+            self.apply(self.state, self.root)  # a version was activated: evict what it frees
+        for ih, dataset in self.seeding.items():
+            s = self.statuses.get(dataset)
+            if s is None or s.infoHash != ih or ih not in self.swarm.torrents:
+                continue
+            ts = self.swarm.torrents[ih].handle.status()
+            s.uploadRate, s.downloadRate, s.peers = ts.upload_payload_rate, 0, ts.num_peers
+
+    def peers_still_need_us(self) -> bool:
+        """Does a connected inventory peer still lack pieces of a version we seed?"""
+        assert self.swarm is not None
+        for ih in self.seeding:
+            if ih in self.swarm.torrents:
+                view = self.swarm.peer_view(ih)
+                if any(not seed for seed in view.connected.values()):
+                    return True
+        return False
+
+    def unseen_target_peers(self) -> int:
+        """How many target peers of our versions have never connected in this process."""
+        assert self.swarm is not None
+        missing = 0
+        for ih in self.seeding:
+            st = self.swarm.torrents.get(ih)
+            if st is None:
+                continue
+            connected = set(self.swarm.peer_view(ih).connected)
+            missing += sum(1 for ip in st.peers if ip not in connected and ip not in self.absent_peers)
+        return missing
+
+    def _step(self, job: _Job) -> None:
+        assert self.swarm is not None
+        t = job.target
+        ih = t.info_hash
+        assert ih is not None
+        st = job.torrent
+        s = self.statuses.get(t.name)
+        if s is None or s.infoHash != ih:
+            return
+        if job.stage in ("done", "failed"):
+            return
+        ts = st.handle.status()
+        origin = self.gateway.bytes_served.get(t.name, 0)
+        if job.stage == "fetching":
+            s.bytesDone = min(_have_bytes(ts, st), s.bytesTotal)
+        s.bytesFromOrigin = origin
+        s.bytesFromPeers = self.peer_bytes[t.name] = max(0, ts.total_payload_download - origin)
+        s.downloadRate, s.uploadRate = ts.download_payload_rate, ts.upload_payload_rate
+        s.peers = ts.num_peers
+        if st.error:
+            self._fail(job, st.error)
+            return
+        now = time.monotonic()
+        if s.bytesDone != job.last_done:
+            job.last_done, job.last_change = s.bytesDone, now
+
+        if job.stage == "fetching":
+            origin_error = self.gateway.errors.get(t.name) or (
+                f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None)
+            s.error = origin_error
+            if ts.is_seeding and ts.state not in (ts.checking_files, ts.checking_resume_data):
+                self.swarm.web_seed(ih, None)
+                job.stage, s.phase = "verifying", "Verifying"
+                job.verify_rounds += 1
+                job.verify_task = asyncio.ensure_future(asyncio.to_thread(
+                    verify_content, job.torrent_bytes, Path(ts.save_path) / t.dataset.lock.name))  # type: ignore[union-attr]
+                return
+            if origin_error and now - job.last_change > STALL_AFTER:
+                self._fail(job, f"no progress for {STALL_AFTER:.0f}s; {origin_error}")
+                return
+            self._share_origin(job, now)
+        elif job.stage == "verifying":
+            task = job.verify_task
+            if task is None or not task.done():
+                return
+            bad = task.result() if not task.cancelled() else ["(cancelled)"]
+            job.verify_task = None
+            if bad:
+                if job.verify_rounds >= MAX_VERIFY_ROUNDS:
+                    self._fail(job, f"verification failed {job.verify_rounds} times: "
+                                    f"{', '.join(bad[:5])}")
+                else:
+                    self.log.warning("verification found bad files; fetching them again",
+                                     dataset=t.name, files=bad[:5], round=job.verify_rounds)
+                    self.swarm.force_recheck(ih)
+                    job.stage, s.phase = "fetching", "Fetching"
+                return
+            s.bytesDone = s.bytesTotal
+            job.stage = "moving"
+            self.swarm.move(ih, self.store.version_dir(t.name, ih))
+        elif job.stage == "moving":
+            if st.moved is None:
+                return
+            lock = t.dataset.lock
+            assert lock is not None
+            atomic.write_bytes(self.store.root / t.name / f"{ih}.torrent", job.torrent_bytes)
+            self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
+            job.stage = "done"
+            self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
+                          bytes_from_origin=s.bytesFromOrigin, bytes_from_peers=s.bytesFromPeers)
+            self._activate(t, self.statuses)
+
+    def _fail(self, job: _Job, error: str) -> None:
+        job.stage = "failed"
+        if self.swarm is not None:
+            self.swarm.web_seed(job.target.info_hash or "", None)
+        s = self.statuses[job.target.name]
+        s.phase, s.error = "Failed", error
+        self.log.error("dataset failed", dataset=job.target.name, error=error)
+
+    def _share_origin(self, job: _Job, now: float) -> None:
+        """Decide which missing pieces this node takes from the origin (see shard.py)."""
+        assert self.swarm is not None and self.state is not None
+        st = job.torrent
+        ih = st.info_hash
+        if not st.checked:
+            return
+        if job.checked_at is None:
+            job.checked_at = now
+        a = self.assignments.get(job.target.name)
+        targets = [n for n in (a.nodes if a else ()) if n in self.state.nodes]
+        ip_of = {n: split_hostport(self.state.nodes[n].peer)[0] for n in targets if n != self.node}
+        view = self.swarm.peer_view(ih)
+        for n, ip in ip_of.items():
+            if ip in view.connected:
+                job.last_seen[n] = now
+        live = tuple(sorted({self.node} | {n for n, seen in job.last_seen.items()
+                                          if now - seen <= PEER_DEAD_AFTER}))
+        waiting_for = set(ip_of) - set(live) - job.absent
+        if waiting_for and now - job.checked_at < PROBE:
+            return  # give the other targets a moment to connect before sharing out the origin
+        if live != job.owners_for:
+            job.owners_for = live
+            job.owner_of = shard.owners(ih, st.num_pieces, live)
+        have = st.handle.status().pieces
+        stuck: list[int] = []
+        if now - job.last_change > STUCK_AFTER:
+            stuck = [p for p, h in enumerate(have) if not h and view.available[p] == 0]
+        decision = shard.decide(self.node, ih, have, view.available, live, stuck, job.owner_of)
+        self.swarm.prioritize(ih, decision.priorities)
+        self.swarm.web_seed(ih, job.url if decision.origin else None)
+
+
+def _have_bytes(ts, st: TorrentState) -> int:  # type: ignore[no-untyped-def]
+    """Verified bytes (pads excluded): total_wanted_done drops when priorities go to 0."""
+    return ts.total_done - _pad_bytes_done(ts, st)
+
+
+def _pad_bytes_done(ts, st: TorrentState) -> int:  # type: ignore[no-untyped-def]
+    total_with_pads = ts.total
+    pads = total_with_pads - st.total_bytes
+    if pads <= 0 or total_with_pads == 0:
+        return 0
+    return int(pads * ts.total_done / total_with_pads)

@@ -1,0 +1,62 @@
+"""Origin offload: which pieces this node fetches from the origin, and which it waits for.
+
+The origin is the scarce resource. libtorrent on its own keeps pulling from a web seed even
+while peers hold the same pieces (2.1-2.6x origin amplification for 3 nodes, see the research
+notes), so the web seed is only enabled for pieces that this node *owns* and that no connected
+peer has:
+
+- every piece has one owner among the live target nodes, chosen by rendezvous hashing of
+  `sha256("<infohash>:<piece>:<node>")`; every node computes the same owners from the same
+  live set, so each byte leaves the origin about once per cluster;
+- a piece some connected peer already has is never fetched from the origin;
+- when a node dies, its pieces re-home to the survivors (the live set shrank), so no shard is
+  left unfetched; a piece stuck with no source for `stuck_after` seconds is fetched anyway.
+
+Everything here is pure: the executor feeds observations in and applies the decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+
+def piece_owner(info_hash: str, piece: int, live: Sequence[str]) -> str:
+    return max(live, key=lambda n: hashlib.sha256(f"{info_hash}:{piece}:{n}".encode()).digest())
+
+
+def owners(info_hash: str, num_pieces: int, live: Iterable[str]) -> list[str]:
+    nodes = sorted(set(live))
+    return [piece_owner(info_hash, p, nodes) for p in range(num_pieces)]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the executor should do for one torrent right now."""
+
+    origin: frozenset[int]  # pieces to fetch from the origin (web seed on iff non-empty)
+    priorities: tuple[int, ...]  # libtorrent piece priorities (0 = not now, 4 = default)
+
+
+def decide(me: str, info_hash: str, have: Sequence[bool], available: Sequence[int],
+           live: Iterable[str], stuck: Iterable[int] = (),
+           owner_of: Sequence[str] | None = None) -> Decision:
+    """Pieces to take from the origin and the priorities that keep the web seed on them only.
+
+    `available[p]` counts connected peers (not web seeds) that have piece p; `live` is this
+    node plus the target peers currently connected; `stuck` are pieces without a source for too
+    long. While the web seed is on, every other missing piece gets priority 0, because libtorrent
+    would otherwise also fetch those from the web seed; they come from peers once the origin
+    share is done.
+    """
+    live = sorted(set(live) | {me})
+    own = owner_of if owner_of is not None else owners(info_hash, len(have), live)
+    stuck_set = set(stuck)
+    origin = frozenset(p for p, h in enumerate(have)
+                       if not h and available[p] == 0 and (own[p] == me or p in stuck_set))
+    if origin:
+        prio = tuple(4 if p in origin or h else 0 for p, h in enumerate(have))
+    else:
+        prio = tuple(4 for _ in have)
+    return Decision(origin, prio)
