@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_wait(cfg, args.dataset, args.timeout)
         if args.once:
             return cmd_once(cfg, args.timeout, args.linger)
-        print("syncbit-reconcile: daemon mode is not available yet; use --once", file=sys.stderr)
-        return EXIT_USAGE
+        from .daemon import run
+        return run(config_path(args.config), cfg)
     except ConfigError as e:
         for line in str(e).splitlines():
             print(f"syncbit-reconcile: {line}", file=sys.stderr)

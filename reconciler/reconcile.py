@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 
 import structlog
 
+from . import lastgood
 from .config import NodeConfig
 from .desired.model import DesiredState, ValidationError
 from .desired.revision import state_revision
@@ -90,6 +91,7 @@ async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
         return write_status(cfg.status_file, cfg.metrics_file, report), EXIT_REJECTED
 
     state = loaded.state
+    lastgood.save(cfg.state_dir, loaded.root, state)
     problem = node_problem(cfg, state)
     if problem:
         log_.error("node not in inventory", error=problem)

@@ -77,6 +77,7 @@ class Executor:
         self.absent_peers: set[str] = set()  # peer IPs that refused connections (not running)
         self.state: DesiredState | None = None
         self.root: Path | None = None
+        self.source_root: Path | None = None
         self.assignments: dict[str, Assignment] = {}
         self.log = log.bind(node=cfg.node)
 
@@ -111,14 +112,19 @@ class Executor:
 
     # -- applying a revision -------------------------------------------------------------------
 
-    def apply(self, state: DesiredState, root: Path) -> Plan:
-        """Make the session and the store match `state`; returns the plan that was executed."""
+    def apply(self, state: DesiredState, root: Path, source_root: Path | None = None) -> Plan:
+        """Make the session and the store match `state`; returns the plan that was executed.
+
+        `root` holds the revision's YAML and locks; `source_root` (default `root`) is what
+        relative `file` source paths are relative to: the live state repo, also when `root` is
+        the last good snapshot."""
         assert self.swarm is not None
-        if self.origins is None or self.root != root:
+        source_root = source_root or root
+        if self.origins is None or self.origins.state_root != source_root:
             if self.origins is not None:
                 asyncio.ensure_future(self.origins.close())
-            self.origins = OriginContext(root)
-        self.state, self.root = state, root
+            self.origins = OriginContext(source_root)
+        self.state, self.root, self.source_root = state, root, source_root
         self.assignments = place(state)
         self.swarm.set_allowed(self._inventory_ips(state) | {self.gateway.host})
         log_ = self.log.bind(revision=state.revision)
@@ -330,7 +336,7 @@ class Executor:
                 self.gateway.unregister(job.target.name, ih)
                 finished = True
         if finished and self.state is not None and self.root is not None:
-            self.apply(self.state, self.root)  # a version was activated: evict what it frees
+            self.apply(self.state, self.root, self.source_root)  # activated: evict what it frees
         for ih, dataset in self.seeding.items():
             s = self.statuses.get(dataset)
             if s is None or s.infoHash != ih or ih not in self.swarm.torrents:

@@ -20,7 +20,7 @@ from .. import atomic
 log = structlog.get_logger("swarm")
 
 ALERT_MASK = (lt.alert_category.status | lt.alert_category.error | lt.alert_category.peer
-              | lt.alert_category.storage)
+              | lt.alert_category.storage | lt.alert_category.ip_block)
 RECONNECT_EVERY = 5.0  # seconds between attempts to (re)connect missing inventory peers
 
 
@@ -233,7 +233,7 @@ class Swarm:
             elif isinstance(a, lt.save_resume_data_alert) and st:
                 st.resume = lt.write_resume_data_buf(a.params)
             elif isinstance(a, lt.peer_blocked_alert):
-                log.info("peer blocked", peer=str(a.endpoint) if hasattr(a, "endpoint") else a.message())
+                log.warning("peer blocked", peer=a.message())
             elif isinstance(a, lt.listen_failed_alert):
                 log.error("listen failed", error=a.message())
 

@@ -1,0 +1,257 @@
+"""The daemon end to end: real processes per node, a real git state repo whose commits drive
+them, their HTTP APIs, sd_notify, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, run_cli, tree_digest, write_data
+from origin_server import OriginServer
+
+FILES = {"a.bin": pseudo_random(3 << 20, "a"), "b/c.bin": pseudo_random(1 << 20, "c")}
+
+
+def until(cond: Callable[[], object], timeout: float = 60, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+        except (OSError, ValueError, KeyError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Daemon:
+    def __init__(self, home: NodeHome, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.log = open(home.base / "daemon.log", "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "--config", str(home.config)],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+        return self.proc.returncode
+
+    def logs(self) -> str:
+        return (self.home.base / "daemon.log").read_text()
+
+    def phase(self, dataset: str) -> str | None:
+        return self.home.status()["datasets"].get(dataset, {}).get("phase")
+
+    def wait_phase(self, dataset: str, phase: str, revision: str | None = None,
+                   timeout: float = 60) -> dict:
+        def check() -> dict | None:
+            doc = self.home.status()
+            d = doc["datasets"].get(dataset) or {}
+            if d.get("phase") == phase and (revision is None or doc["lastAppliedRevision"] == revision):
+                return doc
+            assert self.proc.poll() is None, self.logs()
+            return None
+        return until(check, timeout, f"{dataset} {phase}")  # type: ignore[return-value]
+
+
+@pytest.fixture
+def origin(tmp_path):
+    server = OriginServer(write_data(tmp_path / "origin", FILES), rate=16 << 20).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+
+    def start(home: NodeHome, env: dict[str, str] | None = None) -> Daemon:
+        d = Daemon(home, env)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def dataset_yaml(origin_url: str, placement: str, version: str = "v1") -> str:
+    return f"""
+        apiVersion: syncbit/v1
+        kind: Dataset
+        metadata: {{name: data}}
+        spec:
+          version: {version}
+          source: {{http: {{baseUrl: "{origin_url}/", files: [a.bin, b/c.bin]}}}}
+          placement: {placement}
+          path: data
+        """
+
+
+def cluster(tmp_path: Path, origin: OriginServer, names: list[str], first_ip: int,
+            placement: str = "{all: true}", grace: str = "10m") -> tuple[StateRepo, list[NodeHome]]:
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(names, first_ip=first_ip))
+    repo.write("ds.yaml", dataset_yaml(origin.url, placement))
+    assert repo.lock().returncode == 0
+    repo.commit("v1")
+    homes = [NodeHome(n, tmp_path / n, repo.root, {"gracePeriod": grace}).write_config()
+             for n in names]
+    return repo, homes
+
+
+def node_api(repo: StateRepo, name: str) -> str:
+    text = (repo.root / "nodes.yaml").read_text()
+    block = text.split(f"name: {name}\n")[1]
+    return block.split("api: ")[1].split("\n")[0].strip().strip('"')
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_daemon_converges_commits_rejects_broken_ones_and_serves_its_api(tmp_path, origin, daemons):
+    repo, (home,) = cluster(tmp_path, origin, ["d1"], first_ip=61)
+    d = daemons(home)
+    doc = d.wait_phase("data", "Ready", repo.head())
+    assert tree_digest(home.data / "data") == tree_digest(origin.root)
+    assert doc["conditions"][0] == {**doc["conditions"][0], "type": "Ready", "status": "True"}
+
+    api = node_api(repo, "d1")
+    code, body = until(lambda: (lambda r: r if r[0] == 200 else None)(http_get(f"http://{api}/status")),
+                       30, "API /status")  # type: ignore[misc]
+    assert json.loads(body)["node"] == "d1"
+    assert http_get(f"http://{api}/healthz")[0] == 200
+    code, metrics = http_get(f"http://{api}/metrics")
+    assert code == 200 and b"syncbit_dataset_phase" in metrics
+
+    # A new version: converged without a restart.
+    (origin.root / "a.bin").write_bytes(pseudo_random(3 << 20, "a2"))
+    repo.write("ds.yaml", dataset_yaml(origin.url, "{all: true}", "v2"))
+    assert repo.lock().returncode == 0
+    v2 = repo.commit("v2")
+    d.wait_phase("data", "Ready", v2)
+    until(lambda: home.status()["datasets"]["data"]["version"] == "v2", 30, "v2 reported")
+    assert tree_digest(home.data / "data") == tree_digest(origin.root)
+
+    # A broken commit: reported with file and line, nothing deleted, still serving v2.
+    before = tree_digest(home.data / "data")
+    repo.write("ds.yaml", dataset_yaml(origin.url, "{all: true, replicas: 2}", "v3"))
+    bad = repo.commit("broken")
+    doc = until(lambda: (lambda s: s if s["observedRevision"] == bad else None)(home.status()),
+                30, "rejection")  # type: ignore[assignment]
+    assert doc["lastAppliedRevision"] == v2
+    assert doc["lastPass"]["result"] == "Rejected"
+    assert doc["rejected"]["revision"] == bad
+    assert any(e["file"] == "ds.yaml" and e["line"] >= 1 and "placement" in e["field"]
+               for e in doc["rejected"]["errors"]), doc["rejected"]
+    assert doc["datasets"]["data"]["phase"] == "Ready"
+    assert tree_digest(home.data / "data") == before
+    assert "revision rejected" in d.logs()
+
+    # SIGTERM: clean exit, status written.
+    assert d.stop() == 0
+    assert home.status()["lastAppliedRevision"] == v2
+
+
+def test_daemons_share_the_origin_and_a_late_node_uses_peers_not_the_origin(tmp_path, origin, daemons):
+    repo, homes = cluster(tmp_path, origin, ["p1", "p2", "p3"], first_ip=71)
+    origin.bytes_sent = 0
+    ds = [daemons(h) for h in homes[:2]]
+    for d in ds:
+        d.wait_phase("data", "Ready", repo.head(), timeout=90)
+    total = sum(map(len, FILES.values()))
+    assert origin.bytes_sent <= 1.3 * total, origin.bytes_sent / total
+    sent = origin.bytes_sent
+
+    late = daemons(homes[2])
+    late.wait_phase("data", "Ready", repo.head(), timeout=90)
+    assert tree_digest(homes[2].data / "data") == tree_digest(origin.root)
+    assert origin.bytes_sent == sent  # everything came from peers
+    assert homes[2].status()["datasets"]["data"]["bytesFromPeers"] >= total
+
+    # status --cluster sees all three; `wait` returns at once for a Ready dataset.
+    res = run_cli("status", "--cluster", "--config", str(homes[0].config))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("Ready") >= 3 and "3/3 nodes reachable" in res.stdout
+    res = run_cli("wait", "data", "--config", str(homes[2].config), "--timeout", "10")
+    assert res.returncode == 0, res.stderr
+
+
+def test_a_stranger_gets_no_data_from_the_swarm(tmp_path, origin, daemons):
+    repo, homes = cluster(tmp_path, origin, ["x1", "x2"], first_ip=81)
+    d = daemons(homes[0])
+    d.wait_phase("data", "Ready", repo.head(), timeout=90)
+    # The stranger claims to be x2 but listens on an address outside the inventory; the origin
+    # is gone, so peers are its only possible source.
+    stranger = NodeHome("x2", tmp_path / "stranger", repo.root,
+                        {"listen": {"peer": "127.0.0.89:52999"}}).write_config()
+    origin.root.rename(tmp_path / "origin-gone")
+    try:
+        res = stranger.once("--timeout", "8", "--linger", "0")
+    finally:
+        (tmp_path / "origin-gone").rename(origin.root)
+    assert res.returncode == 1, res.stdout + res.stderr
+    s = stranger.status()["datasets"]["data"]
+    assert s["bytesFromPeers"] == 0 and s["phase"] != "Ready"
+    assert "peer blocked" in d.logs()  # the stranger did try, and was refused
+
+
+def test_narrowed_placement_drains_then_evicts(tmp_path, origin, daemons):
+    repo, homes = cluster(tmp_path, origin, ["g1", "g2"], first_ip=91, grace="3s")
+    ds = [daemons(h) for h in homes]
+    for d in ds:
+        d.wait_phase("data", "Ready", repo.head(), timeout=90)
+    repo.write("ds.yaml", dataset_yaml(origin.url, "{nodes: [g2]}"))
+    assert repo.lock().returncode == 0
+    rev = repo.commit("only g2")
+    ds[0].wait_phase("data", "Draining", timeout=30)
+    assert (homes[0].data / "data").is_symlink()
+    until(lambda: "data" not in homes[0].status()["datasets"], 40, "eviction after grace")
+    assert not (homes[0].data / "data").exists()
+    assert not (homes[0].state_dir / "store" / "data").exists()
+    assert ds[1].phase("data") == "Ready"
+    assert homes[0].status()["lastAppliedRevision"] == rev
+
+
+def test_sd_notify_ready_and_watchdog(tmp_path, origin, daemons):
+    repo, (home,) = cluster(tmp_path, origin, ["w1"], first_ip=99)
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(1.0)
+    try:
+        daemons(home, {"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "1000000"})
+        got: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ({"READY=1", "WATCHDOG=1"} <= set(got)):
+            try:
+                got.extend(sock.recv(4096).decode().splitlines())
+            except socket.timeout:
+                continue
+        assert "READY=1" in got and "WATCHDOG=1" in got, got
+        assert any(line.startswith("STATUS=") for line in got)
+    finally:
+        sock.close()
