@@ -1,0 +1,68 @@
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.executor.shard import decide, owners, piece_owner
+
+IH = "ab" * 32
+
+
+def test_every_piece_has_exactly_one_owner_and_owners_agree_on_every_node():
+    live = ["n1", "n2", "n3"]
+    own = owners(IH, 300, live)
+    assert set(own) == set(live)
+    counts = Counter(own)
+    assert all(60 < c < 140 for c in counts.values()), counts  # roughly even shares
+    assert own == owners(IH, 300, list(reversed(live)))
+
+
+def test_a_dead_owner_loses_only_its_own_pieces():
+    before = owners(IH, 500, ["n1", "n2", "n3"])
+    after = owners(IH, 500, ["n1", "n3"])
+    for b, a in zip(before, after):
+        assert a == b or b == "n2"
+
+
+def test_origin_share_is_owned_missing_pieces_no_peer_has():
+    have = [False] * 6
+    available = [0, 0, 0, 1, 0, 0]
+    own = ["me", "other", "me", "me", "other", "me"]
+    d = decide("me", IH, have, available, ["me", "other"], owner_of=own)
+    assert d.origin == {0, 2, 5}  # piece 3 is available from a peer
+    assert d.priorities == (4, 0, 4, 0, 0, 4)
+
+
+def test_without_an_origin_share_everything_comes_from_peers():
+    d = decide("me", IH, [True, False, False], [0, 1, 2], ["me", "other"],
+               owner_of=["me", "me", "other"])
+    assert d.origin == frozenset()
+    assert d.priorities == (4, 4, 4)
+
+
+def test_stuck_pieces_are_fetched_from_the_origin_whoever_owns_them():
+    d = decide("me", IH, [False, False], [0, 0], ["me", "other"], stuck=[1],
+               owner_of=["other", "other"])
+    assert d.origin == {1}
+
+
+def test_alone_a_node_owns_everything():
+    d = decide("solo", IH, [False] * 4, [0] * 4, [])
+    assert d.origin == {0, 1, 2, 3}
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 200))
+def test_union_of_origin_shares_covers_each_missing_piece_once(n, pieces):
+    live = [f"n{i}" for i in range(n)]
+    shares = [decide(me, IH, [False] * pieces, [0] * pieces, live).origin for me in live]
+    all_pieces = [p for s in shares for p in s]
+    assert sorted(all_pieces) == list(range(pieces))
+
+
+def test_piece_owner_is_rendezvous_over_the_live_set():
+    live = ["a", "b", "c"]
+    import hashlib
+    for p in range(20):
+        best = max(live, key=lambda n: hashlib.sha256(f"{IH}:{p}:{n}".encode()).digest())
+        assert piece_owner(IH, p, live) == best
