@@ -10,12 +10,15 @@ changes the info-hash; the same bytes from the same source give a byte-identical
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from ruamel.yaml import YAML
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
@@ -39,18 +42,25 @@ class Locked:
     changed: bool  # the torrent's bytes differ from what was there
 
 
-async def build_lock(dataset: Dataset, ctx: OriginContext) -> bytes:
+async def build_lock(dataset: Dataset, ctx: OriginContext,
+                     progress: Callable[[int, int], None] | None = None) -> bytes:
+    """The lock torrent of `dataset`; `progress(done, total)` is called as bytes are hashed."""
     origin = open_origin(dataset.source, ctx)
     files = await origin.list_files()
     if not files:
         raise OriginError(f"{dataset.source.type} source lists no files")
-    piece_size = choose_piece_size(sum(f.size for f in files))
+    total = sum(f.size for f in files)
+    done = 0
+    piece_size = choose_piece_size(total)
     hashed = []
     for f in files:
         hasher = FileHasher(piece_size)
         seen = 0
         async for chunk in origin.read(f.path):
             hasher.update(chunk)
+            if progress is not None:
+                done += len(chunk)
+                progress(done, total)
             seen += len(chunk)
         if seen != f.size:
             raise OriginError(f"{f.path}: listed as {f.size} bytes but {seen} were read "
@@ -78,7 +88,8 @@ async def lock_state_repo(root: Path, names: list[str]) -> int:
         for name in names or sorted(state.datasets):
             d = state.datasets[name]
             try:
-                res = await lock_one(root, d, ctx)
+                with _bar(name) as progress:
+                    res = await lock_one(root, d, ctx, progress)
             except (OriginError, OSError, ValueError) as e:
                 failed += 1
                 print(f"{name}: FAILED: {e}", file=sys.stderr)
@@ -89,8 +100,22 @@ async def lock_state_repo(root: Path, names: list[str]) -> int:
     return 1 if failed else 0
 
 
-async def lock_one(root: Path, d: Dataset, ctx: OriginContext) -> Locked:
-    torrent = await build_lock(d, ctx)
+@contextlib.contextmanager
+def _bar(name: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for interactive runs; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from .ui import err
+    with Progress(TextColumn(f"{name:<20} hashing"), BarColumn(), DownloadColumn(binary_units=True),
+                  TransferSpeedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+async def lock_one(root: Path, d: Dataset, ctx: OriginContext,
+                   progress: Callable[[int, int], None] | None = None) -> Locked:
+    torrent = await build_lock(d, ctx, progress)
     rel = d.lock.path if d.lock else _declared_lock(root, d) or f"{LOCK_DIR}/{d.name}.torrent"
     target = root / rel
     changed = not target.exists() or target.read_bytes() != torrent

@@ -59,7 +59,7 @@ def status_table(status: Mapping[str, object], title: str | None = None) -> Tabl
     datasets = status.get("datasets") or {}
     assert isinstance(datasets, dict)
     for col in ("dataset", "phase", "version", "done", "from origin", "from peers", "peers", "path"):
-        t.add_column(col, overflow="fold", no_wrap=col != "path")
+        t.add_column(col, overflow="fold", no_wrap=col in ("phase", "peers"))
     if any(d.get("error") for d in datasets.values()):
         t.add_column("error", overflow="fold")
     for name, d in sorted(datasets.items()):
