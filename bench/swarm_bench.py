@@ -6,12 +6,14 @@ lower bound and against a single node measured in the same run.
                                                 [--modes once daemon] [--repeat 1]
 
 Every run is a fresh cluster in a temp dir: a real git state repo, N `syncbit-reconcile`
-processes (`--once`, or the daemon stopped with SIGTERM) on distinct loopback addresses, one
-dataset placed on all of them (`placement: {all: true}`, an HTTP source of 4 files), and the
-throttled aiohttp origin of the test suite (`tests/origin_server.py`, whose `rate` bounds the
-whole server and which counts the bytes it sends). All N processes start at the same moment.
+processes (`--once`, or the daemon stopped with SIGTERM once all are Ready) on distinct loopback
+addresses (127.0.0.110 and up, a new block per run), one dataset placed on all of them
+(`placement: {all: true}`, an HTTP source of 4 files, two not a multiple of 1 MiB), locked and
+committed, and the throttled aiohttp origin of the test suite (`tests/origin_server.py`, whose
+`rate` bounds the whole server and which counts the bytes it sends; see `TimedOrigin` for the
+one change the bench makes by default). All N processes are started at the same moment.
 
-Measured per run (see bench/README.md for how to read them):
+Measured per run (bench/README.md explains how to read them):
 
 - amplification = origin bytes sent / dataset bytes (goal <= 1.05);
 - T_bound = S / u_origin, the time the origin needs to send the dataset once (goal: every node
@@ -19,15 +21,20 @@ Measured per run (see bench/README.md for how to read them):
 - per node the time from the common start until its status.json says Ready (polled every
   0.1 s), the time of its `activated` log line, and for `--once` its exit time;
 - bytes from peers and from the origin as each node reports them in status.json;
-- CPU seconds used by the node processes, as a share of the machine (nproc x wall time);
+- every origin GET (start, end, size), and CPU seconds used by the node processes;
 - baseline: ONE node alone (a one-node inventory) fetching the same dataset from the same
   throttled origin, per mode, in the same invocation.
+
+Results go to bench/results/<UTC timestamp>.json (git-ignored).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
 import json
+import logging
 import os
 import platform
 import resource
@@ -106,6 +113,8 @@ class NodeResult:
     address: str
     ready_s: float | None = None  # status.json first said Ready (polled every 0.1 s)
     activated_s: float | None = None  # the node's own `activated` log line
+    fetching_s: float | None = None  # the node's `fetching` log line (started, torrent added)
+    owned_pieces: int = 0  # pieces shard.owners() gives this node when all N are live
     exit_s: float | None = None  # --once: process exited
     exit_code: int | None = None
     phase: str | None = None  # final status.json phase
@@ -137,12 +146,26 @@ class RunResult:
     max_exit_s: float | None = None
     max_over_t_bound: float | None = None
     median_over_t_bound: float | None = None
+    max_activated_over_t_bound: float | None = None
+    transfer_over_t_bound: float | None = None  # (max activated - first origin byte) / T_bound
     max_over_single: float | None = None  # max Ready / single-node Ready, same mode
+    max_activated_over_single: float | None = None  # same, from the `activated` log lines
+    origin_mibps: float | None = None  # origin bytes / (last - first origin byte): was it saturated?
+    info_hash: str | None = None
+    piece_size: int = 0
+    num_pieces: int = 0
+    max_node_origin_share: float | None = None  # max node bytesFromOrigin / (S / N)
+    origin_requests: int = 0  # GETs that sent data
+    origin_mean_request_kib: float | None = None
+    origin_mean_in_flight: float | None = None  # GETs in flight, averaged over the busy window
+    max_fetching_s: float | None = None  # last node to log `fetching` (process start-up cost)
+    origin_resets: int = 0
+    origin_timings: list[tuple[float, float, int]] = field(default_factory=list)  # per GET  # origin responses cut short by the client (web seed removed etc.)
     peer_bytes: int = 0
     origin_bytes_reported: int = 0  # sum of the nodes' bytesFromOrigin
     wall_s: float = 0.0
     cpu_s: float = 0.0
-    cpu_share: float = 0.0  # cpu_s / (nproc * wall_s)
+    cpu_share: float = 0.0  # cpu_s / (nproc * max_activated_s): ~1 = the machine was saturated
     timed_out: bool = False
     nodes: list[NodeResult] = field(default_factory=list)
 
@@ -167,8 +190,8 @@ def _read_status(home: NodeHome) -> dict | None:
         return None
 
 
-def _activated_at(log: Path, t0_wall: float) -> float | None:
-    """Seconds from the start to the node's `activated` log line (JSON lines on a pipe)."""
+def _logged_at(log: Path, t0_wall: float, event: str) -> float | None:
+    """Seconds from the start to the node's first `event` log line (JSON lines on a pipe)."""
     try:
         lines = log.read_text().splitlines()
     except OSError:
@@ -178,19 +201,104 @@ def _activated_at(log: Path, t0_wall: float) -> float | None:
             ev = json.loads(line)
         except ValueError:
             continue
-        if ev.get("event") == "activated" and ev.get("dataset") == DATASET:
+        if ev.get("event") == event and ev.get("dataset") == DATASET:
             ts = datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00"))
             return ts.timestamp() - t0_wall
     return None
 
 
+class _ResetCounter(logging.Handler):
+    """Counts the origin's 'Error handling request' records (a client closed a response early)
+    instead of printing their tracebacks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+RESETS = _ResetCounter()
+_server_log = logging.getLogger("aiohttp.server")
+_server_log.addHandler(RESETS)
+_server_log.propagate = False
+
+
+class TimedOrigin(OriginServer):
+    """The test suite's throttled origin (same `rate` lock and 64 KiB chunks, same `bytes_sent`),
+    also timing every GET: how many requests, how large, how long (evidence for why the origin
+    is or is not saturated).
+
+    `cached=True` (the default of this bench) keeps each file's bytes and ETag in memory instead
+    of reading and SHA-256-hashing the whole file on every request as tests/origin_server.py
+    does: that costs ~10 ms of the origin's event loop per request for the files here, which
+    caps the origin at ~100 requests/s, i.e. a few MiB/s for the one-piece (32 KiB) ranges the
+    sharded nodes ask for; it would measure the test server, not Syncbit. `latency` adds a
+    per-request delay before the first byte (outside the rate lock), like a real object store.
+    """
+
+    def __init__(self, root: Path, rate: int | None, cached: bool = True, latency: float = 0.0
+                 ) -> None:
+        super().__init__(root, rate=rate)
+        self.cached = cached
+        self.latency = latency
+        self.t0 = time.monotonic()
+        self.timings: list[tuple[float, float, int]] = []  # (start, end, bytes) from t0
+        self._files: dict[Path, tuple[bytes, str]] = {}
+
+    async def _handle(self, request):  # type: ignore[no-untyped-def,override]
+        start = time.monotonic()
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        resp = await (self._cached_handle(request) if self.cached else super()._handle(request))
+        if request.method == "GET" and resp.content_length:
+            self.timings.append((start - self.t0, time.monotonic() - self.t0, resp.content_length))
+        return resp
+
+    async def _cached_handle(self, request):  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        self.requests.append((request.method, request.path, request.headers.get("Range")))
+        f = (self.root / request.match_info["path"]).resolve()
+        if not f.is_relative_to(self.root.resolve()) or not f.is_file():
+            raise web.HTTPNotFound()
+        if f not in self._files:
+            data = f.read_bytes()
+            self._files[f] = (data, '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
+        data, etag = self._files[f]
+        start, end, status = 0, len(data) - 1, 200
+        rng = request.headers.get("Range")
+        if rng:
+            a, _, b = rng.removeprefix("bytes=").partition("-")
+            start, end, status = int(a), min(int(b), len(data) - 1) if b else len(data) - 1, 206
+        body = memoryview(data)[start:end + 1]
+        headers = {"ETag": etag, "Accept-Ranges": "bytes"}
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        if request.method == "HEAD":
+            return web.Response(status=status, headers={**headers, "Content-Length": str(len(body))})
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        for i in range(0, len(body), 1 << 16):
+            chunk = bytes(body[i:i + (1 << 16)])
+            if self.rate:
+                async with self._throttle:
+                    await asyncio.sleep(len(chunk) / self.rate)
+            await resp.write(chunk)
+            self.bytes_sent += len(chunk)
+        return resp
+
+
 def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes], origin_dir: Path,
-                rate: int, first_ip: int, timeout: float, keep: bool, workdir: Path
+                rate: int, first_ip: int, timeout: float, keep: bool, workdir: Path,
+                cached_origin: bool = True, latency: float = 0.0, stagger: float = 0.0
                 ) -> RunResult:
     size = sum(map(len, files.values()))
     res = RunResult(kind, mode, n, rep, size, rate, size / rate)
     tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{mode}-n{n}-r{rep}-", dir=workdir))
-    origin = OriginServer(origin_dir, rate=rate).start()
+    origin = TimedOrigin(origin_dir, rate, cached_origin, latency).start()
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
     try:
@@ -214,16 +322,19 @@ def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes],
                 for h in homes]
         logs = [open(h.base / f"{mode}.log", "wb") for h in homes]
         origin.bytes_sent = 0
+        origin.timings.clear()
+        resets0 = RESETS.count
         cpu0 = _children_cpu()
         t0_wall = time.time()
-        t0 = time.monotonic()
-        for c, lg in zip(cmds, logs):
-            procs.append(subprocess.Popen(c, stdout=lg, stderr=subprocess.STDOUT, env=env,
-                                          stdin=subprocess.DEVNULL, cwd=tmp))
+        t0 = origin.t0 = time.monotonic()
 
-        deadline = t0 + timeout + (10 if mode == "once" else 0)
+        deadline = t0 + timeout + (10 if mode == "once" else 0) + stagger * (n - 1)
         last_origin = 0
         while True:
+            while len(procs) < n and time.monotonic() - t0 >= len(procs) * stagger:
+                i = len(procs)  # all at once unless --stagger
+                procs.append(subprocess.Popen(cmds[i], stdout=logs[i], stderr=subprocess.STDOUT,
+                                              env=env, stdin=subprocess.DEVNULL, cwd=tmp))
             now = time.monotonic() - t0
             sent = origin.bytes_sent
             if sent and res.origin_first_byte_s is None:
@@ -240,7 +351,9 @@ def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes],
                     nr.exit_s, nr.exit_code = now, p.returncode
             if res.origin_bytes_at_all_ready is None and all(nr.ready_s is not None for nr in res.nodes):
                 res.origin_bytes_at_all_ready = origin.bytes_sent
-            if mode == "once" and all(p.poll() is not None for p in procs):
+            if len(procs) < n:
+                pass
+            elif mode == "once" and all(p.poll() is not None for p in procs):
                 break
             if mode == "daemon" and (res.origin_bytes_at_all_ready is not None
                                      or any(p.poll() is not None for p in procs)):
@@ -264,13 +377,21 @@ def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes],
             lg.close()
         res.origin_bytes = origin.bytes_sent
         origin.stop()
+        res.origin_resets = RESETS.count - resets0
+        timings = [t for t in origin.timings if t[2] > 0]
+        res.origin_timings = [(round(a, 4), round(b, 4), n) for a, b, n in timings]
+        res.origin_requests = len(timings)
+        if timings:
+            res.origin_mean_request_kib = statistics.mean(t[2] for t in timings) / 1024
+            busy = max(t[1] for t in timings) - min(t[0] for t in timings)
+            res.origin_mean_in_flight = sum(t[1] - t[0] for t in timings) / busy if busy > 0 else None
     res.cpu_s = _children_cpu() - cpu0
-    res.cpu_share = res.cpu_s / ((os.cpu_count() or 1) * res.wall_s) if res.wall_s else 0.0
 
     for h, nr, p in zip(homes, res.nodes, procs):
         if nr.exit_code is None:
             nr.exit_code = p.returncode  # daemon: after SIGTERM (0 = clean stop)
-        nr.activated_s = _activated_at(h.base / f"{mode}.log", t0_wall)
+        nr.activated_s = _logged_at(h.base / f"{mode}.log", t0_wall, "activated")
+        nr.fetching_s = _logged_at(h.base / f"{mode}.log", t0_wall, "fetching")
         doc = _read_status(h) or {}
         d = doc.get("datasets", {}).get(DATASET) or {}
         nr.phase = d.get("phase")
@@ -286,18 +407,48 @@ def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes],
     act = [nr.activated_s for nr in res.nodes if nr.activated_s is not None]
     res.all_ready = len(ready) == n and all(nr.data_ok for nr in res.nodes)
     res.amplification = res.origin_bytes / size
+    if res.origin_first_byte_s is not None and res.origin_last_byte_s is not None \
+            and res.origin_last_byte_s > res.origin_first_byte_s:
+        res.origin_mibps = res.origin_bytes / MIB / (res.origin_last_byte_s - res.origin_first_byte_s)
     res.max_ready_s, res.median_ready_s = _max(ready), _median(ready)
     res.max_activated_s, res.median_activated_s = _max(act), _median(act)
+    busy_s = res.max_activated_s or res.wall_s
+    res.cpu_share = res.cpu_s / ((os.cpu_count() or 1) * busy_s) if busy_s else 0.0
+    res.max_fetching_s = _max([nr.fetching_s for nr in res.nodes if nr.fetching_s is not None])
     exits = [nr.exit_s for nr in res.nodes if nr.exit_s is not None]
     res.max_exit_s = _max(exits) if mode == "once" else None
     if res.all_ready:
         res.max_over_t_bound = res.max_ready_s / res.t_bound_s  # type: ignore[operator]
         res.median_over_t_bound = res.median_ready_s / res.t_bound_s  # type: ignore[operator]
+        if len(act) == n:
+            res.max_activated_over_t_bound = res.max_activated_s / res.t_bound_s  # type: ignore[operator]
+            if res.origin_first_byte_s is not None:
+                res.transfer_over_t_bound = (res.max_activated_s - res.origin_first_byte_s  # type: ignore[operator]
+                                             ) / res.t_bound_s
     res.peer_bytes = sum(nr.bytes_from_peers for nr in res.nodes)
+    res.max_node_origin_share = max(nr.bytes_from_origin for nr in res.nodes) / (size / n)
+    _owners(res, repo.root / "locks" / f"{DATASET}.torrent")
     res.origin_bytes_reported = sum(nr.bytes_from_origin for nr in res.nodes)
     if not keep:
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
     return res
+
+
+def _owners(res: RunResult, torrent: Path) -> None:
+    """Each node's fair origin share as the reconciler's own shard.owners() computes it."""
+    import libtorrent as lt
+
+    from reconciler.executor.shard import owners
+
+    try:
+        ti = lt.torrent_info(str(torrent))
+    except (RuntimeError, OSError):
+        return
+    res.info_hash = str(ti.info_hashes().v2)
+    res.piece_size, res.num_pieces = ti.piece_length(), ti.num_pieces()
+    own = owners(res.info_hash, res.num_pieces, [nr.name for nr in res.nodes])
+    for nr in res.nodes:
+        nr.owned_pieces = own.count(nr.name)
 
 
 # -- reporting -------------------------------------------------------------------------------------
@@ -306,33 +457,72 @@ def _f(x: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def _mark(ok: bool) -> str:
-    return "[green]ok[/]" if ok else "[red]no[/]"
+def _goal(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}" + (" [green]ok[/]" if ratio <= TIME_GOAL else " [red]no[/]")
 
 
-def print_tables(results: list[RunResult]) -> None:
+def print_tables(results: list[RunResult], per_node: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     con = Console(width=200)
-    t = Table(title="Syncbit swarm bench (times in s from the common start; x = ratio)")
-    for col in ("run", "N", "mode", "origin MiB", "amp", "amp<=1.05", "T_bound", "max Ready",
-                "med Ready", "max/T", "med/T", "<=1.2x", "max/single", "max activ.",
-                "max exit", "peers MiB", "node-origin MiB", "CPU share", "data"):
+    t = Table(title="Goals. Times in s from the common start of all N processes. T = T_bound = "
+                    "S/u_origin. status = status.json said Ready (polled every 0.1 s); log = the "
+                    "node's `activated` log line; 1node = the single-node run of the same mode",
+              title_justify="left")
+    for col in ("run", "rep", "N", "mode", "origin MiB", "amp (<=1.05)", "T", "max status", "med status",
+                "max log", "med log", "max/T status", "max/T log (<=1.2)", "max/1node status",
+                "max/1node log", "max exit", "peers MiB", "node-origin MiB", "data"):
         t.add_column(col, justify="right")
     for r in results:
         ok_amp = r.amplification <= AMPLIFICATION_GOAL
-        ok_t = r.max_over_t_bound is not None and r.max_over_t_bound <= TIME_GOAL
         t.add_row(
-            ("baseline" if r.kind == "baseline" else "cluster") + f" #{r.repeat + 1}",
-            str(r.n), r.mode, f"{r.origin_bytes / MIB:.1f}", f"{r.amplification:.3f}",
-            _mark(ok_amp), f"{r.t_bound_s:.2f}", _f(r.max_ready_s), _f(r.median_ready_s),
-            _f(r.max_over_t_bound), _f(r.median_over_t_bound), _mark(ok_t),
-            _f(r.max_over_single), _f(r.max_activated_s), _f(r.max_exit_s),
+            "1 node" if r.kind == "baseline" else "cluster", str(r.repeat + 1), str(r.n), r.mode,
+            f"{r.origin_bytes / MIB:.1f}",
+            f"{r.amplification:.3f}" + (" [green]ok[/]" if ok_amp else " [red]no[/]"),
+            f"{r.t_bound_s:.2f}", _f(r.max_ready_s), _f(r.median_ready_s),
+            _f(r.max_activated_s), _f(r.median_activated_s),
+            _f(r.max_over_t_bound), _goal(r.max_activated_over_t_bound),
+            _f(r.max_over_single), _f(r.max_activated_over_single), _f(r.max_exit_s),
             f"{r.peer_bytes / MIB:.1f}", f"{r.origin_bytes_reported / MIB:.1f}",
-            f"{r.cpu_share:.0%}",
             ("[green]ok[/]" if r.all_ready else "[red]FAIL[/]") + (" (timeout)" if r.timed_out else ""))
     con.print(t)
+    d = Table(title="Where the time goes. start = last node logged `fetching`; 1st B = first "
+                    "origin byte; origin MiB/s = origin bytes / (last - first origin byte); "
+                    "GETs, KiB/GET, in flight = origin requests, mean size, mean concurrency; "
+                    "max node origin/fair = largest bytesFromOrigin of a node / (S/N); "
+                    "xfer/T = (max log - 1st B) / T; CPU s = CPU seconds of all node processes (start "
+                    "to exit); CPU share = CPU s / (nproc x max log)",
+              title_justify="left")
+    for col in ("run", "rep", "N", "mode", "start", "1st B", "origin MiB/s", "GETs", "KiB/GET",
+                "in flight", "max node origin/fair", "piece KiB", "xfer/T", "CPU s", "CPU share",
+                "origin resets"):
+        d.add_column(col, justify="right")
+    for r in results:
+        d.add_row("1 node" if r.kind == "baseline" else "cluster", str(r.repeat + 1), str(r.n), r.mode,
+                  _f(r.max_fetching_s), _f(r.origin_first_byte_s), _f(r.origin_mibps, "{:.1f}"),
+                  str(r.origin_requests), _f(r.origin_mean_request_kib, "{:.0f}"),
+                  _f(r.origin_mean_in_flight, "{:.1f}"), _f(r.max_node_origin_share),
+                  str(r.piece_size // 1024), _f(r.transfer_over_t_bound),
+                  f"{r.cpu_s:.1f}", f"{r.cpu_share:.0%}", str(r.origin_resets))
+    con.print(d)
+    if per_node:
+        p = Table(title="Per node (times in s from the common start; owned = pieces shard.owners() "
+                        "gives the node when all N are live)", title_justify="left")
+        for col in ("run", "N", "mode", "node", "fetching", "activated", "status Ready", "exit",
+                    "code", "owned pieces", "origin MiB", "owned MiB", "peers MiB", "data"):
+            p.add_column(col, justify="right")
+        for r in results:
+            for nr in r.nodes:
+                p.add_row("1 node" if r.kind == "baseline" else "cluster", str(r.n), r.mode,
+                          nr.name, _f(nr.fetching_s), _f(nr.activated_s), _f(nr.ready_s),
+                          _f(nr.exit_s), str(nr.exit_code), str(nr.owned_pieces),
+                          f"{nr.bytes_from_origin / MIB:.1f}",
+                          f"{nr.owned_pieces * r.piece_size / MIB:.1f}",
+                          f"{nr.bytes_from_peers / MIB:.1f}", "ok" if nr.data_ok else "FAIL")
+        con.print(p)
     for r in results:
         bad = [nr for nr in r.nodes if not nr.data_ok or nr.ready_s is None
                or (r.mode == "once" and nr.exit_code not in (0, None))]
@@ -358,7 +548,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", choices=("once", "daemon"), default=["once", "daemon"])
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=120.0, help="per run, seconds (default 120)")
+    ap.add_argument("--origin", choices=("cached", "tests"), default="cached",
+                    help="cached (default): the test origin with files kept in memory; tests: "
+                         "tests/origin_server.py as it is (reads and hashes the whole file on "
+                         "every request, which caps it at ~100 requests/s)")
+    ap.add_argument("--origin-latency-ms", type=float, default=0.0,
+                    help="extra delay before each origin response, like an object store's "
+                         "first-byte latency (default 0)")
+    ap.add_argument("--stagger", type=float, default=0.0, metavar="S",
+                    help="start node i+1 S seconds after node i (default 0: all at once); "
+                         "times stay measured from the first start")
     ap.add_argument("--no-baseline", action="store_true", help="skip the single-node baseline")
+    ap.add_argument("--per-node", action="store_true", help="also print a per-node table")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (logs, stores)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args(argv)
@@ -369,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {mach}")
     print(f"dataset {size} B ({args.size_mib} MiB), origin {args.origin_mibps} MiB/s, "
           f"T_bound = {size / rate:.2f} s; nodes {args.nodes}, modes {args.modes}, "
-          f"repeat {args.repeat}")
+          f"repeat {args.repeat}; origin {args.origin}, +{args.origin_latency_ms} ms per request; "
+          f"stagger {args.stagger} s")
     files = dataset_files(size)
     workdir = Path(tempfile.mkdtemp(prefix="syncbit-bench-"))
     origin_dir = write_data(workdir / "origin", files)
@@ -383,14 +585,20 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.no_baseline:
                     print(f"[{rep + 1}/{args.repeat}] {mode}: baseline, 1 node ...", flush=True)
                     single = run_cluster("baseline", mode, 1, rep, files, origin_dir, rate,
-                                         addrs.take(1), args.timeout, args.keep, workdir)
+                                         addrs.take(1), args.timeout, args.keep, workdir,
+                                         args.origin == "cached", args.origin_latency_ms / 1000,
+                                         args.stagger)
                     results.append(single)
                 for n in args.nodes:
                     print(f"[{rep + 1}/{args.repeat}] {mode}: {n} nodes ...", flush=True)
                     r = run_cluster("cluster", mode, n, rep, files, origin_dir, rate,
-                                    addrs.take(n), args.timeout, args.keep, workdir)
-                    if single is not None and single.max_ready_s and r.max_ready_s and r.all_ready:
-                        r.max_over_single = r.max_ready_s / single.max_ready_s
+                                    addrs.take(n), args.timeout, args.keep, workdir,
+                                         args.origin == "cached", args.origin_latency_ms / 1000,
+                                    args.stagger)
+                    if single is not None and single.all_ready and r.all_ready:
+                        r.max_over_single = r.max_ready_s / single.max_ready_s  # type: ignore[operator]
+                        if r.max_activated_s and single.max_activated_s:
+                            r.max_activated_over_single = r.max_activated_s / single.max_activated_s
                     results.append(r)
     finally:
         if not args.keep:
@@ -398,13 +606,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"kept: {workdir}")
 
-    print_tables(results)
+    print_tables(results, args.per_node)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc = {"started": started.isoformat(), "command": [sys.executable, *sys.argv],
            "machine": mach,
            "params": {"nodes": args.nodes, "size_bytes": size, "origin_rate": rate,
-                      "modes": args.modes, "repeat": args.repeat, "timeout": args.timeout},
+                      "modes": args.modes, "repeat": args.repeat, "timeout": args.timeout,
+                      "origin": args.origin, "origin_latency_ms": args.origin_latency_ms,
+                      "stagger_s": args.stagger},
            "goals": {"amplification": AMPLIFICATION_GOAL, "time_over_t_bound": TIME_GOAL},
            "runs": [asdict(r) for r in results]}
     out.write_text(json.dumps(doc, indent=2))
