@@ -45,14 +45,21 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, write_data  # noqa: E402
-from origin_server import OriginServer  # noqa: E402
+from harness import (
+    NodeHome,
+    StateRepo,
+    nodes_yaml,
+    pseudo_random,
+    tree_digest,
+    write_data,
+)
+from origin_server import OriginServer
 
 MIB = 1 << 20
 DATASET = "weights"
@@ -64,7 +71,7 @@ TIME_GOAL = 1.2  # x T_bound
 # -- the dataset ----------------------------------------------------------------------------------
 
 def dataset_files(size: int) -> dict[str, bytes]:
-    """Four files summing to exactly `size` bytes; two of them are not a multiple of 1 MiB."""
+    """Four files summing to exactly `size` bytes; three of them are not a multiple of 1 MiB."""
     a = size * 3 // 8 - 12_345
     b = size // 4
     c = size // 4 - 4_096
@@ -159,8 +166,8 @@ class RunResult:
     origin_mean_request_kib: float | None = None
     origin_mean_in_flight: float | None = None  # GETs in flight, averaged over the busy window
     max_fetching_s: float | None = None  # last node to log `fetching` (process start-up cost)
-    origin_resets: int = 0
-    origin_timings: list[tuple[float, float, int]] = field(default_factory=list)  # per GET  # origin responses cut short by the client (web seed removed etc.)
+    origin_resets: int = 0  # origin responses cut short by the client (web seed removed etc.)
+    origin_timings: list[tuple[float, float, int]] = field(default_factory=list)  # per GET
     peer_bytes: int = 0
     origin_bytes_reported: int = 0  # sum of the nodes' bytesFromOrigin
     wall_s: float = 0.0
@@ -202,7 +209,7 @@ def _logged_at(log: Path, t0_wall: float, event: str) -> float | None:
         except ValueError:
             continue
         if ev.get("event") == event and ev.get("dataset") == DATASET:
-            ts = datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00"))
+            ts = datetime.fromisoformat(ev["timestamp"])
             return ts.timestamp() - t0_wall
     return None
 
@@ -301,6 +308,7 @@ def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes],
     origin = TimedOrigin(origin_dir, rate, cached_origin, latency).start()
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
+    resets0, cpu0 = RESETS.count, _children_cpu()
     try:
         names = [f"node{i + 1}" for i in range(n)]
         repo = StateRepo.create(tmp / "state")
@@ -320,7 +328,7 @@ def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes],
         cmd_tail = ["--once", "--timeout", str(timeout)] if mode == "once" else []
         cmds = [[sys.executable, "-m", "reconciler", "--config", str(h.config), *cmd_tail]
                 for h in homes]
-        logs = [open(h.base / f"{mode}.log", "wb") for h in homes]
+        logs = [open(h.base / f"{mode}.log", "wb") for h in homes]  # noqa: SIM115 (closed below)
         origin.bytes_sent = 0
         origin.timings.clear()
         resets0 = RESETS.count
@@ -379,7 +387,7 @@ def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes],
         origin.stop()
         res.origin_resets = RESETS.count - resets0
         timings = [t for t in origin.timings if t[2] > 0]
-        res.origin_timings = [(round(a, 4), round(b, 4), n) for a, b, n in timings]
+        res.origin_timings = [(round(a, 4), round(b, 4), nb) for a, b, nb in timings]
         res.origin_requests = len(timings)
         if timings:
             res.origin_mean_request_kib = statistics.mean(t[2] for t in timings) / 1024
@@ -577,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     origin_dir = write_data(workdir / "origin", files)
     addrs = Addresses()
     results: list[RunResult] = []
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     try:
         for rep in range(args.repeat):
             for mode in args.modes:

@@ -157,12 +157,14 @@ def _throttled_status(cfg: NodeConfig, revision: str, started: str,
                       ) -> Callable[[Mapping[str, DatasetStatus]], None]:
     """Publish progress to the caller and, every few seconds, to the status file."""
     last = [0.0]
+    phases: list[dict[str, str]] = [{}]
 
     def publish(statuses: Mapping[str, DatasetStatus]) -> None:
         if on_progress:
             on_progress(statuses)
-        if time.monotonic() - last[0] >= 5.0:
-            last[0] = time.monotonic()
+        now_phases = {n: s.phase for n, s in statuses.items()}
+        if time.monotonic() - last[0] >= 2.0 or now_phases != phases[0]:
+            last[0], phases[0] = time.monotonic(), now_phases
             report = NodeReport(cfg.node, revision, revision, started, None, "Progressing",
                                 dict(statuses))
             write_status(cfg.status_file, cfg.metrics_file, report)

@@ -24,6 +24,7 @@ class OriginServer:
         self.port = 0
         self.bytes_sent = 0
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, range)
+        self._etags: dict[tuple[str, int, int], str] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -60,7 +61,11 @@ class OriginServer:
         if not f.is_relative_to(self.root.resolve()) or not f.is_file():
             raise web.HTTPNotFound()
         data = f.read_bytes()
-        etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        st = f.stat()
+        key = (str(f), st.st_mtime_ns, st.st_size)
+        etag = self._etags.get(key)
+        if etag is None:
+            etag = self._etags[key] = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
         start, end, status = 0, len(data) - 1, 200
         rng = request.headers.get("Range")
         if rng:

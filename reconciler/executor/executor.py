@@ -75,6 +75,7 @@ class Executor:
         self.statuses: dict[str, DatasetStatus] = {}
         self.peer_bytes: dict[str, int] = {}  # dataset -> bytes from peers, this process
         self.absent_peers: set[str] = set()  # peer IPs that refused connections (not running)
+        self.seen_peers: set[str] = set()  # peer IPs that have been connected at some point
         self.state: DesiredState | None = None
         self.root: Path | None = None
         self.source_root: Path | None = None
@@ -237,14 +238,22 @@ class Executor:
                  if n != self.node and n in self.state.nodes}
 
         async def probe(name: str, addr: str) -> None:
+            # A peer started at the same moment may not listen yet: it is absent only if it
+            # still refuses connections after most of the probe window.
             host, port = split_hostport(addr)
-            try:
-                _, w = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE / 2)
-            except (OSError, asyncio.TimeoutError):
-                job.absent.add(name)
-                self.absent_peers.add(host)
+            deadline = time.monotonic() + PROBE * 0.6
+            while True:
+                try:
+                    _, w = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+                except (OSError, asyncio.TimeoutError):
+                    if time.monotonic() >= deadline:
+                        job.absent.add(name)
+                        self.absent_peers.add(host)
+                        return
+                    await asyncio.sleep(0.3)
+                    continue
+                w.close()
                 return
-            w.close()
 
         for name, addr in peers.items():
             asyncio.ensure_future(probe(name, addr))
@@ -347,12 +356,13 @@ class Executor:
     def peers_still_need_us(self) -> bool:
         """Does a connected inventory peer still lack pieces of a version we seed?"""
         assert self.swarm is not None
+        need = False
         for ih in self.seeding:
             if ih in self.swarm.torrents:
                 view = self.swarm.peer_view(ih)
-                if any(not seed for seed in view.connected.values()):
-                    return True
-        return False
+                self.seen_peers.update(view.connected)
+                need = need or any(not seed for seed in view.connected.values())
+        return need
 
     def unseen_target_peers(self) -> int:
         """How many target peers of our versions have never connected in this process."""
@@ -362,8 +372,9 @@ class Executor:
             st = self.swarm.torrents.get(ih)
             if st is None:
                 continue
-            connected = set(self.swarm.peer_view(ih).connected)
-            missing += sum(1 for ip in st.peers if ip not in connected and ip not in self.absent_peers)
+            self.seen_peers.update(self.swarm.peer_view(ih).connected)
+            missing += sum(1 for ip in st.peers
+                           if ip not in self.seen_peers and ip not in self.absent_peers)
         return missing
 
     def _step(self, job: _Job) -> None:
@@ -459,6 +470,7 @@ class Executor:
         targets = [n for n in (a.nodes if a else ()) if n in self.state.nodes]
         ip_of = {n: split_hostport(self.state.nodes[n].peer)[0] for n in targets if n != self.node}
         view = self.swarm.peer_view(ih)
+        self.seen_peers.update(view.connected)
         for n, ip in ip_of.items():
             if ip in view.connected:
                 job.last_seen[n] = now
@@ -468,8 +480,11 @@ class Executor:
         if waiting_for and now - job.checked_at < PROBE:
             return  # give the other targets a moment to connect before sharing out the origin
         if live != job.owners_for:
+            self.log.info("origin shares", dataset=job.target.name, info_hash=ih, live=list(live),
+                          absent=sorted(job.absent), waited=round(now - job.checked_at, 2))
             job.owners_for = live
-            job.owner_of = shard.owners(ih, st.num_pieces, live)
+            run = shard.run_length(st.num_pieces, st.piece_size, len(targets))
+            job.owner_of = shard.owners(ih, st.num_pieces, live, run)
         have = st.handle.status().pieces
         stuck: list[int] = []
         if now - job.last_change > STUCK_AFTER:

@@ -22,6 +22,8 @@ log = structlog.get_logger("swarm")
 ALERT_MASK = (lt.alert_category.status | lt.alert_category.error | lt.alert_category.peer
               | lt.alert_category.storage | lt.alert_category.ip_block)
 RECONNECT_EVERY = 5.0  # seconds between attempts to (re)connect missing inventory peers
+RECONNECT_FAST = 0.5  # ...during the first FAST_FOR seconds after the hash check, when peers
+FAST_FOR = 10.0  # started at the same moment come up and origin shares are decided
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -48,8 +50,8 @@ def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> di
         "close_redundant_connections": False,
         # Several test nodes may share one address; real nodes have their own.
         "allow_multiple_connections_per_ip": True,
-        # One web-seed request = one piece at most: a request is never larger than what the
-        # origin share needs (libtorrent's default is 16 MiB).
+        # Web-seed requests no larger than an origin share's run (shard.RUN_BYTES): libtorrent's
+        # default is 16 MiB, which would overshoot into pieces another node owns.
         "urlseed_max_request_bytes": 1 << 20,
         "urlseed_wait_retry": 5,
         "user_agent": "syncbit/0.1 libtorrent/" + lt.__version__,
@@ -87,6 +89,7 @@ class TorrentState:
     info_hash: str
     total_bytes: int
     num_pieces: int
+    piece_size: int
     peers: dict[str, tuple[str, int]] = field(default_factory=dict)  # ip -> (ip, port)
     url: str | None = None  # the web seed URL, while enabled
     error: str | None = None
@@ -95,6 +98,7 @@ class TorrentState:
     moved: bool | None = None  # None: no move asked or under way
     hash_failures: int = 0
     last_connect: float = 0.0
+    checked_at: float | None = None
     priorities: tuple[int, ...] | None = None
     resume: bytes | None = None  # resume data from the last save request
 
@@ -130,7 +134,7 @@ class Swarm:
         if seed:
             atp.flags |= lt.torrent_flags.seed_mode
         h = self.session.add_torrent(atp)
-        st = TorrentState(h, info_hash, total_bytes, ti.num_pieces())
+        st = TorrentState(h, info_hash, total_bytes, ti.num_pieces(), ti.piece_length())
         self.torrents[info_hash] = st
         return st
 
@@ -164,7 +168,12 @@ class Swarm:
         the hash check: connecting before it loses the connection (research notes §3)."""
         now = time.monotonic() if now is None else now
         for st in self.torrents.values():
-            if not st.checked or not st.peers or now - st.last_connect < RECONNECT_EVERY:
+            if not st.checked or not st.peers:
+                continue
+            if st.checked_at is None:
+                st.checked_at = now
+            every = RECONNECT_FAST if now - st.checked_at < FAST_FOR else RECONNECT_EVERY
+            if now - st.last_connect < every:
                 continue
             st.last_connect = now
             connected = {p.ip[0] for p in st.handle.get_peer_info()

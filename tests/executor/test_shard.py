@@ -66,3 +66,18 @@ def test_piece_owner_is_rendezvous_over_the_live_set():
     for p in range(20):
         best = max(live, key=lambda n: hashlib.sha256(f"{IH}:{p}:{n}".encode()).digest())
         assert piece_owner(IH, p, live) == best
+
+
+def test_runs_are_about_a_mebibyte_but_leave_enough_runs_per_node():
+    from reconciler.executor.shard import run_length
+    assert run_length(1024, 32 << 10, 3) == 21  # 1024 pieces / (16 runs x 3 nodes)
+    assert run_length(4000, 16 << 20, 8) == 1  # pieces bigger than a run
+    assert run_length(100_000, 64 << 10, 2) == 16  # 1 MiB of 64 KiB pieces
+    assert run_length(5, 16 << 10, 8) == 1
+
+
+def test_owners_are_constant_within_a_run():
+    own = owners(IH, 100, ["a", "b", "c"], run=10)
+    for start in range(0, 100, 10):
+        assert len(set(own[start:start + 10])) == 1
+    assert own == owners(IH, 100, ["c", "b", "a"], run=10)
