@@ -255,3 +255,37 @@ def test_sd_notify_ready_and_watchdog(tmp_path, origin, daemons):
         assert any(line.startswith("STATUS=") for line in got)
     finally:
         sock.close()
+
+
+def test_restart_on_a_broken_repo_keeps_the_last_good_revision(tmp_path, origin, daemons):
+    repo, (home,) = cluster(tmp_path, origin, ["r1"], first_ip=101)
+    d = daemons(home)
+    d.wait_phase("data", "Ready", repo.head())
+    good = repo.head()
+    assert d.stop() == 0
+    (repo.root / "nodes.yaml").write_text("apiVersion: syncbit/v1\nkind: Node\n  bad: [\n")
+    bad = repo.commit("broken inventory")
+    d2 = daemons(home)
+    doc = until(lambda: (lambda s: s if s["observedRevision"] == bad and s["lastPass"]["finishedAt"]
+                         else None)(home.status()), 30, "rejected after restart")
+    assert doc["lastAppliedRevision"] == good  # from the snapshot in stateDir/desired
+    assert doc["rejected"]["errors"][0]["file"] == "nodes.yaml"
+    assert doc["datasets"]["data"]["phase"] == "Ready"
+    assert (home.data / "data").is_symlink()
+    assert d2.proc.poll() is None
+
+
+def test_sighup_reloads_the_node_config(tmp_path, origin, daemons):
+    repo, (home,) = cluster(tmp_path, origin, ["h1"], first_ip=103)
+    d = daemons(home)
+    d.wait_phase("data", "Ready", repo.head())
+    home.extra["bandwidth"] = {"download": "50MiB", "upload": "10MiB"}
+    home.write_config()
+    d.proc.send_signal(signal.SIGHUP)
+    until(lambda: "config reloaded" in d.logs(), 20, "reload")
+    # A broken config on reload is refused, and the daemon keeps running.
+    home.config.write_text("node: h1\nbogus: [\n")
+    d.proc.send_signal(signal.SIGHUP)
+    until(lambda: "config reload failed" in d.logs(), 20, "refused reload")
+    assert d.proc.poll() is None
+    assert d.stop() == 0
