@@ -117,11 +117,10 @@ def cmd_lock(root: Path, datasets: list[str]) -> int:
 
 def _load_or_reject(cfg: NodeConfig):  # type: ignore[no-untyped-def]
     from .reconcile import load
+    from .ui import print_rejected
     loaded = load(cfg)
     if loaded.state is None:
-        print(f"revision {loaded.revision} rejected:", file=sys.stderr)
-        for e in loaded.errors:
-            print(e, file=sys.stderr)
+        print_rejected(loaded.revision, loaded.errors)
     return loaded
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-import sys
 from typing import Mapping
 
 import aiohttp
@@ -216,13 +215,11 @@ def cmd_status_cluster(cfg: NodeConfig, as_json: bool) -> int:
     """`syncbit-reconcile status --cluster [--json]`: 0, also with unreachable nodes; 3 when the
     state repo's revision is rejected (there is no inventory to ask)."""
     from .reconcile import load
-    from .ui import out
+    from .ui import out, print_rejected
 
     loaded = load(cfg)
     if loaded.state is None:
-        print(f"revision {loaded.revision} rejected (no inventory to ask):", file=sys.stderr)
-        for e in loaded.errors:
-            print(e, file=sys.stderr)
+        print_rejected(loaded.revision, loaded.errors, " (no inventory to ask)")
         return EXIT_REJECTED
     state = loaded.state
     results = asyncio.run(fetch_cluster(state))

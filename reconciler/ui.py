@@ -121,3 +121,10 @@ class ProgressView:
                 self.tasks[name] = self.progress.add_task("", total=s.bytesTotal or None,
                                                           name=name, phase=s.phase)
             self.progress.update(self.tasks[name], completed=s.bytesDone, phase=s.phase)
+
+
+def print_rejected(revision: str, errors: object, why: str = "") -> None:
+    """A rejected revision on stderr: a headline, then one `FILE:LINE:COL: FIELD: MESSAGE` each."""
+    print(f"revision {revision} rejected{why}:", file=sys.stderr)
+    for e in errors:  # type: ignore[attr-defined]
+        print(e, file=sys.stderr)

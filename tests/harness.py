@@ -9,10 +9,27 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"]
+
+
+def until(cond: Callable[[], object], timeout: float = 60, what: str = "condition") -> object:
+    """Poll `cond` every 0.2 s until it returns something truthy (read errors count as not
+    yet); fail the test after `timeout` seconds. A bound on waiting, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+        except (OSError, ValueError, KeyError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -12,27 +12,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, run_cli, tree_digest, write_data
+from harness import until, NodeHome, StateRepo, nodes_yaml, pseudo_random, run_cli, tree_digest, write_data
 from origin_server import OriginServer
 
 FILES = {"a.bin": pseudo_random(3 << 20, "a"), "b/c.bin": pseudo_random(1 << 20, "c")}
 
-
-def until(cond: Callable[[], object], timeout: float = 60, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-        except (OSError, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Daemon:

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import libtorrent as lt
 import pytest
 
-from harness import NodeHome, StateRepo, free_port, nodes_yaml, pseudo_random, sha256_file, write_data
+from harness import until, NodeHome, StateRepo, free_port, nodes_yaml, pseudo_random, sha256_file, write_data
 from origin_server import OriginServer
 from tracker import Tracker
 
@@ -45,18 +45,6 @@ FILES = {
 DOWNLOAD_TIMEOUT = 60.0
 STRANGER_WAIT = 15.0
 
-
-def until(cond: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-        except (OSError, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def node_peer(nodes_text: str, name: str) -> tuple[str, int]:
