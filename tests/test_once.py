@@ -301,3 +301,14 @@ def test_plan_on_six_nodes_names_the_replicas_on_the_top_two(tmp_path, origin):
         human = home.run("plan")
         assert ("weights" in human.stdout) == (n in acting)
     assert acting == set(rank_nodes("weights", names)[:2])
+
+
+def test_origin_bandwidth_cap_still_converges(cluster, origin):
+    """`bandwidth.origin` goes through the gateway's token bucket (its arithmetic is unit-tested
+    with a fake clock in tests/executor/test_ratelimit.py); here: wired in, data exact."""
+    repo, home, local = cluster
+    home.extra["bandwidth"] = {"origin": "2MiB"}
+    home.write_config()
+    res = home.once()
+    assert res.returncode == 0, res.stderr
+    assert tree_digest(home.data / "models" / "llm") == tree_digest(origin.root)

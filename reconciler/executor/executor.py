@@ -28,6 +28,7 @@ from ..status import DatasetStatus
 from ..store import Store
 from . import shard
 from .gateway import Gateway
+from .ratelimit import TokenBucket
 from .swarm import Swarm, TorrentState, split_hostport
 from .verify import verify_content
 
@@ -67,7 +68,7 @@ class Executor:
         self.node = cfg.node
         self.store = Store(cfg.state_dir)
         self.peer_listen = peer_listen
-        self.gateway = Gateway()
+        self.gateway = Gateway(limit=TokenBucket(cfg.bandwidth.origin))
         self.swarm: Swarm | None = None
         self.origins: OriginContext | None = None
         self.jobs: dict[str, _Job] = {}  # info-hash -> download in progress
@@ -110,6 +111,7 @@ class Executor:
         self.store = Store(cfg.state_dir)
         if self.swarm is not None:
             self.swarm.set_rates(cfg.bandwidth.download, cfg.bandwidth.upload)
+        self.gateway.limit = TokenBucket(cfg.bandwidth.origin)
 
     # -- applying a revision -------------------------------------------------------------------
 

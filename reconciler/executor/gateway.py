@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from ..sources import Origin, OriginError
+from .ratelimit import TokenBucket
 
 log = structlog.get_logger("gateway")
 
@@ -37,6 +38,7 @@ class Gateway:
     port: int = 0
     bytes_served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[str, str] = field(default_factory=dict)  # dataset -> last origin error
+    limit: TokenBucket = field(default_factory=lambda: TokenBucket(0))  # bandwidth.origin
     _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
 
@@ -105,6 +107,7 @@ class Gateway:
             await resp.prepare(request)
             chunk = first
             while chunk:
+                await self.limit.take(len(chunk))
                 await resp.write(chunk)
                 sent += len(chunk)
                 self.bytes_served[entry.dataset] += len(chunk)
