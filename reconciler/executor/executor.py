@@ -26,6 +26,7 @@ from ..plan import Plan, Target, make_plan
 from ..sources import OriginContext, OriginError, open_origin
 from ..status import DatasetStatus
 from ..store import Store
+from ..torrent import lock_extra
 from . import shard
 from .gateway import Gateway
 from .ratelimit import TokenBucket
@@ -216,7 +217,9 @@ class Executor:
         assert lock is not None
         try:
             torrent = (self.root / lock.path).read_bytes()
-            origin = open_origin(d.source, self.origins)
+            pinned = lock_extra(torrent).get("syncbit", {}).get("source")
+            origin = open_origin(d.source, self.origins,
+                                 pinned=pinned if isinstance(pinned, dict) else None)
         except (OSError, OriginError) as e:
             status.phase, status.error = "Failed", f"cannot start: {e}"
             log_.error("dataset failed", dataset=t.name, error=status.error)

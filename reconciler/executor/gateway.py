@@ -119,7 +119,9 @@ class Gateway:
                 raise web.HTTPBadGateway(text=f"{e}\n")
             raise  # mid-body: drop the connection, libtorrent retries
         except ConnectionResetError:
-            pass  # libtorrent closed the connection (end game, completion)
+            # libtorrent hung up (end game, completion, its web seed switched off): not the
+            # origin's fault, and nothing to report.
+            return resp
         finally:
             await stream.aclose()
         if sent == length:

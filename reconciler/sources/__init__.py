@@ -7,20 +7,26 @@ Everything that talks to an origin (the `lock` command, the web-seed gateway) go
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import aiohttp
 
-from ..desired.model import FileSource, HttpSource, Source
+from ..desired.model import FileSource, HttpSource, S3Source, Source
 from .base import Origin, OriginError, OriginFile
 from .file import FileOrigin
 from .http import HttpOrigin
+from .hf import HfSource, open_hf  # imports huggingface_hub lazily
+from .s3 import S3Origin
 
 __all__ = ["Origin", "OriginError", "OriginFile", "open_origin"]
 
+# Every factory takes (source, ctx, pinned): `pinned` is what the lock recorded about the
+# origin it was read from (`describe()` at lock time), so reads can stay on that revision.
 _FACTORIES: dict[type, Callable[..., Origin]] = {
-    HttpSource: lambda src, ctx: HttpOrigin(src, ctx.http),
-    FileSource: lambda src, ctx: FileOrigin(src, ctx.state_root),
+    HttpSource: lambda src, ctx, pinned=None: HttpOrigin(src, ctx.http),
+    FileSource: lambda src, ctx, pinned=None: FileOrigin(src, ctx.state_root),
+    HfSource: open_hf,  # the lock's commit pins every read
+    S3Source: lambda src, ctx, pinned=None: S3Origin(src),
 }
 
 
@@ -51,8 +57,9 @@ class OriginContext:
         await self.close()
 
 
-def open_origin(source: Source, ctx: OriginContext) -> Origin:
+def open_origin(source: Source, ctx: OriginContext,
+                pinned: Mapping[str, object] | None = None) -> Origin:
     factory = _FACTORIES.get(type(source))
     if factory is None:
         raise OriginError(f"{source.type} sources are not supported yet")
-    return factory(source, ctx)
+    return factory(source, ctx, pinned=pinned)

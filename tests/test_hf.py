@@ -1,0 +1,364 @@
+"""`hf` sources (DESIGN §3, §4, §5) against a Hugging Face Hub-compatible server (hf_server.py).
+
+The metadata side is the real `huggingface_hub` client; the server speaks what that client
+expects (a compatibility test downloads from it with `snapshot_download`). The CLI runs as real
+subprocesses with `HF_ENDPOINT`/`HF_TOKEN` in their environment; nodes run real libtorrent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest
+from hf_server import HubServer
+from reconciler.desired.model import HfSource
+from reconciler.sources import OriginContext, OriginError
+from reconciler.sources.hf import HfOrigin, open_hf
+from reconciler.torrent import lock_extra, read_lock
+
+TOKEN = "hf_TestTok3n7c1d9e2f4a6b8c0d5e7f9a1b3c"
+WRONG = "hf_WrongTok9z8y7x6w5v4u3t2s1r0q"
+LFS_MIN = 10_000  # files this big are "LFS": the hub redirects them to its CDN (another port)
+
+CORPUS = {
+    "config.json": b'{"hidden": 64}\n',
+    "model-00001-of-00002.safetensors": pseudo_random(1_500_000, "c1"),
+    "shards/deep/model-00002-of-00002.safetensors": pseudo_random(700_001, "c2"),
+    "shards/with space/100% #1.safetensors": pseudo_random(15_000, "c3"),  # quoting
+    "fp16/model-00001-of-00002.safetensors": pseudo_random(600_000, "x1"),
+    "model.fp16.safetensors": pseudo_random(300_000, "x2"),
+    "sub/config.json": b'{"nested": true}\n',
+    "README.md": b"# corpus\n",
+    "tokenizer.json": pseudo_random(20_000, "x3"),
+}
+INCLUDE = ["*.safetensors", "config.json"]  # `*` crosses `/`; `config.json` is the top one only
+EXCLUDE = ["*fp16*"]
+SELECTED = {"config.json", "model-00001-of-00002.safetensors",
+            "shards/deep/model-00002-of-00002.safetensors", "shards/with space/100% #1.safetensors"}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest(files: dict[str, bytes]) -> dict[str, str]:
+    return {p: sha256(d) for p, d in sorted(files.items())}
+
+
+def hf_env(tmp_path: Path, hub: HubServer, token: str | None = None) -> dict[str, str]:
+    return {"HF_ENDPOINT": hub.url, "HF_TOKEN": token or "", "HF_HOME": str(tmp_path / "hf-home"),
+            "HF_HUB_OFFLINE": "", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def dataset_yaml(name: str, repo: str, repo_type: str, include: list[str] | None = None,
+                 exclude: list[str] | None = None, revision: str | None = None) -> str:
+    lines = [f"repo: {repo}", f"repoType: {repo_type}"]
+    if revision:
+        lines.append(f"revision: {revision}")
+    if include:
+        lines.append(f"include: {json.dumps(include)}")
+    if exclude:
+        lines.append(f"exclude: {json.dumps(exclude)}")
+    hf = "".join(f"      {x}\n" for x in lines)
+    return (f"apiVersion: syncbit/v1\nkind: Dataset\nmetadata:\n  name: {name}\nspec:\n"
+            f"  version: v1\n  source:\n    hf:\n{hf}  placement:\n    all: true\n"
+            f"  path: data/{name}\n")
+
+
+def make_state(tmp_path: Path, nodes: list[str], first_ip: int, doc: str) -> StateRepo:
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(nodes, first_ip=first_ip))
+    (repo.root / "datasets.yaml").write_text(doc)
+    return repo
+
+
+def start_once(home: NodeHome, env: dict[str, str], timeout: float = 90) -> subprocess.Popen[str]:
+    log = open(home.base / "once.log", "w")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "reconciler", "--once", "--config",
+                                 str(home.config), "--timeout", str(timeout)],
+                                stdout=log, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL,
+                                env={**os.environ, "SYNCBIT_LOG_LEVEL": "info", **env})
+    finally:
+        log.close()
+
+
+def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 150) -> list[int]:
+    deadline = time.monotonic() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(max(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+            codes.append(-9)
+    return codes
+
+
+def files_containing(root: Path, needle: bytes) -> list[str]:
+    hits = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink() and needle in p.read_bytes():
+            hits.append(str(p))
+    return hits
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    server = HubServer(token=TOKEN, lfs_min=LFS_MIN, page_size=4).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# lock
+
+
+def test_lock_pins_exactly_the_globbed_files_at_the_resolved_commit(tmp_path, hub):
+    sha = hub.create_repo("org/corpus", CORPUS, repo_type="dataset")
+    repo = make_state(tmp_path, ["l1"], 61,
+                      dataset_yaml("corpus", "org/corpus", "dataset", INCLUDE, EXCLUDE))
+    res = repo.lock(env=hf_env(tmp_path, hub))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "corpus: locked 4 file(s)" in res.stdout
+
+    torrent = (repo.root / "locks" / "corpus.torrent").read_bytes()
+    info = read_lock(torrent, "locks/corpus.torrent")
+    assert dict(info.files) == {p: len(CORPUS[p]) for p in SELECTED}
+    extra = lock_extra(torrent)["syncbit"]
+    assert extra["source"] == {"type": "hf", "repo": "org/corpus", "repoType": "dataset",
+                               "revision": "main", "commit": sha}
+    revs = extra["revision"]
+    assert set(revs) == SELECTED
+    assert all(r["commit"] == sha and r["size"] == len(CORPUS[p]) for p, r in revs.items())
+    for p in ("model-00001-of-00002.safetensors", "shards/deep/model-00002-of-00002.safetensors"):
+        assert revs[p]["sha256"] == sha256(CORPUS[p])  # the LFS oid
+    assert "sha256" not in revs["config.json"]  # a plain git file: blob id only
+    assert "lock: locks/corpus.torrent" in (repo.root / "datasets.yaml").read_text()
+
+    # Only selected files were read, each by commit sha, never by branch name.
+    assert hub.requested_files("org/corpus") == SELECTED
+    assert all(f"/resolve/{sha}/" in r.path for r in hub.resolve_requests("org/corpus"))
+    assert {r.path.rsplit("/", 1)[1] for r in hub.cdn_requests()} == {
+        sha256(CORPUS[p]) for p in SELECTED if len(CORPUS[p]) >= LFS_MIN}
+    # The tree listing was paginated (page_size=4) and followed to the end.
+    assert sum("/tree/" in r.path for r in hub.requests) > 1
+
+    # Same commit, same bytes: the same torrent, byte for byte.
+    again = repo.lock(env=hf_env(tmp_path, hub))
+    assert again.returncode == 0 and "corpus: unchanged" in again.stdout, again.stderr
+    assert (repo.root / "locks" / "corpus.torrent").read_bytes() == torrent
+
+
+def test_server_speaks_the_hub_protocol_and_globs_match_snapshot_download(tmp_path, hub):
+    """huggingface_hub's own downloader, against hf_server, takes the same files as the lock."""
+    hub.create_repo("org/corpus", CORPUS, repo_type="dataset")
+    out = tmp_path / "snapshot"
+    script = ("import sys, huggingface_hub as h; h.snapshot_download('org/corpus', "
+              "repo_type='dataset', local_dir=sys.argv[1], "
+              f"allow_patterns={INCLUDE!r}, ignore_patterns={EXCLUDE!r})")
+    r = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, **hf_env(tmp_path, hub)})
+    assert r.returncode == 0, r.stderr
+    got = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+           if p.is_file() and ".cache" not in p.relative_to(out).parts}
+    assert got == {p: CORPUS[p] for p in SELECTED}
+    # It HEADs then GETs through `resolve/`; LFS files follow the redirect to the CDN.
+    assert any(r.method == "HEAD" for r in hub.resolve_requests("org/corpus"))
+    assert hub.cdn_requests()
+
+
+# --------------------------------------------------------------------------------------------
+# convergence
+
+
+def test_two_nodes_converge_and_excluded_files_are_never_requested(tmp_path, hub):
+    hub.create_repo("org/corpus", CORPUS, repo_type="dataset")
+    repo = make_state(tmp_path, ["h1", "h2"], 62,
+                      dataset_yaml("corpus", "org/corpus", "dataset", INCLUDE, EXCLUDE))
+    env = hf_env(tmp_path, hub)
+    assert repo.lock(env=env).returncode == 0
+    repo.commit("lock")
+    homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in ("h1", "h2")]
+    procs = [start_once(h, env) for h in homes]
+    codes = wait_all(procs)
+    assert codes == [0, 0], [(h.base / "once.log").read_text()[-3000:] for h in homes]
+    expected = digest({p: CORPUS[p] for p in SELECTED})
+    for h in homes:
+        assert tree_digest(h.data / "data" / "corpus") == expected
+        assert h.status()["datasets"]["corpus"]["phase"] == "Ready"
+    # Nothing outside include/exclude was ever asked for, by lock or by the nodes.
+    assert hub.requested_files("org/corpus") <= SELECTED
+    assert {r.path.rsplit("/", 1)[1] for r in hub.cdn_requests()} <= {
+        sha256(CORPUS[p]) for p in SELECTED}
+
+
+def test_pinned_origin_reads_the_locked_commit_after_a_push(tmp_path, hub, monkeypatch):
+    """The factory contract the gateway relies on: `pinned` (the lock's `syncbit.source`)
+    fixes the commit; without it, the branch is resolved now (here: to the pushed commit)."""
+    files = {"w.bin": pseudo_random(50_000, "old"), "c.json": b"{}\n"}
+    old = hub.create_repo("org/m", files)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    src = HfSource("org/m")
+
+    async def go() -> tuple[dict, bytes, bytes, str | None]:
+        async with OriginContext(tmp_path) as ctx:
+            locker = open_hf(src, ctx)
+            await locker.list_files()
+            pinned = locker.describe()
+            hub.push("org/m", {"w.bin": pseudo_random(50_000, "new"), "c.json": b"[]\n"})
+            gw = open_hf(src, ctx, pinned=pinned)  # what the gateway must build
+            a = b"".join([c async for c in gw.read("w.bin", 1000, 20_000)])
+            fresh = open_hf(src, ctx)  # no lock known: resolves `main` once, now
+            b = b"".join([c async for c in fresh.read("w.bin", 1000, 20_000)])
+            return pinned, a, b, fresh.commit
+
+    pinned, a, b, fresh_commit = asyncio.run(go())
+    assert pinned["commit"] == old
+    assert a == files["w.bin"][1000:21_000]
+    assert b == pseudo_random(50_000, "new")[1000:21_000] and fresh_commit != old
+
+    with pytest.raises(OriginError, match="another source"):
+        open_hf(HfSource("org/other"), type("C", (), {"http": None})(), pinned=pinned)
+
+
+def test_nodes_fetch_the_locked_commit_after_the_branch_moves(tmp_path, hub):
+    files = {"weights.safetensors": pseudo_random(900_000, "v1"), "config.json": b'{"v": 1}\n'}
+    hub.create_repo("org/moving", files)
+    repo = make_state(tmp_path, ["m1"], 64, dataset_yaml("moving", "org/moving", "model"))
+    env = hf_env(tmp_path, hub)
+    assert repo.lock(env=env).returncode == 0
+    repo.commit("lock")
+    # Same paths and sizes, other bytes: only the commit tells them apart.
+    hub.push("org/moving", {"weights.safetensors": pseudo_random(900_000, "v2"),
+                            "config.json": b'{"v": 2}\n'})
+    home = NodeHome("m1", tmp_path / "m1", repo.root).write_config()
+    codes = wait_all([start_once(home, env, timeout=20)], timeout=60)
+    assert codes == [0], (home.base / "once.log").read_text()[-3000:]
+    assert tree_digest(home.data / "data" / "moving") == digest(files)
+
+
+# --------------------------------------------------------------------------------------------
+# private repos and the token
+
+
+def test_private_repo_needs_the_right_token_which_never_leaks(tmp_path, hub):
+    files = {"model.safetensors": pseudo_random(400_000, "p1"), "config.json": b'{"p": 1}\n'}
+    hub.create_repo("org/secret-model", files, private=True)
+    repo = make_state(tmp_path, ["p1"], 65, dataset_yaml("secret", "org/secret-model", "model"))
+    outputs = []
+
+    r = repo.lock(env=hf_env(tmp_path, hub))
+    outputs.append(r.stdout + r.stderr)
+    assert r.returncode == 1
+    assert "org/secret-model" in r.stderr and "HF_TOKEN is not set" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (repo.root / "locks").exists()
+
+    r = repo.lock(env=hf_env(tmp_path, hub, WRONG))
+    outputs.append(r.stdout + r.stderr)
+    assert r.returncode == 1
+    assert "org/secret-model" in r.stderr and "HF_TOKEN was rejected" in r.stderr, r.stderr
+    assert WRONG not in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+    env = hf_env(tmp_path, hub, TOKEN)
+    r = repo.lock(env=env)
+    outputs.append(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stderr
+    repo.commit("lock")
+
+    home = NodeHome("p1", tmp_path / "p1", repo.root).write_config()
+    codes = wait_all([start_once(home, env)])
+    log = (home.base / "once.log").read_text()
+    assert codes == [0], log[-3000:]
+    assert tree_digest(home.data / "data" / "secret") == digest(files)
+    status = home.run("status", "--json", env=env)
+    outputs.append(status.stdout + status.stderr)
+
+    # The token went to the hub, and never followed a redirect to the CDN (another origin).
+    hub_reads = hub.resolve_requests("org/secret-model")
+    assert hub_reads and all(r.auth == f"Bearer {TOKEN}" for r in hub_reads)
+    assert hub.cdn_requests() and all(r.auth is None for r in hub.cdn_requests())
+
+    # ... and is nowhere on disk or in any output.
+    for out in outputs + [log]:
+        assert TOKEN not in out and WRONG not in out
+    for root in (home.base, repo.root):  # config, state dir, store, status, metrics, logs; .git
+        assert files_containing(root, TOKEN.encode()) == []
+        assert files_containing(root, WRONG.encode()) == []
+    torrent = (repo.root / "locks" / "secret.torrent").read_bytes()
+    assert TOKEN.encode() not in torrent
+
+
+def test_errors_name_the_repo_and_revision(tmp_path, hub, monkeypatch):
+    hub.create_repo("org/pub", {"a.bin": pseudo_random(20_000, "a")}, repo_type="dataset")
+    hub.create_repo("org/gated", {"g.bin": pseudo_random(20_000, "g")}, gated=True)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+    async def error(src: HfSource, read: str | None = None, token: str | None = None) -> str:
+        if token:
+            monkeypatch.setenv("HF_TOKEN", token)
+        else:
+            monkeypatch.delenv("HF_TOKEN", raising=False)
+        async with OriginContext(tmp_path) as ctx:
+            o = open_hf(src, ctx)
+            try:
+                if read is None:
+                    await o.list_files()
+                else:
+                    async for _ in o.read(read, 0, 10):
+                        pass
+            except OriginError as e:
+                return str(e)
+        raise AssertionError("no error")
+
+    async def all_errors() -> list[str]:
+        return [
+            await error(HfSource("org/nope")),
+            await error(HfSource("org/pub", "model")),  # right name, wrong type
+            await error(HfSource("org/pub", "dataset", revision="v9")),
+            await error(HfSource("org/pub", "dataset"), read="missing.bin"),
+            await error(HfSource("org/gated"), read="g.bin"),
+            await error(HfSource("org/pub", "dataset"), token=WRONG),
+        ]
+
+    msgs = asyncio.run(all_errors())
+    assert "model org/nope (revision main): repository not found" in msgs[0]
+    assert "HF_TOKEN is not set" in msgs[0]
+    assert "model org/pub (revision main): repository not found" in msgs[1]
+    assert "dataset org/pub (revision v9): revision v9 not found" in msgs[2]
+    assert "dataset org/pub" in msgs[3] and "file missing.bin not found at commit" in msgs[3]
+    assert "model org/gated" in msgs[4] and "gated repository; HF_TOKEN is not set" in msgs[4]
+    assert "dataset org/pub" in msgs[5] and "HF_TOKEN was rejected" in msgs[5]
+    assert not any(WRONG in m for m in msgs)
+
+
+def test_describe_and_revision_carry_no_credentials(tmp_path, hub):
+    hub.create_repo("org/priv", {"x.bin": pseudo_random(30_000, "x")}, private=True)
+    env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}
+
+    async def go() -> tuple[dict, list]:
+        async with OriginContext(tmp_path) as ctx:
+            o = HfOrigin(HfSource("org/priv", revision="main"), ctx.http, env=env)
+            files = await o.list_files()
+            return o.describe(), [dict(f.revision) for f in files]
+
+    desc, revs = asyncio.run(go())
+    assert TOKEN not in json.dumps([desc, revs])
+    assert desc["revision"] == "main" and len(str(desc["commit"])) == 40
