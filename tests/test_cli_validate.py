@@ -220,3 +220,10 @@ def test_control_characters_give_one_line_per_error(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     error_lines(r.stdout)
+
+
+def test_the_source_reference_examples_validate() -> None:
+    sources = EXAMPLE.parent / "sources"
+    r = run_cli("validate", sources)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 datasets" in r.stdout
