@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import structlog
+
 from . import log as logging_setup
 from .config import ConfigError, NodeConfig, config_path, load_config
 from .reconcile import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED, EXIT_USAGE
@@ -68,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lock":
             return cmd_lock(args.dir, args.datasets)
         cfg = load_config(config_path(args.config))
+        structlog.contextvars.bind_contextvars(node=cfg.node)  # on every log line
         if args.command == "plan" or args.dry_run:
             return cmd_plan(cfg, args.json)
         if args.command == "status":
