@@ -29,6 +29,8 @@ from ..store import Store
 from ..torrent import lock_extra
 from . import shard
 from .gateway import Gateway
+from .origins import label as origin_label
+from .origins import piece_range
 from .ratelimit import TokenBucket
 from .swarm import Swarm, TorrentState, split_hostport
 from .verify import verify_content
@@ -217,15 +219,34 @@ class Executor:
         assert lock is not None
         try:
             torrent = (self.root / lock.path).read_bytes()
-            pinned = lock_extra(torrent).get("syncbit", {}).get("source")
-            origin = open_origin(d.source, self.origins,
-                                 pinned=pinned if isinstance(pinned, dict) else None)
-        except (OSError, OriginError) as e:
+        except OSError as e:
             status.phase, status.error = "Failed", f"cannot start: {e}"
             log_.error("dataset failed", dataset=t.name, error=status.error)
             return
+        # The source (pinned to the revision the lock recorded), then the mirrors: the gateway
+        # serves from all of them. One that cannot be opened is left out, unless all are.
+        pinned = lock_extra(torrent).get("syncbit", {}).get("source")
+        origins, labels, problems = [], [], []
+        for i, src in enumerate((d.source, *d.mirrors)):
+            try:
+                o = open_origin(src, self.origins, pinned=(
+                    pinned if i == 0 and isinstance(pinned, dict) else None))
+            except OriginError as e:
+                name = "source" if i == 0 else f"mirrors[{i - 1}]"
+                problems.append(f"{name}: {e}")
+                log_.warning("origin not usable", dataset=t.name, origin=name, error=str(e))
+                continue
+            origins.append(o)
+            labels.append(origin_label(o.kind, o.describe(), i))
+        if not origins:
+            status.phase = "Failed"
+            status.error = "cannot start: " + (problems[0] if len(problems) == 1 else
+                                               "all origins failed: " + "; ".join(problems))
+            log_.error("dataset failed", dataset=t.name, error=status.error)
+            return
         save = self.store.begin(t.name, lock.info_hash, d.version)
-        url = self.gateway.register(t.name, lock.info_hash, lock.name, lock.files, origin)
+        url = self.gateway.register(t.name, lock.info_hash, lock.name, lock.files, origins,
+                                    labels)
         st = self.swarm.add(lock.info_hash, torrent, save, lock.total_bytes)
         job = _Job(t, torrent, url, st)
         self.jobs[lock.info_hash] = job
@@ -312,7 +333,8 @@ class Executor:
             self.swarm.set_peers(ih, peers)
 
     def _torrent_for(self, dataset: str, ih: str) -> bytes | None:
-        """The .torrent of a version in the store: from the state repo, else the store's copy."""
+        """The .torrent of a version in the store: the store's own copy (kept at completion),
+        else the state repo's lock if it still pins this version."""
         copy = self.store.root / dataset / f"{ih}.torrent"
         if copy.exists():
             return copy.read_bytes()
@@ -404,6 +426,7 @@ class Executor:
         if st.error:
             self._fail(job, st.error)
             return
+        self._blame_failed_pieces(job)
         now = time.monotonic()
         if s.bytesDone != job.last_done:
             job.last_done, job.last_change = s.bytesDone, now
@@ -453,6 +476,25 @@ class Executor:
             self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
                           bytes_from_origin=s.bytesFromOrigin, bytes_from_peers=s.bytesFromPeers)
             self._activate(t, self.statuses)
+
+    def _blame_failed_pieces(self, job: _Job) -> None:
+        """Pieces that failed their hash check: the gateway stops using the origins that
+        served those bytes (pieces never span files in a hybrid torrent), so libtorrent's
+        retry of the piece is served by another origin."""
+        st = job.torrent
+        lock = job.target.dataset.lock
+        if not st.failed_pieces or lock is None:
+            return
+        failed, st.failed_pieces = st.failed_pieces, []
+        for piece in sorted(set(failed)):
+            where = piece_range(lock.files, st.piece_size, piece)
+            if where is None:
+                continue
+            path, first, last = where
+            blamed = self.gateway.mark_bad(job.target.name, st.info_hash, path, first, last)
+            self.log.warning("piece failed its hash check", dataset=job.target.name,
+                             piece=piece, file=path, first=first, last=last,
+                             origins_marked_bad=blamed)
 
     def _fail(self, job: _Job, error: str) -> None:
         job.stage = "failed"

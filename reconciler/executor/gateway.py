@@ -8,20 +8,27 @@ relays, which is the exact `bytesFromOrigin` of the status file.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Sequence
 from urllib.parse import quote
 
 import structlog
 from aiohttp import web
 
 from ..sources import Origin, OriginError
+from .origins import OriginPool, ServedLog
 from .ratelimit import TokenBucket
 
 log = structlog.get_logger("gateway")
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+MAX_ATTEMPTS = 4  # origins tried for one request
+BACKOFF = 0.05  # seconds before the 2nd attempt, doubling for each further one
+BACKOFF_MAX = 1.0
 
 
 @dataclass
@@ -29,7 +36,9 @@ class _Entry:
     dataset: str
     name: str  # the torrent's top directory
     sizes: dict[str, int]
-    origin: Origin
+    origins: list[Origin]  # the source first, then the mirrors
+    pool: OriginPool
+    served: ServedLog = field(default_factory=ServedLog)
 
 
 @dataclass
@@ -43,10 +52,35 @@ class Gateway:
     _runner: web.AppRunner | None = None
 
     def register(self, dataset: str, info_hash: str, name: str,
-                 files: tuple[tuple[str, int], ...], origin: Origin) -> str:
-        """Serve one torrent from `origin`; returns the web-seed URL to give libtorrent."""
-        self._entries[(dataset, info_hash)] = _Entry(dataset, name, dict(files), origin)
+                 files: tuple[tuple[str, int], ...], origin: Origin | Sequence[Origin],
+                 labels: Sequence[str] | None = None) -> str:
+        """Serve one torrent from `origin` (or an ordered list: the source, then its mirrors;
+        `labels` name them in logs and errors); returns the web-seed URL to give libtorrent."""
+        origins = [origin] if isinstance(origin, Origin) else list(origin)
+        if not origins:
+            raise ValueError("a torrent needs at least one origin")
+        names = list(labels) if labels is not None else [
+            "source" if i == 0 else f"mirrors[{i - 1}]" for i in range(len(origins))]
+        self._entries[(dataset, info_hash)] = _Entry(dataset, name, dict(files), origins,
+                                                     OriginPool(names))
         return f"http://{self.host}:{self.port}/{quote(dataset)}/{info_hash}"
+
+    def mark_bad(self, dataset: str, info_hash: str, path: str, first: int, last: int,
+                 reason: str = "served bytes that failed a hash check") -> list[str]:
+        """Bytes [first, last] of `path` failed a hash check: the origins that served them
+        recently are skipped for a long while, so the retry goes elsewhere. Returns their names."""
+        entry = self._entries.get((dataset, info_hash))
+        if entry is None:
+            return []
+        now = time.monotonic()
+        blamed = sorted(entry.served.served_by(path, first, last))
+        for i in blamed:
+            entry.pool.mark_bad(i, now, f"{reason} ({path} bytes {first}-{last})")
+            log.warning("origin marked bad", dataset=dataset, origin=entry.pool.names[i],
+                        file=path, first=first, last=last, reason=reason)
+        if blamed and not entry.pool.available(now):
+            self.errors[dataset] = entry.pool.summary()
+        return [entry.pool.names[i] for i in blamed]
 
     def unregister(self, dataset: str, info_hash: str) -> None:
         self._entries.pop((dataset, info_hash), None)
@@ -100,33 +134,53 @@ class Gateway:
         resp.content_type = "application/octet-stream"
         if status == 206:
             resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        sent = 0
-        stream = entry.origin.read(path, start, length)
-        try:
-            first = await anext(stream, b"")  # fail before headers when the origin refuses
-            await resp.prepare(request)
-            chunk = first
-            while chunk:
-                await self.limit.take(len(chunk))
-                await resp.write(chunk)
-                sent += len(chunk)
-                self.bytes_served[entry.dataset] += len(chunk)
-                chunk = await anext(stream, b"")
-        except OriginError as e:
-            self.errors[entry.dataset] = str(e)
-            log.warning("origin read failed", dataset=entry.dataset, file=path, error=str(e))
-            if not resp.prepared:
-                raise web.HTTPBadGateway(text=f"{e}\n")
-            raise  # mid-body: drop the connection, libtorrent retries
-        except ConnectionResetError:
-            # libtorrent hung up (end game, completion, its web seed switched off): not the
-            # origin's fault, and nothing to report.
-            return resp
-        finally:
-            await stream.aclose()
-        if sent == length:
-            self.errors.pop(entry.dataset, None)
-        elif resp.prepared:
-            log.warning("origin sent a short range", dataset=entry.dataset, file=path,
-                        expected=length, sent=sent)
-        return resp
+        pool = entry.pool
+        pos, left = start, length
+        candidates = pool.candidates(f"{path}:{start}", time.monotonic())
+        for attempt, i in enumerate(candidates[:MAX_ATTEMPTS]):
+            if attempt:
+                await asyncio.sleep(min(BACKOFF_MAX, BACKOFF * 2 ** (attempt - 1)))
+            pool.begin(i, time.monotonic())
+            began, concluded = pos, False
+            stream = entry.origins[i].read(path, pos, left)
+            try:
+                chunk = await anext(stream, b"")  # fail before headers when the origin refuses
+                while chunk and left > 0:
+                    chunk = chunk[:left]
+                    if not resp.prepared:
+                        await resp.prepare(request)
+                    await self.limit.take(len(chunk))
+                    await resp.write(chunk)
+                    pos += len(chunk)
+                    left -= len(chunk)
+                    self.bytes_served[entry.dataset] += len(chunk)
+                    chunk = await anext(stream, b"") if left > 0 else b""
+                if left > 0:
+                    raise OriginError(f"{path}: the origin sent {pos - began} of "
+                                      f"{pos - began + left} bytes from offset {began}")
+                pool.success(i, time.monotonic())
+                concluded = True
+            except OriginError as e:
+                pool.failure(i, time.monotonic(), str(e))
+                concluded = True
+                log.warning("origin read failed", dataset=entry.dataset, origin=pool.names[i],
+                            file=path, error=str(e))
+            except ConnectionResetError:
+                # libtorrent hung up (end game, completion, its web seed switched off): not the
+                # origin's fault, and nothing to report.
+                return resp
+            finally:
+                if not concluded:
+                    pool.abandon(i)
+                entry.served.record(path, began, pos - 1, i)
+                await stream.aclose()
+            if left == 0:
+                self.errors.pop(entry.dataset, None)
+                return resp
+        error = pool.summary()
+        self.errors[entry.dataset] = error
+        if not resp.prepared:
+            if not candidates:
+                raise web.HTTPServiceUnavailable(text=f"{error}\n")
+            raise web.HTTPBadGateway(text=f"{error}\n")
+        raise OriginError(error)  # mid-body: drop the connection, libtorrent retries

@@ -54,6 +54,11 @@ def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> di
         # default is 16 MiB, which would overshoot into pieces another node owns.
         "urlseed_max_request_bytes": 1 << 20,
         "urlseed_wait_retry": 5,
+        # The web seed is our loopback gateway, which spreads requests over several origins
+        # (source + mirrors): a piece failing its hash check means one origin sent bad bytes,
+        # not that the gateway is bad. Banning it (the default) would stop the download; the
+        # executor tells the gateway instead (TorrentState.failed_pieces), which skips that origin.
+        "ban_web_seeds": False,
         "user_agent": "syncbit/0.1 libtorrent/" + lt.__version__,
     }
     if host not in ("0.0.0.0", "::"):
@@ -97,6 +102,7 @@ class TorrentState:
     checked: bool = False
     moved: bool | None = None  # None: no move asked or under way
     hash_failures: int = 0
+    failed_pieces: list[int] = field(default_factory=list)  # hash_failed_alert, unhandled
     last_connect: float = 0.0
     checked_at: float | None = None
     priorities: tuple[int, ...] | None = None
@@ -239,6 +245,7 @@ class Swarm:
                 st.url_seed_error = a.error_message() or a.message()
             elif isinstance(a, lt.hash_failed_alert) and st:
                 st.hash_failures += 1
+                st.failed_pieces.append(int(a.piece_index))
             elif isinstance(a, lt.save_resume_data_alert) and st:
                 st.resume = lt.write_resume_data_buf(a.params)
             elif isinstance(a, lt.peer_blocked_alert):
