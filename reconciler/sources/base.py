@@ -5,8 +5,19 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Mapping
+from urllib.parse import urlsplit
 
 CHUNK = 1 << 20
+
+
+def safe_url(url: str) -> str:
+    """A URL without userinfo or query string (either may carry a credential), for messages
+    and lock metadata."""
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if u.port:
+        host += f":{u.port}"
+    return f"{u.scheme}://{host}{u.path}"
 
 
 class OriginError(Exception):

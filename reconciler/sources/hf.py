@@ -31,13 +31,12 @@ import asyncio
 import os
 import re
 from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
-from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
 from ..desired.model import HfSource
-from .base import CHUNK, Origin, OriginError, OriginFile
+from .base import CHUNK, Origin, OriginError, OriginFile, safe_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import OriginContext
@@ -178,7 +177,7 @@ class HfOrigin(Origin):
             return f"{what}: the Hub answered {status}{': ' + server if server else ''}"
         if isinstance(e, ValueError):  # e.g. huggingface_hub's HFValidationError: a bad repo id
             return f"{what}: {e}"
-        return f"{what}: cannot reach {_safe(self.endpoint)}: {e.__class__.__name__}: {e}"
+        return f"{what}: cannot reach {safe_url(self.endpoint)}: {e.__class__.__name__}: {e}"
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text
@@ -255,7 +254,7 @@ class HfOrigin(Origin):
             r = await self._get(url, headers)
         except aiohttp.ClientError as e:
             raise OriginError(self._scrub(f"{self._what()}: {path}: cannot reach "
-                                          f"{_safe(self.endpoint)}: {e.__class__.__name__}: {e}")) from None
+                                          f"{safe_url(self.endpoint)}: {e.__class__.__name__}: {e}")) from None
         try:
             if r.status >= 400:
                 raise OriginError(self._scrub(self._http_error(r, path, headers.get("Range"))))
@@ -305,11 +304,3 @@ class HfOrigin(Origin):
             d["commit"] = self.commit
         return d
 
-
-def _safe(url: str) -> str:
-    """A URL without userinfo or query string (either may carry a credential)."""
-    u = urlsplit(url)
-    host = u.hostname or ""
-    if u.port:
-        host += f":{u.port}"
-    return f"{u.scheme}://{host}{u.path}"

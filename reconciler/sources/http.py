@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, unquote
 import aiohttp
 
 from ..desired.model import HttpSource
-from .base import CHUNK, Origin, OriginError, OriginFile
+from .base import CHUNK, Origin, OriginError, OriginFile, safe_url
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -44,7 +44,7 @@ class HttpOrigin(Origin):
             for u in source.urls:
                 name = unquote(urlsplit(u).path.rstrip("/").rsplit("/", 1)[-1])
                 if name in self.urls:  # one would silently hide the other
-                    raise OriginError(f"http source: {_safe(self.urls[name])} and {_safe(u)} "
+                    raise OriginError(f"http source: {safe_url(self.urls[name])} and {safe_url(u)} "
                                       f"both name the file {name}")
                 self.urls[name] = u
         else:
@@ -69,10 +69,10 @@ class HttpOrigin(Origin):
                     _check(r, path)
                     size = r.content_length
                     if size is None:
-                        raise OriginError(f"http source: {_safe(url)} gave no Content-Length")
+                        raise OriginError(f"http source: {safe_url(url)} gave no Content-Length")
                     out.append(OriginFile(path, size, _revision(r)))
             except aiohttp.ClientError as e:
-                raise OriginError(f"http source: {_safe(url)}: {e.__class__.__name__}: {e}") from None
+                raise OriginError(f"http source: {safe_url(url)}: {e.__class__.__name__}: {e}") from None
         return out
 
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
@@ -85,23 +85,23 @@ class HttpOrigin(Origin):
             async with self.http.get(url, headers=headers, allow_redirects=True) as r:
                 _check(r, path)
                 if "Range" in headers and r.status != 206:
-                    raise OriginError(f"http source: {_safe(url)} ignored the Range request "
+                    raise OriginError(f"http source: {safe_url(url)} ignored the Range request "
                                       f"(status {r.status})")
                 async for chunk in r.content.iter_chunked(CHUNK):
                     yield chunk
         except aiohttp.ClientError as e:
-            raise OriginError(f"http source: {_safe(url)}: {e.__class__.__name__}: {e}") from None
+            raise OriginError(f"http source: {safe_url(url)}: {e.__class__.__name__}: {e}") from None
 
     def describe(self) -> dict[str, object]:
         d: dict[str, object] = {"type": self.kind}
         if self.source.base_url:
-            d["baseUrl"] = _safe(self.source.base_url)
+            d["baseUrl"] = safe_url(self.source.base_url)
         return d
 
 
 def _check(r: aiohttp.ClientResponse, path: str) -> None:
     if r.status >= 400:
-        raise OriginError(f"http source: {_safe(str(r.url))}: {r.status} {r.reason} for {path}")
+        raise OriginError(f"http source: {safe_url(str(r.url))}: {r.status} {r.reason} for {path}")
 
 
 def _revision(r: aiohttp.ClientResponse) -> dict[str, object]:
@@ -111,11 +111,3 @@ def _revision(r: aiohttp.ClientResponse) -> dict[str, object]:
             rev[k] = r.headers[h]
     return rev
 
-
-def _safe(url: str) -> str:
-    """A URL without userinfo or query string (either may carry a credential)."""
-    u = urlsplit(url)
-    host = u.hostname or ""
-    if u.port:
-        host += f":{u.port}"
-    return f"{u.scheme}://{host}{u.path}"

@@ -25,10 +25,9 @@ import asyncio
 import os
 import threading
 from typing import Any, AsyncIterator, Callable, Mapping
-from urllib.parse import urlsplit
 
 from ..desired.model import S3Source
-from .base import CHUNK, Origin, OriginError, OriginFile
+from .base import CHUNK, Origin, OriginError, OriginFile, safe_url
 
 # Error codes of responses without a body (HEAD requests): only the HTTP status is known.
 _BODYLESS = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound",
@@ -126,7 +125,7 @@ class S3Origin(Origin):
         return S3Error(_scrub(text), code)
 
     def _endpoint(self) -> str:
-        return _safe_url(self.source.endpoint_url) if self.source.endpoint_url \
+        return safe_url(self.source.endpoint_url) if self.source.endpoint_url \
             else "(AWS default)"
 
     async def _call(self, key: str | None, fn: Callable[[Any], Any]) -> Any:
@@ -261,7 +260,7 @@ class S3Origin(Origin):
         else:
             d["prefix"] = self.prefix
         if self.source.endpoint_url:
-            d["endpointUrl"] = _safe_url(self.source.endpoint_url)
+            d["endpointUrl"] = safe_url(self.source.endpoint_url)
         if self.source.region:
             d["region"] = self.source.region
         return d
@@ -286,14 +285,6 @@ def _check_names(files: list[OriginFile], where: str) -> None:
                 raise OriginError(f"s3 source {where}: {'/'.join(parts[:i])!r} is both an "
                                   f"object and a directory (of {f.path!r})")
 
-
-def _safe_url(url: str) -> str:
-    """A URL without userinfo or query string (either may carry a credential)."""
-    u = urlsplit(url)
-    host = u.hostname or ""
-    if u.port:
-        host += f":{u.port}"
-    return f"{u.scheme}://{host}{u.path}"
 
 
 def _scrub(text: str, env: Mapping[str, str] | None = None) -> str:
