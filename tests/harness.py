@@ -32,6 +32,21 @@ def until(cond: Callable[[], object], timeout: float = 60, what: str = "conditio
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 150) -> list[int]:
+    """Exit codes of `procs`, all within one shared deadline; a process still running then is
+    killed and reported as -9."""
+    deadline = time.monotonic() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(max(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+            codes.append(-9)
+    return codes
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))

@@ -26,7 +26,6 @@ request is logged (`requests`) and every body byte counted (`bytes_sent`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -37,6 +36,8 @@ from typing import Literal
 from urllib.parse import quote, unquote, urlencode
 
 from aiohttp import web
+
+from threaded_server import ThreadedServer
 
 RepoType = Literal["model", "dataset", "space"]
 _PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -74,9 +75,10 @@ class Req:
     auth: str | None  # the Authorization header as received
 
 
-class HubServer:
+class HubServer(ThreadedServer):
     def __init__(self, token: str | None = None, host: str = "127.0.0.1", page_size: int = 3,
                  lfs_min: int = 1024, cdn_same_origin: bool = False) -> None:
+        super().__init__()
         self.host = host
         self.token = token  # the one valid token: it may read every private and gated repo
         self.page_size = page_size
@@ -90,9 +92,6 @@ class HubServer:
         self._blobs: dict[str, bytes] = {}  # sha256 -> bytes, what the CDN serves
         self._secret = b"cdn-signing-key"
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     # -- control (from the test thread) --------------------------------------------------------
 
@@ -100,17 +99,7 @@ class HubServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "HubServer":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
 
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
     def __enter__(self) -> "HubServer":
         return self.start()

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 from pathlib import Path
 
 from aiohttp import web
 
+from threaded_server import ThreadedServer
 
-class OriginServer:
+
+class OriginServer(ThreadedServer):
     def __init__(self, root: Path, host: str = "127.0.0.1", token: str | None = None,
                  rate: int | None = None) -> None:
+        super().__init__()
         self.root = root
         self.rate = rate  # bytes/s for the whole server, None = unthrottled
         self.host = host
@@ -25,23 +27,12 @@ class OriginServer:
         self.bytes_sent = 0
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, range)
         self._etags: dict[tuple[str, int, int], str] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "OriginServer":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
 
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)  # type: ignore[union-attr]
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     async def _start(self) -> None:
         self._throttle = asyncio.Lock()  # one chunk at a time: `rate` bounds the whole server

@@ -13,13 +13,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest
+from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, wait_all
 from hf_server import HubServer
 from reconciler.desired.model import HfSource
 from reconciler.sources import OriginContext, OriginError
@@ -93,18 +92,6 @@ def start_once(home: NodeHome, env: dict[str, str], timeout: float = 90) -> subp
     finally:
         log.close()
 
-
-def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 150) -> list[int]:
-    deadline = time.monotonic() + timeout
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(max(1.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
-            codes.append(-9)
-    return codes
 
 
 def files_containing(root: Path, needle: bytes) -> list[str]:

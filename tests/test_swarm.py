@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, write_data
+from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, write_data, wait_all
 from origin_server import OriginServer
 
 SIZE = 12 << 20
@@ -46,18 +46,6 @@ def start_once(home: NodeHome, *args: str) -> subprocess.Popen[str]:
                              str(home.config), "--timeout", "120", *args],
                             stdout=log, stderr=subprocess.STDOUT, text=True)
 
-
-def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 150) -> list[int]:
-    deadline = time.monotonic() + timeout
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(max(1.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
-            codes.append(-9)
-    return codes
 
 
 @pytest.fixture

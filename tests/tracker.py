@@ -8,12 +8,12 @@ did announce. Bencoding is libtorrent's own.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import threading
 
 import libtorrent as lt
 from aiohttp import web
+
+from threaded_server import ThreadedServer
 
 
 def compact_peers(peers: list[tuple[str, int]]) -> bytes:
@@ -21,30 +21,19 @@ def compact_peers(peers: list[tuple[str, int]]) -> bytes:
     return b"".join(ipaddress.IPv4Address(ip).packed + port.to_bytes(2, "big") for ip, port in peers)
 
 
-class Tracker:
+class Tracker(ThreadedServer):
     def __init__(self, peers: list[tuple[str, int]], host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.peers = list(peers)
         self.host = host
         self.port = 0
         self.announces: list[tuple[str | None, str]] = []  # (client ip, raw query string)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     @property
     def announce_url(self) -> str:
         return f"http://{self.host}:{self.port}/announce"
 
-    def start(self) -> "Tracker":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
 
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     def announced_from(self, ip: str) -> bool:
         return any(remote == ip for remote, _ in self.announces)
