@@ -1,8 +1,9 @@
-"""The node's HTTP API (DESIGN §6): `GET /status`, `GET /healthz`, `GET /metrics`.
+"""The node's HTTP API (DESIGN §6): `GET /status`, `GET /healthz`, `GET /metrics`, and for
+peers `GET /v1/metadata/<dataset>/<key>` (the torrents of unlocked datasets, metadata.py).
 
 It serves only the NodeStatus document the reconciler already publishes (the same document as
-`statusFile`, and its Prometheus rendering as in `metricsFile`), so nothing secret can leak
-through it: credentials never enter that document.
+`statusFile`, and its Prometheus rendering as in `metricsFile`) and torrents, so nothing secret
+can leak through it: credentials never enter either.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from datetime import datetime
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Union
 
 import structlog
 from aiohttp import web
@@ -21,6 +22,10 @@ log = structlog.get_logger("api")
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NO_STATUS = "no pass has finished yet"
+TORRENT_CONTENT_TYPE = "application/x-bittorrent"
+
+#: (dataset, key) -> (HTTP status, torrent bytes or a JSON document); see executor/unlocked.py.
+MetadataProvider = Callable[[str, str], tuple[int, Union[bytes, dict]]]
 
 
 def parse_listen(listen: str) -> tuple[str | None, int]:
@@ -64,15 +69,20 @@ class ApiServer:
       `Ready` condition in `/status` (and `syncbit_ready` in `/metrics`); use that, or
       `syncbit-reconcile wait`, for readiness gates, never /healthz.
 
+    - `GET /v1/metadata/<dataset>/<key>`: for the other target nodes of a dataset without
+      `spec.lock`: 200 and the torrent when this node has it; 202 `{"state": "building" |
+      "waiting"}` while it builds it or waits for it; 404 `{"state": "unknown" | "failed"}`.
+
     HEAD is answered like GET; other methods get 405, unknown paths 404. No access log is
     written; one structlog line (logger "api") reports the URL on start.
     """
 
     def __init__(self, listen: str, get_status: Callable[[], dict | None], *,
-                 stale_after: float = 300.0) -> None:
+                 stale_after: float = 300.0, metadata: MetadataProvider | None = None) -> None:
         self.host, self._listen_port = parse_listen(listen)
         self.port = self._listen_port  # the bound port once started (port 0 picks one)
         self._get_status = get_status
+        self._metadata = metadata
         self.stale_after = stale_after
         self._runner: web.AppRunner | None = None
         self._last_doc: dict | None = None  # the running pass's document seen last
@@ -92,6 +102,7 @@ class ApiServer:
         app.router.add_get("/status", self._status)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/metadata/{dataset}/{key}", self._torrent)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:
@@ -146,6 +157,17 @@ class ApiServer:
             return _json({"error": f"cannot render metrics: {type(e).__name__}"}, 500)
         resp = web.Response(body=body, status=200)
         resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    async def _torrent(self, request: web.Request) -> web.Response:
+        if self._metadata is None:
+            return _json({"state": "unknown"}, 404)
+        status, body = self._metadata(request.match_info["dataset"], request.match_info["key"])
+        if isinstance(body, dict):
+            return _json(body, status)
+        resp = web.Response(body=body, status=status)
+        resp.headers["Content-Type"] = TORRENT_CONTENT_TYPE
         resp.headers["Cache-Control"] = "no-store"
         return resp
 

@@ -170,9 +170,12 @@ def cmd_status(cfg: NodeConfig, as_json: bool, cluster: bool) -> int:
         return cmd_status_cluster(cfg, as_json)
     doc = read_status(cfg.status_file)
     if doc is None:
+        # Exit 0 as DESIGN §7 says: "no pass yet" is an answer, not a failure of `status`.
         print(f"syncbit-reconcile: no status yet at {cfg.status_file} "
               "(has a pass run on this node?)", file=sys.stderr)
-        return EXIT_NOT_READY
+        if as_json:
+            print("null")
+        return 0
     if as_json:
         print(json.dumps(doc, indent=2))
     else:

@@ -200,7 +200,7 @@ class Daemon:
             await self.executor.start()
         if self.api is None:
             listen = self.cfg.listen_api or state.nodes[self.cfg.node].api
-            self.api = ApiServer(listen, lambda: self.doc)
+            self.api = ApiServer(listen, lambda: self.doc, metadata=self._metadata)
             try:
                 await self.api.start()
             except OSError as e:
@@ -211,6 +211,11 @@ class Daemon:
         self.applied = state.revision
         if not self.executor.busy():
             self.pass_finished = now_rfc3339()
+
+    def _metadata(self, dataset: str, key: str) -> tuple[int, bytes | dict]:
+        if self.executor is None:
+            return 404, {"state": "unknown", "node": self.cfg.node}
+        return self.executor.resolver.answer(dataset, key)
 
     # -- status ------------------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ def targets_for_node(state: DesiredState, node: str, allowed_roots: Sequence[str
                      assignments: Mapping[str, Assignment] | None = None
                      ) -> tuple[dict[str, Target], list[Action]]:
     """The datasets placed on `node` with resolved paths, and `blocked` actions for those
-    that cannot be acted on here (no lock, path outside allowedRoots, overlapping paths)."""
+    that cannot be acted on here (path outside allowedRoots, overlapping paths)."""
     assignments = assignments if assignments is not None else place(state)
     targets: dict[str, Target] = {}
     blocked: list[Action] = []
@@ -123,10 +123,6 @@ def targets_for_node(state: DesiredState, node: str, allowed_roots: Sequence[str
         if clash is not None:
             blocked.append(Action("blocked", name, d.version, path=path,
                                   reason=f"spec.path {path} overlaps dataset {clash.name} at {clash.path}"))
-            continue
-        if d.lock is None:
-            blocked.append(Action("blocked", name, d.version, path=path,
-                                  reason="no spec.lock: pin it with `syncbit-reconcile lock`"))
             continue
         targets[name] = Target(d, path)
     return targets, blocked
@@ -149,15 +145,33 @@ def make_plan(state: DesiredState, node: str, allowed_roots: Sequence[str],
     return Plan(node, state.revision, tuple(actions), targets)
 
 
+def _unpinned(t: Target, obs: ObservedDataset | None) -> Action:
+    """An unlocked dataset whose torrent this node does not have yet (see metadata.py): its
+    content is unknown, so nothing of it is activated or evicted until the torrent is here."""
+    d = t.dataset
+    if d.suspend:
+        return Action("suspended", d.name, d.version, None, t.path,
+                      reason="spec.suspend is true: left exactly as it is")
+    if obs is not None and obs.active is not None and obs.active in obs.versions:
+        return Action("update", d.name, d.version, None, t.path,
+                      from_version=obs.versions[obs.active].version, reason=NO_METADATA)
+    return Action("fetch", d.name, d.version, None, t.path, reason=NO_METADATA)
+
+
 def _by_age(versions: Iterable[ObservedVersion]) -> list[ObservedVersion]:
     """Newest first; incomplete versions (no completion time) count as oldest."""
     return sorted(versions, key=lambda v: (v.completed_at or 0.0, v.info_hash), reverse=True)
 
 
+NO_METADATA = ("no spec.lock and no torrent for this version yet: the first-ranked target node "
+               "builds it from the source, the others fetch it from that node's API")
+
+
 def _plan_target(t: Target, obs: ObservedDataset | None) -> list[Action]:
     d = t.dataset
     lock = d.lock
-    assert lock is not None
+    if lock is None:
+        return [_unpinned(t, obs)]
     ih = lock.info_hash
     if d.suspend:
         return [Action("suspended", d.name, d.version, ih, t.path, lock.total_bytes,

@@ -18,11 +18,15 @@ from typing import Callable, Mapping
 import structlog
 
 from . import lastgood
+from .api import ApiServer
 from .config import NodeConfig
 from .desired.model import DesiredState, ValidationError
 from .desired.revision import state_revision
 from .desired.validate import load_desired_state
 from .executor.executor import Executor
+from .executor.unlocked import POLL_MAX
+from .metadata import MetadataCache, with_locks
+from .placement import datasets_for_node, place
 from .plan import Plan, make_plan
 from .status import DatasetStatus, NodeReport, Rejected, now_rfc3339, pass_result, read_status, write_status
 from .store import Store
@@ -33,6 +37,7 @@ EXIT_READY, EXIT_NOT_READY, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
 POLL = 0.2  # seconds between looks at libtorrent
 DEFAULT_LINGER = 60.0  # --once: longest time to keep seeding for peers after converging
 LINGER_GRACE = 3.0  # --once: how long to wait for target peers that never connected
+ASKED_GRACE = POLL_MAX + 2.0  # --once: a peer that asked for a torrent this recently is coming
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ def node_problem(cfg: NodeConfig, state: DesiredState) -> str | None:
 
 
 def plan_for(cfg: NodeConfig, state: DesiredState) -> Plan:
+    state = with_locks(state, MetadataCache(cfg.state_dir).locks(state))
     return make_plan(state, cfg.node, cfg.allowed_roots, Store(cfg.state_dir).observe())
 
 
@@ -103,6 +109,7 @@ async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
     executor = Executor(cfg, peer_listen(cfg, state))
     publish = _throttled_status(cfg, loaded.revision, started, on_progress)
     await executor.start()
+    api = await _metadata_api(cfg, state, executor)
     try:
         executor.apply(state, loaded.root)
         publish(executor.statuses)
@@ -113,6 +120,8 @@ async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
         await _linger(executor, linger, deadline)
     finally:
         await executor.close()
+        if api is not None:
+            await api.stop()
     statuses = executor.statuses
     result = pass_result(statuses, rejected=False)
     report = NodeReport(cfg.node, loaded.revision, loaded.revision, started, now_rfc3339(),
@@ -123,6 +132,26 @@ async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
     return doc, EXIT_READY if result == "Converged" else EXIT_NOT_READY
 
 
+async def _metadata_api(cfg: NodeConfig, state: DesiredState, executor: Executor
+                        ) -> ApiServer | None:
+    """`--once` serves the API too when an unlocked dataset is placed here: the other target
+    nodes fetch its torrent from the node that builds it (metadata.py). A port in use (a
+    daemon runs) is not fatal: the peers then build it themselves."""
+    placed = datasets_for_node(place(state), cfg.node)
+    if not any(state.datasets[n].lock is None for n in placed):
+        return None
+    listen = cfg.listen_api or state.nodes[cfg.node].api
+    api = ApiServer(listen, lambda: read_status(cfg.status_file),
+                    metadata=executor.resolver.answer)
+    try:
+        await api.start()
+    except (OSError, ValueError) as e:
+        log.warning("cannot serve the API; peers cannot fetch torrents from this node",
+                    node=cfg.node, listen=listen, error=str(e))
+        return None
+    return api
+
+
 def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
@@ -131,13 +160,15 @@ async def _linger(executor: Executor, linger: float, deadline: float | None) -> 
     """Keep seeding after this node is done while inventory peers still download from it, so
     simultaneous `--once` runs share the origin's bytes instead of each fetching them. Bounded
     by `linger` seconds (and the run's deadline); target peers that never connected are waited
-    for only LINGER_GRACE seconds."""
+    for only LINGER_GRACE seconds, or while peers keep asking for an unlocked dataset's torrent
+    here (they poll at least every POLL_MAX seconds, and download the bytes once they have it)."""
     done = time.monotonic()
     end = done + linger
     while time.monotonic() < end and not _past(deadline):
         executor.tick()
         if not executor.peers_still_need_us() and (
-                executor.unseen_target_peers() == 0 or time.monotonic() - done >= LINGER_GRACE):
+                executor.unseen_target_peers() == 0 or time.monotonic() - done >= LINGER_GRACE
+        ) and not executor.resolver.asked_within(ASKED_GRACE):
             return
         await asyncio.sleep(POLL)
 

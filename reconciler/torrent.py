@@ -227,6 +227,11 @@ def _split_path(path: str) -> tuple[bytes, ...]:
     return tuple(_check_element(e, repr(path)) for e in path.split("/"))
 
 
+def check_path(path: str) -> None:
+    """ValueError unless `path` is a relative path a torrent can hold (no '..', no '/' first)."""
+    _split_path(path)
+
+
 def _check_hashes(path: str, h: FileHashes, piece_size: int) -> None:
     """Catch hashes computed for another piece size, or built by hand inconsistently."""
     if not isinstance(h, FileHashes):

@@ -105,7 +105,7 @@ def error_lines(stdout: str) -> list[re.Match[str]]:
 def test_example_state_repo_is_valid() -> None:
     r = run_cli("validate", EXAMPLE)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "valid (3 nodes, 3 datasets)" in r.stdout
+    assert "valid (3 nodes, 6 datasets)" in r.stdout
     assert "Traceback" not in r.stderr
 
 
@@ -222,8 +222,14 @@ def test_control_characters_give_one_line_per_error(tmp_path: Path) -> None:
     error_lines(r.stdout)
 
 
-def test_the_source_reference_examples_validate() -> None:
-    sources = EXAMPLE.parent / "sources"
-    r = run_cli("validate", sources)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "4 datasets" in r.stdout
+def test_the_remote_source_examples_validate_and_are_placed_nowhere() -> None:
+    from reconciler.desired.validate import load_desired_state
+    from reconciler.placement import place
+
+    state = load_desired_state(EXAMPLE, "x")
+    remote = {n: d for n, d in state.datasets.items() if n.startswith("weights-")}
+    assert {d.source.type for d in remote.values()} == {"http", "s3", "hf"}
+    assert any(d.mirrors for d in remote.values())
+    assert all(d.lock is None for d in remote.values())  # pinned by the first node to read them
+    placed = place(state)
+    assert all(placed[n].nodes == () for n in remote), {n: placed[n] for n in remote}

@@ -82,15 +82,31 @@ def test_suspended_dataset_is_left_alone():
     assert kinds(p) == [("suspended", "x", B)]
 
 
-def test_blocked_without_lock_or_outside_roots_and_keeps_its_data():
-    s = state([node("n1")], [dataset("nolock", locked=False), dataset("escape", path="/etc/x"),
-                             dataset("ok")])
-    p = make_plan(s, "n1", ROOTS, {"nolock": obs("nolock", v(A), active=A, link="/data/ds/nolock")})
+def test_blocked_outside_roots_keeps_its_data():
+    s = state([node("n1")], [dataset("escape", path="/etc/x"), dataset("ok")])
+    p = make_plan(s, "n1", ROOTS, {"escape": obs("escape", v(A), active=A, link="/etc/x")})
     by = {a.dataset: a for a in p.actions}
-    assert by["nolock"].kind == "blocked" and "spec.lock" in by["nolock"].reason
     assert by["escape"].kind == "blocked" and "allowedRoots" in by["escape"].reason
     assert by["ok"].kind == "fetch"
     assert not any(a.kind == "evict" for a in p.actions)
+
+
+def test_unlocked_without_metadata_is_fetched_and_nothing_of_it_is_evicted():
+    s = state([node("n1")], [dataset("fresh", locked=False), dataset("nolock", locked=False,
+                                                                     version="v2")])
+    observed = {"nolock": obs("nolock", v(A, "v1", at=1), v(B, "v0", complete=False),
+                              active=A, link="/data/ds/nolock")}
+    p = make_plan(s, "n1", ROOTS, observed)
+    assert kinds(p) == [("fetch", "fresh", None), ("update", "nolock", None)]
+    by = {a.dataset: a for a in p.actions}
+    assert by["nolock"].from_version == "v1"
+    assert "builds it from the source" in by["fresh"].reason
+
+
+def test_unlocked_and_suspended_stays_suspended():
+    s = state([node("n1")], [dataset("x", locked=False, suspend=True)])
+    p = make_plan(s, "n1", ROOTS, {"x": obs("x", v(A), active=A, link="/data/ds/x")})
+    assert kinds(p) == [("suspended", "x", None)]
 
 
 def test_overlapping_paths_block_the_later_dataset():

@@ -326,3 +326,13 @@ def test_now_rfc3339() -> None:
     assert RFC3339.fullmatch(now_rfc3339())
     _valid(render_status(NodeReport("gpu-01", REV_A, REV_A, now_rfc3339(), now_rfc3339(),
                                     "Converged")))
+
+
+def test_status_command_before_any_pass_says_so_and_exits_0(tmp_path: Path) -> None:
+    from harness import NodeHome, run_cli
+
+    home = NodeHome("n1", tmp_path / "n1", tmp_path / "state").write_config()
+    r = run_cli("status", "--config", str(home.config))
+    assert r.returncode == 0 and "no status yet" in r.stderr and r.stdout == ""
+    r = run_cli("status", "--json", "--config", str(home.config))
+    assert r.returncode == 0 and r.stdout.strip() == "null"

@@ -21,6 +21,7 @@ import structlog
 from .. import atomic
 from ..config import NodeConfig
 from ..desired.model import DesiredState
+from ..metadata import with_locks
 from ..placement import Assignment, place
 from ..plan import Plan, Target, make_plan
 from ..sources import OriginContext, OriginError, open_origin
@@ -33,6 +34,7 @@ from .origins import label as origin_label
 from .origins import piece_range
 from .ratelimit import TokenBucket
 from .swarm import Swarm, TorrentState, split_hostport
+from .unlocked import Resolver
 from .verify import verify_content
 
 log = structlog.get_logger("executor")
@@ -84,6 +86,8 @@ class Executor:
         self.root: Path | None = None
         self.source_root: Path | None = None
         self.assignments: dict[str, Assignment] = {}
+        self.resolver = Resolver(cfg.node, self.store, self._take_from_origin)
+        self.unpinned: dict[str, Target] = {}
         self.log = log.bind(node=cfg.node)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -96,6 +100,7 @@ class Executor:
                            self.cfg.bandwidth.upload, resume_dir=resume)
 
     async def close(self) -> None:
+        await self.resolver.close()
         for job in self.jobs.values():
             if job.verify_task is not None:
                 job.verify_task.cancel()
@@ -116,6 +121,12 @@ class Executor:
             self.swarm.set_rates(cfg.bandwidth.download, cfg.bandwidth.upload)
         self.gateway.limit = TokenBucket(cfg.bandwidth.origin)
 
+    async def _take_from_origin(self, dataset: str, n: int) -> None:
+        """Bytes read from an origin outside the gateway (building an unlocked dataset's
+        torrent): counted and rate-limited like the gateway's."""
+        self.gateway.bytes_served[dataset] += n
+        await self.gateway.limit.take(n)
+
     # -- applying a revision -------------------------------------------------------------------
 
     def apply(self, state: DesiredState, root: Path, source_root: Path | None = None) -> Plan:
@@ -130,6 +141,8 @@ class Executor:
             if self.origins is not None:
                 asyncio.ensure_future(self.origins.close())
             self.origins = OriginContext(source_root)
+        # Unlocked datasets whose torrent is here already (built or fetched) are pinned by it.
+        state = with_locks(state, self.resolver.cache.locks(state))
         self.state, self.root, self.source_root = state, root, source_root
         self.assignments = place(state)
         self.swarm.set_allowed(self._inventory_ips(state) | {self.gateway.host})
@@ -138,6 +151,7 @@ class Executor:
         plan = make_plan(state, self.node, self.cfg.allowed_roots, self.store.observe())
         statuses: dict[str, DatasetStatus] = {}
         wanted: dict[str, str] = {}  # info-hash -> dataset, every torrent the session must hold
+        unpinned: dict[str, Target] = {}  # unlocked datasets whose torrent is not here yet
         for a in plan.actions:
             t = plan.targets.get(a.dataset)
             if a.kind == "blocked":
@@ -154,6 +168,9 @@ class Executor:
                 else:
                     statuses[t.name] = self._status(t, "Ready")
                 wanted[t.info_hash] = t.name
+            elif a.kind in ("fetch", "update") and t is not None and t.info_hash is None:
+                unpinned[t.name] = t
+                statuses[t.name] = self._unpinned_status(t)
             elif a.kind in ("fetch", "update"):
                 assert t is not None and t.info_hash is not None
                 wanted[t.info_hash] = t.name
@@ -168,7 +185,9 @@ class Executor:
                     self._start_job(t, statuses[t.name], log_)
                 else:
                     self.jobs[t.info_hash].target = t
-        self.statuses = statuses
+        self.statuses, self.unpinned = statuses, unpinned
+        self.resolver.ensure(state, self.assignments, self.origins)
+        self.resolver.cache.prune(state)
 
         self._drain_and_evict(plan, wanted, log_)
         self._sync_torrents(wanted)
@@ -185,13 +204,27 @@ class Executor:
 
     def _status(self, t: Target, phase: str) -> DatasetStatus:
         lock = t.dataset.lock
-        assert lock is not None
+        if lock is None:  # unlocked, torrent not here yet
+            return DatasetStatus(phase, t.dataset.version, t.path)  # type: ignore[arg-type]
         s = DatasetStatus(phase, t.dataset.version, t.path, lock.info_hash,  # type: ignore[arg-type]
                           bytesTotal=lock.total_bytes)
         if phase == "Ready" or (phase == "Suspended" and self._complete(t)):
             s.bytesDone = lock.total_bytes
         s.bytesFromOrigin = self.gateway.bytes_served.get(t.name, 0)
         s.bytesFromPeers = self.peer_bytes.get(t.name, 0)
+        return s
+
+    def _unpinned_status(self, t: Target) -> DatasetStatus:
+        """An unlocked dataset without its torrent yet: Fetching while this node reads the
+        source to build it, Pending while it waits for the node that does, Failed with the
+        build's error until its retry."""
+        s = self._status(t, "Pending")
+        s.bytesFromOrigin = self.gateway.bytes_served.get(t.name, 0)
+        w = self.resolver.work.get(t.name)
+        if w is not None and w.state == "building":
+            s.phase, s.bytesDone, s.bytesTotal = "Fetching", w.bytes_done, w.bytes_total
+        elif w is not None and w.state == "failed":
+            s.phase, s.error = "Failed", w.error
         return s
 
     def _complete(self, t: Target) -> bool:
@@ -356,8 +389,9 @@ class Executor:
     # -- advancing -----------------------------------------------------------------------------
 
     def busy(self) -> bool:
-        """Is a download, verification or move still under way?"""
-        return any(j.stage not in ("done", "failed") for j in self.jobs.values())
+        """Is a download, verification or move, or the making of a torrent, still under way?"""
+        return (any(j.stage not in ("done", "failed") for j in self.jobs.values())
+                or self.resolver.pending() or self.resolver.changed)
 
     def tick(self) -> None:
         assert self.swarm is not None
@@ -371,8 +405,14 @@ class Executor:
                 self.seeding[ih] = job.target.name
                 self.gateway.unregister(job.target.name, ih)
                 finished = True
+        if self.resolver.changed:
+            self.resolver.changed = False
+            finished = True  # an unlocked dataset's torrent arrived: start its download
         if finished and self.state is not None and self.root is not None:
             self.apply(self.state, self.root, self.source_root)  # activated: evict what it frees
+        for name, t in self.unpinned.items():
+            if name in self.statuses and self.statuses[name].infoHash is None:
+                self.statuses[name] = self._unpinned_status(t)
         for ih, dataset in self.seeding.items():
             s = self.statuses.get(dataset)
             if s is None or s.infoHash != ih or ih not in self.swarm.torrents:

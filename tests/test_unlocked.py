@@ -1,0 +1,250 @@
+"""Datasets without spec.lock, end to end: the first-ranked target node builds the torrent
+while reading the source once, the others fetch it from its API and the bytes from the swarm."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from harness import (NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, until,
+                     wait_all, write_data)
+from origin_server import OriginServer
+from reconciler.desired.validate import load_desired_state
+from reconciler.metadata import metadata_key
+from reconciler.placement import rank_nodes
+from reconciler.torrent import read_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+STATUS_SCHEMA = json.loads((ROOT / "schemas" / "status.schema.json").read_text())
+FILES = {"model-00001.safetensors": pseudo_random(1_500_000, "u1"),
+         "model-00002.safetensors": pseudo_random(1_234_567, "u2"),
+         "config.json": b'{"layers": 2}\n'}
+TOTAL = sum(map(len, FILES.values()))
+NAMES = ["u1", "u2", "u3"]
+
+
+def dataset_yaml(url: str, version: str = "v1") -> str:
+    files = "\n".join(f"        - {f}" for f in sorted(FILES))
+    return f"""\
+apiVersion: syncbit/v1
+kind: Dataset
+metadata:
+  name: weights
+spec:
+  version: {version}
+  source:
+    http:
+      baseUrl: {url}/
+      files:
+{files}
+  placement:
+    all: true
+  path: models/weights
+"""
+
+
+@pytest.fixture
+def origin(tmp_path):
+    server = OriginServer(write_data(tmp_path / "origin", FILES)).start()
+    yield server
+    server.stop()
+
+
+def make_cluster(tmp_path: Path, origin: OriginServer, first_ip: int
+                 ) -> tuple[StateRepo, list[NodeHome]]:
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(NAMES, first_ip=first_ip))
+    repo.write("datasets.yaml", dataset_yaml(origin.url))
+    repo.commit("unlocked dataset")
+    homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in NAMES]
+    return repo, homes
+
+
+def start_once(h: NodeHome, timeout: int = 90) -> subprocess.Popen[str]:
+    log = open(h.base / "once.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "reconciler", "--once", "--config",
+                             str(h.config), "--timeout", str(timeout)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            text=True, env={**os.environ, "SYNCBIT_LOG_LEVEL": "info"})
+
+
+def logs(homes: list[NodeHome]) -> str:
+    return "\n".join(f"== {h.name}\n" + (h.base / "once.log").read_text()[-4000:] for h in homes)
+
+
+def assert_converged(homes: list[NodeHome]) -> str:
+    """Every node Ready with the origin's bytes under the same info-hash; returns it."""
+    hashes = set()
+    for h in homes:
+        doc = h.status()
+        jsonschema.Draft202012Validator(STATUS_SCHEMA).validate(doc)
+        d = doc["datasets"]["weights"]
+        assert d["phase"] == "Ready", (h.name, d)
+        assert (d["bytesTotal"], d["bytesDone"]) == (TOTAL, TOTAL)
+        assert tree_digest(h.data / "models" / "weights") == tree_digest(
+            h.base.parent / "origin")
+        hashes.add(d["infoHash"])
+    assert len(hashes) == 1 and None not in hashes
+    return hashes.pop()
+
+
+def test_three_nodes_converge_reading_the_source_once(tmp_path, origin):
+    repo, homes = make_cluster(tmp_path, origin, 171)
+    before = {p: p.read_bytes() for p in repo.root.rglob("*") if p.is_file() and ".git" not in p.parts}
+    codes = wait_all([start_once(h) for h in homes])
+    assert codes == [0, 0, 0], logs(homes)
+    ih = assert_converged(homes)
+
+    # One node read the source (to hash and keep it); the others took the bytes from the swarm.
+    assert origin.bytes_sent <= 1.25 * TOTAL, (origin.bytes_sent, TOTAL, logs(homes))
+    builder = rank_nodes("weights", NAMES)[0]
+    assert f'"node": "{builder}"' in next(
+        (h.base / "once.log").read_text() for h in homes if h.name == builder)
+    built = [h.name for h in homes if "metadata built" in (h.base / "once.log").read_text()]
+    fetched = [h.name for h in homes if "metadata fetched" in (h.base / "once.log").read_text()]
+    assert built == [builder] and sorted(fetched) == sorted(set(NAMES) - {builder}), logs(homes)
+
+    # Every node keeps the same torrent; the state repo was not touched.
+    state = load_desired_state(repo.root, "x", require_locks=False)
+    key = metadata_key(state.datasets["weights"])
+    torrents = {(h.state_dir / "metadata" / "weights" / f"{key}.torrent").read_bytes()
+                for h in homes}
+    assert len(torrents) == 1 and read_lock(torrents.pop(), "t").info_hash == ih
+    assert {p: p.read_bytes() for p in repo.root.rglob("*")
+            if p.is_file() and ".git" not in p.parts} == before
+
+    # A second pass is a no-op: nothing built, fetched or downloaded again.
+    origin.bytes_sent = 0
+    res = homes[0].once("--timeout", "30")
+    assert res.returncode == 0, res.stderr
+    assert origin.bytes_sent == 0
+    assert "metadata built" not in res.stderr and "metadata fetched" not in res.stderr
+
+    # Locking it later pins the very same torrent: nothing is downloaded again.
+    assert repo.lock().returncode == 0
+    assert read_lock((repo.root / "locks" / "weights.torrent").read_bytes(), "t").info_hash == ih
+    repo.commit("locked")
+    origin.bytes_sent = 0
+    res = homes[0].once("--timeout", "30")
+    assert res.returncode == 0, res.stderr
+    assert origin.bytes_sent == 0 and homes[0].status()["datasets"]["weights"]["infoHash"] == ih
+
+
+def test_the_next_node_builds_when_the_first_ranked_is_down(tmp_path, origin):
+    repo, homes = make_cluster(tmp_path, origin, 174)
+    first = rank_nodes("weights", NAMES)[0]
+    running = [h for h in homes if h.name != first]
+    codes = wait_all([start_once(h) for h in running])
+    assert codes == [0, 0], logs(running)
+    assert_converged(running)
+    assert origin.bytes_sent <= 1.25 * TOTAL, (origin.bytes_sent, logs(running))
+    second = rank_nodes("weights", NAMES)[1]
+    log_of = {h.name: (h.base / "once.log").read_text() for h in running}
+    assert "metadata built" in log_of[second] and "no node ranked above builds it" in log_of[second]
+
+    # The first-ranked node comes back: it takes the torrent from a peer instead of
+    # building another one, and pulls its bytes from the peers (that linger to seed).
+    late = next(h for h in homes if h.name == first)
+    origin.bytes_sent = 0
+    procs = [start_once(late, 60)] + [start_once(h, 60) for h in running]
+    codes = wait_all(procs)
+    assert codes == [0, 0, 0], logs(homes)
+    assert_converged(homes)
+    assert "metadata fetched" in (late.base / "once.log").read_text()
+    assert origin.bytes_sent <= 0.25 * TOTAL, (origin.bytes_sent, logs(homes))
+
+
+def test_source_error_fails_the_dataset_and_keeps_what_is_there(tmp_path, origin):
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(["u1"], first_ip=177))
+    repo.write("datasets.yaml", dataset_yaml(origin.url).replace(
+        "config.json", "missing.json"))
+    repo.commit("a file the origin does not have")
+    home = NodeHome("u1", tmp_path / "u1", repo.root).write_config()
+    res = home.once("--timeout", "60")
+    assert res.returncode == 1, res.stderr
+    d = home.status()["datasets"]["weights"]
+    assert d["phase"] == "Failed" and d["infoHash"] is None
+    assert "building the torrent from the http source" in d["error"]
+    assert "missing.json" in d["error"]
+    assert not (home.state_dir / "metadata" / "weights").exists() or not any(
+        (home.state_dir / "metadata" / "weights").iterdir())
+    staging = home.state_dir / "staging"
+    assert not staging.exists() or not any(p.is_file() for p in staging.rglob("*"))
+
+
+def test_daemon_serves_the_torrent_to_peers_and_nothing_else(tmp_path, origin):
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(["u1"], first_ip=178))
+    repo.write("datasets.yaml", dataset_yaml(origin.url))
+    repo.commit("unlocked")
+    home = NodeHome("u1", tmp_path / "u1", repo.root).write_config()
+    api = load_desired_state(repo.root, "x", require_locks=False).nodes["u1"].api
+    key = metadata_key(load_desired_state(repo.root, "x", require_locks=False).datasets["weights"])
+    with open(home.base / "daemon.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "reconciler", "--config", str(home.config)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "SYNCBIT_LOG_LEVEL": "info"})
+    try:
+        until(lambda: home.status_file.exists() and
+              home.status()["datasets"].get("weights", {}).get("phase") == "Ready",
+              60, "weights Ready")
+
+        def get(path: str) -> tuple[int, str, bytes]:
+            try:
+                with urllib.request.urlopen(f"http://{api}{path}", timeout=5) as r:
+                    return r.status, r.headers["Content-Type"], r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers["Content-Type"], e.read()
+
+        status, ctype, body = get(f"/v1/metadata/weights/{key}")
+        assert (status, ctype) == (200, "application/x-bittorrent")
+        assert body == (home.state_dir / "metadata" / "weights" / f"{key}.torrent").read_bytes()
+        assert read_lock(body, "t").info_hash == home.status()["datasets"]["weights"]["infoHash"]
+        for path in (f"/v1/metadata/weights/{'0' * 32}", "/v1/metadata/other/" + key,
+                     "/v1/metadata/..%2F..%2Fetc/passwd"):
+            status, _, body = get(path)
+            assert status == 404 and json.loads(body)["state"] == "unknown", path
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_token_protected_origin_two_nodes_and_the_token_stays_inside(tmp_path):
+    token = "tok-unlocked-7d1e0b55c3a94f28-secret"
+    server = OriginServer(write_data(tmp_path / "origin", FILES), token=token).start()
+    try:
+        repo = StateRepo.create(tmp_path / "state")
+        repo.write("nodes.yaml", nodes_yaml(["u1", "u2"], first_ip=179))
+        repo.write("datasets.yaml", dataset_yaml(server.url).replace(
+            "  placement:", "      headers: {Authorization: \"Bearer ${ORIGIN_TOKEN}\"}\n"
+                            "  placement:"))
+        repo.commit("unlocked, token-protected")
+        homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in ("u1", "u2")]
+        procs = []
+        for h in homes:
+            log = open(h.base / "once.log", "w")
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "reconciler", "--once", "--config", str(h.config),
+                 "--timeout", "90"], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, text=True,
+                env={**os.environ, "SYNCBIT_LOG_LEVEL": "debug", "ORIGIN_TOKEN": token}))
+        codes = wait_all(procs)
+        assert codes == [0, 0], logs(homes)
+        assert_converged(homes)
+        assert server.bytes_sent <= 1.25 * TOTAL
+        needle = token.encode()
+        for root in (repo.root, *(h.base for h in homes)):
+            for p in root.rglob("*"):
+                if p.is_file() and not p.is_symlink():
+                    assert needle not in p.read_bytes(), f"token found in {p}"
+    finally:
+        server.stop()
