@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Markdown tables from a swarm_bench.py results file (as pasted into bench/README.md).
 
+"amp" is what the origin sent / dataset bytes, "status amp" the nodes' summed `bytesFromOrigin`
+(what their gateways relayed) / dataset bytes, "S3 server amp" SeaweedFS's own count (--source s3).
+
     /work/venv/bin/python bench/report.py bench/results/<timestamp>.json [--per-node]
 """
 
@@ -35,12 +38,25 @@ def main() -> None:
     doc = json.loads(args.results.read_text())
     runs = doc["runs"]
     rep = doc["params"]["repeat"] > 1
+    params = doc["params"]
+    rate = params["origin_rate"]
+    print(f"source {params.get('source', 'http')}, {params['size_bytes'] / MIB:g} MiB, origin "
+          + (f"{rate / MIB:g} MiB/s" if rate else "unthrottled"))
+    print()
+    server = any(r.get("origin_server_bytes") is not None for r in runs)
 
-    head = ["run", *(["rep"] if rep else []), "N", "mode", "origin MiB", "amp", "T_bound",
+    head = ["run", *(["rep"] if rep else []), "N", "mode", "origin MiB", "amp", "status amp",
+            "T_bound",
             "max Ready status", "med Ready status", "max Ready log", "med Ready log",
             "max/T status", "max/T log", "max/1node log", "max exit", "peers MiB", "data"]
+    if server:
+        head.insert(head.index("status amp") + 1, "S3 server amp")
     rows = [[run_name(r), *([str(r["repeat"] + 1)] if rep else []), str(r["n"]), r["mode"],
-             f"{r['origin_bytes'] / MIB:.1f}", f"{r['amplification']:.3f}", f(r["t_bound_s"]),
+             f"{r['origin_bytes'] / MIB:.1f}", f"{r['amplification']:.3f}",
+             f"{r['origin_bytes_reported'] / r['dataset_bytes']:.3f}",
+             *([f(None if r.get("origin_server_bytes") is None
+                  else r["origin_server_bytes"] / r["dataset_bytes"], "{:.3f}")] if server else []),
+             f(r["t_bound_s"]),
              f(r["max_ready_s"]), f(r["median_ready_s"]), f(r["max_activated_s"]),
              f(r["median_activated_s"]), f(r["max_over_t_bound"]),
              f(r["max_activated_over_t_bound"]), f(r["max_activated_over_single"]),

@@ -177,9 +177,37 @@ class NodeHome:
              ) -> subprocess.CompletedProcess[str]:
         return run_cli("--once", "--config", str(self.config), *args, timeout=timeout, env=env)
 
+    def start_once(self, *args: str, timeout: float = 90, env: dict[str, str] | None = None,
+                   level: str = "info") -> subprocess.Popen[str]:
+        """`--once` in the background, its output in `<base>/once.log`; stop it with wait_all."""
+        with open(self.base / "once.log", "w") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "reconciler", "--once", "--config", str(self.config),
+                 "--timeout", f"{timeout:g}", *args], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, text=True,
+                env={**os.environ, "SYNCBIT_LOG_LEVEL": level, **(env or {})})
+
 
 def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "SYNCBIT_LOG_LEVEL": "info", **(env or {})}
     return subprocess.run([sys.executable, "-m", "reconciler", *args], capture_output=True,
                           text=True, timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
+
+
+def assert_origin_offload(statuses: list[dict], total: int, sent: int, origin: str,
+                          bound: float = 1.25) -> str:
+    """Each byte left the origin about once per cluster (DESIGN §5): what the origin itself
+    counts as `sent` and what the nodes' gateways read from it (`bytesFromOrigin`) are both
+    within [1, bound] x the dataset, and the peers supplied the rest. Returns the numbers."""
+    relayed = sum(d["bytesFromOrigin"] for d in statuses)
+    from_peers = sum(d["bytesFromPeers"] for d in statuses)
+    measured = (f"{origin} sent {sent} B ({sent / total:.3f}x), gateways read {relayed} B "
+                f"({relayed / total:.3f}x), peers {from_peers} B, dataset {total} B; per node "
+                f"origin {[d['bytesFromOrigin'] for d in statuses]}")
+    print(measured)
+    # Without origin sharding each node takes most of the dataset from the origin (2-3x).
+    assert total <= relayed <= bound * total, measured
+    assert total <= sent <= bound * total, measured
+    assert from_peers >= total, measured  # without sharing, peers would have given nothing
+    return measured

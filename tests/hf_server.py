@@ -21,23 +21,28 @@ It implements the endpoints the installed `huggingface_hub` (2.x) calls for `rep
 
 Repos are in-memory `{path: bytes}`; a commit's sha is a deterministic fake sha1 of its parent
 and its files; `push()` replaces a branch's files (old commits stay readable by sha). Every
-request is logged (`requests`) and every body byte counted (`bytes_sent`).
+request is logged (`requests`) and every body byte counted (`bytes_sent`, hub and CDN together,
+as written to the client; `sends` has (start, end, bytes) per file response, monotonic time).
+`rate` (bytes/s, None = unthrottled) bounds file bodies of hub and CDN together, like
+origin_server.py's: one 64 KiB chunk at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote, unquote, urlencode
 
 from aiohttp import web
 
-from threaded_server import ThreadedServer
+from threaded_server import ThreadedServer, write_body
 
 RepoType = Literal["model", "dataset", "space"]
 _PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -77,8 +82,10 @@ class Req:
 
 class HubServer(ThreadedServer):
     def __init__(self, token: str | None = None, host: str = "127.0.0.1", page_size: int = 3,
-                 lfs_min: int = 1024, cdn_same_origin: bool = False) -> None:
+                 lfs_min: int = 1024, cdn_same_origin: bool = False,
+                 rate: int | None = None) -> None:
         super().__init__()
+        self.rate = rate
         self.host = host
         self.token = token  # the one valid token: it may read every private and gated repo
         self.page_size = page_size
@@ -89,6 +96,7 @@ class HubServer(ThreadedServer):
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[Req] = []
         self.bytes_sent = 0
+        self.sends: list[tuple[float, float, int]] = []
         self._blobs: dict[str, bytes] = {}  # sha256 -> bytes, what the CDN serves
         self._secret = b"cdn-signing-key"
         self._lock = threading.Lock()
@@ -148,6 +156,7 @@ class HubServer(ThreadedServer):
     # -- the server -----------------------------------------------------------------------------
 
     async def _start(self) -> None:
+        self._throttle = asyncio.Lock()  # one chunk at a time: `rate` bounds the whole server
         if self.cdn_same_origin:
             hub = web.Application()
             hub.router.add_route("*", "/{tail:.*}", self._handle_hub)
@@ -357,11 +366,17 @@ class HubServer(ThreadedServer):
                                                         "Content-Length": str(len(body))})
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = len(body)
+        start, sent = time.monotonic(), 0
         await resp.prepare(request)
-        for i in range(0, len(body), 1 << 16):
-            chunk = body[i:i + (1 << 16)]
-            await resp.write(chunk)
-            self.bytes_sent += len(chunk)
+        def count(n: int) -> None:
+            nonlocal sent
+            self.bytes_sent += n
+            sent += n
+
+        try:
+            await write_body(resp, body, self.rate, self._throttle, count)
+        finally:
+            self.sends.append((start, time.monotonic(), sent))
         return resp
 
 

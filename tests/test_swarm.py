@@ -4,8 +4,6 @@ over. Origin bytes are counted by the origin server itself."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -40,13 +38,6 @@ def make_cluster(tmp_path: Path, origin: OriginServer, names: list[str], first_i
     return repo, homes
 
 
-def start_once(home: NodeHome, *args: str) -> subprocess.Popen[str]:
-    log = open(home.base / "once.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "reconciler", "--once", "--config",
-                             str(home.config), "--timeout", "120", *args],
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
-
-
 
 @pytest.fixture
 def origin(tmp_path):
@@ -58,7 +49,7 @@ def origin(tmp_path):
 def test_three_simultaneous_once_runs_share_the_origin(tmp_path, origin):
     repo, homes = make_cluster(tmp_path, origin, ["n1", "n2", "n3"])
     origin.bytes_sent = 0
-    procs = [start_once(h) for h in homes]
+    procs = [h.start_once(timeout=120) for h in homes]
     codes = wait_all(procs)
     logs = [(h.base / "once.log").read_text() for h in homes]
     assert codes == [0, 0, 0], logs
@@ -78,7 +69,7 @@ def test_three_simultaneous_once_runs_share_the_origin(tmp_path, origin):
 def test_killed_node_does_not_leave_its_share_unfetched(tmp_path, origin):
     repo, homes = make_cluster(tmp_path, origin, ["k1", "k2", "k3"], first_ip=41)
     origin.bytes_sent = 0
-    procs = [start_once(h) for h in homes]
+    procs = [h.start_once(timeout=120) for h in homes]
     try:
         deadline = time.monotonic() + 60
         while origin.bytes_sent < SIZE // 4 and time.monotonic() < deadline:

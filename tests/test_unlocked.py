@@ -68,14 +68,6 @@ def make_cluster(tmp_path: Path, origin: OriginServer, first_ip: int
     return repo, homes
 
 
-def start_once(h: NodeHome, timeout: int = 90) -> subprocess.Popen[str]:
-    log = open(h.base / "once.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "reconciler", "--once", "--config",
-                             str(h.config), "--timeout", str(timeout)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            text=True, env={**os.environ, "SYNCBIT_LOG_LEVEL": "info"})
-
-
 def logs(homes: list[NodeHome]) -> str:
     return "\n".join(f"== {h.name}\n" + (h.base / "once.log").read_text()[-4000:] for h in homes)
 
@@ -99,7 +91,7 @@ def assert_converged(homes: list[NodeHome]) -> str:
 def test_three_nodes_converge_reading_the_source_once(tmp_path, origin):
     repo, homes = make_cluster(tmp_path, origin, 171)
     before = {p: p.read_bytes() for p in repo.root.rglob("*") if p.is_file() and ".git" not in p.parts}
-    codes = wait_all([start_once(h) for h in homes])
+    codes = wait_all([h.start_once() for h in homes])
     assert codes == [0, 0, 0], logs(homes)
     ih = assert_converged(homes)
 
@@ -142,7 +134,7 @@ def test_the_next_node_builds_when_the_first_ranked_is_down(tmp_path, origin):
     repo, homes = make_cluster(tmp_path, origin, 174)
     first = rank_nodes("weights", NAMES)[0]
     running = [h for h in homes if h.name != first]
-    codes = wait_all([start_once(h) for h in running])
+    codes = wait_all([h.start_once() for h in running])
     assert codes == [0, 0], logs(running)
     assert_converged(running)
     assert origin.bytes_sent <= 1.25 * TOTAL, (origin.bytes_sent, logs(running))
@@ -154,7 +146,7 @@ def test_the_next_node_builds_when_the_first_ranked_is_down(tmp_path, origin):
     # building another one, and pulls its bytes from the peers (that linger to seed).
     late = next(h for h in homes if h.name == first)
     origin.bytes_sent = 0
-    procs = [start_once(late, 60)] + [start_once(h, 60) for h in running]
+    procs = [late.start_once(timeout=60)] + [h.start_once(timeout=60) for h in running]
     codes = wait_all(procs)
     assert codes == [0, 0, 0], logs(homes)
     assert_converged(homes)
@@ -229,14 +221,7 @@ def test_token_protected_origin_two_nodes_and_the_token_stays_inside(tmp_path):
                             "  placement:"))
         repo.commit("unlocked, token-protected")
         homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in ("u1", "u2")]
-        procs = []
-        for h in homes:
-            log = open(h.base / "once.log", "w")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "reconciler", "--once", "--config", str(h.config),
-                 "--timeout", "90"], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, text=True,
-                env={**os.environ, "SYNCBIT_LOG_LEVEL": "debug", "ORIGIN_TOKEN": token}))
+        procs = [h.start_once(env={"ORIGIN_TOKEN": token}, level="debug") for h in homes]
         codes = wait_all(procs)
         assert codes == [0, 0], logs(homes)
         assert_converged(homes)

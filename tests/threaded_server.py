@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Self
+from typing import Callable, Self
 
 from aiohttp import web
 
@@ -31,3 +31,16 @@ class ThreadedServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+async def write_body(resp: web.StreamResponse, body: bytes, rate: int | None,
+                     throttle: asyncio.Lock, count: Callable[[int], None]) -> None:
+    """Write `body` 64 KiB at a time; `rate` (bytes/s, None = unthrottled) bounds every
+    response holding `throttle` together. `count(n)` after each chunk reached the socket."""
+    for i in range(0, len(body), 1 << 16):
+        chunk = body[i:i + (1 << 16)]
+        if rate:
+            async with throttle:
+                await asyncio.sleep(len(chunk) / rate)
+        await resp.write(chunk)
+        count(len(chunk))

@@ -146,6 +146,8 @@ class Gateway:
             try:
                 chunk = await anext(stream, b"")  # fail before headers when the origin refuses
                 while chunk and left > 0:
+                    # Counted as read from the origin, relayed or not: what the origin spent.
+                    self.bytes_served[entry.dataset] += len(chunk)
                     chunk = chunk[:left]
                     if not resp.prepared:
                         await resp.prepare(request)
@@ -153,7 +155,6 @@ class Gateway:
                     await resp.write(chunk)
                     pos += len(chunk)
                     left -= len(chunk)
-                    self.bytes_served[entry.dataset] += len(chunk)
                     chunk = await anext(stream, b"") if left > 0 else b""
                 if left > 0:
                     raise OriginError(f"{path}: the origin sent {pos - began} of "

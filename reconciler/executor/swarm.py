@@ -7,6 +7,7 @@ threads of ours): `pump()` folds alerts into plain per-torrent state that the ex
 from __future__ import annotations
 
 import ipaddress
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,7 @@ class TorrentState:
     hash_failures: int = 0
     failed_pieces: list[int] = field(default_factory=list)  # hash_failed_alert, unhandled
     last_connect: float = 0.0
+    jitter: float = 1.0  # this round's factor on the reconnect interval
     checked_at: float | None = None
     priorities: tuple[int, ...] | None = None
     resume: bytes | None = None  # resume data from the last save request
@@ -179,9 +181,11 @@ class Swarm:
             if st.checked_at is None:
                 st.checked_at = now
             every = RECONNECT_FAST if now - st.checked_at < FAST_FOR else RECONNECT_EVERY
-            if now - st.last_connect < every:
+            if now - st.last_connect < every * st.jitter:
                 continue
-            st.last_connect = now
+            # Jittered: two nodes started together must not keep dialling each other in lock
+            # step (simultaneous connections can drop each other as duplicates).
+            st.last_connect, st.jitter = now, random.uniform(0.6, 1.4)
             connected = {p.ip[0] for p in st.handle.get_peer_info()
                          if p.connection_type == lt.peer_info.standard_bittorrent}
             for ip, addr in st.peers.items():
@@ -248,6 +252,11 @@ class Swarm:
                 st.failed_pieces.append(int(a.piece_index))
             elif isinstance(a, lt.save_resume_data_alert) and st:
                 st.resume = lt.write_resume_data_buf(a.params)
+            elif isinstance(a, (lt.peer_disconnected_alert, lt.peer_error_alert)) and st:
+                log.debug("peer disconnected", info_hash=st.info_hash, peer=_endpoint(a),
+                          reason=a.message())
+            elif isinstance(a, lt.peer_connect_alert) and st:
+                log.debug("peer connecting", info_hash=st.info_hash, peer=_endpoint(a))
             elif isinstance(a, lt.peer_blocked_alert):
                 log.warning("peer blocked", peer=a.message())
             elif isinstance(a, lt.listen_failed_alert):
@@ -303,3 +312,11 @@ class Swarm:
             st = self.torrents.pop(key)
             self.session.remove_torrent(st.handle)
         del self.session
+
+
+def _endpoint(a: lt.alert) -> str:
+    ep = getattr(a, "endpoint", None) or getattr(a, "ip", None)
+    try:
+        return f"{ep[0]}:{ep[1]}"
+    except (TypeError, IndexError):
+        return str(ep)

@@ -27,13 +27,17 @@ import threading
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from ..desired.model import S3Source
-from .base import CHUNK, Origin, OriginError, OriginFile, safe_url
+from .base import Origin, OriginError, OriginFile, safe_url
 
 # Error codes of responses without a body (HEAD requests): only the HTTP status is known.
 _BODYLESS = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound",
              "301": "PermanentRedirect"}
 # Environment values that must never appear in a message, whatever a library puts in one.
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+# Small reads: when libtorrent hangs up, at most this much was read from S3 for nothing
+# (boto3's body.read(n) blocks until n bytes are in).
+READ_CHUNK = 256 << 10
 
 
 class S3Error(OriginError):
@@ -226,7 +230,7 @@ class S3Origin(Origin):
         left = length
         try:
             while left is None or left > 0:
-                n = CHUNK if left is None else min(CHUNK, left)
+                n = READ_CHUNK if left is None else min(READ_CHUNK, left)
                 try:
                     data = await asyncio.to_thread(chunk, n)
                 except Exception as e:
