@@ -178,8 +178,11 @@ class NodeHome:
         return run_cli("--once", "--config", str(self.config), *args, timeout=timeout, env=env)
 
     def start_once(self, *args: str, timeout: float = 90, env: dict[str, str] | None = None,
-                   level: str = "info") -> subprocess.Popen[str]:
-        """`--once` in the background, its output in `<base>/once.log`; stop it with wait_all."""
+                   level: str | None = None) -> subprocess.Popen[str]:
+        """`--once` in the background, its output in `<base>/once.log`; stop it with wait_all.
+        Log level `level`, else $SYNCBIT_TEST_LOG_LEVEL (debug shows peer connections), else
+        info."""
+        level = level or os.environ.get("SYNCBIT_TEST_LOG_LEVEL", "info")
         with open(self.base / "once.log", "w") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "reconciler", "--once", "--config", str(self.config),

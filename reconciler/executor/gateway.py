@@ -68,12 +68,13 @@ class Gateway:
     def mark_bad(self, dataset: str, info_hash: str, path: str, first: int, last: int,
                  reason: str = "served bytes that failed a hash check") -> list[str]:
         """Bytes [first, last] of `path` failed a hash check: the origins that served them
-        recently are skipped for a long while, so the retry goes elsewhere. Returns their names."""
+        (ServedLog.blame) are skipped for a long while, so the retry goes elsewhere. Returns
+        their names."""
         entry = self._entries.get((dataset, info_hash))
         if entry is None:
             return []
         now = time.monotonic()
-        blamed = sorted(entry.served.served_by(path, first, last))
+        blamed = sorted(entry.served.blame(path, first, last))
         for i in blamed:
             entry.pool.mark_bad(i, now, f"{reason} ({path} bytes {first}-{last})")
             log.warning("origin marked bad", dataset=dataset, origin=entry.pool.names[i],

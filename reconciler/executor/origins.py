@@ -127,8 +127,34 @@ class ServedLog:
         if last >= first:
             self.entries.append((path, first, last, origin))
 
-    def served_by(self, path: str, first: int, last: int) -> set[int]:
-        return {o for p, a, b, o in self.entries if p == path and a <= last and b >= first}
+    def blame(self, path: str, first: int, last: int) -> set[int]:
+        """The origins whose oldest servings of bytes [first, last] of `path` together cover
+        them: the bytes that failed a hash check. Those bytes leave the log, so libtorrent's
+        retry of the piece, which may be served (by another origin) before the failure is
+        seen here, is judged only by its own result."""
+        uncovered = [(first, last)]
+        blamed: set[int] = set()
+        kept: list[tuple[str, int, int, int]] = []
+        for p, a, b, o in self.entries:  # oldest first
+            if p != path or not any(a <= hi and b >= lo for lo, hi in uncovered):
+                kept.append((p, a, b, o))
+                continue
+            blamed.add(o)
+            uncovered = [r for u in uncovered for r in _minus(u, (a, b))]
+            kept.extend((p, x, y, o) for x, y in _minus((a, b), (first, last)))
+        self.entries = deque(kept, maxlen=self.entries.maxlen)
+        return blamed
+
+
+def _minus(r: tuple[int, int], cut: tuple[int, int]) -> list[tuple[int, int]]:
+    """Interval `r` without interval `cut` (inclusive bounds): zero, one or two intervals."""
+    lo, hi = r
+    out = []
+    if cut[0] > lo:
+        out.append((lo, min(hi, cut[0] - 1)))
+    if cut[1] < hi:
+        out.append((max(lo, cut[1] + 1), hi))
+    return [(x, y) for x, y in out if x <= y]
 
 
 def piece_range(files: Iterable[tuple[str, int]], piece_size: int, piece: int

@@ -83,14 +83,26 @@ def test_marked_bad_is_skipped_long_and_all_failed_summary_names_every_origin():
     assert pool.candidates("k", 10.0 + o.BAD_FOR)[0] == 0  # a trial, eventually
 
 
-def test_served_log_blames_overlapping_ranges_only():
+def test_served_log_blames_the_servings_that_delivered_the_bytes():
     log = ServedLog()
     log.record("a", 0, 99, 0)
     log.record("a", 100, 199, 1)
     log.record("b", 0, 99, 2)
-    assert log.served_by("a", 50, 60) == {0}
-    assert log.served_by("a", 90, 110) == {0, 1}
-    assert log.served_by("b", 100, 200) == set()
+    assert log.blame("a", 90, 110) == {0, 1}
+    assert log.blame("b", 100, 200) == set()
+    assert log.blame("a", 50, 60) == {0}  # the rest of origin 0's serving is still judged
+
+
+def test_a_retry_served_before_the_failure_is_seen_is_not_blamed():
+    """Origin 0 serves a range with bad pieces; libtorrent's retry of piece [16, 31] is served
+    by origin 1 before the executor handles the hash-failure alerts."""
+    log = ServedLog()
+    log.record("a", 0, 63, 0)
+    log.record("a", 16, 31, 1)
+    assert log.blame("a", 16, 31) == {0}
+    assert log.blame("a", 32, 47) == {0}  # the next bad piece of the same serving
+    assert log.blame("a", 16, 31) == {1}  # only if the retry fails too
+    assert log.blame("a", 16, 31) == set()
 
 
 def test_piece_range_maps_pieces_to_one_file_each():
