@@ -39,11 +39,6 @@ def metadata_key(d: Dataset) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def unlocked(state: DesiredState, names: Sequence[str]) -> list[Dataset]:
-    """The datasets among `names` that have no `spec.lock`."""
-    return [state.datasets[n] for n in names if n in state.datasets and state.datasets[n].lock is None]
-
-
 def with_locks(state: DesiredState, locks: Mapping[str, LockFile]) -> DesiredState:
     """`state` with the torrents found for unlocked datasets standing in for `spec.lock`."""
     if not locks:

@@ -86,7 +86,7 @@ class Executor:
         self.root: Path | None = None
         self.source_root: Path | None = None
         self.assignments: dict[str, Assignment] = {}
-        self.resolver = Resolver(cfg.node, self.store, self._take_from_origin)
+        self.resolver = Resolver(cfg.node, self.store, self.gateway.read_elsewhere)
         self.unpinned: dict[str, Target] = {}
         self.log = log.bind(node=cfg.node)
 
@@ -120,12 +120,6 @@ class Executor:
         if self.swarm is not None:
             self.swarm.set_rates(cfg.bandwidth.download, cfg.bandwidth.upload)
         self.gateway.limit = TokenBucket(cfg.bandwidth.origin)
-
-    async def _take_from_origin(self, dataset: str, n: int) -> None:
-        """Bytes read from an origin outside the gateway (building an unlocked dataset's
-        torrent): counted and rate-limited like the gateway's."""
-        self.gateway.bytes_served[dataset] += n
-        await self.gateway.limit.take(n)
 
     # -- applying a revision -------------------------------------------------------------------
 

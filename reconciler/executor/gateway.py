@@ -83,6 +83,12 @@ class Gateway:
             self.errors[dataset] = entry.pool.summary()
         return [entry.pool.names[i] for i in blamed]
 
+    async def read_elsewhere(self, dataset: str, n: int) -> None:
+        """`n` bytes this node reads from an origin outside the gateway (building an unlocked
+        dataset's torrent): counted in `bytes_served` and held to `bandwidth.origin` too."""
+        self.bytes_served[dataset] += n
+        await self.limit.take(n)
+
     def unregister(self, dataset: str, info_hash: str) -> None:
         self._entries.pop((dataset, info_hash), None)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 CHUNK = 1 << 20
@@ -18,6 +18,28 @@ def safe_url(url: str) -> str:
     if u.port:
         host += f":{u.port}"
     return f"{u.scheme}://{host}{u.path}"
+
+
+def range_header(offset: int, length: int | None) -> str | None:
+    """The HTTP `Range` value for `length` bytes from `offset` (to the end if None); None when
+    the whole object is wanted."""
+    if not offset and length is None:
+        return None
+    return f"bytes={offset}-{'' if length is None else offset + length - 1}"
+
+
+async def chunks(read: Callable[[int], Awaitable[bytes]], length: int | None,
+                 size: int = CHUNK) -> AsyncIterator[bytes]:
+    """`read(n)` called for at most `size` bytes at a time until `length` bytes (all, if None)
+    have come, or it returns nothing."""
+    left = length
+    while left is None or left > 0:
+        data = await read(size if left is None else min(size, left))
+        if not data:
+            return
+        if left is not None:
+            left -= len(data)
+        yield data
 
 
 class OriginError(Exception):

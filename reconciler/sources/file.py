@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from ..desired.model import FileSource
-from .base import CHUNK, Origin, OriginError, OriginFile
+from .base import Origin, OriginError, OriginFile, chunks
 
 
 class FileOrigin(Origin):
@@ -80,14 +80,7 @@ class FileOrigin(Origin):
             raise OriginError(f"file source {self.source.path}: {path}: {e.strerror}") from None
         try:
             await asyncio.to_thread(f.seek, offset)
-            left = length
-            while left is None or left > 0:
-                n = CHUNK if left is None else min(CHUNK, left)
-                data = await asyncio.to_thread(f.read, n)
-                if not data:
-                    break
-                if left is not None:
-                    left -= len(data)
+            async for data in chunks(lambda n: asyncio.to_thread(f.read, n), length):
                 yield data
         finally:
             f.close()

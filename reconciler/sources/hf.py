@@ -36,7 +36,7 @@ import aiohttp
 from yarl import URL
 
 from ..desired.model import HfSource
-from .base import CHUNK, Origin, OriginError, OriginFile, safe_url
+from .base import CHUNK, Origin, OriginError, OriginFile, range_header, safe_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import OriginContext
@@ -246,10 +246,10 @@ class HfOrigin(Origin):
         headers = {"Accept-Encoding": "identity", "User-Agent": "syncbit"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        ranged = bool(offset) or length is not None
+        rng = range_header(offset, length)
+        ranged = rng is not None
         if ranged:
-            end = "" if length is None else str(offset + length - 1)
-            headers["Range"] = f"bytes={offset}-{end}"
+            headers["Range"] = rng
         try:
             r = await self._get(url, headers)
         except aiohttp.ClientError as e:

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, unquote
 import aiohttp
 
 from ..desired.model import HttpSource
-from .base import CHUNK, Origin, OriginError, OriginFile, safe_url
+from .base import CHUNK, Origin, OriginError, OriginFile, range_header, safe_url
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -78,9 +78,9 @@ class HttpOrigin(Origin):
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         url = self._url(path)
         headers = self._headers()
-        if offset or length is not None:
-            end = "" if length is None else str(offset + length - 1)
-            headers["Range"] = f"bytes={offset}-{end}"
+        rng = range_header(offset, length)
+        if rng is not None:
+            headers["Range"] = rng
         try:
             async with self.http.get(url, headers=headers, allow_redirects=True) as r:
                 _check(r, path)

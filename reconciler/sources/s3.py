@@ -27,7 +27,7 @@ import threading
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from ..desired.model import S3Source
-from .base import Origin, OriginError, OriginFile, safe_url
+from .base import Origin, OriginError, OriginFile, chunks, range_header, safe_url
 
 # Error codes of responses without a body (HEAD requests): only the HTTP status is known.
 _BODYLESS = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound",
@@ -212,9 +212,9 @@ class S3Origin(Origin):
         if length is not None and length <= 0:
             return
         kw: dict[str, object] = {"Bucket": self.bucket, "Key": key}
-        if offset or length is not None:
-            end = "" if length is None else str(offset + length - 1)
-            kw["Range"] = f"bytes={offset}-{end}"
+        rng = range_header(offset, length)
+        if rng is not None:
+            kw["Range"] = rng
         resp = await self._call(key, lambda c: c.get_object(**kw))
         body = resp["Body"]
         if "Range" in kw and not resp.get("ContentRange"):
@@ -227,22 +227,18 @@ class S3Origin(Origin):
             with busy:
                 return body.read(n)  # type: ignore[no-any-return]
 
-        left = length
+        async def read(n: int) -> bytes:
+            try:
+                return await asyncio.to_thread(chunk, n)
+            except Exception as e:
+                if _is_boto_error(e):
+                    raise self._error(e, key) from None
+                # urllib3 protocol errors, a reset connection...
+                raise OriginError(_scrub(f"s3 source {self._where(key)}: reading failed: "
+                                         f"{e.__class__.__name__}")) from None
+
         try:
-            while left is None or left > 0:
-                n = READ_CHUNK if left is None else min(READ_CHUNK, left)
-                try:
-                    data = await asyncio.to_thread(chunk, n)
-                except Exception as e:
-                    if _is_boto_error(e):
-                        raise self._error(e, key) from None
-                    # urllib3 protocol errors, a reset connection...
-                    raise OriginError(_scrub(f"s3 source {self._where(key)}: reading failed: "
-                                             f"{e.__class__.__name__}")) from None
-                if not data:
-                    break
-                if left is not None:
-                    left -= len(data)
+            async for data in chunks(read, length, READ_CHUNK):
                 yield data
         finally:
             # Cancelled while a worker thread still reads: close once it is done with the body.
