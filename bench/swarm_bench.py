@@ -274,44 +274,18 @@ class TimedOrigin(OriginServer):
         start = time.monotonic()
         if self.latency:
             await asyncio.sleep(self.latency)
-        resp = await (self._cached_handle(request) if self.cached else super()._handle(request))
+        resp = await super()._handle(request)
         if request.method == "GET" and resp.content_length:
             self.timings.append((start - self.t0, time.monotonic() - self.t0, resp.content_length))
         return resp
 
-    async def _cached_handle(self, request):  # type: ignore[no-untyped-def]
-        from aiohttp import web
-
-        self.requests.append((request.method, request.path, request.headers.get("Range")))
-        f = (self.root / request.match_info["path"]).resolve()
-        if not f.is_relative_to(self.root.resolve()) or not f.is_file():
-            raise web.HTTPNotFound()
+    def _content(self, f: Path) -> tuple[bytes, str]:
+        if not self.cached:
+            return super()._content(f)
         if f not in self._files:
             data = f.read_bytes()
             self._files[f] = (data, '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
-        data, etag = self._files[f]
-        start, end, status = 0, len(data) - 1, 200
-        rng = request.headers.get("Range")
-        if rng:
-            a, _, b = rng.removeprefix("bytes=").partition("-")
-            start, end, status = int(a), min(int(b), len(data) - 1) if b else len(data) - 1, 206
-        body = memoryview(data)[start:end + 1]
-        headers = {"ETag": etag, "Accept-Ranges": "bytes"}
-        if status == 206:
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        if request.method == "HEAD":
-            return web.Response(status=status, headers={**headers, "Content-Length": str(len(body))})
-        resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = len(body)
-        await resp.prepare(request)
-        for i in range(0, len(body), 1 << 16):
-            chunk = bytes(body[i:i + (1 << 16)])
-            if self.rate:
-                async with self._throttle:
-                    await asyncio.sleep(len(chunk) / self.rate)
-            await resp.write(chunk)
-            self.bytes_sent += len(chunk)
-        return resp
+        return self._files[f]
 
 
 # -- the origin of each --source -------------------------------------------------------------------

@@ -1,4 +1,29 @@
 import sys
 from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from reconciler.api import ApiServer  # noqa: E402
+
+
+@pytest.fixture
+async def api_servers() -> AsyncIterator[Callable[..., Awaitable[ApiServer]]]:
+    """`await api_servers(get_status, listen="127.0.0.1:0", **kw)`: a started ApiServer,
+    stopped when the test ends."""
+    started: list[ApiServer] = []
+
+    async def make(get_status: Callable[[], dict | None], listen: str = "127.0.0.1:0",
+                   **kw: object) -> ApiServer:
+        srv = ApiServer(listen, get_status, **kw)  # type: ignore[arg-type]
+        started.append(srv)
+        await srv.start()
+        return srv
+
+    try:
+        yield make  # type: ignore[misc]
+    finally:
+        for srv in started:
+            await srv.stop()

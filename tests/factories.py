@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from reconciler.desired.model import (Dataset, DesiredState, FileSource, LockFile, Node,
                                       Placement)
+from reconciler.torrent import FileHasher, build_torrent, choose_piece_size
 
 
 def node(name: str, i: int = 1, **kw: object) -> Node:
@@ -25,3 +26,11 @@ def dataset(name: str, placement: Placement | None = None, *, version: str = "v1
 
 def state(nodes: list[Node], datasets: list[Dataset], revision: str = "rev1") -> DesiredState:
     return DesiredState(revision, {n.name: n for n in nodes}, {d.name: d for d in datasets})
+
+
+def torrent(name: str, data: bytes = b"x" * 1000) -> bytes:
+    """A real hybrid torrent of one file `f.bin` under top directory `name`."""
+    ps = choose_piece_size(len(data))
+    h = FileHasher(ps)
+    h.update(data)
+    return build_torrent(name, ps, [("f.bin", h.finish())], {"syncbit": {"dataset": name}})

@@ -51,12 +51,7 @@ class OriginServer(ThreadedServer):
         f = (self.root / request.match_info["path"]).resolve()
         if not f.is_relative_to(self.root.resolve()) or not f.is_file():
             raise web.HTTPNotFound()
-        data = f.read_bytes()
-        st = f.stat()
-        key = (str(f), st.st_mtime_ns, st.st_size)
-        etag = self._etags.get(key)
-        if etag is None:
-            etag = self._etags[key] = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        data, etag = self._content(f)
         start, end, status = 0, len(data) - 1, 200
         rng = request.headers.get("Range")
         if rng:
@@ -73,6 +68,16 @@ class OriginServer(ThreadedServer):
         await resp.prepare(request)
         await write_body(resp, body, self.rate, self._throttle, self._count)
         return resp
+
+    def _content(self, f: Path) -> tuple[bytes, str]:
+        """The file's bytes, read on every request (a test may change them), and its ETag."""
+        data = f.read_bytes()
+        st = f.stat()
+        key = (str(f), st.st_mtime_ns, st.st_size)
+        etag = self._etags.get(key)
+        if etag is None:
+            etag = self._etags[key] = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        return data, etag
 
     def _count(self, n: int) -> None:
         self.bytes_sent += n

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -43,32 +42,14 @@ class Holder:
         return self.doc
 
 
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Awaitable[ApiServer]]]:
-    started: list[ApiServer] = []
-
-    async def make(get_status: Callable[[], dict | None], listen: str = "127.0.0.1:0",
-                   **kw: float) -> ApiServer:
-        srv = ApiServer(listen, get_status, **kw)
-        started.append(srv)
-        await srv.start()
-        return srv
-
-    try:
-        yield make  # type: ignore[misc]
-    finally:
-        for srv in started:
-            await srv.stop()
-
-
 async def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
         async with s.request(method, url) as r:
             return r.status, dict(r.headers), await r.read()
 
 
-async def test_before_the_first_status_everything_but_404s_is_503(serve) -> None:
-    srv = await serve(Holder(None))
+async def test_before_the_first_status_everything_but_404s_is_503(api_servers) -> None:
+    srv = await api_servers(Holder(None))
     assert srv.port and srv.url == f"http://127.0.0.1:{srv.port}"
     code, headers, body = await get(srv.url + "/status")
     assert code == 503 and headers["Content-Type"].startswith("application/json")
@@ -81,9 +62,9 @@ async def test_before_the_first_status_everything_but_404s_is_503(serve) -> None
     assert h["status"] != "ok" and "no pass" in h["reason"]
 
 
-async def test_status_serves_the_document(serve) -> None:
+async def test_status_serves_the_document(api_servers) -> None:
     holder = Holder(None)
-    srv = await serve(holder)
+    srv = await api_servers(holder)
     assert (await get(srv.url + "/status"))[0] == 503
     holder.doc = status_doc()
     code, headers, body = await get(srv.url + "/status")
@@ -92,8 +73,8 @@ async def test_status_serves_the_document(serve) -> None:
     assert json.loads(body) == holder.doc
 
 
-async def test_metrics_are_prometheus_text_of_the_same_document(serve) -> None:
-    srv = await serve(Holder(status_doc(done=42)))
+async def test_metrics_are_prometheus_text_of_the_same_document(api_servers) -> None:
+    srv = await api_servers(Holder(status_doc(done=42)))
     code, headers, body = await get(srv.url + "/metrics")
     assert code == 200
     assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -108,9 +89,9 @@ async def test_metrics_are_prometheus_text_of_the_same_document(serve) -> None:
     assert samples[("syncbit_ready", (("node", "gpu-01"),))] == 0
 
 
-async def test_healthz_fresh_is_ok_and_stale_is_503(serve) -> None:
+async def test_healthz_fresh_is_ok_and_stale_is_503(api_servers) -> None:
     holder = Holder(status_doc())
-    srv = await serve(holder)
+    srv = await api_servers(holder)
     code, _, body = await get(srv.url + "/healthz")
     h = json.loads(body)
     assert code == 200 and h["status"] == "ok" and h["node"] == "gpu-01"
@@ -124,15 +105,15 @@ async def test_healthz_fresh_is_ok_and_stale_is_503(serve) -> None:
     assert (await get(srv.url + "/status"))[0] == 200
 
 
-async def test_healthz_stale_after_is_configurable(serve) -> None:
-    srv = await serve(Holder(status_doc(started=OLD, finished=OLD)), stale_after=1e12)
+async def test_healthz_stale_after_is_configurable(api_servers) -> None:
+    srv = await api_servers(Holder(status_doc(started=OLD, finished=OLD)), stale_after=1e12)
     code, _, body = await get(srv.url + "/healthz")
     assert code == 200 and json.loads(body)["status"] == "ok"
 
 
-async def test_healthz_while_a_pass_runs_uses_started_at_and_progress(serve) -> None:
+async def test_healthz_while_a_pass_runs_uses_started_at_and_progress(api_servers) -> None:
     holder = Holder(status_doc(finished=None, done=10))  # a pass in progress, just started
-    srv = await serve(holder)
+    srv = await api_servers(holder)
     code, _, body = await get(srv.url + "/healthz")
     h = json.loads(body)
     assert code == 200 and h["passRunning"] is True
@@ -148,17 +129,17 @@ async def test_healthz_while_a_pass_runs_uses_started_at_and_progress(serve) -> 
     assert code == 200 and json.loads(body)["status"] == "ok"
 
 
-async def test_healthz_is_not_readiness(serve) -> None:
+async def test_healthz_is_not_readiness(api_servers) -> None:
     """A node still fetching (Ready=False) is alive: readiness is the Ready condition."""
     doc = status_doc(done=5)
     ready = next(c for c in doc["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
-    srv = await serve(Holder(doc))
+    srv = await api_servers(Holder(doc))
     assert (await get(srv.url + "/healthz"))[0] == 200
 
 
-async def test_unknown_paths_404_and_other_methods_405(serve) -> None:
-    srv = await serve(Holder(status_doc()))
+async def test_unknown_paths_404_and_other_methods_405(api_servers) -> None:
+    srv = await api_servers(Holder(status_doc()))
     code, _, body = await get(srv.url + "/nope")
     assert code == 404 and "error" in json.loads(body)
     assert (await get(srv.url + "/"))[0] == 404
@@ -171,8 +152,8 @@ async def test_unknown_paths_404_and_other_methods_405(serve) -> None:
     assert code == 200 and body == b"" and headers["Content-Type"].startswith("application/json")
 
 
-async def test_start_stop_twice_frees_the_port(serve) -> None:
-    first = await serve(Holder(status_doc()))
+async def test_start_stop_twice_frees_the_port(api_servers) -> None:
+    first = await api_servers(Holder(status_doc()))
     port = first.port
     await first.stop()
     await first.stop()  # idempotent
@@ -193,8 +174,8 @@ async def test_start_stop_twice_frees_the_port(serve) -> None:
         s.bind(("127.0.0.1", port))
 
 
-async def test_start_twice_without_stop_is_an_error(serve) -> None:
-    srv = await serve(Holder(None))
+async def test_start_twice_without_stop_is_an_error(api_servers) -> None:
+    srv = await api_servers(Holder(None))
     with pytest.raises(RuntimeError, match="already listening"):
         await srv.start()
 
@@ -209,8 +190,8 @@ def _ipv6_loopback() -> bool:
 
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
-async def test_ipv6_listen(serve) -> None:
-    srv = await serve(Holder(status_doc()), "[::1]:0")
+async def test_ipv6_listen(api_servers) -> None:
+    srv = await api_servers(Holder(status_doc()), "[::1]:0")
     assert srv.url == f"http://[::1]:{srv.port}"
     assert (await get(srv.url + "/healthz"))[0] == 200
 
@@ -225,10 +206,10 @@ def test_parse_listen() -> None:
             parse_listen(bad)
 
 
-async def test_logs_one_json_line_on_start_and_no_access_log(serve, capsys, caplog) -> None:
+async def test_logs_one_json_line_on_start_and_no_access_log(api_servers, capsys, caplog) -> None:
     logging_setup.configure(json=True)
     caplog.set_level(logging.DEBUG)
-    srv = await serve(Holder(status_doc()))
+    srv = await api_servers(Holder(status_doc()))
     for path in ("/status", "/metrics", "/healthz", "/nope"):
         await get(srv.url + path)
     await srv.stop()

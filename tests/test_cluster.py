@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
-import pytest
 from factories import dataset, node, state
 from harness import NodeHome, StateRepo, free_port, run_cli
 from rich.console import Console
 
-from reconciler.api import ApiServer
 from reconciler.cluster import fetch_cluster, render_cluster, summary_line
 from reconciler.desired.model import Placement
 from reconciler.status import (
@@ -38,23 +35,6 @@ def ready(size: int = 100) -> DatasetStatus:
     return DatasetStatus("Ready", "v1", "/data/x", "c" * 64, bytesTotal=size, bytesDone=size)
 
 
-@pytest.fixture
-async def servers() -> AsyncIterator[Callable[..., Awaitable[ApiServer]]]:
-    started: list[ApiServer] = []
-
-    async def make(host: str, get_status: Callable[[], dict | None], port: int = 0) -> ApiServer:
-        srv = ApiServer(f"{host}:{port}", get_status)
-        started.append(srv)
-        await srv.start()
-        return srv
-
-    try:
-        yield make  # type: ignore[misc]
-    finally:
-        for srv in started:
-            await srv.stop()
-
-
 def cluster_state(ports: dict[str, str], revision: str = REV_A):
     """node-a, node-b serving, node-c not; datasets placed so every cell kind shows up."""
     nodes = [node(n, i) for i, n in enumerate(sorted(ports), start=21)]
@@ -77,11 +57,11 @@ def row(text: str, name: str) -> str:
     return next(line for line in text.splitlines() if f" {name} " in line)
 
 
-async def test_fetch_and_render_two_reachable_one_refused(servers) -> None:
-    a = await servers("127.0.0.21", lambda: doc("node-a", REV_A, {
+async def test_fetch_and_render_two_reachable_one_refused(api_servers) -> None:
+    a = await api_servers(listen="127.0.0.21:0", get_status=lambda: doc("node-a", REV_A, {
         "llama": ready(), "tiny": ready(),
         "shards": DatasetStatus("Fetching", "v1", None, "c" * 64, bytesTotal=1000, bytesDone=420)}))
-    b = await servers("127.0.0.22", lambda: doc("node-b", REV_B, {
+    b = await api_servers(listen="127.0.0.22:0", get_status=lambda: doc("node-b", REV_B, {
         "llama": ready(), "tiny": ready(),
         "shards": DatasetStatus("Failed", "v1", error="origin said 403"),
         "retired": DatasetStatus("Draining", "v0", "/data/retired")}))
@@ -115,8 +95,9 @@ async def test_fetch_and_render_two_reachable_one_refused(servers) -> None:
     assert line.startswith("2/3 nodes reachable, 1/4 datasets Ready")
 
 
-async def test_a_node_without_status_and_a_node_that_never_answers(servers) -> None:
-    empty = await servers("127.0.0.24", lambda: None)  # started, no pass finished yet
+async def test_a_node_without_status_and_a_node_that_never_answers(api_servers) -> None:
+    # started, no pass finished yet
+    empty = await api_servers(listen="127.0.0.24:0", get_status=lambda: None)
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -147,8 +128,8 @@ async def test_a_node_without_status_and_a_node_that_never_answers(servers) -> N
     assert summary_line(results, st).startswith("1/2 nodes reachable (1 without a status), 0/1")
 
 
-async def test_a_node_answering_for_another_name_is_an_error(servers) -> None:
-    srv = await servers("127.0.0.26", lambda: doc("gpu-99", REV_A, {}))
+async def test_a_node_answering_for_another_name_is_an_error(api_servers) -> None:
+    srv = await api_servers(listen="127.0.0.26:0", get_status=lambda: doc("gpu-99", REV_A, {}))
     st = state([node("node-f", 26)], [dataset("llama")])
     st = type(st)(st.revision, {"node-f": type(st.nodes["node-f"])(
         "node-f", "127.0.0.26:1", f"127.0.0.26:{srv.port}")}, st.datasets)
@@ -195,10 +176,10 @@ spec:
 """
 
 
-async def test_cli_status_cluster_table_and_json(servers, tmp_path: Path) -> None:
+async def test_cli_status_cluster_table_and_json(api_servers, tmp_path: Path) -> None:
     docs: dict[str, dict | None] = {"node-a": None, "node-b": None}
-    a = await servers("127.0.0.31", lambda: docs["node-a"])
-    b = await servers("127.0.0.32", lambda: docs["node-b"])
+    a = await api_servers(listen="127.0.0.31:0", get_status=lambda: docs["node-a"])
+    b = await api_servers(listen="127.0.0.32:0", get_status=lambda: docs["node-b"])
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", "---\n".join([
         NODE.format(name="node-a", host="127.0.0.31", peer=free_port("127.0.0.31"), api=a.port),

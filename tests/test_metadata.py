@@ -6,19 +6,11 @@ import dataclasses
 
 import pytest
 
-from factories import dataset, node, state
+from factories import dataset, node, state, torrent
 from reconciler.desired.model import HttpSource
 from reconciler.metadata import MetadataCache, blocked, decide, metadata_key, with_locks
-from reconciler.torrent import FileHasher, build_torrent, choose_piece_size
 
 RANKED = ("n1", "n2", "n3")
-
-
-def torrent(name: str, data: bytes = b"x" * 1000) -> bytes:
-    ps = choose_piece_size(len(data))
-    h = FileHasher(ps)
-    h.update(data)
-    return build_torrent(name, ps, [("f.bin", h.finish())], {"syncbit": {"dataset": name}})
 
 
 def test_key_changes_with_version_and_source_only():
