@@ -135,7 +135,7 @@ class NodeResult:
     ready_s: float | None = None  # status.json first said Ready (polled every 0.1 s)
     activated_s: float | None = None  # the node's own `activated` log line
     fetching_s: float | None = None  # the node's `fetching` log line (started, torrent added)
-    owned_pieces: int = 0  # pieces shard.owners() gives this node when all N are live
+    owned_pieces: int = 0  # pieces offload.owners() gives this node when all N are live
     exit_s: float | None = None  # --once: process exited
     exit_code: int | None = None
     phase: str | None = None  # final status.json phase
@@ -774,10 +774,10 @@ def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes],
 
 
 def _owners(res: RunResult, torrent: Path) -> None:
-    """Each node's fair origin share as the reconciler's own shard.owners() computes it."""
+    """Each node's fair origin share as the reconciler's own offload.owners() computes it."""
     import libtorrent as lt
 
-    from reconciler.executor.shard import owners, run_length
+    from reconciler.core.offload import owners, run_length
 
     try:
         ti = lt.torrent_info(str(torrent))
@@ -852,7 +852,7 @@ def print_tables(results: list[RunResult], per_node: bool = False) -> None:
                         else r.origin_server_bytes / r.dataset_bytes, "{:.3f}")] if server else []))
     con.print(d)
     if per_node:
-        p = Table(title="Per node (times in s from the common start; owned = pieces shard.owners() "
+        p = Table(title="Per node (times in s from the common start; owned = pieces offload.owners() "
                         "gives the node when all N are live)", title_justify="left")
         for col in ("run", "N", "mode", "node", "fetching", "activated", "status Ready", "exit",
                     "code", "owned pieces", "origin MiB", "owned MiB", "peers MiB", "data"):

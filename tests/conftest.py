@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from reconciler.api import ApiServer  # noqa: E402
+from reconciler.adapters.api import ApiServer  # noqa: E402
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from reconciler.desired.model import (Dataset, DesiredState, FileSource, LockFile, Node,
+from reconciler.model.desired import (Dataset, DesiredState, FileSource, LockFile, Node,
                                       Placement)
-from reconciler.torrent import FileHasher, build_torrent, choose_piece_size
+from reconciler.torrent.hybrid import FileHasher, build_torrent, choose_piece_size
 
 
 def node(name: str, i: int = 1, **kw: object) -> Node:

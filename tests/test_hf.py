@@ -21,10 +21,10 @@ import pytest
 from harness import (NodeHome, StateRepo, assert_origin_offload, nodes_yaml, pseudo_random,
                      tree_digest, wait_all)
 from hf_server import HubServer
-from reconciler.desired.model import HfSource
-from reconciler.sources import OriginContext, OriginError
-from reconciler.sources.hf import HfOrigin, open_hf
-from reconciler.torrent import lock_extra, read_lock
+from reconciler.model.desired import HfSource
+from reconciler.adapters.sources import OriginContext, OriginError
+from reconciler.adapters.sources.hf import HfOrigin, open_hf
+from reconciler.torrent.hybrid import lock_extra, read_lock
 
 TOKEN = "hf_TestTok3n7c1d9e2f4a6b8c0d5e7f9a1b3c"
 WRONG = "hf_WrongTok9z8y7x6w5v4u3t2s1r0q"

@@ -271,7 +271,7 @@ def test_killed_mid_download_resumes_without_refetching(tmp_path):
 
 
 def test_plan_on_six_nodes_names_the_replicas_on_the_top_two(tmp_path, origin):
-    from reconciler.placement import rank_nodes
+    from reconciler.core.placement import rank_nodes
 
     names = [f"gpu-{i:02d}" for i in range(1, 7)]
     repo = StateRepo.create(tmp_path / "state")

@@ -19,7 +19,7 @@ import pytest
 
 from harness import (NodeHome, StateRepo, assert_origin_offload, nodes_yaml, pseudo_random,
                      tree_digest, wait_all)
-from reconciler.torrent import lock_extra, read_lock
+from reconciler.torrent.hybrid import lock_extra, read_lock
 from seaweed import SeaweedS3, find_weed
 
 BUCKET = "syncbit-models"

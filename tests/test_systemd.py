@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import load_config
+from reconciler.adapters.config import load_config
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 SCRIPT = SYSTEMD / "syncbit-state-sync"

@@ -18,9 +18,9 @@ from harness import (NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest
                      wait_all, write_data)
 from origin_server import OriginServer
 from reconciler.desired.validate import load_desired_state
-from reconciler.metadata import metadata_key
-from reconciler.placement import rank_nodes
-from reconciler.torrent import read_lock
+from reconciler.core.pinning import metadata_key
+from reconciler.core.placement import rank_nodes
+from reconciler.torrent.hybrid import read_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 STATUS_SCHEMA = json.loads((ROOT / "schemas" / "status.schema.json").read_text())

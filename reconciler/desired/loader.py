@@ -22,7 +22,7 @@ from typing import Any, Iterator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from reconciler.desired.model import ValidationError
+from reconciler.model.desired import ValidationError
 
 __all__ = ["Document", "LoadResult", "iter_state_files", "load_documents", "parse_documents",
            "YAML_FIELD", "FILE_FIELD", "YAML_SUFFIXES"]

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
 from reconciler.desired.loader import Document, load_documents
-from reconciler.desired.model import (
+from reconciler.model.desired import (
     Dataset,
     DesiredState,
     FileSource,
@@ -35,8 +35,8 @@ from reconciler.desired.model import (
     Source,
     ValidationError,
 )
-from reconciler.schemas_path import validator as schema_validator
-from reconciler.units import parse_size
+from reconciler.desired.schemas import validator as schema_validator
+from reconciler.core.units import parse_size
 
 __all__ = [
     "load_desired_state",
@@ -550,7 +550,7 @@ def _read_lock(base: Path, lock: str, required: bool = True) -> LockFile | str |
         data = target.read_bytes()
     except OSError as exc:
         return f"cannot read lock '{_clip(lock)}': {(exc.strerror or str(exc)).lower()}"
-    from reconciler.torrent import read_lock  # lazy: libtorrent is only needed for locks
+    from reconciler.torrent.hybrid import read_lock  # lazy: libtorrent is only needed for locks
 
     try:
         return read_lock(data, lock)

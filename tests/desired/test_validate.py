@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.desired.model import (
+from reconciler.model.desired import (
     DesiredState,
     FileSource,
     HfSource,
@@ -915,7 +915,7 @@ def test_require_locks_false_still_rejects_a_lock_outside_the_repo(repo: Path) -
 def test_schemas_are_valid_and_accept_the_documented_examples() -> None:
     import jsonschema
 
-    from reconciler.schemas_path import schema, validator
+    from reconciler.desired.schemas import schema, validator
 
     for name in ("node", "dataset", "config", "status"):
         s = schema(name)

@@ -1,0 +1,155 @@
+"""The node's local config (DESIGN §4): where it is, what it may touch, how fast it may go."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import jsonschema
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from reconciler.desired.schemas import schema
+from reconciler.core.units import parse_duration, parse_size
+
+DEFAULT_PATH = Path("/etc/syncbit/config.yaml")
+DEFAULT_STATE_DIR = Path("/var/lib/syncbit")
+
+
+class ConfigError(Exception):
+    """The node config is missing or wrong; the CLI exits 2 with this message."""
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    download: int = 0  # bytes/s, 0 = unlimited
+    upload: int = 0
+    origin: int = 0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    source: Path  # the config file itself
+    node: str
+    desired_state: Path
+    state_dir: Path
+    status_file: Path
+    metrics_file: Path
+    allowed_roots: tuple[str, ...]
+    listen_peer: str | None
+    listen_api: str | None
+    cache_limit: int | None
+    bandwidth: Bandwidth
+    grace_period: float  # seconds
+
+
+def config_path(cli_value: str | None) -> Path:
+    """`--config`, else `SYNCBIT_CONFIG`, else /etc/syncbit/config.yaml."""
+    return Path(cli_value or os.environ.get("SYNCBIT_CONFIG") or DEFAULT_PATH)
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read, validate and convert the node config; ConfigError lines are
+    `FILE:LINE:COL: FIELD: MESSAGE`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}:1:1: (file): node config not found "
+                          "(use --config or SYNCBIT_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}:1:1: (file): cannot read node config: {e}") from None
+    try:
+        doc = YAML(typ="rt").load(text)
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else f"{path}:1:1"
+        raise ConfigError(f"{where}: (yaml): {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}:1:1: (root): the node config must be a mapping")
+
+    validator = jsonschema.Draft202012Validator(schema("config.schema.json"))
+    errors = sorted(validator.iter_errors(_plain(doc)), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("\n".join(line for e in errors for line in _format(path, doc, e)))
+
+    base = path.parent.resolve()
+
+    def rel(p: str) -> Path:
+        q = Path(str(p))
+        return q if q.is_absolute() else base / q
+
+    def convert(parse, keys: tuple[str, ...], default):  # type: ignore[no-untyped-def]
+        node: object = doc
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return default
+            node = node[k]
+        try:
+            return parse(node)
+        except ValueError as e:  # the schema's patterns are looser than the parsers
+            line, col = _locate(doc, keys)
+            raise ConfigError(f"{path}:{line}:{col}: {'.'.join(keys)}: {e}") from None
+
+    state_dir = rel(doc.get("stateDir", str(DEFAULT_STATE_DIR)))
+    listen = doc.get("listen") or {}
+    return NodeConfig(
+        source=path,
+        node=str(doc["node"]),
+        desired_state=rel(doc["desiredState"]),
+        state_dir=state_dir,
+        status_file=rel(doc["statusFile"]) if "statusFile" in doc else state_dir / "status.json",
+        metrics_file=rel(doc["metricsFile"]) if "metricsFile" in doc else state_dir / "syncbit.prom",
+        allowed_roots=tuple(str(rel(r)) for r in doc["allowedRoots"]),
+        listen_peer=str(listen["peer"]) if "peer" in listen else None,
+        listen_api=str(listen["api"]) if "api" in listen else None,
+        cache_limit=convert(parse_size, ("cache", "limit"), None),
+        bandwidth=Bandwidth(*(convert(parse_size, ("bandwidth", k), 0)
+                              for k in ("download", "upload", "origin"))),
+        grace_period=convert(parse_duration, ("gracePeriod",), 600.0),
+    )
+
+
+def _plain(node: object) -> object:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _locate(doc: object, keys: Sequence[object]) -> tuple[int, int]:
+    """1-based line and column of the key (or list item) at `keys`, or of its closest parent."""
+    line, col = 1, 1
+    node = doc
+    for part in keys:
+        lc = getattr(node, "lc", None)
+        try:
+            if lc is not None:
+                line, col = lc.key(part) if isinstance(node, dict) else lc.item(part)
+                line, col = line + 1, col + 1
+            node = node[part]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line, col
+
+
+def _format(path: Path, doc: object, err: jsonschema.ValidationError) -> list[str]:
+    """`FILE:LINE:COL: FIELD: MESSAGE` lines for one schema error, pointing at the closest key."""
+    keys = list(err.absolute_path)
+    line, col = _locate(doc, keys)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        if extra:
+            return [f"{path}:{':'.join(map(str, _locate(doc, [*keys, k])))}: "
+                    f"{'.'.join(map(str, [*keys, k]))}: unknown field {k!r}" for k in extra]
+    if err.validator == "required" and isinstance(err.instance, dict):
+        missing = [k for k in err.validator_value if k not in err.instance]
+        if missing:
+            return [f"{path}:{line}:{col}: {'.'.join(map(str, [*keys, k]))}: "
+                    f"required field {k!r} is missing" for k in missing]
+    field = ".".join(map(str, keys)) or "(root)"
+    custom = err.schema.get("errorMessage") if isinstance(err.schema, dict) else None
+    message = f"{custom} (got {err.instance!r})" if isinstance(custom, str) else err.message
+    return [f"{path}:{line}:{col}: {field}: {message}"]

@@ -1,0 +1,89 @@
+"""`file` sources: a local or NFS directory, or one file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import AsyncIterator
+
+from reconciler.model.desired import FileSource
+from reconciler.adapters.sources.base import Origin, OriginError, OriginFile, chunks
+
+
+class FileOrigin(Origin):
+    kind = "file"
+
+    def __init__(self, source: FileSource, state_root: Path) -> None:
+        p = Path(source.path)
+        self.root = p if p.is_absolute() else state_root / p
+        self.source = source
+
+    def _files(self) -> list[tuple[str, Path]]:
+        if self.root.is_file():
+            return [(self.root.name, self.root)]
+        if not self.root.is_dir():
+            raise OriginError(f"file source {self.source.path}: no such file or directory")
+        # Symlinks are followed, to files (a Hugging Face cache snapshot is symlinks into its
+        # blobs) and to directories alike, except a directory that is its own ancestor (a loop).
+        def fail(e: OSError) -> None:
+            raise OriginError(f"file source {self.source.path}: cannot read {e.filename}: "
+                              f"{e.strerror}")
+
+        out = []
+        st = self.root.stat()
+        ancestors = {str(self.root): frozenset({(st.st_dev, st.st_ino)})}
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=fail, followlinks=True):
+            chain = ancestors.pop(dirpath)
+            keep = []
+            for d in sorted(dirnames):
+                if d == ".git":
+                    continue
+                st = os.stat(os.path.join(dirpath, d))
+                if (st.st_dev, st.st_ino) not in chain:
+                    keep.append(d)
+                    ancestors[os.path.join(dirpath, d)] = chain | {(st.st_dev, st.st_ino)}
+            dirnames[:] = keep
+            for f in filenames:
+                full = Path(dirpath) / f
+                if full.is_file():
+                    out.append((full.relative_to(self.root).as_posix(), full))
+        return sorted(out)
+
+    async def list_files(self) -> list[OriginFile]:
+        def scan() -> list[OriginFile]:
+            res = []
+            for rel, full in self._files():
+                st = full.stat()
+                res.append(OriginFile(rel, st.st_size, {"size": st.st_size, "mtime": int(st.st_mtime)}))
+            return res
+        return await asyncio.to_thread(scan)
+
+    def _resolve(self, path: str) -> Path:
+        if self.root.is_file():
+            if path != self.root.name:
+                raise OriginError(f"file source {self.source.path}: no file {path}")
+            return self.root
+        # Checked as written, not resolved: symlinks inside the source are the dataset's own
+        # (list_files follows them), but a request must not climb out with `..` or a root.
+        parts = path.split("/")
+        if not path or path.startswith("/") or any(
+                p in ("", ".", "..") for p in parts):
+            raise OriginError(f"file source {self.source.path}: {path} escapes the source")
+        return self.root.joinpath(*parts)
+
+    async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        full = self._resolve(path)
+        try:
+            f = await asyncio.to_thread(open, full, "rb")
+        except OSError as e:
+            raise OriginError(f"file source {self.source.path}: {path}: {e.strerror}") from None
+        try:
+            await asyncio.to_thread(f.seek, offset)
+            async for data in chunks(lambda n: asyncio.to_thread(f.read, n), length):
+                yield data
+        finally:
+            f.close()
+
+    def describe(self) -> dict[str, object]:
+        return {"type": self.kind, "path": self.source.path}

@@ -1,0 +1,322 @@
+"""One libtorrent session per node: a private swarm among inventory nodes only.
+
+libtorrent is driven by polling its alert queue from the asyncio loop (no callbacks, no
+threads of ours): `pump()` folds alerts into plain per-torrent state that the executor reads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import libtorrent as lt
+import structlog
+
+from reconciler.adapters import atomic
+
+log = structlog.get_logger("swarm")
+
+ALERT_MASK = (lt.alert_category.status | lt.alert_category.error | lt.alert_category.peer
+              | lt.alert_category.storage | lt.alert_category.ip_block)
+RECONNECT_EVERY = 5.0  # seconds between attempts to (re)connect missing inventory peers
+RECONNECT_FAST = 0.5  # ...during the first FAST_FOR seconds after the hash check, when peers
+FAST_FOR = 10.0  # started at the same moment come up and origin shares are decided
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> dict[str, object]:
+    """Settings for a private, inventory-only swarm: no DHT, LSD, UPnP, NAT-PMP or trackers."""
+    host, port = split_hostport(listen_peer)
+    iface = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    s: dict[str, object] = {
+        "listen_interfaces": iface,
+        "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+        # uTP connects hang on freshly started loopback sessions (notes/libtorrent.md §3): TCP.
+        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "alert_mask": ALERT_MASK,
+        "download_rate_limit": download, "upload_rate_limit": upload,
+        # Rate limits must bind on a LAN too: the cluster is a LAN.
+        "ignore_limits_on_local_network": False,
+        # Piece priorities change during a download (origin offload): keep finished peers.
+        "close_redundant_connections": False,
+        # Several test nodes may share one address; real nodes have their own.
+        "allow_multiple_connections_per_ip": True,
+        # Web-seed requests no larger than an origin share's run (shard.RUN_BYTES): libtorrent's
+        # default is 16 MiB, which would overshoot into pieces another node owns.
+        "urlseed_max_request_bytes": 1 << 20,
+        "urlseed_wait_retry": 5,
+        # The web seed is our loopback gateway, which spreads requests over several origins
+        # (source + mirrors): a piece failing its hash check means one origin sent bad bytes,
+        # not that the gateway is bad. Banning it (the default) would stop the download; the
+        # executor tells the gateway instead (TorrentState.failed_pieces), which skips that origin.
+        "ban_web_seeds": False,
+        "user_agent": "syncbit/0.1 libtorrent/" + lt.__version__,
+    }
+    if host not in ("0.0.0.0", "::"):
+        s["outgoing_interfaces"] = host  # peers see our inventory address, not another one
+    return s
+
+
+def allow_list(addresses: Iterable[str]) -> lt.ip_filter:
+    """Block every address but these (IPv4 and IPv6 are separate ranges in libtorrent)."""
+    f = lt.ip_filter()
+    f.add_rule("0.0.0.0", "255.255.255.255", 1)
+    f.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1)
+    for a in sorted(set(addresses)):
+        ip = str(ipaddress.ip_address(a))
+        f.add_rule(ip, ip, 0)
+    return f
+
+
+@dataclass
+class PeerView:
+    """What the connected BitTorrent peers of one torrent have (web seeds excluded)."""
+
+    available: list[int]  # per piece: how many connected peers have it
+    connected: dict[str, bool]  # peer ip -> is a seed
+    origin_bytes: int = 0  # bytes received over web-seed connections still open
+
+
+@dataclass
+class TorrentState:
+    """What the alerts told us about one torrent since it was added."""
+
+    handle: lt.torrent_handle
+    info_hash: str
+    total_bytes: int
+    num_pieces: int
+    piece_size: int
+    peers: dict[str, tuple[str, int]] = field(default_factory=dict)  # ip -> (ip, port)
+    url: str | None = None  # the web seed URL, while enabled
+    error: str | None = None
+    url_seed_error: str | None = None
+    checked: bool = False
+    moved: bool | None = None  # None: no move asked or under way
+    hash_failures: int = 0
+    failed_pieces: list[int] = field(default_factory=list)  # hash_failed_alert, unhandled
+    last_connect: float = 0.0
+    jitter: float = 1.0  # this round's factor on the reconnect interval
+    checked_at: float | None = None
+    priorities: tuple[int, ...] | None = None
+    resume: bytes | None = None  # resume data from the last save request
+
+
+class Swarm:
+    def __init__(self, listen_peer: str, download: int = 0, upload: int = 0,
+                 resume_dir: Path | None = None) -> None:
+        self.session = lt.session(session_settings(listen_peer, download, upload))
+        self.torrents: dict[str, TorrentState] = {}  # key: v2 info-hash
+        self.resume_dir = resume_dir
+
+    def set_allowed(self, addresses: Iterable[str]) -> None:
+        self.session.set_ip_filter(allow_list(addresses))
+
+    def set_rates(self, download: int, upload: int) -> None:
+        self.session.apply_settings({"download_rate_limit": download, "upload_rate_limit": upload})
+
+    def add(self, info_hash: str, torrent: bytes, save_path: Path, total_bytes: int,
+            seed: bool = False) -> TorrentState:
+        """Add a torrent; `seed` for a complete, verified version (no hash check on add:
+        libtorrent's seed mode verifies each piece the first time a peer asks for it)."""
+        if info_hash in self.torrents:
+            return self.torrents[info_hash]
+        ti = lt.torrent_info(lt.bdecode(torrent))
+        atp = self._resume_params(info_hash, save_path) if not seed else None
+        if atp is None:
+            atp = lt.add_torrent_params()
+        atp.ti = ti
+        atp.save_path = str(save_path)
+        atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+        atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht \
+            | lt.torrent_flags.disable_lsd
+        if seed:
+            atp.flags |= lt.torrent_flags.seed_mode
+        h = self.session.add_torrent(atp)
+        st = TorrentState(h, info_hash, total_bytes, ti.num_pieces(), ti.piece_length())
+        self.torrents[info_hash] = st
+        return st
+
+    def _resume_params(self, info_hash: str, save_path: Path) -> lt.add_torrent_params | None:
+        if self.resume_dir is None:
+            return None
+        f = self.resume_dir / f"{info_hash}.resume"
+        try:
+            atp = lt.read_resume_data(f.read_bytes())
+        except (OSError, RuntimeError):
+            return None
+        if Path(atp.save_path) != save_path:
+            return None  # the data moved since: let libtorrent check what is there
+        return atp
+
+    def remove(self, info_hash: str) -> None:
+        st = self.torrents.pop(info_hash, None)
+        if st is not None:
+            self.session.remove_torrent(st.handle)
+        if self.resume_dir is not None:
+            (self.resume_dir / f"{info_hash}.resume").unlink(missing_ok=True)
+
+    # -- peers and the web seed ---------------------------------------------------------------
+
+    def set_peers(self, info_hash: str, peers: Iterable[str]) -> None:
+        st = self.torrents[info_hash]
+        st.peers = {h: (h, p) for h, p in map(split_hostport, peers)}
+
+    def connect_peers(self, now: float | None = None) -> None:
+        """(Re)connect inventory peers that are not connected, every few seconds. Waits for
+        the hash check: connecting before it loses the connection (research notes §3)."""
+        now = time.monotonic() if now is None else now
+        for st in self.torrents.values():
+            if not st.checked or not st.peers:
+                continue
+            if st.checked_at is None:
+                st.checked_at = now
+            every = RECONNECT_FAST if now - st.checked_at < FAST_FOR else RECONNECT_EVERY
+            if now - st.last_connect < every * st.jitter:
+                continue
+            # Jittered: two nodes started together must not keep dialling each other in lock
+            # step (simultaneous connections can drop each other as duplicates).
+            st.last_connect, st.jitter = now, random.uniform(0.6, 1.4)
+            connected = {p.ip[0] for p in st.handle.get_peer_info()
+                         if p.connection_type == lt.peer_info.standard_bittorrent}
+            for ip, addr in st.peers.items():
+                if ip not in connected:
+                    try:
+                        st.handle.connect_peer(addr)
+                    except RuntimeError as e:  # e.g. torrent being removed
+                        log.debug("connect failed", peer=f"{ip}:{addr[1]}", error=str(e))
+
+    def web_seed(self, info_hash: str, url: str | None) -> None:
+        """Turn the origin (through the gateway) on for this torrent, or off with None."""
+        st = self.torrents[info_hash]
+        if st.url == url:
+            return
+        if st.url is not None:
+            st.handle.remove_url_seed(st.url)
+        if url is not None:
+            st.handle.add_url_seed(url)
+        st.url = url
+
+    def prioritize(self, info_hash: str, priorities: tuple[int, ...]) -> None:
+        st = self.torrents[info_hash]
+        if st.priorities != priorities:
+            st.handle.prioritize_pieces(list(priorities))
+            st.priorities = priorities
+
+    def peer_view(self, info_hash: str) -> PeerView:
+        st = self.torrents[info_hash]
+        available = [0] * st.num_pieces
+        connected: dict[str, bool] = {}
+        origin = 0
+        for p in st.handle.get_peer_info():
+            if p.connection_type == lt.peer_info.web_seed:
+                origin += p.total_download
+                continue
+            if p.flags & lt.peer_info.handshake or p.flags & lt.peer_info.connecting:
+                continue
+            ip = p.ip[0]
+            connected[ip] = bool(p.flags & lt.peer_info.seed)
+            for i, has in enumerate(p.pieces):
+                if has and i < len(available):
+                    available[i] += 1
+        return PeerView(available, connected, origin)
+
+    # -- alerts -------------------------------------------------------------------------------
+
+    def pump(self) -> None:
+        for a in self.session.pop_alerts():
+            st = self._state_of(a)
+            if isinstance(a, lt.torrent_checked_alert) and st:
+                st.checked = True
+            elif isinstance(a, lt.storage_moved_alert) and st:
+                st.moved = True
+            elif isinstance(a, lt.storage_moved_failed_alert) and st:
+                st.moved = False
+                st.error = f"moving to the store failed: {a.message()}"
+            elif isinstance(a, (lt.torrent_error_alert, lt.file_error_alert)) and st:
+                st.error = a.message()
+                log.error("torrent error", info_hash=st.info_hash, error=a.message())
+            elif isinstance(a, lt.url_seed_alert) and st:
+                st.url_seed_error = a.error_message() or a.message()
+            elif isinstance(a, lt.hash_failed_alert) and st:
+                st.hash_failures += 1
+                st.failed_pieces.append(int(a.piece_index))
+            elif isinstance(a, lt.save_resume_data_alert) and st:
+                st.resume = lt.write_resume_data_buf(a.params)
+            elif isinstance(a, (lt.peer_disconnected_alert, lt.peer_error_alert)) and st:
+                log.debug("peer disconnected", info_hash=st.info_hash, peer=_endpoint(a),
+                          reason=a.message())
+            elif isinstance(a, lt.peer_connect_alert) and st:
+                log.debug("peer connecting", info_hash=st.info_hash, peer=_endpoint(a))
+            elif isinstance(a, lt.peer_blocked_alert):
+                log.warning("peer blocked", peer=a.message())
+            elif isinstance(a, lt.listen_failed_alert):
+                log.error("listen failed", error=a.message())
+
+    def _state_of(self, a: lt.alert) -> TorrentState | None:
+        h = getattr(a, "handle", None)
+        if h is None:
+            return None
+        try:
+            key = str(h.info_hashes().v2)
+        except RuntimeError:
+            return None
+        return self.torrents.get(key)
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def move(self, info_hash: str, dst: Path) -> None:
+        st = self.torrents[info_hash]
+        st.moved = None
+        dst.mkdir(parents=True, exist_ok=True)
+        st.handle.move_storage(str(dst), lt.move_flags_t.always_replace_files)
+
+    def force_recheck(self, info_hash: str) -> None:
+        st = self.torrents[info_hash]
+        st.checked = False
+        st.handle.force_recheck()
+
+    async def save_resume_data(self, timeout: float = 10.0) -> int:
+        """Ask every unfinished torrent for resume data and write what arrives in `timeout`."""
+        import asyncio
+
+        if self.resume_dir is None:
+            return 0
+        waiting = {ih: st for ih, st in self.torrents.items()
+                   if not st.handle.status().is_seeding}
+        for st in waiting.values():
+            st.resume = None
+            st.handle.save_resume_data(lt.torrent_handle.save_info_dict)
+        deadline = time.monotonic() + timeout
+        while any(st.resume is None for st in waiting.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            self.pump()
+        saved = 0
+        for ih, st in waiting.items():
+            if st.resume is not None:
+                atomic.write_bytes(self.resume_dir / f"{ih}.resume", st.resume)
+                saved += 1
+        return saved
+
+    def close(self) -> None:
+        for key in list(self.torrents):
+            st = self.torrents.pop(key)
+            self.session.remove_torrent(st.handle)
+        del self.session
+
+
+def _endpoint(a: lt.alert) -> str:
+    ep = getattr(a, "endpoint", None) or getattr(a, "ip", None)
+    try:
+        return f"{ep[0]}:{ep[1]}"
+    except (TypeError, IndexError):
+        return str(ep)

@@ -1,0 +1,208 @@
+"""`syncbit-reconcile`: the command line (DESIGN §7). Exit 2 on usage or node-config errors."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import structlog
+
+from reconciler.app import log as logging_setup
+from reconciler.adapters.config import ConfigError, NodeConfig, config_path, load_config
+from reconciler.engine.runner import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED, EXIT_USAGE
+
+COMMANDS = ("plan", "validate", "lock", "status", "wait")
+
+
+def _config_arg(p: argparse.ArgumentParser, top: bool = False) -> None:
+    p.add_argument("--config", metavar="P", default=None if top else argparse.SUPPRESS,
+                   help="node config (default: $SYNCBIT_CONFIG, else /etc/syncbit/config.yaml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="syncbit-reconcile",
+        description="Converge this node to the datasets its git-synced desired state places on it.")
+    _config_arg(p, top=True)
+    p.add_argument("--once", action="store_true", help="converge once, print a summary, exit")
+    p.add_argument("--timeout", type=float, metavar="S", help="with --once: give up after S seconds")
+    p.add_argument("--linger", type=float, metavar="S", default=60.0,
+                   help="with --once: keep seeding up to S seconds while inventory peers still "
+                        "download from this node (default 60)")
+    p.add_argument("--dry-run", action="store_true", help="same as the `plan` command")
+    p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sp = sub.add_parser("plan", help="show what a pass would change on this node")
+    _config_arg(sp)
+    sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+
+    sv = sub.add_parser("validate", help="check a state repo (for its CI)")
+    sv.add_argument("dir", type=Path, metavar="DIR")
+
+    sl = sub.add_parser("lock", help="pin datasets: read sources, write torrents, set spec.lock")
+    sl.add_argument("dir", type=Path, metavar="DIR")
+    sl.add_argument("datasets", nargs="*", metavar="DATASET")
+
+    ss = sub.add_parser("status", help="this node's status as a table")
+    _config_arg(ss)
+    ss.add_argument("--cluster", action="store_true", help="every node, through its API")
+    ss.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+
+    sw = sub.add_parser("wait", help="block until DATASET is Ready on this node")
+    _config_arg(sw)
+    sw.add_argument("dataset", metavar="DATASET")
+    sw.add_argument("--timeout", type=float, metavar="S", default=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging_setup.configure()
+    try:
+        if args.command == "validate":
+            return cmd_validate(args.dir)
+        if args.command == "lock":
+            return cmd_lock(args.dir, args.datasets)
+        cfg = load_config(config_path(args.config))
+        structlog.contextvars.bind_contextvars(node=cfg.node)  # on every log line
+        if args.command == "plan" or args.dry_run:
+            return cmd_plan(cfg, args.json)
+        if args.command == "status":
+            return cmd_status(cfg, args.json, args.cluster)
+        if args.command == "wait":
+            return cmd_wait(cfg, args.dataset, args.timeout)
+        if args.once:
+            return cmd_once(cfg, args.timeout, args.linger)
+        from reconciler.app.daemon import run
+        return run(config_path(args.config), cfg)
+    except ConfigError as e:
+        for line in str(e).splitlines():
+            print(f"syncbit-reconcile: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_validate(root: Path) -> int:
+    from reconciler.model.desired import DesiredState
+    from reconciler.desired.revision import state_revision
+    from reconciler.desired.validate import load_desired_state
+
+    if not root.is_dir():
+        print(f"syncbit-reconcile: {root}: not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    root = root.resolve()  # once: a git-sync symlink swap must not mix two revisions
+    result = load_desired_state(root, state_revision(root))
+    if isinstance(result, DesiredState):
+        print(f"{root}: valid ({len(result.nodes)} nodes, {len(result.datasets)} datasets) "
+              f"at revision {result.revision}")
+        return 0
+    for e in result:
+        print(e)
+    print(f"{root}: {len(result)} error(s)", file=sys.stderr)
+    return 1
+
+
+def cmd_lock(root: Path, datasets: list[str]) -> int:
+    from reconciler.app.lock import lock_state_repo
+
+    if not root.is_dir():
+        print(f"syncbit-reconcile: {root}: not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(lock_state_repo(root, datasets))
+
+
+def _load_or_reject(cfg: NodeConfig):  # type: ignore[no-untyped-def]
+    from reconciler.engine.runner import load
+    from reconciler.app.ui import print_rejected
+    loaded = load(cfg)
+    if loaded.state is None:
+        print_rejected(loaded.revision, loaded.errors)
+    return loaded
+
+
+def cmd_plan(cfg: NodeConfig, as_json: bool) -> int:
+    from reconciler.engine.runner import node_problem, plan_for
+    from reconciler.app.ui import print_plan
+
+    loaded = _load_or_reject(cfg)
+    if loaded.state is None:
+        return EXIT_REJECTED
+    problem = node_problem(cfg, loaded.state)
+    if problem:
+        print(f"syncbit-reconcile: {problem}", file=sys.stderr)
+        return EXIT_NOT_READY
+    plan = plan_for(cfg, loaded.state)
+    if as_json:
+        acting = [a for a in plan.actions if a.kind != "unchanged"]
+        print(json.dumps({"node": plan.node, "revision": plan.revision,
+                          "actions": [a.to_json() for a in acting],
+                          "summary": {k: plan.count(k) for k in  # type: ignore[arg-type]
+                                      ("fetch", "update", "activate", "evict", "unchanged",
+                                       "blocked", "suspended")}}, indent=2))
+    else:
+        print_plan(plan)
+    return EXIT_READY
+
+
+def cmd_once(cfg: NodeConfig, timeout: float | None, linger: float) -> int:
+    from reconciler.engine.runner import reconcile_once
+    from reconciler.app.ui import ProgressView, print_status
+
+    with ProgressView() as view:
+        doc, code = asyncio.run(reconcile_once(cfg, timeout, view.update, linger))
+    print_status(doc)
+    return code
+
+
+def cmd_status(cfg: NodeConfig, as_json: bool, cluster: bool) -> int:
+    from reconciler.adapters.status_file import read_status
+    from reconciler.app.ui import print_status
+
+    if cluster:
+        from reconciler.app.cluster import cmd_status_cluster
+        return cmd_status_cluster(cfg, as_json)
+    doc = read_status(cfg.status_file)
+    if doc is None:
+        # Exit 0 as DESIGN §7 says: "no pass yet" is an answer, not a failure of `status`.
+        print(f"syncbit-reconcile: no status yet at {cfg.status_file} "
+              "(has a pass run on this node?)", file=sys.stderr)
+        if as_json:
+            print("null")
+        return 0
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print_status(doc)
+    return 0
+
+
+def cmd_wait(cfg: NodeConfig, dataset: str, timeout: float | None) -> int:
+    """Poll the status file: it is what the running reconciler publishes."""
+    from reconciler.adapters.status_file import read_status
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        doc = read_status(cfg.status_file) or {}
+        d = (doc.get("datasets") or {}).get(dataset)  # type: ignore[union-attr]
+        if d and d.get("phase") == "Ready":
+            print(f"{dataset}: Ready at {d.get('path')} (version {d.get('version')})")
+            return 0
+        if d and d.get("phase") == "Failed":
+            print(f"{dataset}: Failed: {d.get('error')}", file=sys.stderr)
+            return 1
+        if deadline is not None and time.monotonic() >= deadline:
+            phase = d.get("phase") if d else "not placed on this node (yet)"
+            print(f"{dataset}: timed out after {timeout:g}s; phase: {phase}", file=sys.stderr)
+            return 1
+        time.sleep(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic())))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

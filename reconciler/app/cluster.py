@@ -1,0 +1,236 @@
+"""`syncbit-reconcile status --cluster`: every node of the inventory, through its HTTP API.
+
+Reads the desired state (for the inventory, the datasets and the revision to compare against),
+asks every Node's `spec.api` for `GET /status` concurrently, and shows one table: a row per node,
+a column per dataset. A node that does not answer is a row saying why, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+from typing import Mapping
+
+import aiohttp
+from rich.table import Table
+
+from reconciler.adapters.config import NodeConfig
+from reconciler.model.desired import DesiredState
+from reconciler.core.placement import place
+
+EXIT_OK, EXIT_REJECTED = 0, 3
+MAX_PARALLEL = 64  # requests in flight at once; each one's timeout starts when it is sent
+
+_PHASE_COLOR = {"Ready": "green", "Fetching": "cyan", "Verifying": "cyan", "Pending": "cyan",
+                "Draining": "yellow", "Failed": "bold red", "Suspended": "magenta"}
+_RESULT_COLOR = {"Converged": "green", "Progressing": "cyan", "Failed": "bold red",
+                 "Rejected": "bold red"}
+
+
+async def fetch_cluster(state: DesiredState, timeout: float = 3.0) -> dict[str, dict]:
+    """GET http://<spec.api>/status of every Node in the inventory concurrently; per node either
+    {"status": <doc>} or {"error": "<reason: connection refused / timeout / HTTP 503 ...>"}."""
+    sem = asyncio.Semaphore(MAX_PARALLEL)
+    # trust_env=False: cluster addresses never go through an HTTP proxy from the environment.
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        async def one(name: str, api: str) -> dict:
+            async with sem:
+                return await _fetch_one(session, name, api, timeout)
+
+        names = sorted(state.nodes)
+        results = await asyncio.gather(*(one(n, state.nodes[n].api) for n in names))
+    return dict(zip(names, results))
+
+
+async def _fetch_one(session: aiohttp.ClientSession, name: str, api: str, timeout: float) -> dict:
+    url = f"http://{api}/status"
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout),
+                               allow_redirects=False) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                return {"error": f"HTTP {resp.status}" + _error_detail(body)}
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                return {"error": "invalid response: not JSON"}
+    except TimeoutError:  # asyncio's and aiohttp's timeouts are TimeoutError
+        return {"error": f"timeout after {timeout:g}s"}
+    except aiohttp.ClientConnectorError as e:
+        return {"error": _connect_error(e)}
+    except aiohttp.InvalidURL:
+        return {"error": f"invalid spec.api address {api!r}"}
+    except (aiohttp.ClientError, OSError) as e:
+        return {"error": f"{type(e).__name__}: {e}".rstrip(": ")}
+    if not isinstance(doc, dict) or doc.get("kind") != "NodeStatus":
+        return {"error": "invalid response: not a NodeStatus document"}
+    if doc.get("node") != name:
+        return {"error": f"wrong node: the API at {api} answers as {doc.get('node')!r}"}
+    return {"status": doc}
+
+
+def _error_detail(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ""
+    msg = doc.get("error") if isinstance(doc, dict) else None
+    return f": {msg}" if isinstance(msg, str) and msg else ""
+
+
+def _connect_error(e: aiohttp.ClientConnectorError) -> str:
+    code = e.os_error.errno if e.os_error is not None else None
+    if code == errno.ECONNREFUSED:
+        return "connection refused"
+    if code == errno.EHOSTUNREACH:
+        return "no route to host"
+    if code == errno.ENETUNREACH:
+        return "network unreachable"
+    if isinstance(e.os_error, OSError) and e.os_error.strerror:
+        return e.os_error.strerror.lower()
+    return str(e.os_error or e)
+
+
+def _unreachable(error: str) -> bool:
+    """A connection-level failure, as opposed to an API that answered without a status."""
+    return not error.startswith(_ANSWERED)
+
+
+_ANSWERED = ("HTTP ", "invalid response", "wrong node")
+
+
+def short_revision(rev: object) -> str:
+    """12 characters of a git commit; `sha256:` + 12 hex of a directory digest."""
+    if not isinstance(rev, str) or not rev:
+        return "-"
+    if rev.startswith("sha256:"):
+        return rev[:7 + 12]
+    return rev[:12]
+
+
+def _cell(d: Mapping[str, object]) -> str:
+    phase = str(d.get("phase") or "?")
+    text = phase
+    total, done = d.get("bytesTotal") or 0, d.get("bytesDone") or 0
+    if phase in ("Fetching", "Verifying") and isinstance(total, int) and total > 0:
+        text = f"{phase} {int(100 * int(done) / total)}%"  # floor: 100% only when it is
+    return f"[{_PHASE_COLOR.get(phase, 'white')}]{text}[/]"
+
+
+def _columns(results: Mapping[str, dict], state: DesiredState) -> tuple[list[str], list[str]]:
+    """Datasets of the desired state, then ones nodes still report but the state no longer has
+    (Draining after being removed from the state repo)."""
+    desired = sorted(state.datasets)
+    extra: set[str] = set()
+    for r in results.values():
+        doc = r.get("status")
+        if isinstance(doc, dict) and isinstance(doc.get("datasets"), dict):
+            extra.update(n for n in doc["datasets"] if n not in state.datasets)
+    return desired, sorted(extra)
+
+
+def _placed(state: DesiredState) -> dict[str, set[str]]:
+    """dataset -> nodes the desired state places it on (the same answer every node computes)."""
+    return {name: set(a.nodes) for name, a in place(state).items()}
+
+
+def render_cluster(results: dict[str, dict], state: DesiredState) -> Table:
+    """One row per node of `results` (a `fetch_cluster` answer), one column per dataset."""
+    desired, extra = _columns(results, state)
+    placed = _placed(state)
+    t = Table(title=f"cluster at revision {short_revision(state.revision)} "
+                    f"({len(results)} nodes, {len(state.datasets)} datasets)",
+              title_justify="left")
+    t.add_column("node", no_wrap=True)
+    t.add_column("result", overflow="fold")
+    t.add_column("applied revision", no_wrap=True)
+    for name in desired:
+        t.add_column(name, no_wrap=True)
+    for name in extra:
+        t.add_column(f"{name} (removed)", no_wrap=True, header_style="dim")
+    for node in sorted(results):
+        r = results[node]
+        doc = r.get("status")
+        if not isinstance(doc, dict):
+            cells = [("[dim]?[/]" if node in placed.get(ds, ()) else "[dim]-[/]")
+                     for ds in desired] + ["[dim]?[/]"] * len(extra)
+            err = str(r.get("error") or "unknown")
+            label = "unreachable" if _unreachable(err) else "error"
+            t.add_row(node, f"[bold red]{label}: {_esc(err)}[/]", "[dim]?[/]", *cells)
+            continue
+        lp = doc.get("lastPass") if isinstance(doc.get("lastPass"), dict) else {}
+        result = str(lp.get("result") or "?")
+        result_cell = f"[{_RESULT_COLOR.get(result, 'white')}]{result}[/]"
+        if lp.get("finishedAt") is None and lp.get("startedAt"):
+            result_cell += " [dim](pass running)[/]"
+        rej = doc.get("rejected")
+        if isinstance(rej, dict) and result != "Rejected":
+            result_cell += f" [red](rejected {_esc(short_revision(rej.get('revision')))})[/]"
+        applied = doc.get("lastAppliedRevision")
+        rev_cell = (f"[green]{_esc(short_revision(applied))} (current)[/]"
+                    if applied == state.revision
+                    else f"[yellow]{_esc(short_revision(applied))} (differs)[/]")
+        datasets = doc.get("datasets") if isinstance(doc.get("datasets"), dict) else {}
+        cells = [_cell(datasets[ds]) if isinstance(datasets.get(ds), dict) else "[dim]-[/]"
+                 for ds in [*desired, *extra]]
+        t.add_row(node, result_cell, rev_cell, *cells)
+    return t
+
+
+def summary_line(results: Mapping[str, dict], state: DesiredState) -> str:
+    """`N/M nodes reachable, K/D datasets Ready on every node they are placed on`."""
+    with_status = {n for n, r in results.items() if isinstance(r.get("status"), dict)}
+    answered_without = [n for n, r in results.items()
+                        if n not in with_status and not _unreachable(str(r.get("error") or ""))]
+    placed = {ds: nodes for ds, nodes in _placed(state).items() if nodes}
+    ready = 0
+    for ds, nodes in placed.items():
+        phases = []
+        for n in nodes:
+            doc = results.get(n, {}).get("status")
+            d = (doc.get("datasets") or {}).get(ds) if isinstance(doc, dict) else None
+            phases.append(d.get("phase") if isinstance(d, dict) else None)
+        ready += all(p == "Ready" for p in phases)
+    reachable = len(with_status) + len(answered_without)
+    line = f"{reachable}/{len(results)} nodes reachable"
+    if answered_without:
+        line += f" ({len(answered_without)} without a status)"
+    line += f", {ready}/{len(placed)} datasets Ready on every node they are placed on"
+    unplaced = len(state.datasets) - len(placed)
+    if unplaced:
+        line += f" ({unplaced} placed on no node)"
+    return line
+
+
+def cluster_json(results: Mapping[str, dict], state: DesiredState) -> dict[str, object]:
+    return {"revision": state.revision,
+            "nodes": {n: {"api": state.nodes[n].api if n in state.nodes else None,
+                          "status": r.get("status"), "error": r.get("error")}
+                      for n, r in sorted(results.items())}}
+
+
+def cmd_status_cluster(cfg: NodeConfig, as_json: bool) -> int:
+    """`syncbit-reconcile status --cluster [--json]`: 0, also with unreachable nodes; 3 when the
+    state repo's revision is rejected (there is no inventory to ask)."""
+    from reconciler.engine.runner import load
+    from reconciler.app.ui import out, print_rejected
+
+    loaded = load(cfg)
+    if loaded.state is None:
+        print_rejected(loaded.revision, loaded.errors, " (no inventory to ask)")
+        return EXIT_REJECTED
+    state = loaded.state
+    results = asyncio.run(fetch_cluster(state))
+    if as_json:
+        print(json.dumps(cluster_json(results, state), indent=2))
+        return EXIT_OK
+    out.print(render_cluster(results, state))
+    out.print(summary_line(results, state), highlight=False)
+    return EXIT_OK
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+    return escape(text)

@@ -1,0 +1,187 @@
+"""Metadata for datasets without `spec.lock`: which torrent pins them, and who makes it.
+
+A dataset without a lock is pinned the first time it is read: the target node ranked first by
+rendezvous hashing reads the source once (writing the bytes to its staging area as it hashes
+them) and builds the same hybrid torrent `syncbit-reconcile lock` would; the other target nodes
+fetch that torrent from a target node's API (`GET /v1/metadata/<dataset>/<key>`) and download the
+bytes from the swarm. From then on the torrent is the dataset's lock on every node that holds it,
+so the guarantees are those of a locked dataset: every byte verified against it, atomic
+activation, resume.
+
+The *key* names what is pinned: the dataset's name, `version` and `source`. A changed version
+or source is a new key, hence a new build; nothing else (mirrors, placement, path) is.
+
+Pure except `MetadataCache`, which reads and writes `<stateDir>/metadata/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping, Sequence
+
+from reconciler.adapters import atomic
+from reconciler.model.desired import Dataset, DesiredState, LockFile
+from reconciler.torrent.hybrid import read_lock
+
+KEY_RE = re.compile(r"[0-9a-f]{32}")
+NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # metadata.name: a DNS label
+KEEP_PER_DATASET = 4  # torrents of earlier keys kept, for a quick roll back
+
+
+def metadata_key(d: Dataset) -> str:
+    """What pins an unlocked dataset: sha256 of its name, version and source (hex, 32 chars)."""
+    doc = {"dataset": d.name, "version": d.version, "source": dataclasses.asdict(d.source)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def with_locks(state: DesiredState, locks: Mapping[str, LockFile]) -> DesiredState:
+    """`state` with the torrents found for unlocked datasets standing in for `spec.lock`."""
+    if not locks:
+        return state
+    datasets = dict(state.datasets)
+    for name, lock in locks.items():
+        d = datasets.get(name)
+        if d is not None and d.lock is None:
+            datasets[name] = dataclasses.replace(d, lock=lock)
+    return dataclasses.replace(state, datasets=datasets)
+
+
+# -- who builds -----------------------------------------------------------------------------
+
+#: What a target node said when asked for a dataset's torrent.
+#: has: here it is; building: reading the source now; waiting: wants it too, not building;
+#: failed: its build failed; unknown: does not want this key (another revision, not a target);
+#: unreachable: no answer.
+PeerState = Literal["has", "building", "waiting", "failed", "unknown", "unreachable"]
+
+
+@dataclass(frozen=True)
+class PinDecision:
+    kind: Literal["take", "wait", "build"]
+    node: str | None = None  # `take`: from whom; `wait`: for whom
+    reason: str = ""
+
+
+def blocked(me: str, ranked: Sequence[str], answers: Mapping[str, PeerState]) -> bool:
+    """Does another node's answer mean this one must not build (it has, builds, or is ranked
+    above us and wants it too)?"""
+    above = set(ranked[:ranked.index(me)] if me in ranked else ranked)
+    return any(s in ("has", "building") or (s == "waiting" and n in above)
+               for n, s in answers.items() if n != me)
+
+
+def decide_pin(me: str, ranked: Sequence[str], answers: Mapping[str, PeerState],
+           unblocked_for: float, takeover_after: float, settle: float = 3.0) -> PinDecision:
+    """What this node does next about an unlocked dataset's torrent.
+
+    `ranked`: the dataset's target nodes, highest rendezvous weight first. Take it from whoever
+    has it; wait while anyone builds, or while a node ranked above us wants it too (it builds,
+    or waits for one above it); the first-ranked node builds once every other node has
+    answered or `settle` seconds have passed (a node starting at the same moment may have the
+    torrent already), the others only once no node above them has been heard from for
+    `takeover_after` seconds (`unblocked_for`).
+    """
+    others = [n for n in ranked if n != me]
+    for n in others:
+        if answers.get(n) == "has":
+            return PinDecision("take", n, f"{n} has it")
+    for n in others:
+        if answers.get(n) == "building":
+            return PinDecision("wait", n, f"{n} is building it")
+    above = ranked[:ranked.index(me)] if me in ranked else list(ranked)
+    for n in above:
+        if answers.get(n) == "waiting":
+            return PinDecision("wait", n, f"{n} is ranked above this node and gets it first")
+    if not above:
+        silent = [n for n in others if answers.get(n, "unreachable") == "unreachable"]
+        if silent and unblocked_for < settle:
+            return PinDecision("wait", silent[0], f"ranked first; giving {', '.join(silent)} "
+                                               f"{settle - unblocked_for:.0f}s to answer")
+        return PinDecision("build", reason="ranked first among the target nodes")
+    if unblocked_for >= takeover_after:
+        quiet = ", ".join(f"{n}: {answers.get(n, 'unreachable')}" for n in above)
+        return PinDecision("build", reason=f"no node ranked above builds it ({quiet})")
+    return PinDecision("wait", above[0], f"{above[0]} is ranked first; taking over in "
+                                      f"{takeover_after - unblocked_for:.0f}s unless it answers")
+
+
+# -- the local cache ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetadataCache:
+    """`<stateDir>/metadata/<dataset>/<key>.torrent`: torrents of unlocked datasets, built here
+    or fetched from a peer. Written atomically; read on every pass, so a restart resumes with
+    the same torrent and nothing is fetched or built twice."""
+
+    state_dir: Path
+
+    @property
+    def root(self) -> Path:
+        return self.state_dir / "metadata"
+
+    def path(self, dataset: str, key: str) -> Path:
+        if not NAME_RE.fullmatch(dataset) or not KEY_RE.fullmatch(key):
+            raise ValueError(f"not a dataset name and metadata key: {dataset!r}, {key!r}")
+        return self.root / dataset / f"{key}.torrent"
+
+    def get(self, dataset: str, key: str) -> bytes | None:
+        try:
+            return self.path(dataset, key).read_bytes()
+        except (OSError, ValueError):
+            return None
+
+    def lock_for(self, d: Dataset) -> LockFile | None:
+        """The cached torrent of `d` as a lock; None if there is none (or it is unreadable)."""
+        p = self.path(d.name, metadata_key(d))
+        try:
+            return check(p.read_bytes(), d, str(p))
+        except (OSError, ValueError):
+            return None
+
+    def locks(self, state: DesiredState) -> dict[str, LockFile]:
+        out = {}
+        for d in state.datasets.values():
+            if d.lock is None:
+                lock = self.lock_for(d)
+                if lock is not None:
+                    out[d.name] = lock
+        return out
+
+    def put(self, d: Dataset, torrent: bytes) -> LockFile:
+        """Check and keep `torrent` as the metadata of `d`; ValueError if it is not."""
+        p = self.path(d.name, metadata_key(d))
+        lock = check(torrent, d, str(p))
+        atomic.write_bytes(p, torrent)
+        return lock
+
+    def prune(self, state: DesiredState) -> None:
+        """Forget datasets no longer declared, and all but the newest few keys of the rest."""
+        if not self.root.is_dir():
+            return
+        for ds in self.root.iterdir():
+            d = state.datasets.get(ds.name)
+            files = sorted(ds.glob("*.torrent"), key=lambda p: p.stat().st_mtime, reverse=True)
+            current = self.path(d.name, metadata_key(d)) if d is not None else None
+            old = [p for p in files if p != current]
+            for p in old[KEEP_PER_DATASET if d is not None else 0:]:
+                p.unlink(missing_ok=True)
+            if d is None:
+                try:
+                    ds.rmdir()
+                except OSError:
+                    pass
+
+
+def check(torrent: bytes, d: Dataset, where: str) -> LockFile:
+    """Parse `torrent` as the metadata of `d`: a valid lock whose top directory is the dataset's
+    name, as `lock` writes it. ValueError otherwise."""
+    lock = read_lock(torrent, where)
+    if lock.name != d.name:
+        raise ValueError(f"torrent of {lock.name!r}, not of dataset {d.name!r}")
+    return lock

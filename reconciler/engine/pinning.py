@@ -1,0 +1,273 @@
+"""Getting the torrent of datasets without `spec.lock` (the rules are in ../metadata.py).
+
+For every unlocked dataset this node must hold and has no torrent for, one task asks the other
+target nodes' APIs for it, and builds it here when `metadata.decide` says this node is the one
+to: the source is read once, its bytes written to the staging directory of the version while
+they are hashed, so the download that follows finds them all and reads nothing more from the
+origin. The same object answers the peers' questions (`answer`, served by the API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Mapping
+
+import aiohttp
+import structlog
+
+from reconciler.model.desired import Dataset, DesiredState
+from reconciler.app.lock import build_lock
+from reconciler.core.pinning import PinDecision, MetadataCache, PeerState, blocked, check, decide_pin, metadata_key
+from reconciler.core.placement import Assignment, rank_nodes
+from reconciler.adapters.sources import OriginContext, OriginError
+from reconciler.adapters.store import Store
+
+log = structlog.get_logger("metadata")
+
+ASK_TIMEOUT = 3.0  # seconds for one peer to answer (1 s to connect)
+ASK_BELOW = 16  # peers asked at once (above this node: 1, then 2, 4... up to this)
+POLL_FIRST, POLL_MAX = 0.5, 5.0  # seconds between rounds of asking, growing
+TAKEOVER_AFTER = 10.0  # no node ranked above has been heard from this long: build here
+RETRY_AFTER = (10.0, 30.0, 60.0, 120.0, 300.0)  # after failed builds, in turn
+MAX_TORRENT = 256 << 20  # a peer's answer larger than this is refused
+
+Throttle = Callable[[str, int], Awaitable[None]]
+
+
+@dataclass
+class Work:
+    """One unlocked dataset whose torrent this node is getting."""
+
+    dataset: Dataset
+    key: str
+    ranked: tuple[str, ...]
+    api_of: Mapping[str, str]  # target node -> host:port of its API
+    ctx: OriginContext  # the executor's current one (it changes with the state repo's path)
+    state: str = "waiting"  # waiting | building | failed
+    bytes_done: int = 0
+    bytes_total: int = 0
+    error: str | None = None
+    failures: int = 0
+    said: str = ""  # the last decision logged, so a wait is logged once
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Resolver:
+    def __init__(self, node: str, store: Store, throttle: Throttle) -> None:
+        self.node = node
+        self.store = store
+        self.cache = MetadataCache(store.state_dir)
+        self.throttle = throttle
+        self.work: dict[str, Work] = {}
+        self.changed = False  # a torrent arrived: the executor re-applies
+        self.asked_at: float | None = None  # monotonic time a peer last asked for a torrent
+        self._http: aiohttp.ClientSession | None = None
+        self.log = log.bind(node=node)
+
+    # -- what the executor calls -------------------------------------------------------------
+
+    def ensure(self, state: DesiredState, assignments: Mapping[str, Assignment],
+               ctx: OriginContext) -> None:
+        """Level-triggered: one task for every unlocked dataset placed here that has no torrent
+        (`state` has the cached ones as locks already); any other task is cancelled."""
+        want: dict[str, tuple[Dataset, str, tuple[str, ...]]] = {}
+        for name, a in assignments.items():
+            d = state.datasets.get(name)
+            if d is None or d.lock is not None or d.suspend or self.node not in a.nodes:
+                continue
+            want[name] = (d, metadata_key(d), tuple(rank_nodes(name, a.nodes)))
+        for name, w in list(self.work.items()):
+            if name not in want or want[name][1] != w.key:
+                self._cancel(w)
+                del self.work[name]
+        for name, (d, key, ranked) in want.items():
+            api_of = {n: state.nodes[n].api for n in ranked if n in state.nodes}
+            w = self.work.get(name)
+            if w is None:
+                w = self.work[name] = Work(d, key, ranked, api_of, ctx)
+                w.task = asyncio.ensure_future(self._run(w))
+            else:
+                w.dataset, w.ranked, w.api_of, w.ctx = d, ranked, api_of, ctx
+
+    def pending(self) -> bool:
+        """Is a torrent still being asked for or built (a failed build waits for its retry)?"""
+        return any(w.state != "failed" for w in self.work.values())
+
+    def answer(self, dataset: str, key: str) -> tuple[int, bytes | dict[str, object]]:
+        """A peer asks for the torrent of `dataset` at `key`: (HTTP status, torrent or JSON)."""
+        self.asked_at = time.monotonic()
+        data = self.cache.get(dataset, key)
+        if data is not None:
+            return 200, data
+        w = self.work.get(dataset)
+        if w is not None and w.key == key:
+            doc: dict[str, object] = {"state": w.state, "node": self.node}
+            if w.state == "building":
+                doc.update(bytesDone=w.bytes_done, bytesTotal=w.bytes_total)
+            if w.state == "failed":
+                return 404, {**doc, "error": w.error}
+            return 202, doc
+        return 404, {"state": "unknown", "node": self.node}
+
+    def asked_within(self, seconds: float) -> bool:
+        """Did a peer ask for a torrent here that recently? It is waiting for it, or got it and
+        is about to download the bytes: a `--once` run should still seed."""
+        return self.asked_at is not None and time.monotonic() - self.asked_at < seconds
+
+    async def close(self) -> None:
+        for w in self.work.values():
+            self._cancel(w)
+        tasks = [w.task for w in self.work.values() if w.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.work.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # -- the task ----------------------------------------------------------------------------
+
+    def _cancel(self, w: Work) -> None:
+        if w.task is not None and not w.task.done():
+            w.task.cancel()
+
+    async def _run(self, w: Work) -> None:
+        name = w.dataset.name
+        unblocked_since: float | None = None
+        delay = POLL_FIRST
+        while True:
+            answers, found = await self._ask_peers(w)
+            if found is not None:
+                peer, data = found
+                try:
+                    lock = self.cache.put(w.dataset, data)
+                except (ValueError, OSError) as e:
+                    self.log.warning("metadata from peer refused", dataset=name, peer=peer,
+                                     error=str(e))
+                    answers[peer] = "failed"
+                else:
+                    self.log.info("metadata fetched", dataset=name, version=w.dataset.version,
+                                  peer=peer, info_hash=lock.info_hash)
+                    self._done(w)
+                    return
+            now = time.monotonic()
+            if blocked(self.node, w.ranked, answers):
+                unblocked_since = None
+            elif unblocked_since is None:
+                unblocked_since = now
+            decision = decide_pin(self.node, w.ranked, answers,
+                              0.0 if unblocked_since is None else now - unblocked_since,
+                              TAKEOVER_AFTER)
+            self._say(w, decision)
+            if decision.kind == "build":
+                if await self._build(w):
+                    self._done(w)
+                    return
+                w.failures += 1
+                retry = RETRY_AFTER[min(w.failures, len(RETRY_AFTER)) - 1]
+                self.log.error("metadata build failed", dataset=name, error=w.error,
+                               retry_in=retry)
+                await asyncio.sleep(retry)
+                w.state, unblocked_since, delay = "waiting", None, POLL_FIRST
+                continue
+            if "building" in answers.values():
+                delay = POLL_FIRST  # it is about to appear: pick it up while the builder seeds
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, POLL_MAX)
+
+    def _done(self, w: Work) -> None:
+        self.changed = True
+        if self.work.get(w.dataset.name) is w:
+            del self.work[w.dataset.name]
+
+    def _say(self, w: Work, d: PinDecision) -> None:
+        said = f"{d.kind} {d.node}"
+        if said != w.said:
+            w.said = said
+            self.log.info(f"metadata: {d.kind}", dataset=w.dataset.name, key=w.key,
+                          peer=d.node, reason=d.reason)
+
+    async def _ask_peers(self, w: Work) -> tuple[dict[str, PeerState], tuple[str, bytes] | None]:
+        """Ask the nodes ranked above this one in rank order (1, then 2, 4... at once) until one
+        has the torrent or is busy getting it; only if none is, ask the nodes below too (one
+        may have it, or be building it). So a waiting node usually sends one request a round,
+        to the first-ranked node, whatever the size of the cluster."""
+        others = [n for n in w.ranked if n != self.node and n in w.api_of]
+        me = w.ranked.index(self.node) if self.node in w.ranked else len(w.ranked)
+        above = [n for n in others if w.ranked.index(n) < me]
+        below = [n for n in others if w.ranked.index(n) > me]
+        answers: dict[str, PeerState] = {}
+        for group, engaged, first in ((above, ("has", "building", "waiting"), 1),
+                                      (below, ("has", "building"), ASK_BELOW)):
+            i, size = 0, first
+            while i < len(group):
+                window = group[i:i + size]
+                i, size = i + size, min(size * 2, ASK_BELOW)
+                results = await asyncio.gather(*(self._ask(w, n) for n in window))
+                found = None
+                for n, (state, data) in zip(window, results):
+                    answers[n] = state
+                    if data is not None and found is None:
+                        found = (n, data)  # in rank order: the highest-ranked holder wins
+                if found is not None:
+                    return answers, found
+                if any(answers[n] in engaged for n in window):
+                    return answers, None
+        return answers, None
+
+    async def _ask(self, w: Work, peer: str) -> tuple[PeerState, bytes | None]:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT,
+                                                                             sock_connect=1.0))
+        url = f"http://{w.api_of[peer]}/v1/metadata/{w.dataset.name}/{w.key}"
+        try:
+            async with self._http.get(url) as r:
+                if r.status == 200:
+                    body = await r.content.read(MAX_TORRENT + 1)
+                    return ("has", body) if len(body) <= MAX_TORRENT else ("failed", None)
+                if r.status in (202, 404):
+                    doc = await r.json(content_type=None)
+                    state = doc.get("state") if isinstance(doc, dict) else None
+                    if state in ("building", "waiting", "failed", "unknown"):
+                        return state, None
+                return "unknown", None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError):
+            return "unreachable", None
+
+    async def _build(self, w: Work) -> bool:
+        """Read the source once into staging while hashing it; True when the torrent is kept."""
+        d = w.dataset
+        w.state, w.error, w.bytes_done = "building", None, 0
+        tmp = self.store.staging / d.name / f".build-{w.key}"
+        for stale in (self.store.staging / d.name).glob(".build-*"):  # left by a crash
+            shutil.rmtree(stale, ignore_errors=True)
+        self.log.info("metadata: building from the source", dataset=d.name, version=d.version,
+                      key=w.key, source=d.source.type)
+
+        def progress(done: int, total: int) -> None:
+            w.bytes_done, w.bytes_total = done, total
+
+        try:
+            torrent = await build_lock(d, w.ctx, progress, write_to=tmp / d.name,
+                                       throttle=lambda n: self.throttle(d.name, n))
+            lock = check(torrent, d, "built torrent")
+            ih = lock.info_hash
+            have = self.store.observe_dataset(d.name).versions.get(ih)
+            if have is None or not have.complete:
+                dst = self.store.staging_dir(d.name, ih)
+                shutil.rmtree(dst, ignore_errors=True)
+                os.replace(tmp, dst)
+                self.store.begin(d.name, ih, d.version)
+            self.cache.put(d, torrent)
+        except (OriginError, OSError, ValueError) as e:
+            w.state, w.error = "failed", f"building the torrent from the {d.source.type} source: {e}"
+            return False
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.log.info("metadata built", dataset=d.name, version=d.version, info_hash=ih,
+                      bytes_total=lock.total_bytes, files=len(lock.files))
+        return True

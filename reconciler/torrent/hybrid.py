@@ -1,0 +1,434 @@
+"""Build and read hybrid (BitTorrent v1 + v2) `.torrent` locks from streamed bytes.
+
+A dataset version is pinned by a `.torrent` "lock". Its bytes come from HTTP/S3 streams, so each
+file is read exactly once and hashed on the fly: libtorrent's Python binding can only hash files on
+disk (`set_piece_hashes`) and cannot take v2 piece layers (`set_hash2`), so we compute v1 SHA-1
+piece hashes and the BEP 52 SHA-256 merkle trees here and only use libtorrent to bencode/parse.
+
+The output is byte-identical to what libtorrent 2.1 writes for the same files with
+`create_torrent(sorted(list_files(dir)), piece_size, 0)` + `set_piece_hashes` +
+`set_creation_date(0)` + `bencode(generate())` (the tests check this against libtorrent itself),
+with one deliberate exception. libtorrent's layout rules, mirrored below:
+
+* files are sorted path element by path element, in UTF-8 byte order (`a/b` < `a-b` < `a.txt`).
+  This is the order of the v2 `file tree`, and libtorrent's loader rejects a hybrid torrent whose
+  v1 `files` list is in another order ("the v1 and v2 file metadata does not match"). libtorrent
+  2.0 sorts this way; 2.1's create_torrent compares whole path strings instead (`a-b` < `a.txt` <
+  `a/b`), so for a directory that has a sibling named like it plus a character sorting before
+  "/" (space ! " # $ % & ' ( ) * + , - .) 2.1 writes a torrent it cannot load itself. There we
+  follow 2.0 (checked byte for byte against libtorrent 2.0.11), everywhere else the orders agree;
+* in a torrent with more than one file entry (empty files count), every non-empty file whose end
+  is not on a piece boundary is followed by a pad file `<name>/.pad/<N>` (`attr: p`), the last
+  file included; with exactly one file there is no pad, so its last v1 piece is hashed unpadded;
+* empty files get neither a pad file nor a `pieces root`;
+* `piece layers` is always present, with entries only for files of two or more pieces;
+* for a file smaller than one piece, its block hashes are padded with zero leaves to the next
+  power of two (not to a full piece), and that single piece hash is the pieces root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import libtorrent as lt
+
+from reconciler.model.desired import LockFile
+
+BLOCK_SIZE = 16 * 1024
+MIN_PIECE_SIZE = BLOCK_SIZE
+MAX_PIECE_SIZE = 16 * 1024 * 1024
+_TARGET_MAX_PIECES = 2000
+_HASH_LEN = 32
+_ZERO_HASH = bytes(_HASH_LEN)
+
+# Top-level keys `extra` may not set: they belong to the torrent itself, and a creation date would
+# make the same content produce different bytes.
+_RESERVED_TOP_KEYS = frozenset({"info", "piece layers", "creation date"})
+
+# Characters libtorrent drops or replaces with "_" when it loads a torrent (torrent_info.cpp:
+# valid_path_character / filter_path_character). A path containing one would not read back as
+# written, so build_torrent refuses it instead of writing a lock whose paths silently change.
+_INVISIBLE = frozenset(
+    [0x061C, 0xFEFF, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2065),
+     *range(0x2066, 0x206A)])
+# libtorrent truncates longer path elements (counted in UTF-8 bytes).
+_MAX_ELEMENT_BYTES = 240
+
+
+def choose_piece_size(total_bytes: int) -> int:
+    """The smallest power of two in [16 KiB, 16 MiB] giving at most 2000 pieces.
+
+    So an uncapped result gives 1000 < pieces <= 2000: enough pieces to spread a download over
+    many peers, few enough that the v1 piece list and v2 piece layers stay small (about 100 KB).
+    Below 32 MiB the 16 KiB floor (the v2 block size) wins; above ~32 GiB the 16 MiB cap does.
+    Hybrid padding adds up to one piece per file, so with many small files the real count is higher.
+    """
+    if total_bytes < 0:
+        raise ValueError(f"total_bytes must be >= 0, got {total_bytes}")
+    piece = MIN_PIECE_SIZE
+    while piece < MAX_PIECE_SIZE and total_bytes > _TARGET_MAX_PIECES * piece:
+        piece *= 2
+    return piece
+
+
+def _check_piece_size(piece_size: int) -> None:
+    if (not isinstance(piece_size, int) or isinstance(piece_size, bool)
+            or piece_size < MIN_PIECE_SIZE or piece_size & (piece_size - 1)):
+        raise ValueError(f"piece size must be a power of two >= {MIN_PIECE_SIZE}, got {piece_size!r}")
+
+
+def _next_pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+_zero_roots: list[bytes] = [_ZERO_HASH]  # _zero_roots[k]: root of 2**k zero leaves
+
+
+def _zero_root(num_leaves: int) -> bytes:
+    """Root of a merkle tree of `num_leaves` (a power of two) all-zero leaves (libtorrent's merkle_pad)."""
+    depth = num_leaves.bit_length() - 1
+    while len(_zero_roots) <= depth:
+        _zero_roots.append(hashlib.sha256(_zero_roots[-1] * 2).digest())
+    return _zero_roots[depth]
+
+
+def _merkle_root(leaves: Sequence[bytes], pad: bytes) -> bytes:
+    """BEP 52 root: leaves padded with `pad` up to a power of two, then hashed pairwise."""
+    layer = list(leaves)
+    width = _next_pow2(len(layer))
+    while width > 1:
+        if len(layer) % 2:
+            layer.append(pad)
+        layer = [hashlib.sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
+        pad = hashlib.sha256(pad + pad).digest()
+        width //= 2
+    return layer[0]
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    """Everything a torrent needs to know about one file, computed from a single pass over it."""
+
+    size: int
+    v1_pieces: tuple[bytes, ...]  # sha1 digests; the last one over data + zero padding
+    piece_layer: bytes  # concatenated sha256 piece hashes (b"" when size <= piece_size)
+    pieces_root: bytes  # 32 bytes, b"" for an empty file
+    # sha1 of the last partial piece WITHOUT zero padding: libtorrent pads no file in a torrent
+    # that has only one file, so that torrent needs this instead of v1_pieces[-1]. b"" when the
+    # file ends on a piece boundary (both hashes are the same then) or is empty.
+    v1_last_unpadded: bytes = b""
+
+
+class FileHasher:
+    """Hash one file's bytes, fed in chunks of any size, for a hybrid torrent of `piece_size`.
+
+    Computes the v1 SHA-1 piece hashes (the last piece zero-padded to the piece boundary, as the
+    hybrid pad file after it implies) and the v2 SHA-256 piece layer and pieces root, so that a
+    streamed source never has to be stored or read twice.
+    """
+
+    def __init__(self, piece_size: int) -> None:
+        _check_piece_size(piece_size)
+        self._piece_size = piece_size
+        self._blocks_per_piece = piece_size // BLOCK_SIZE
+        self._size = 0
+        self._sha1 = hashlib.sha1()
+        self._block = hashlib.sha256()
+        self._block_fill = 0
+        self._leaves: list[bytes] = []  # block hashes of the current piece
+        self._v1: list[bytes] = []
+        self._layer: list[bytes] = []  # v2 piece hashes
+        self._finished = False
+
+    def update(self, data: bytes) -> None:
+        if self._finished:
+            raise ValueError("update() after finish()")
+        view = memoryview(data).cast("B")
+        end = len(view)
+        pos = 0
+        self._size += end
+        while pos < end:
+            take = min(end - pos, BLOCK_SIZE - self._block_fill)
+            chunk = view[pos:pos + take]
+            pos += take
+            self._sha1.update(chunk)
+            if take == BLOCK_SIZE:  # a whole block at once: no need to keep hasher state
+                self._leaves.append(hashlib.sha256(chunk).digest())
+            else:
+                self._block.update(chunk)
+                self._block_fill += take
+                if self._block_fill < BLOCK_SIZE:
+                    continue
+                self._leaves.append(self._block.digest())
+                self._block = hashlib.sha256()
+                self._block_fill = 0
+            if len(self._leaves) == self._blocks_per_piece:
+                self._v1.append(self._sha1.digest())
+                self._sha1 = hashlib.sha1()
+                self._layer.append(_merkle_root(self._leaves, _ZERO_HASH))
+                self._leaves = []
+
+    def finish(self) -> FileHashes:
+        if self._finished:
+            raise ValueError("finish() called twice")
+        self._finished = True
+        size = self._size
+        if size == 0:
+            return FileHashes(size=0, v1_pieces=(), piece_layer=b"", pieces_root=b"")
+        unpadded = b""
+        if self._block_fill:
+            self._leaves.append(self._block.digest())
+        if self._leaves:  # a partial last piece
+            unpadded = self._sha1.digest()
+            self._sha1.update(bytes(self._piece_size - size % self._piece_size))
+            self._v1.append(self._sha1.digest())
+            # libtorrent: a file smaller than a piece pads its blocks to the next power of two,
+            # a longer file's last piece is padded to a whole piece (zero leaves either way).
+            width = _next_pow2(len(self._leaves)) if size < self._piece_size else self._blocks_per_piece
+            self._layer.append(_merkle_root(self._leaves + [_ZERO_HASH] * (width - len(self._leaves)),
+                                            _ZERO_HASH))
+        if len(self._layer) == 1:
+            root, layer = self._layer[0], b""
+        else:
+            root = _merkle_root(self._layer, _zero_root(self._blocks_per_piece))
+            layer = b"".join(self._layer)
+        return FileHashes(size=size, v1_pieces=tuple(self._v1), piece_layer=layer,
+                          pieces_root=root, v1_last_unpadded=unpadded)
+
+
+def _check_element(element: str, what: str) -> bytes:
+    """One path element as UTF-8, refusing anything libtorrent would not read back unchanged."""
+    if element in ("", ".", ".."):
+        raise ValueError(f"{what}: empty, '.' or '..' path element")
+    for ch in element:
+        c = ord(ch)
+        if c < 32 or c == 0x7F or 0x80 <= c <= 0x9F or ch == "\\" or c in _INVISIBLE:
+            raise ValueError(f"{what}: path element {element!r} contains character U+{c:04X}, "
+                             "which libtorrent would drop or replace")
+    try:
+        raw = element.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what}: path element {element!r} is not valid Unicode") from None
+    if len(raw) > _MAX_ELEMENT_BYTES:
+        raise ValueError(f"{what}: path element longer than {_MAX_ELEMENT_BYTES} bytes")
+    return raw
+
+
+def _split_path(path: str) -> tuple[bytes, ...]:
+    if not isinstance(path, str):
+        raise ValueError(f"file path must be a str, got {type(path).__name__}")
+    if path.startswith("/"):
+        raise ValueError(f"{path!r}: absolute path; paths are relative to the torrent's top dir")
+    return tuple(_check_element(e, repr(path)) for e in path.split("/"))
+
+
+def check_path(path: str) -> None:
+    """ValueError unless `path` is a relative path a torrent can hold (no '..', no '/' first)."""
+    _split_path(path)
+
+
+def _check_hashes(path: str, h: FileHashes, piece_size: int) -> None:
+    """Catch hashes computed for another piece size, or built by hand inconsistently."""
+    if not isinstance(h, FileHashes):
+        raise ValueError(f"{path!r}: expected FileHashes, got {type(h).__name__}")
+    pieces = -(-h.size // piece_size) if h.size > 0 else 0
+    ok = (h.size >= 0 and len(h.v1_pieces) == pieces and all(len(d) == 20 for d in h.v1_pieces)
+          and len(h.piece_layer) == (_HASH_LEN * pieces if pieces > 1 else 0)
+          and len(h.pieces_root) == (_HASH_LEN if pieces else 0))
+    if not ok:
+        raise ValueError(f"{path!r}: hashes do not match a {h.size}-byte file with {piece_size}-byte pieces")
+
+
+def _to_bencodable(value: object, where: str) -> object:
+    """Strictly convert `extra` to what lt.bencode encodes faithfully.
+
+    lt.bencode silently writes None and floats as empty strings and tuples of ints as raw bytes, so
+    anything but dict/list/tuple/str/bytes/int is refused here.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"extra{where}: booleans cannot be bencoded (use 0/1)")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        return [_to_bencodable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out: dict[bytes, object] = {}
+        for k, v in value.items():
+            if isinstance(k, str):
+                key = k.encode("utf-8")
+            elif isinstance(k, bytes):
+                key = k
+            else:
+                raise ValueError(f"extra{where}: dict key {k!r} is not a str")
+            if key in out:
+                raise ValueError(f"extra{where}: duplicate key {k!r}")
+            out[key] = _to_bencodable(v, f"{where}[{k!r}]")
+        return out
+    raise ValueError(f"extra{where}: {type(value).__name__} cannot be bencoded")
+
+
+def build_torrent(name: str, piece_size: int, files: Sequence[tuple[str, FileHashes]],
+                  extra: Mapping[str, object] | None = None) -> bytes:
+    """Bencode a hybrid v1+v2 torrent from precomputed hashes, byte-identical to libtorrent's.
+
+    `files` are (posix path relative to the top dir `name`, hashes), in any order; they are sorted
+    in the file-tree order libtorrent's loader requires (see the module docstring). `extra` holds additional top-level keys OUTSIDE the info dict
+    (e.g. {"syncbit": {...}}), so they never change the info-hash. No creation date is written,
+    so the same input always gives the same bytes. Raises ValueError on unsafe or duplicate paths,
+    inconsistent hashes, or when every file is empty (libtorrent refuses a zero-length torrent).
+    """
+    _check_piece_size(piece_size)
+    if not isinstance(name, str) or "/" in name:
+        raise ValueError(f"torrent name must be a single path element, got {name!r}")
+    name_raw = _check_element(name, "torrent name")
+    if not files:
+        raise ValueError("a torrent needs at least one file")
+
+    entries: list[tuple[str, tuple[bytes, ...], FileHashes]] = []
+    for path, hashes in files:
+        entries.append((path, _split_path(path), hashes))
+        _check_hashes(path, hashes, piece_size)
+    # Element by element, in UTF-8 byte order: the order of the v2 `file tree` (a bencoded dict),
+    # which libtorrent's loader requires the v1 `files` list to follow (see the module docstring).
+    entries.sort(key=lambda e: e[1])
+
+    tree: dict[bytes, object] = {}
+    for path, parts, hashes in entries:
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if b"" in child:
+                raise ValueError(f"{path!r}: a parent directory is also a file")
+            node = child  # type: ignore[assignment]
+        if parts[-1] in node:
+            raise ValueError(f"{path!r}: duplicate path, or a file that is also a directory")
+        leaf: dict[bytes, object] = {b"length": hashes.size}
+        if hashes.size:
+            leaf[b"pieces root"] = hashes.pieces_root
+        node[parts[-1]] = {b"": leaf}
+
+    if sum(h.size for _, _, h in entries) == 0:
+        raise ValueError("all files are empty; a torrent needs at least one byte of data")
+
+    pad_tail = len(entries) > 1  # libtorrent never pads a torrent's only file
+    v1_files: list[dict[bytes, object]] = []
+    pieces: list[bytes] = []
+    layers: dict[bytes, bytes] = {}
+    for path, parts, hashes in entries:
+        v1_files.append({b"length": hashes.size, b"path": list(parts)})
+        tail = hashes.size % piece_size
+        if pad_tail and tail:
+            pad = piece_size - tail
+            v1_files.append({b"attr": b"p", b"length": pad, b"path": [b".pad", str(pad).encode()]})
+            pieces.extend(hashes.v1_pieces)
+        elif tail:
+            if len(hashes.v1_last_unpadded) != 20:
+                raise ValueError(f"{path!r}: FileHashes lacks v1_last_unpadded, needed when the "
+                                 "torrent has a single file (use FileHasher)")
+            pieces.extend(hashes.v1_pieces[:-1])
+            pieces.append(hashes.v1_last_unpadded)
+        else:
+            pieces.extend(hashes.v1_pieces)
+        if hashes.piece_layer:
+            layers.setdefault(hashes.pieces_root, hashes.piece_layer)
+
+    info = {
+        b"file tree": tree,
+        b"files": v1_files,
+        b"meta version": 2,
+        b"name": name_raw,
+        b"piece length": piece_size,
+        b"pieces": b"".join(pieces),
+    }
+    top: dict[bytes, object] = {}
+    for key, value in (extra or {}).items():
+        if not isinstance(key, str):
+            raise ValueError(f"extra key {key!r} is not a str")
+        if key in _RESERVED_TOP_KEYS:
+            raise ValueError(f"extra may not set the top-level key {key!r}")
+        top[key.encode("utf-8")] = _to_bencodable(value, f"[{key!r}]")
+    top[b"info"] = info
+    top[b"piece layers"] = layers
+    return lt.bencode(top)
+
+
+def _decode_top(data: bytes) -> dict:
+    try:
+        decoded = lt.bdecode(bytes(data))
+    except (RuntimeError, TypeError):
+        decoded = None
+    if not isinstance(decoded, dict):
+        raise ValueError("not a bencoded torrent")
+    return decoded
+
+
+def read_lock(data: bytes, path: str) -> LockFile:
+    """Parse and validate a lock: it must be a hybrid v1+v2 torrent with a top directory.
+
+    `path` is only recorded (as written in spec.lock). Raises ValueError with a message meant for
+    a human (no path in it; the caller knows where the lock came from).
+    """
+    top = _decode_top(data)
+    try:
+        ti = lt.torrent_info(bytes(data))
+    except RuntimeError as e:
+        raise ValueError(f"not a valid torrent: {e}") from None
+    hashes = ti.info_hashes()
+    if not (hashes.has_v1() and hashes.has_v2()):
+        kind = "v1-only" if hashes.has_v1() else "v2-only"
+        raise ValueError(f"not a hybrid v1+v2 torrent (it is {kind})")
+    info = top.get(b"info")
+    if not isinstance(info, dict) or b"files" not in info:
+        raise ValueError("single-file torrent; a lock must describe a directory")
+
+    fs = ti.layout()
+    name = ti.name()
+    prefix = name + "/"
+    out: list[tuple[str, int]] = []
+    for i in range(fs.num_files()):
+        if fs.file_flags(i) & lt.file_storage.flag_pad_file:
+            continue
+        full = fs.file_path(i).replace("\\", "/")
+        if not full.startswith(prefix):  # pragma: no cover - libtorrent always prefixes the name
+            raise ValueError(f"file {full!r} is outside the torrent's top directory {name!r}")
+        out.append((full[len(prefix):], fs.file_size(i)))
+    return LockFile(
+        path=path,
+        info_hash=hashes.v2.to_bytes().hex(),
+        info_hash_v1=hashes.v1.to_bytes().hex(),
+        name=name,
+        total_bytes=sum(size for _, size in out),
+        files=tuple(out),
+    )
+
+
+def _from_bencoded(value: object) -> object:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    if isinstance(value, list):
+        return [_from_bencoded(v) for v in value]
+    if isinstance(value, dict):
+        return {_from_bencoded(k): _from_bencoded(v) for k, v in value.items()}
+    return value
+
+
+def lock_extra(data: bytes) -> dict:
+    """The top-level keys outside `info`/`piece layers`, i.e. the `extra` given to build_torrent.
+
+    Byte strings are decoded to str where they are valid UTF-8 (bytes otherwise); {} if none.
+    """
+    top = _decode_top(data)
+    return {_from_bencoded(k): _from_bencoded(v) for k, v in top.items()
+            if k not in (b"info", b"piece layers")}

@@ -1,0 +1,229 @@
+"""reconciler.app.cluster: `status --cluster` against real ApiServers on loopback addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from factories import dataset, node, state
+from harness import NodeHome, StateRepo, free_port, run_cli
+from rich.console import Console
+
+from reconciler.app.cluster import fetch_cluster, render_cluster, summary_line
+from reconciler.model.desired import Placement
+from reconciler.adapters.status_file import (
+    DatasetStatus,
+    NodeReport,
+    now_rfc3339,
+    pass_result,
+    render_status,
+)
+
+REV_A, REV_B = "a" * 40, "b" * 40
+
+
+def doc(name: str, applied: str, datasets: dict[str, DatasetStatus]) -> dict:
+    now = now_rfc3339()
+    return render_status(NodeReport(node=name, observed_revision=applied,
+                                    last_applied_revision=applied, started_at=now,
+                                    finished_at=now, result=pass_result(datasets, False),
+                                    datasets=datasets))
+
+
+def ready(size: int = 100) -> DatasetStatus:
+    return DatasetStatus("Ready", "v1", "/data/x", "c" * 64, bytesTotal=size, bytesDone=size)
+
+
+def cluster_state(ports: dict[str, str], revision: str = REV_A):
+    """node-a, node-b serving, node-c not; datasets placed so every cell kind shows up."""
+    nodes = [node(n, i) for i, n in enumerate(sorted(ports), start=21)]
+    nodes = [type(n)(name=n.name, peer=n.peer, api=ports[n.name]) for n in nodes]
+    return state(nodes, [
+        dataset("llama", Placement(all=True)),
+        dataset("shards", Placement(nodes=("node-a", "node-b"))),
+        dataset("tiny", Placement(nodes=("node-a", "node-b"))),
+        dataset("eval", Placement(nodes=("node-c",))),
+    ], revision=revision)
+
+
+def render(table) -> str:  # type: ignore[no-untyped-def]
+    console = Console(record=True, width=200)
+    console.print(table)
+    return console.export_text()
+
+
+def row(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if f" {name} " in line)
+
+
+async def test_fetch_and_render_two_reachable_one_refused(api_servers) -> None:
+    a = await api_servers(listen="127.0.0.21:0", get_status=lambda: doc("node-a", REV_A, {
+        "llama": ready(), "tiny": ready(),
+        "shards": DatasetStatus("Fetching", "v1", None, "c" * 64, bytesTotal=1000, bytesDone=420)}))
+    b = await api_servers(listen="127.0.0.22:0", get_status=lambda: doc("node-b", REV_B, {
+        "llama": ready(), "tiny": ready(),
+        "shards": DatasetStatus("Failed", "v1", error="origin said 403"),
+        "retired": DatasetStatus("Draining", "v0", "/data/retired")}))
+    down = f"127.0.0.23:{free_port('127.0.0.23')}"  # nothing listens there
+    st = cluster_state({"node-a": f"127.0.0.21:{a.port}", "node-b": f"127.0.0.22:{b.port}",
+                        "node-c": down})
+
+    results = await fetch_cluster(st, timeout=5.0)
+    assert sorted(results) == ["node-a", "node-b", "node-c"]
+    assert results["node-a"]["status"]["node"] == "node-a"
+    assert results["node-b"]["status"]["datasets"]["shards"]["phase"] == "Failed"
+    assert results["node-c"] == {"error": "connection refused"}
+
+    text = render(render_cluster(results, st))
+    header = next(line for line in text.splitlines() if " node " in line)
+    cols = ["node", "result", "applied revision", "eval", "llama", "shards", "tiny",
+            "retired (removed)"]
+    assert [header.index(c) for c in cols] == sorted(header.index(c) for c in cols)
+
+    ra = row(text, "node-a")
+    assert "Progressing" in ra and "aaaaaaaaaaaa (current)" in ra and "a" * 13 not in ra
+    assert ra.split().count("Ready") == 2 and "Fetching 42%" in ra
+    rb = row(text, "node-b")
+    assert "bbbbbbbbbbbb (differs)" in rb and "Failed" in rb and "Draining" in rb
+    rc = row(text, "node-c")
+    assert "unreachable: connection refused" in rc
+    assert "?" in rc  # eval and llama are placed there, but we cannot know
+
+    line = summary_line(results, st)
+    # tiny is Ready on both of its nodes; llama is not known on node-c, eval is only there
+    assert line.startswith("2/3 nodes reachable, 1/4 datasets Ready")
+
+
+async def test_a_node_without_status_and_a_node_that_never_answers(api_servers) -> None:
+    # started, no pass finished yet
+    empty = await api_servers(listen="127.0.0.24:0", get_status=lambda: None)
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()  # read the request, never answer
+        finally:
+            writer.close()
+
+    hang = await asyncio.start_server(silent, "127.0.0.25", 0)
+    try:
+        hport = hang.sockets[0].getsockname()[1]
+        st = state([node("node-d", 24), node("node-e", 25)], [dataset("llama")])
+        st = type(st)(st.revision, {
+            "node-d": type(st.nodes["node-d"])("node-d", "127.0.0.24:1", f"127.0.0.24:{empty.port}"),
+            "node-e": type(st.nodes["node-e"])("node-e", "127.0.0.25:1", f"127.0.0.25:{hport}"),
+        }, st.datasets)
+        # a generous timeout for the node that answers, a short one for the one that never does
+        only = lambda n: type(st)(st.revision, {n: st.nodes[n]}, st.datasets)
+        results = {**await fetch_cluster(only("node-d"), timeout=10.0),
+                   **await fetch_cluster(only("node-e"), timeout=0.5)}
+    finally:
+        hang.close()
+        await hang.wait_closed()
+    assert results["node-d"] == {"error": "HTTP 503: no pass has finished yet"}
+    assert results["node-e"] == {"error": "timeout after 0.5s"}
+    text = render(render_cluster(results, st))
+    assert "error: HTTP 503: no pass has finished yet" in row(text, "node-d")
+    assert "unreachable: timeout after 0.5s" in row(text, "node-e")
+    assert summary_line(results, st).startswith("1/2 nodes reachable (1 without a status), 0/1")
+
+
+async def test_a_node_answering_for_another_name_is_an_error(api_servers) -> None:
+    srv = await api_servers(listen="127.0.0.26:0", get_status=lambda: doc("gpu-99", REV_A, {}))
+    st = state([node("node-f", 26)], [dataset("llama")])
+    st = type(st)(st.revision, {"node-f": type(st.nodes["node-f"])(
+        "node-f", "127.0.0.26:1", f"127.0.0.26:{srv.port}")}, st.datasets)
+    results = await fetch_cluster(st, timeout=5.0)
+    assert "answers as 'gpu-99'" in results["node-f"]["error"]
+
+
+NODE = """\
+apiVersion: syncbit/v1
+kind: Node
+metadata:
+  name: {name}
+spec:
+  peer: "{host}:{peer}"
+  api: "{host}:{api}"
+"""
+
+DATASETS = """\
+apiVersion: syncbit/v1
+kind: Dataset
+metadata:
+  name: llama
+spec:
+  version: v1
+  source:
+    file:
+      path: data/llama
+  placement:
+    all: true
+  path: models/llama
+---
+apiVersion: syncbit/v1
+kind: Dataset
+metadata:
+  name: shards
+spec:
+  version: v1
+  source:
+    file:
+      path: data/shards
+  placement:
+    nodes: [node-b]
+  path: shards
+"""
+
+
+async def test_cli_status_cluster_table_and_json(api_servers, tmp_path: Path) -> None:
+    docs: dict[str, dict | None] = {"node-a": None, "node-b": None}
+    a = await api_servers(listen="127.0.0.31:0", get_status=lambda: docs["node-a"])
+    b = await api_servers(listen="127.0.0.32:0", get_status=lambda: docs["node-b"])
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", "---\n".join([
+        NODE.format(name="node-a", host="127.0.0.31", peer=free_port("127.0.0.31"), api=a.port),
+        NODE.format(name="node-b", host="127.0.0.32", peer=free_port("127.0.0.32"), api=b.port),
+        NODE.format(name="node-c", host="127.0.0.33", peer=free_port("127.0.0.33"),
+                    api=free_port("127.0.0.33"))]))
+    repo.write("datasets.yaml", DATASETS)
+    head = repo.commit("cluster")
+    home = NodeHome("node-a", tmp_path / "node-a", repo.root).write_config()
+    docs["node-a"] = doc("node-a", head, {"llama": ready()})
+    docs["node-b"] = doc("node-b", head, {"llama": ready(), "shards": DatasetStatus(
+        "Fetching", "v1", None, "c" * 64, bytesTotal=200, bytesDone=50)})
+
+    # the CLI is a subprocess; run it off the event loop so the servers can answer it
+    r = await asyncio.to_thread(run_cli, "status", "--cluster", "--config", str(home.config),
+                                timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "unreachable: connection refused" in row(r.stdout, "node-c")
+    ra, rb = row(r.stdout, "node-a"), row(r.stdout, "node-b")
+    assert f"{head[:12]} (current)" in ra and "Ready" in ra
+    assert "Fetching 25%" in rb
+    assert "2/3 nodes reachable, 0/2 datasets Ready" in r.stdout
+
+    r = await asyncio.to_thread(run_cli, "status", "--cluster", "--json",
+                                "--config", str(home.config), timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["revision"] == head
+    assert sorted(out["nodes"]) == ["node-a", "node-b", "node-c"]
+    assert out["nodes"]["node-a"] == {"api": f"127.0.0.31:{a.port}", "status": docs["node-a"],
+                                      "error": None}
+    assert out["nodes"]["node-c"]["status"] is None
+    assert out["nodes"]["node-c"]["error"] == "connection refused"
+
+
+async def test_cli_status_cluster_rejected_revision_exits_3(tmp_path: Path) -> None:
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", NODE.format(name="node-a", host="127.0.0.34", peer=1, api=2))
+    repo.write("broken.yaml", "apiVersion: syncbit/v1\nkind: Dataset\nmetadata: {name: x}\n"
+                              "spec: {version: v1, nonsense: 1}\n")
+    repo.commit("broken")
+    home = NodeHome("node-a", tmp_path / "node-a", repo.root).write_config()
+    r = await asyncio.to_thread(run_cli, "status", "--cluster", "--config", str(home.config),
+                                timeout=60)
+    assert r.returncode == 3
+    assert "rejected" in r.stderr and "broken.yaml" in r.stderr
+    assert r.stdout == ""
