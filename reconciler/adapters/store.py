@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.adapters import atomic
-from reconciler.core.plan import ObservedDataset, ObservedVersion
+from reconciler.model.observed import ObservedDataset, ObservedVersion
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,9 @@ class Store:
         link_meta = _read_json(self.root / name / "link.json")
         link = link_meta.get("path")
         active = self._active(name, link) if link else None
-        return ObservedDataset(name, versions, active, link if active else None)
+        since = _read_json(self.root / name / "draining.json").get("since")
+        return ObservedDataset(name, versions, active, link if active else None,
+                               float(since) if isinstance(since, (int, float)) else None)
 
     def _active(self, name: str, link: str) -> str | None:
         """The info-hash `link` points to, if it is our symlink into this dataset's store."""

@@ -14,7 +14,7 @@ import structlog
 
 from reconciler.app import log as logging_setup
 from reconciler.adapters.config import ConfigError, NodeConfig, config_path, load_config
-from reconciler.engine.runner import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED, EXIT_USAGE
+from reconciler.app.exit_codes import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED, EXIT_USAGE
 
 COMMANDS = ("plan", "validate", "lock", "status", "wait")
 
@@ -152,13 +152,13 @@ def cmd_plan(cfg: NodeConfig, as_json: bool) -> int:
 
 
 def cmd_once(cfg: NodeConfig, timeout: float | None, linger: float) -> int:
-    from reconciler.engine.runner import reconcile_once
+    from reconciler.engine.runner import run_once
     from reconciler.app.ui import ProgressView, print_status
 
     with ProgressView() as view:
-        doc, code = asyncio.run(reconcile_once(cfg, timeout, view.update, linger))
+        doc, result = asyncio.run(run_once(cfg, timeout, view.update, linger))
     print_status(doc)
-    return code
+    return {"Converged": EXIT_READY, "Rejected": EXIT_REJECTED}.get(result, EXIT_NOT_READY)
 
 
 def cmd_status(cfg: NodeConfig, as_json: bool, cluster: bool) -> int:

@@ -11,31 +11,13 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal, Mapping, Sequence
 
 from reconciler.model.desired import PRIORITY_RANK, Dataset, DesiredState
+from reconciler.model.observed import ObservedDataset, ObservedVersion
 from reconciler.core.placement import Assignment, datasets_for_node, place
 
 ActionKind = Literal["fetch", "update", "activate", "evict", "unchanged", "suspended", "blocked"]
 
 #: Kinds that change the node; `unchanged`, `suspended` and `blocked` do not.
 CHANGING: frozenset[str] = frozenset({"fetch", "update", "activate", "evict"})
-
-
-@dataclass(frozen=True)
-class ObservedVersion:
-    """A dataset version found in the local store."""
-
-    info_hash: str
-    version: str
-    complete: bool  # downloaded and verified
-    bytes_total: int = 0
-    completed_at: float | None = None  # epoch seconds, orders versions for keepVersions
-
-
-@dataclass(frozen=True)
-class ObservedDataset:
-    name: str
-    versions: Mapping[str, ObservedVersion] = field(default_factory=dict)
-    active: str | None = None  # info-hash of the version `link` points to
-    link: str | None = None  # the activation symlink, as found
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,9 @@
-"""The executor: one long-lived libtorrent session, web-seed gateway and set of origins that
-passes steer by handing it a validated revision.
+"""The executor shell: one long-lived libtorrent session, web-seed gateway and set of origins
+that passes steer by handing it a validated revision.
 
-`apply(state)` is level-triggered and idempotent: from the revision and what is on disk it
-decides which torrents the session must hold (versions to fetch, complete versions to seed,
-draining versions still seeded during `gracePeriod`), activates what is ready, evicts what is
-no longer wanted, and drops everything else. `tick()` advances downloads: piece sharding of the
-origin (shard.py), verification, the move into the store and activation. `--once` calls them
-until nothing is in flight; the daemon calls them forever.
+It decides nothing itself. `apply(state)` observes the store once, makes the plan, and applies
+what `core.transfer.decide_pass` returns; `tick()` observes each download once and applies what
+`core.transfer.step_job` returns. Every task it starts is kept and cancelled in `close()`.
 """
 
 from __future__ import annotations
@@ -15,79 +12,69 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Coroutine
 
 import structlog
 
 from reconciler.adapters import atomic
 from reconciler.adapters.config import NodeConfig
-from reconciler.model.desired import DesiredState
-from reconciler.core.pinning import with_locks
-from reconciler.core.placement import Assignment, place
-from reconciler.core.plan import Plan, Target, make_plan
+from reconciler.adapters.gateway import Gateway
+from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.status_file import DatasetStatus
 from reconciler.adapters.store import Store
-from reconciler.torrent.hybrid import lock_extra
-from reconciler.core import offload
-from reconciler.adapters.gateway import Gateway
-from reconciler.core.origin_pool import label as origin_label
-from reconciler.core.origin_pool import piece_range
-from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
-from reconciler.engine.pinning import Resolver
+from reconciler.core import transfer
+from reconciler.core.origin_pool import label as origin_label
+from reconciler.core.pinning import with_locks
+from reconciler.core.placement import Assignment, place
+from reconciler.core.plan import Plan, Target, make_plan
+from reconciler.core.transfer import Effect, Job, Seen, Stage
+from reconciler.engine.pinning import Pinner
+from reconciler.model.desired import DesiredState
+from reconciler.model.ids import DatasetName, InfoHash, NodeName
+from reconciler.torrent.hybrid import lock_extra
 from reconciler.torrent.verify import verify_content
 
 log = structlog.get_logger("executor")
 
-PROBE = 3.0  # seconds to wait for target peers before deciding who fetches what from the origin
-PEER_DEAD_AFTER = 3.0  # a target peer unseen this long no longer owns origin pieces
-STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
-STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
-MAX_VERIFY_ROUNDS = 3
-
 
 @dataclass
-class _Job:
-    """A dataset version on its way into the store."""
+class _Download:
+    """The shell's handles for one download; its rules' state is `job` (pure, replaced)."""
 
     target: Target
     torrent_bytes: bytes
     url: str
     torrent: TorrentState
-    stage: str = "fetching"  # fetching -> verifying -> moving -> done | failed
-    verify_rounds: int = 0
-    verify_task: asyncio.Task[list[str]] | None = None
-    started: float = field(default_factory=time.monotonic)
-    checked_at: float | None = None
-    last_done: int = -1
-    last_change: float = field(default_factory=time.monotonic)
-    owners_for: tuple[str, ...] = ()
-    owner_of: list[str] = field(default_factory=list)
-    last_seen: dict[str, float] = field(default_factory=dict)  # target node -> monotonic
+    job: Job
+    verify: asyncio.Task[list[str]] | None = None
     absent: set[str] = field(default_factory=set)  # target nodes whose peer port refused us
 
 
 class Executor:
     def __init__(self, cfg: NodeConfig, peer_listen: str) -> None:
         self.cfg = cfg
-        self.node = cfg.node
+        self.node = NodeName(cfg.node)
         self.store = Store(cfg.state_dir)
         self.peer_listen = peer_listen
         self.gateway = Gateway(limit=TokenBucket(cfg.bandwidth.origin))
         self.swarm: Swarm | None = None
         self.origins: OriginContext | None = None
-        self.jobs: dict[str, _Job] = {}  # info-hash -> download in progress
-        self.seeding: dict[str, str] = {}  # info-hash -> dataset, complete versions in session
+        self.downloads: dict[InfoHash, _Download] = {}
+        self.seeding: dict[InfoHash, DatasetName] = {}  # complete versions in the session
         self.statuses: dict[str, DatasetStatus] = {}
         self.peer_bytes: dict[str, int] = {}  # dataset -> bytes from peers, this process
         self.absent_peers: set[str] = set()  # peer IPs that refused connections (not running)
         self.seen_peers: set[str] = set()  # peer IPs that have been connected at some point
         self.state: DesiredState | None = None
         self.root: Path | None = None
-        self.source_root: Path | None = None
         self.assignments: dict[str, Assignment] = {}
-        self.resolver = Resolver(cfg.node, self.store, self.gateway.read_elsewhere)
+        self.pinner = Pinner(cfg.node, self.store, self.gateway.read_elsewhere)
         self.unpinned: dict[str, Target] = {}
+        self.requeue_after = transfer.PASS_INTERVAL
+        self.wants_pass = False  # a download finished or a torrent arrived: pass again now
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.log = log.bind(node=cfg.node)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -100,10 +87,14 @@ class Executor:
                            self.cfg.bandwidth.upload, resume_dir=resume)
 
     async def close(self) -> None:
-        await self.resolver.close()
-        for job in self.jobs.values():
-            if job.verify_task is not None:
-                job.verify_task.cancel()
+        await self.pinner.close()
+        for dl in self.downloads.values():
+            if dl.verify is not None:
+                dl.verify.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.swarm is not None:
             saved = await self.swarm.save_resume_data()
             self.log.info("session closed", resume_saved=saved)
@@ -113,6 +104,12 @@ class Executor:
         if self.origins is not None:
             await self.origins.close()
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def reconfigure(self, cfg: NodeConfig) -> None:
         """A reloaded node config (SIGHUP): rates and limits apply now, paths on next pass."""
         self.cfg = cfg
@@ -121,7 +118,7 @@ class Executor:
             self.swarm.set_rates(cfg.bandwidth.download, cfg.bandwidth.upload)
         self.gateway.limit = TokenBucket(cfg.bandwidth.origin)
 
-    # -- applying a revision -------------------------------------------------------------------
+    # -- one pass ------------------------------------------------------------------------------
 
     def apply(self, state: DesiredState, root: Path, source_root: Path | None = None) -> Plan:
         """Make the session and the store match `state`; returns the plan that was executed.
@@ -133,59 +130,69 @@ class Executor:
         source_root = source_root or root
         if self.origins is None or self.origins.state_root != source_root:
             if self.origins is not None:
-                asyncio.ensure_future(self.origins.close())
+                self._spawn(self.origins.close())
             self.origins = OriginContext(source_root)
         # Unlocked datasets whose torrent is here already (built or fetched) are pinned by it.
-        state = with_locks(state, self.resolver.cache.locks(state))
-        self.state, self.root, self.source_root = state, root, source_root
+        state = with_locks(state, self.pinner.cache.locks(state))
+        self.state, self.root = state, root
         self.assignments = place(state)
         self.swarm.set_allowed(self._inventory_ips(state) | {self.gateway.host})
+        self.wants_pass = False
+
+        observed = self.store.observe()
+        plan = make_plan(state, self.node, self.cfg.allowed_roots, observed)
+        decision = transfer.decide_pass(
+            plan, observed, {ih: dl.job.stage for ih, dl in self.downloads.items()},
+            self.cfg.grace_period, time.time())
+        old, self.statuses = self.statuses, {}
+        for name, row in decision.rows.items():
+            self.statuses[name] = self._status_of(name, row, old.get(name))
+            dl = self.downloads.get(row.info_hash) if row.keep and row.info_hash else None
+            if dl is not None and row.target is not None:
+                dl.target = row.target  # e.g. a new spec.path: activation uses it
+        self.unpinned = {n: r.target for n, r in decision.rows.items()
+                         if r.pinning and r.target is not None}
         log_ = self.log.bind(revision=state.revision)
-
-        plan = make_plan(state, self.node, self.cfg.allowed_roots, self.store.observe())
-        statuses: dict[str, DatasetStatus] = {}
-        wanted: dict[str, str] = {}  # info-hash -> dataset, every torrent the session must hold
-        unpinned: dict[str, Target] = {}  # unlocked datasets whose torrent is not here yet
-        for a in plan.actions:
-            t = plan.targets.get(a.dataset)
-            if a.kind == "blocked":
-                statuses[a.dataset] = DatasetStatus("Failed", a.version, a.path, error=a.reason)
-            elif a.kind == "suspended":
-                assert t is not None
-                statuses[a.dataset] = self._status(t, "Suspended")
-                if self._complete(t):
-                    wanted[t.info_hash] = t.name  # type: ignore[index]
-            elif a.kind in ("unchanged", "activate"):
-                assert t is not None and t.info_hash is not None
-                if a.kind == "activate":
-                    self._activate(t, statuses)
-                else:
-                    statuses[t.name] = self._status(t, "Ready")
-                wanted[t.info_hash] = t.name
-            elif a.kind in ("fetch", "update") and t is not None and t.info_hash is None:
-                unpinned[t.name] = t
-                statuses[t.name] = self._unpinned_status(t)
-            elif a.kind in ("fetch", "update"):
-                assert t is not None and t.info_hash is not None
-                wanted[t.info_hash] = t.name
-                old = self.statuses.get(t.name)
-                keep = old is not None and old.infoHash == t.info_hash and t.info_hash in self.jobs
-                statuses[t.name] = old if keep else self._status(t, "Pending")  # type: ignore[assignment]
-                failed = self.jobs.get(t.info_hash)
-                if failed is not None and failed.stage == "failed":
-                    self._drop_torrent(t.info_hash)  # level-triggered retry on the next pass
-                    statuses[t.name] = self._status(t, "Pending")
-                if t.info_hash not in self.jobs:
-                    self._start_job(t, statuses[t.name], log_)
-                else:
-                    self.jobs[t.info_hash].target = t
-        self.statuses, self.unpinned = statuses, unpinned
-        self.resolver.ensure(state, self.assignments, self.origins)
-        self.resolver.cache.prune(state)
-
-        self._drain_and_evict(plan, wanted, log_)
-        self._sync_torrents(wanted)
+        for eff in decision.effects:
+            self._apply_pass_effect(eff, log_)
+        self.pinner.ensure(state, self.assignments, self.origins)
+        self.pinner.cache.prune(state)
+        self._sync_torrents(dict(decision.wanted))
+        self.requeue_after = decision.requeue_after
         return plan
+
+    def _status_of(self, name: str, row: transfer.Row, old: DatasetStatus | None
+                   ) -> DatasetStatus:
+        if row.keep and old is not None and old.infoHash == row.info_hash:
+            return old
+        if row.pinning and row.target is not None:
+            return self._unpinned_status(row.target)
+        s = DatasetStatus(row.phase, row.version, row.path, row.info_hash,  # type: ignore[arg-type]
+                          bytesTotal=row.bytes_total, error=row.error)
+        if row.complete:
+            s.bytesDone = row.bytes_total
+        if row.target is not None:
+            s.bytesFromOrigin = self.gateway.bytes_served.get(name, 0)
+            s.bytesFromPeers = self.peer_bytes.get(name, 0)
+        return s
+
+    def _apply_pass_effect(self, eff: Effect, log_: structlog.BoundLogger) -> None:
+        if isinstance(eff, transfer.StartJob):
+            self._start_download(eff.target, log_)
+        elif isinstance(eff, transfer.DropJob):
+            self._drop_torrent(eff.info_hash)
+        elif isinstance(eff, transfer.Activate):
+            self._activate(eff.target)
+        elif isinstance(eff, transfer.MarkDraining):
+            self.store.mark_draining(eff.dataset)
+        elif isinstance(eff, transfer.ClearDraining):
+            self.store.clear_draining(eff.dataset)
+        elif isinstance(eff, transfer.Evict):
+            freed = self.store.evict(eff.dataset, eff.info_hash)
+            log_.info("evicted", dataset=eff.dataset, version=eff.version, reason=eff.reason,
+                      bytes_freed=freed)
+        else:  # pragma: no cover - decide_pass returns only the kinds above
+            raise TypeError(f"not a pass effect: {eff!r}")
 
     def _inventory_ips(self, state: DesiredState) -> set[str]:
         out = set()
@@ -196,54 +203,45 @@ class Executor:
                 continue
         return out
 
-    def _status(self, t: Target, phase: str) -> DatasetStatus:
-        lock = t.dataset.lock
-        if lock is None:  # unlocked, torrent not here yet
-            return DatasetStatus(phase, t.dataset.version, t.path)  # type: ignore[arg-type]
-        s = DatasetStatus(phase, t.dataset.version, t.path, lock.info_hash,  # type: ignore[arg-type]
-                          bytesTotal=lock.total_bytes)
-        if phase == "Ready" or (phase == "Suspended" and self._complete(t)):
-            s.bytesDone = lock.total_bytes
-        s.bytesFromOrigin = self.gateway.bytes_served.get(t.name, 0)
-        s.bytesFromPeers = self.peer_bytes.get(t.name, 0)
-        return s
-
     def _unpinned_status(self, t: Target) -> DatasetStatus:
         """An unlocked dataset without its torrent yet: Fetching while this node reads the
         source to build it, Pending while it waits for the node that does, Failed with the
         build's error until its retry."""
-        s = self._status(t, "Pending")
+        s = DatasetStatus("Pending", t.dataset.version, t.path)
         s.bytesFromOrigin = self.gateway.bytes_served.get(t.name, 0)
-        w = self.resolver.work.get(t.name)
+        w = self.pinner.work.get(t.name)
         if w is not None and w.state == "building":
             s.phase, s.bytesDone, s.bytesTotal = "Fetching", w.bytes_done, w.bytes_total
         elif w is not None and w.state == "failed":
             s.phase, s.error = "Failed", w.error
         return s
 
-    def _complete(self, t: Target) -> bool:
-        v = self.store.observe_dataset(t.name).versions.get(t.info_hash or "")
-        return v is not None and v.complete
-
-    def _activate(self, t: Target, statuses: dict[str, DatasetStatus]) -> None:
+    def _activate(self, t: Target) -> None:
         assert t.info_hash is not None
         try:
             self.store.activate(t.name, t.info_hash, Path(t.path))
         except OSError as e:
-            self.log.error("activation failed", dataset=t.name, path=t.path, error=str(e))
-            statuses[t.name] = DatasetStatus("Failed", t.dataset.version, t.path, t.info_hash,
-                                             bytesTotal=t.dataset.lock.total_bytes if t.dataset.lock else 0,
-                                             error=f"cannot activate at {t.path}: {e}")
+            failure = transfer.Failure(transfer.FailureReason.ACTIVATION_REFUSED,
+                                       f"cannot activate at {t.path}: {e}")
+            self.log.error("activation failed", dataset=t.name, path=t.path, error=str(e),
+                           reason=failure.reason.value)
+            self.statuses[t.name] = DatasetStatus(
+                "Failed", t.dataset.version, t.path, t.info_hash,
+                bytesTotal=t.dataset.lock.total_bytes if t.dataset.lock else 0,
+                error=failure.message)
             return
         self.log.info("activated", dataset=t.name, version=t.dataset.version, path=t.path,
                       info_hash=t.info_hash)
-        statuses[t.name] = self._status(t, "Ready")
+        s = self.statuses.get(t.name)
+        if s is not None and s.infoHash == t.info_hash:
+            s.phase, s.bytesDone, s.error = "Ready", s.bytesTotal, None
 
-    def _start_job(self, t: Target, status: DatasetStatus, log_: structlog.BoundLogger) -> None:
+    def _start_download(self, t: Target, log_: structlog.BoundLogger) -> None:
         assert self.swarm is not None and self.origins is not None and self.root is not None
         d = t.dataset
         lock = d.lock
         assert lock is not None
+        status = self.statuses[t.name]
         try:
             torrent = (self.root / lock.path).read_bytes()
         except OSError as e:
@@ -266,27 +264,30 @@ class Executor:
             origins.append(o)
             labels.append(origin_label(o.kind, o.describe(), i))
         if not origins:
-            status.phase = "Failed"
-            status.error = "cannot start: " + (problems[0] if len(problems) == 1 else
-                                               "all origins failed: " + "; ".join(problems))
-            log_.error("dataset failed", dataset=t.name, error=status.error)
+            failure = transfer.Failure(
+                transfer.FailureReason.ALL_ORIGINS_FAILED,
+                "cannot start: " + (problems[0] if len(problems) == 1 else
+                                    "all origins failed: " + "; ".join(problems)))
+            status.phase, status.error = "Failed", failure.message
+            log_.error("dataset failed", dataset=t.name, error=status.error,
+                       reason=failure.reason.value)
             return
-        save = self.store.begin(t.name, lock.info_hash, d.version)
-        url = self.gateway.register(t.name, lock.info_hash, lock.name, lock.files, origins,
-                                    labels)
-        st = self.swarm.add(lock.info_hash, torrent, save, lock.total_bytes)
-        job = _Job(t, torrent, url, st)
-        self.jobs[lock.info_hash] = job
-        self._probe(job)
+        ih = InfoHash(lock.info_hash)
+        save = self.store.begin(t.name, ih, d.version)
+        url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels)
+        st = self.swarm.add(ih, torrent, save, lock.total_bytes)
+        dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()))
+        self.downloads[ih] = dl
+        self._probe(dl)
         status.phase = "Fetching"
-        log_.info("fetching", dataset=t.name, version=d.version, info_hash=lock.info_hash,
+        log_.info("fetching", dataset=t.name, version=d.version, info_hash=ih,
                   bytes_total=lock.total_bytes, save_path=str(save))
 
-    def _probe(self, job: _Job) -> None:
+    def _probe(self, dl: _Download) -> None:
         """Find target peers that are not running at all (connection refused), so nobody
         waits for them to take their share of the origin."""
         assert self.state is not None
-        a = self.assignments.get(job.target.name)
+        a = self.assignments.get(dl.target.name)
         peers = {n: self.state.nodes[n].peer for n in (a.nodes if a else ())
                  if n != self.node and n in self.state.nodes}
 
@@ -294,13 +295,13 @@ class Executor:
             # A peer started at the same moment may not listen yet: it is absent only if it
             # still refuses connections after most of the probe window.
             host, port = split_hostport(addr)
-            deadline = time.monotonic() + PROBE * 0.6
+            deadline = time.monotonic() + transfer.PROBE * 0.6
             while True:
                 try:
                     _, w = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
                 except (OSError, asyncio.TimeoutError):
                     if time.monotonic() >= deadline:
-                        job.absent.add(name)
+                        dl.absent.add(name)
                         self.absent_peers.add(host)
                         return
                     await asyncio.sleep(0.3)
@@ -309,43 +310,19 @@ class Executor:
                 return
 
         for name, addr in peers.items():
-            asyncio.ensure_future(probe(name, addr))
+            self._spawn(probe(name, addr))
 
-    def _drain_and_evict(self, plan: Plan, wanted: dict[str, str],
-                         log_: structlog.BoundLogger) -> None:
-        for a in plan.actions:
-            if a.kind == "evict" and a.dataset not in plan.targets:
-                self.store.mark_draining(a.dataset)
-        for name in plan.targets:
-            self.store.clear_draining(name)
-        for a in plan.actions:
-            if a.kind != "evict" or a.info_hash is None or a.info_hash in self.jobs and \
-                    a.info_hash in wanted:
-                continue
-            if a.dataset not in plan.targets:
-                left = self.cfg.grace_period - (time.time() - self.store.draining_since(a.dataset))
-                obs = self.store.observe_dataset(a.dataset)
-                v = obs.versions.get(a.info_hash)
-                if left > 0 and v is not None and v.complete:
-                    wanted[a.info_hash] = a.dataset  # keep seeding it to the new holders
-                    self.statuses[a.dataset] = DatasetStatus(
-                        "Draining", a.version, obs.link, a.info_hash, bytesTotal=a.bytes_total,
-                        bytesDone=a.bytes_total)
-                    continue
-            self._drop_torrent(a.info_hash)
-            freed = self.store.evict(a.dataset, a.info_hash)
-            log_.info("evicted", dataset=a.dataset, version=a.version, reason=a.reason,
-                      bytes_freed=freed)
-
-    def _sync_torrents(self, wanted: dict[str, str]) -> None:
+    def _sync_torrents(self, wanted: dict[InfoHash, DatasetName]) -> None:
         """Seed complete versions that must be held; drop torrents nothing wants any more."""
         assert self.swarm is not None and self.state is not None
         for ih in list(self.swarm.torrents):
             if ih not in wanted:
-                self._drop_torrent(ih)
+                self._drop_torrent(InfoHash(ih))
+        observed = self.store.observe()
         for ih, dataset in wanted.items():
             if ih not in self.swarm.torrents:
-                meta_ok = self.store.observe_dataset(dataset).versions.get(ih)
+                o = observed.get(dataset)
+                meta_ok = o.versions.get(ih) if o else None
                 if meta_ok is None or not meta_ok.complete:
                     continue
                 torrent = self._torrent_for(dataset, ih)
@@ -370,12 +347,12 @@ class Executor:
             return (self.root / d.lock.path).read_bytes()
         return None
 
-    def _drop_torrent(self, ih: str) -> None:
-        job = self.jobs.pop(ih, None)
-        if job is not None:
-            if job.verify_task is not None:
-                job.verify_task.cancel()
-            self.gateway.unregister(job.target.name, ih)
+    def _drop_torrent(self, ih: InfoHash) -> None:
+        dl = self.downloads.pop(ih, None)
+        if dl is not None:
+            if dl.verify is not None:
+                dl.verify.cancel()
+            self.gateway.unregister(dl.target.name, ih)
         self.seeding.pop(ih, None)
         if self.swarm is not None and ih in self.swarm.torrents:
             self.swarm.remove(ih)
@@ -384,26 +361,39 @@ class Executor:
 
     def busy(self) -> bool:
         """Is a download, verification or move, or the making of a torrent, still under way?"""
-        return (any(j.stage not in ("done", "failed") for j in self.jobs.values())
-                or self.resolver.pending() or self.resolver.changed)
+        return (any(dl.job.stage not in (Stage.DONE, Stage.FAILED)
+                    for dl in self.downloads.values())
+                or self.pinner.pending() or self.pinner.changed)
 
     def tick(self) -> None:
+        """Observe every download once, apply the rules' effects. Sets `wants_pass` when a
+        version completed (what it replaces may now be evicted) or a torrent arrived."""
         assert self.swarm is not None
         self.swarm.pump()
         self.swarm.connect_peers()
-        finished = False
-        for ih, job in list(self.jobs.items()):
-            self._step(job)
-            if job.stage == "done":
-                del self.jobs[ih]
-                self.seeding[ih] = job.target.name
-                self.gateway.unregister(job.target.name, ih)
-                finished = True
-        if self.resolver.changed:
-            self.resolver.changed = False
-            finished = True  # an unlocked dataset's torrent arrived: start its download
-        if finished and self.state is not None and self.root is not None:
-            self.apply(self.state, self.root, self.source_root)  # activated: evict what it frees
+        now = time.monotonic()
+        for ih, dl in list(self.downloads.items()):
+            s = self.statuses.get(dl.target.name)
+            if s is None or s.infoHash != ih:
+                continue
+            seen = self._observe(dl, s)
+            dl.job, effects = transfer.step_job(dl.job, seen, now)
+            for eff in effects:
+                self._apply_job_effect(dl, eff)
+            if dl.job.stage is Stage.FETCHING or dl.job.stage is Stage.FAILED:
+                s.error = dl.job.error
+            if dl.job.stage is not Stage.DONE:
+                s.phase = dl.job.stage.phase  # type: ignore[assignment]
+            if dl.job.stage is Stage.MOVING:
+                s.bytesDone = s.bytesTotal
+            if dl.job.stage is Stage.DONE:
+                del self.downloads[ih]
+                self.seeding[ih] = dl.target.name  # type: ignore[assignment]
+                self.gateway.unregister(dl.target.name, ih)
+                self.wants_pass = True
+        if self.pinner.changed:
+            self.pinner.changed = False
+            self.wants_pass = True  # an unlocked dataset's torrent arrived: start its download
         for name, t in self.unpinned.items():
             if name in self.statuses and self.statuses[name].infoHash is None:
                 self.statuses[name] = self._unpinned_status(t)
@@ -413,6 +403,93 @@ class Executor:
                 continue
             ts = self.swarm.torrents[ih].handle.status()
             s.uploadRate, s.downloadRate, s.peers = ts.upload_payload_rate, 0, ts.num_peers
+
+    def _observe(self, dl: _Download, s: DatasetStatus) -> Seen:
+        """One look at libtorrent, the gateway and the verifier; also refreshes the counters
+        of the status (the rules decide phase and error)."""
+        assert self.swarm is not None and self.state is not None
+        st, t = dl.torrent, dl.target
+        ts = st.handle.status()
+        origin = self.gateway.bytes_served.get(t.name, 0)
+        if dl.job.stage is Stage.FETCHING:
+            s.bytesDone = min(_have_bytes(ts, st), s.bytesTotal)
+        elif dl.job.stage is Stage.MOVING:
+            s.bytesDone = s.bytesTotal
+        s.bytesFromOrigin = origin
+        s.bytesFromPeers = self.peer_bytes[t.name] = max(0, ts.total_payload_download - origin)
+        s.downloadRate, s.uploadRate = ts.download_payload_rate, ts.upload_payload_rate
+        s.peers = ts.num_peers
+        a = self.assignments.get(t.name)
+        targets = tuple(NodeName(n) for n in (a.nodes if a else ()) if n in self.state.nodes)
+        peer_ip = {n: split_hostport(self.state.nodes[n].peer)[0]
+                   for n in targets if n != self.node}
+        view = self.swarm.peer_view(st.info_hash) if st.checked else None
+        if view is not None:
+            self.seen_peers.update(view.connected)
+        failed, st.failed_pieces = tuple(st.failed_pieces), []
+        verify_result: tuple[str, ...] | None = None
+        if dl.verify is not None and dl.verify.done():
+            if dl.verify.cancelled():
+                verify_result = ("(cancelled)",)
+            elif dl.verify.exception() is not None:
+                verify_result = (f"(cannot read the files back: {dl.verify.exception()})",)
+            else:
+                verify_result = tuple(dl.verify.result())
+            dl.verify = None
+        lock = t.dataset.lock
+        return Seen(
+            me=self.node, targets=targets, peer_ip=peer_ip,
+            absent=frozenset(NodeName(n) for n in dl.absent),
+            bytes_done=s.bytesDone, bytes_total=s.bytesTotal,
+            complete=bool(ts.is_seeding) and ts.state not in (ts.checking_files,
+                                                              ts.checking_resume_data),
+            checked=st.checked,
+            have=tuple(bool(h) for h in ts.pieces) if view is not None else (),
+            available=tuple(view.available) if view is not None else (),
+            connected=frozenset(view.connected) if view is not None else frozenset(),
+            piece_size=st.piece_size, files=lock.files if lock else (),
+            failed_pieces=failed, torrent_error=st.error,
+            origin_error=self.gateway.errors.get(t.name) or (
+                f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None),
+            verify_result=verify_result, moved=st.moved is True)
+
+    def _apply_job_effect(self, dl: _Download, eff: Effect) -> None:
+        assert self.swarm is not None
+        t, ih = dl.target, dl.torrent.info_hash
+        if isinstance(eff, transfer.WebSeed):
+            self.swarm.web_seed(ih, dl.url if eff.on else None)
+        elif isinstance(eff, transfer.SetPriorities):
+            self.swarm.prioritize(ih, eff.priorities)
+        elif isinstance(eff, transfer.StartVerify):
+            save = Path(dl.torrent.handle.status().save_path)
+            assert t.dataset.lock is not None
+            dl.verify = self._spawn(asyncio.to_thread(
+                verify_content, dl.torrent_bytes, save / t.dataset.lock.name))
+        elif isinstance(eff, transfer.Recheck):
+            self.swarm.force_recheck(ih)
+        elif isinstance(eff, transfer.Move):
+            self.swarm.move(ih, self.store.version_dir(t.name, ih))
+        elif isinstance(eff, transfer.Complete):
+            lock = t.dataset.lock
+            assert lock is not None
+            atomic.write_bytes(self.store.root / t.name / f"{ih}.torrent", dl.torrent_bytes)
+            self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
+            s = self.statuses[t.name]
+            self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
+                          bytes_from_origin=s.bytesFromOrigin, bytes_from_peers=s.bytesFromPeers)
+            self._activate(t)
+        elif isinstance(eff, transfer.MarkOriginBad):
+            blamed = self.gateway.mark_bad(t.name, ih, eff.path, eff.first, eff.last)
+            self.log.warning("piece failed its hash check", dataset=t.name, piece=eff.piece,
+                             file=eff.path, first=eff.first, last=eff.last,
+                             origins_marked_bad=blamed)
+        elif isinstance(eff, transfer.Note):
+            getattr(self.log, eff.level)(eff.event, dataset=t.name, info_hash=ih,
+                                         **dict(eff.fields))
+        else:  # pragma: no cover - step_job returns only the kinds above
+            raise TypeError(f"not a job effect: {eff!r}")
+
+    # -- --once lingering ----------------------------------------------------------------------
 
     def peers_still_need_us(self) -> bool:
         """Does a connected inventory peer still lack pieces of a version we seed?"""
@@ -438,158 +515,12 @@ class Executor:
                            if ip not in self.seen_peers and ip not in self.absent_peers)
         return missing
 
-    def _step(self, job: _Job) -> None:
-        assert self.swarm is not None
-        t = job.target
-        ih = t.info_hash
-        assert ih is not None
-        st = job.torrent
-        s = self.statuses.get(t.name)
-        if s is None or s.infoHash != ih:
-            return
-        if job.stage in ("done", "failed"):
-            return
-        ts = st.handle.status()
-        origin = self.gateway.bytes_served.get(t.name, 0)
-        if job.stage == "fetching":
-            s.bytesDone = min(_have_bytes(ts, st), s.bytesTotal)
-        s.bytesFromOrigin = origin
-        s.bytesFromPeers = self.peer_bytes[t.name] = max(0, ts.total_payload_download - origin)
-        s.downloadRate, s.uploadRate = ts.download_payload_rate, ts.upload_payload_rate
-        s.peers = ts.num_peers
-        if st.error:
-            self._fail(job, st.error)
-            return
-        self._blame_failed_pieces(job)
-        now = time.monotonic()
-        if s.bytesDone != job.last_done:
-            job.last_done, job.last_change = s.bytesDone, now
 
-        if job.stage == "fetching":
-            origin_error = self.gateway.errors.get(t.name) or (
-                f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None)
-            s.error = origin_error
-            if ts.is_seeding and ts.state not in (ts.checking_files, ts.checking_resume_data):
-                self.swarm.web_seed(ih, None)
-                job.stage, s.phase = "verifying", "Verifying"
-                job.verify_rounds += 1
-                job.verify_task = asyncio.ensure_future(asyncio.to_thread(
-                    verify_content, job.torrent_bytes, Path(ts.save_path) / t.dataset.lock.name))  # type: ignore[union-attr]
-                return
-            if origin_error and now - job.last_change > STALL_AFTER:
-                self._fail(job, f"no progress for {STALL_AFTER:.0f}s; {origin_error}")
-                return
-            self._share_origin(job, now)
-        elif job.stage == "verifying":
-            task = job.verify_task
-            if task is None or not task.done():
-                return
-            bad = task.result() if not task.cancelled() else ["(cancelled)"]
-            job.verify_task = None
-            if bad:
-                if job.verify_rounds >= MAX_VERIFY_ROUNDS:
-                    self._fail(job, f"verification failed {job.verify_rounds} times: "
-                                    f"{', '.join(bad[:5])}")
-                else:
-                    self.log.warning("verification found bad files; fetching them again",
-                                     dataset=t.name, files=bad[:5], round=job.verify_rounds)
-                    self.swarm.force_recheck(ih)
-                    job.stage, s.phase = "fetching", "Fetching"
-                return
-            s.bytesDone = s.bytesTotal
-            job.stage = "moving"
-            self.swarm.move(ih, self.store.version_dir(t.name, ih))
-        elif job.stage == "moving":
-            if st.moved is None:
-                return
-            lock = t.dataset.lock
-            assert lock is not None
-            atomic.write_bytes(self.store.root / t.name / f"{ih}.torrent", job.torrent_bytes)
-            self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
-            job.stage = "done"
-            self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
-                          bytes_from_origin=s.bytesFromOrigin, bytes_from_peers=s.bytesFromPeers)
-            self._activate(t, self.statuses)
-
-    def _blame_failed_pieces(self, job: _Job) -> None:
-        """Pieces that failed their hash check: the gateway stops using the origins that
-        served those bytes (pieces never span files in a hybrid torrent), so libtorrent's
-        retry of the piece is served by another origin."""
-        st = job.torrent
-        lock = job.target.dataset.lock
-        if not st.failed_pieces or lock is None:
-            return
-        failed, st.failed_pieces = st.failed_pieces, []
-        for piece in sorted(set(failed)):
-            where = piece_range(lock.files, st.piece_size, piece)
-            if where is None:
-                continue
-            path, first, last = where
-            blamed = self.gateway.mark_bad(job.target.name, st.info_hash, path, first, last)
-            self.log.warning("piece failed its hash check", dataset=job.target.name,
-                             piece=piece, file=path, first=first, last=last,
-                             origins_marked_bad=blamed)
-
-    def _fail(self, job: _Job, error: str) -> None:
-        job.stage = "failed"
-        if self.swarm is not None:
-            self.swarm.web_seed(job.target.info_hash or "", None)
-        s = self.statuses[job.target.name]
-        s.phase, s.error = "Failed", error
-        self.log.error("dataset failed", dataset=job.target.name, error=error)
-
-    def _share_origin(self, job: _Job, now: float) -> None:
-        """Decide which missing pieces this node takes from the origin (see shard.py)."""
-        assert self.swarm is not None and self.state is not None
-        st = job.torrent
-        ih = st.info_hash
-        if not st.checked:
-            return
-        if job.checked_at is None:
-            job.checked_at = now
-        a = self.assignments.get(job.target.name)
-        targets = [n for n in (a.nodes if a else ()) if n in self.state.nodes]
-        ip_of = {n: split_hostport(self.state.nodes[n].peer)[0] for n in targets if n != self.node}
-        view = self.swarm.peer_view(ih)
-        self.seen_peers.update(view.connected)
-        for n, ip in ip_of.items():
-            if ip in view.connected:
-                job.last_seen[n] = now
-        live = tuple(sorted({self.node} | {n for n, seen in job.last_seen.items()
-                                          if now - seen <= PEER_DEAD_AFTER}))
-        waiting_for = set(ip_of) - set(live) - job.absent
-        if waiting_for and now - job.checked_at < PROBE:
-            return  # give the other targets a moment to connect before sharing out the origin
-        if live != job.owners_for:
-            self.log.info("origin shares", dataset=job.target.name, info_hash=ih, live=list(live),
-                          absent=sorted(job.absent), waited=round(now - job.checked_at, 2))
-            job.owners_for = live
-            run = offload.run_length(st.num_pieces, st.piece_size, len(targets))
-            job.owner_of = offload.owners(ih, st.num_pieces, live, run)
-        have = st.handle.status().pieces
-        stuck: list[int] = []
-        if now - job.last_change > STUCK_AFTER:
-            stuck = [p for p, h in enumerate(have) if not h and view.available[p] == 0]
-        decision = offload.decide_offload(self.node, ih, have, view.available, live, stuck, job.owner_of)
-        # Order matters: the web seed must never see raised priorities of pieces other nodes
-        # take from the origin, or libtorrent sends it one more range request for them, which
-        # the origin starts serving before the hang-up (measured: up to 1.25x origin bytes).
-        if decision.origin:
-            self.swarm.prioritize(ih, decision.priorities)
-            self.swarm.web_seed(ih, job.url)
-        else:
-            self.swarm.web_seed(ih, None)
-            self.swarm.prioritize(ih, decision.priorities)
-
-
-def _have_bytes(ts, st: TorrentState) -> int:  # type: ignore[no-untyped-def]
+def _have_bytes(ts: Any, st: TorrentState) -> int:
     """Verified bytes (pads excluded): total_wanted_done drops when priorities go to 0."""
-    return ts.total_done - _pad_bytes_done(ts, st)
-
-
-def _pad_bytes_done(ts, st: TorrentState) -> int:  # type: ignore[no-untyped-def]
     total_with_pads = ts.total
     pads = total_with_pads - st.total_bytes
     if pads <= 0 or total_with_pads == 0:
-        return 0
-    return int(pads * ts.total_done / total_with_pads)
+        return int(ts.total_done)
+    return int(ts.total_done) - int(pads * ts.total_done / total_with_pads)
+

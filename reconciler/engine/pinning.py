@@ -21,7 +21,8 @@ import structlog
 
 from reconciler.model.desired import Dataset, DesiredState
 from reconciler.app.lock import build_lock
-from reconciler.core.pinning import PinDecision, MetadataCache, PeerState, blocked, check, decide_pin, metadata_key
+from reconciler.adapters.pin_cache import PinCache
+from reconciler.core.pinning import PinDecision, PeerState, blocked, check, decide_pin, metadata_key
 from reconciler.core.placement import Assignment, rank_nodes
 from reconciler.adapters.sources import OriginContext, OriginError
 from reconciler.adapters.store import Store
@@ -56,11 +57,11 @@ class Work:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-class Resolver:
+class Pinner:
     def __init__(self, node: str, store: Store, throttle: Throttle) -> None:
         self.node = node
         self.store = store
-        self.cache = MetadataCache(store.state_dir)
+        self.cache = PinCache(store.state_dir)
         self.throttle = throttle
         self.work: dict[str, Work] = {}
         self.changed = False  # a torrent arrived: the executor re-applies

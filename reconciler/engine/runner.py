@@ -1,10 +1,12 @@
-"""One pass of the reconciler, end to end:
+"""The pass runner: one level-triggered pass, end to end, for `--once` and the daemon alike.
 
 desired-state files -> validated model -> placement -> plan -> executor -> store -> status.
 
-This module is the seam the CLI (`--once`, `plan`) and the daemon loop share; it owns the rules
-that must never break: a rejected revision touches nothing, and every pass ends with a status
-file written atomically.
+`Runner.run_pass()` returns the pass result and when the next pass is due, as
+controller-runtime's `Result{RequeueAfter}` does; `--once` and the daemon only schedule passes
+and ticks. The runner owns the rules that must never break: a rejected revision touches
+nothing (the daemon keeps converging to the last good one), and the status file is written
+here and nowhere else, atomically.
 """
 
 from __future__ import annotations
@@ -13,28 +15,31 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Literal, Mapping
 
 import structlog
 
 from reconciler.adapters import lastgood
 from reconciler.adapters.api import ApiServer
 from reconciler.adapters.config import NodeConfig
-from reconciler.model.desired import DesiredState, ValidationError
+from reconciler.adapters.pin_cache import PinCache
+from reconciler.adapters.status_file import (DatasetStatus, NodeReport, Rejected, Result,
+                                             now_rfc3339, pass_result, read_status, write_status)
+from reconciler.adapters.store import Store
+from reconciler.core.pinning import with_locks
+from reconciler.core.placement import datasets_for_node, place
+from reconciler.core.plan import Plan, make_plan
+from reconciler.core.transfer import PASS_INTERVAL
 from reconciler.desired.revision import state_revision
 from reconciler.desired.validate import load_desired_state
 from reconciler.engine.executor import Executor
 from reconciler.engine.pinning import POLL_MAX
-from reconciler.core.pinning import MetadataCache, with_locks
-from reconciler.core.placement import datasets_for_node, place
-from reconciler.core.plan import Plan, make_plan
-from reconciler.adapters.status_file import DatasetStatus, NodeReport, Rejected, now_rfc3339, pass_result, read_status, write_status
-from reconciler.adapters.store import Store
+from reconciler.model.desired import DesiredState, ValidationError
 
 log = structlog.get_logger("reconcile")
 
-EXIT_READY, EXIT_NOT_READY, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
 POLL = 0.2  # seconds between looks at libtorrent
+STATUS_EVERY = 2.0  # status file refresh while data moves
 DEFAULT_LINGER = 60.0  # --once: longest time to keep seeding for peers after converging
 LINGER_GRACE = 3.0  # --once: how long to wait for target peers that never connected
 ASKED_GRACE = POLL_MAX + 2.0  # --once: a peer that asked for a torrent this recently is coming
@@ -69,7 +74,7 @@ def node_problem(cfg: NodeConfig, state: DesiredState) -> str | None:
 
 
 def plan_for(cfg: NodeConfig, state: DesiredState) -> Plan:
-    state = with_locks(state, MetadataCache(cfg.state_dir).locks(state))
+    state = with_locks(state, PinCache(cfg.state_dir).locks(state))
     return make_plan(state, cfg.node, cfg.allowed_roots, Store(cfg.state_dir).observe())
 
 
@@ -77,127 +82,252 @@ def peer_listen(cfg: NodeConfig, state: DesiredState) -> str:
     return cfg.listen_peer or state.nodes[cfg.node].peer
 
 
-async def reconcile_once(cfg: NodeConfig, timeout: float | None = None,
-                         on_progress: Callable[[Mapping[str, DatasetStatus]], None] | None = None,
-                         linger: float = DEFAULT_LINGER) -> tuple[dict[str, object], int]:
-    """Converge this node once; returns the status document written and the CLI exit code."""
-    started = now_rfc3339()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    previous = read_status(cfg.status_file) or {}
-    last_applied = previous.get("lastAppliedRevision")
-    loaded = load(cfg)
-    log_ = log.bind(node=cfg.node, revision=loaded.revision)
+def api_listen(cfg: NodeConfig, state: DesiredState) -> str:
+    return cfg.listen_api or state.nodes[cfg.node].api
 
-    if loaded.state is None:
-        for e in loaded.errors:
-            log_.error("revision rejected", file=e.file, line=e.line, field=e.field, error=e.message)
-        report = NodeReport(cfg.node, loaded.revision, last_applied,  # type: ignore[arg-type]
-                            started, now_rfc3339(), "Rejected",
-                            _previous_datasets(previous), Rejected(loaded.revision, loaded.errors))
-        return write_status(cfg.status_file, cfg.metrics_file, report), EXIT_REJECTED
 
-    state = loaded.state
-    lastgood.save(cfg.state_dir, loaded.root, state)
-    problem = node_problem(cfg, state)
-    if problem:
-        log_.error("node not in inventory", error=problem)
-        report = NodeReport(cfg.node, loaded.revision, last_applied, started,  # type: ignore[arg-type]
-                            now_rfc3339(), "Failed", _previous_datasets(previous))
-        doc = write_status(cfg.status_file, cfg.metrics_file, report)
-        return doc, EXIT_NOT_READY
+@dataclass(frozen=True)
+class PassOutcome:
+    result: Result
+    requeue_after: float  # seconds until the next pass is due at the latest (0: now)
+    revision: str
 
-    executor = Executor(cfg, peer_listen(cfg, state))
-    publish = _throttled_status(cfg, loaded.revision, started, on_progress)
-    await executor.start()
-    api = await _metadata_api(cfg, state, executor)
-    try:
-        executor.apply(state, loaded.root)
-        publish(executor.statuses)
-        while executor.busy() and not _past(deadline):
+
+ApiPolicy = Literal["always", "when-pinning", "never"]
+
+
+class Runner:
+    """Runs passes for one node and owns what lives across them: the executor (libtorrent
+    session, gateway), the node's API, the last revision seen and applied, the status file.
+
+    `last_good`: converge to the last good revision while the newest is rejected (the daemon);
+    without it a rejected revision ends the pass with nothing applied (`--once`).
+    `api`: serve the node's HTTP API always (the daemon), only while an unlocked dataset is
+    placed here, so peers can fetch its torrent (`--once`), or never.
+    """
+
+    def __init__(self, cfg: NodeConfig, *, last_good: bool, api: ApiPolicy,
+                 on_progress: Callable[[Mapping[str, DatasetStatus]], None] | None = None
+                 ) -> None:
+        self.cfg = cfg
+        self.last_good = last_good
+        self.api_policy = api
+        self.on_progress = on_progress
+        self.executor: Executor | None = None
+        self.api: ApiServer | None = None
+        previous = read_status(cfg.status_file) or {}
+        self.previous = _datasets_of(previous)  # shown until this process holds statuses
+        applied = previous.get("lastAppliedRevision")
+        self.observed: str | None = None
+        self.applied: str | None = applied if isinstance(applied, str) else None
+        self.rejected: Rejected | None = None
+        self.problem: str | None = None
+        self.pass_started = now_rfc3339()
+        self.pass_finished: str | None = None
+        self.doc: dict[str, object] | None = None
+        self._reported_rejection: str | None = None
+        self._written_at = 0.0
+        self._written_phases: dict[str, str] = {}
+        self._was_busy = False
+        self.log = log.bind(node=cfg.node)
+
+    # -- passes --------------------------------------------------------------------------------
+
+    async def run_pass(self) -> PassOutcome:
+        """One level-triggered pass from the whole desired state and the store."""
+        self.pass_started, self.pass_finished = now_rfc3339(), None
+        loaded = load(self.cfg)
+        self.observed = loaded.revision
+        state, root = self._choose_state(loaded)
+        if state is None:
+            return self._finish(PASS_INTERVAL)
+        self.problem = node_problem(self.cfg, state)
+        if self.problem:
+            self.log.error("node not in inventory", error=self.problem)
+            return self._finish(PASS_INTERVAL)
+        if self.executor is None:
+            self.executor = Executor(self.cfg, peer_listen(self.cfg, state))
+            await self.executor.start()
+        await self._ensure_api(state)
+        self.executor.apply(state, root, loaded.root)
+        self.applied = state.revision
+        self._was_busy = self.executor.busy()
+        if not self._was_busy:
+            self.pass_finished = now_rfc3339()
+        return self._finish(0.0 if self.executor.wants_pass else self.executor.requeue_after)
+
+    def _choose_state(self, loaded: Loaded) -> tuple[DesiredState | None, Path]:
+        """The newest revision if it is good; else, for the daemon, the last good one."""
+        if loaded.state is not None:
+            self.rejected = None
+            lastgood.save(self.cfg.state_dir, loaded.root, loaded.state)
+            return loaded.state, loaded.root
+        self.rejected = Rejected(loaded.revision, loaded.errors)
+        if self._reported_rejection != loaded.revision:
+            self._reported_rejection = loaded.revision
+            for e in loaded.errors:
+                self.log.error("revision rejected", revision=loaded.revision, file=e.file,
+                               line=e.line, field=e.field, error=e.message)
+        if not self.last_good:
+            return None, loaded.root
+        snap = lastgood.load(self.cfg.state_dir)
+        if snap is None:
+            self.problem = "no good revision of the state repo yet"
+            return None, loaded.root
+        self.log.info("converging to the last good revision", revision=snap[1].revision)
+        return snap[1], snap[0]
+
+    def _finish(self, requeue_after: float) -> PassOutcome:
+        self.write_status()
+        return PassOutcome(self.result(), requeue_after, self.observed or "")
+
+    async def _ensure_api(self, state: DesiredState) -> None:
+        if self.api is not None or self.api_policy == "never":
+            return
+        if self.api_policy == "when-pinning":
+            placed = datasets_for_node(place(state), self.cfg.node)
+            if not any(state.datasets[n].lock is None for n in placed):
+                return
+        listen = api_listen(self.cfg, state)
+        api = ApiServer(listen, lambda: self.doc, metadata=self._pin_answer)
+        try:
+            await api.start()
+        except (OSError, ValueError) as e:
+            # --once next to a running daemon: the peers then build the torrent themselves.
+            self.log.warning("cannot serve the API", listen=listen, error=str(e))
+            return
+        self.api = api
+
+    def _pin_answer(self, dataset: str, key: str) -> tuple[int, bytes | dict[str, object]]:
+        if self.executor is None:
+            return 404, {"state": "unknown", "node": self.cfg.node}
+        return self.executor.pinner.answer(dataset, key)
+
+    # -- between passes ------------------------------------------------------------------------
+
+    def tick(self) -> bool:
+        """Advance downloads; refresh the status while data moves. True when a pass is wanted
+        now: a version completed (what it replaces may go) or a torrent arrived."""
+        ex = self.executor
+        if ex is None:
+            return False
+        ex.tick()
+        busy = ex.busy()
+        if self._was_busy and not busy:
+            self.pass_finished = now_rfc3339()
+        if self.on_progress is not None:
+            self.on_progress(ex.statuses)
+        phases = {n: s.phase for n, s in ex.statuses.items()}
+        if (self._was_busy != busy or phases != self._written_phases
+                or (busy and time.monotonic() - self._written_at >= STATUS_EVERY)):
+            self.write_status()
+        self._was_busy = busy
+        return ex.wants_pass
+
+    def busy(self) -> bool:
+        return self.executor is not None and self.executor.busy()
+
+    def result(self) -> Result:
+        r = pass_result(self.statuses(), rejected=self.rejected is not None)
+        return "Failed" if self.problem and r != "Rejected" else r
+
+    def statuses(self) -> Mapping[str, DatasetStatus]:
+        return self.executor.statuses if self.executor is not None else self.previous
+
+    def write_status(self) -> None:
+        """The one place the status file and the metrics file are written."""
+        statuses = dict(self.statuses())
+        report = NodeReport(self.cfg.node, self.observed, self.applied, self.pass_started,
+                            self.pass_finished, self.result(), statuses, self.rejected)
+        try:
+            self.doc = write_status(self.cfg.status_file, self.cfg.metrics_file, report)
+        except OSError as e:
+            self.log.error("cannot write status", error=str(e))
+        self._written_at = time.monotonic()
+        self._written_phases = {n: s.phase for n, s in statuses.items()}
+
+    def reconfigure(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        if self.executor is not None:
+            self.executor.reconfigure(cfg)
+
+    def draining(self) -> bool:
+        return any(s.phase == "Draining" for s in self.statuses().values())
+
+    def summary(self) -> str:
+        statuses = self.statuses()
+        ready = sum(1 for s in statuses.values() if s.phase == "Ready")
+        rej = f"; revision {self.rejected.revision[:12]} rejected" if self.rejected else ""
+        return f"{ready}/{len(statuses)} datasets Ready at {str(self.applied)[:12]}{rej}"
+
+    async def close(self) -> None:
+        """Stop the session (resume data saved), write the final status, stop the API."""
+        if self.executor is not None:
+            await self.executor.close()
+        if self.pass_finished is None:
+            self.pass_finished = now_rfc3339()
+        self.write_status()
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
+
+    # -- --once --------------------------------------------------------------------------------
+
+    async def linger(self, seconds: float, deadline: float | None) -> None:
+        """Keep seeding after this node is done while inventory peers still download from it,
+        so simultaneous `--once` runs share the origin's bytes instead of each fetching them.
+        Bounded by `seconds` (and the run's deadline); target peers that never connected are
+        waited for only LINGER_GRACE seconds, or while peers keep asking for an unlocked
+        dataset's torrent here (they poll at least every POLL_MAX seconds)."""
+        ex = self.executor
+        if ex is None:
+            return
+        done = time.monotonic()
+        end = done + seconds
+        while time.monotonic() < end and not _past(deadline):
+            self.tick()
+            if not ex.peers_still_need_us() and (
+                    ex.unseen_target_peers() == 0 or time.monotonic() - done >= LINGER_GRACE
+            ) and not ex.pinner.asked_within(ASKED_GRACE):
+                return
             await asyncio.sleep(POLL)
-            executor.tick()
-            publish(executor.statuses)
-        await _linger(executor, linger, deadline)
-    finally:
-        await executor.close()
-        if api is not None:
-            await api.stop()
-    statuses = executor.statuses
-    result = pass_result(statuses, rejected=False)
-    report = NodeReport(cfg.node, loaded.revision, loaded.revision, started, now_rfc3339(),
-                        result, statuses)
-    doc = write_status(cfg.status_file, cfg.metrics_file, report)
-    log_.info("pass finished", result=result,
-              datasets={n: s.phase for n, s in sorted(statuses.items())})
-    return doc, EXIT_READY if result == "Converged" else EXIT_NOT_READY
 
 
-async def _metadata_api(cfg: NodeConfig, state: DesiredState, executor: Executor
-                        ) -> ApiServer | None:
-    """`--once` serves the API too when an unlocked dataset is placed here: the other target
-    nodes fetch its torrent from the node that builds it (metadata.py). A port in use (a
-    daemon runs) is not fatal: the peers then build it themselves."""
-    placed = datasets_for_node(place(state), cfg.node)
-    if not any(state.datasets[n].lock is None for n in placed):
-        return None
-    listen = cfg.listen_api or state.nodes[cfg.node].api
-    api = ApiServer(listen, lambda: read_status(cfg.status_file),
-                    metadata=executor.resolver.answer)
+async def run_once(cfg: NodeConfig, timeout: float | None = None,
+                   on_progress: Callable[[Mapping[str, DatasetStatus]], None] | None = None,
+                   linger: float = DEFAULT_LINGER) -> tuple[dict[str, object], Result]:
+    """Converge this node once: passes until nothing is in flight (a pass again whenever a
+    version completes or a torrent arrives), then linger. Returns the status document and the
+    pass result."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    runner = Runner(cfg, last_good=False, api="when-pinning", on_progress=on_progress)
     try:
-        await api.start()
-    except (OSError, ValueError) as e:
-        log.warning("cannot serve the API; peers cannot fetch torrents from this node",
-                    node=cfg.node, listen=listen, error=str(e))
-        return None
-    return api
+        outcome = await runner.run_pass()
+        if runner.executor is not None:
+            if on_progress is not None:
+                on_progress(runner.statuses())
+            while runner.busy() and not _past(deadline):
+                await asyncio.sleep(POLL)
+                if runner.tick():
+                    outcome = await runner.run_pass()
+            await runner.linger(linger, deadline)
+    finally:
+        await runner.close()
+    result = runner.result()
+    log.info("pass finished", node=cfg.node, revision=outcome.revision, result=result,
+             datasets={n: s.phase for n, s in sorted(runner.statuses().items())})
+    return runner.doc or {}, result
 
 
 def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-async def _linger(executor: Executor, linger: float, deadline: float | None) -> None:
-    """Keep seeding after this node is done while inventory peers still download from it, so
-    simultaneous `--once` runs share the origin's bytes instead of each fetching them. Bounded
-    by `linger` seconds (and the run's deadline); target peers that never connected are waited
-    for only LINGER_GRACE seconds, or while peers keep asking for an unlocked dataset's torrent
-    here (they poll at least every POLL_MAX seconds, and download the bytes once they have it)."""
-    done = time.monotonic()
-    end = done + linger
-    while time.monotonic() < end and not _past(deadline):
-        executor.tick()
-        if not executor.peers_still_need_us() and (
-                executor.unseen_target_peers() == 0 or time.monotonic() - done >= LINGER_GRACE
-        ) and not executor.resolver.asked_within(ASKED_GRACE):
-            return
-        await asyncio.sleep(POLL)
-
-
-def _previous_datasets(previous: Mapping[str, object]) -> dict[str, DatasetStatus]:
+def _datasets_of(previous: Mapping[str, object]) -> dict[str, DatasetStatus]:
     out = {}
-    for name, d in (previous.get("datasets") or {}).items():  # type: ignore[union-attr]
+    for name, d in (previous.get("datasets") or {}).items():  # type: ignore[attr-defined]
         try:
             out[name] = DatasetStatus(**d)
         except TypeError:
             continue
     return out
-
-
-def _throttled_status(cfg: NodeConfig, revision: str, started: str,
-                      on_progress: Callable[[Mapping[str, DatasetStatus]], None] | None
-                      ) -> Callable[[Mapping[str, DatasetStatus]], None]:
-    """Publish progress to the caller and, every few seconds, to the status file."""
-    last = [0.0]
-    phases: list[dict[str, str]] = [{}]
-
-    def publish(statuses: Mapping[str, DatasetStatus]) -> None:
-        if on_progress:
-            on_progress(statuses)
-        now_phases = {n: s.phase for n, s in statuses.items()}
-        if time.monotonic() - last[0] >= 2.0 or now_phases != phases[0]:
-            last[0], phases[0] = time.monotonic(), now_phases
-            report = NodeReport(cfg.node, revision, revision, started, None, "Progressing",
-                                dict(statuses))
-            write_status(cfg.status_file, cfg.metrics_file, report)
-
-    return publish

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from factories import dataset, torrent
-from reconciler.engine.pinning import Resolver, Work
+from reconciler.engine.pinning import Pinner, Work
 from reconciler.core.pinning import metadata_key
 from reconciler.adapters.sources import OriginContext
 from reconciler.adapters.store import Store
@@ -30,14 +30,14 @@ async def noop(ds: str, n: int) -> None:
 async def ask(tmp_path, api_servers):
     """`await ask(me, {node: Peer})`: serve each Peer's answer on its own API, then let a
     resolver on node `me` run one round of asking them (ranked by name)."""
-    resolvers: list[Resolver] = []
+    resolvers: list[Pinner] = []
 
     async def run(me: str, peers: dict[str, Peer], extra_api: dict[str, str] | None = None):
         api_of = {n: f"127.0.0.1:{(await api_servers(lambda: None, metadata=p.answer)).port}"
                   for n, p in peers.items()}
         api_of.update(extra_api or {})
         d = dataset("w", locked=False)
-        r = Resolver(me, Store(tmp_path), noop)
+        r = Pinner(me, Store(tmp_path), noop)
         resolvers.append(r)
         w = Work(d, metadata_key(d), tuple(sorted([me, *api_of])), api_of,
                  OriginContext(tmp_path))
@@ -72,7 +72,7 @@ async def test_unreachable_and_garbage_answers(ask):
 
 
 def test_answer_says_what_this_node_is_doing(tmp_path):
-    r = Resolver("n1", Store(tmp_path), noop)
+    r = Pinner("n1", Store(tmp_path), noop)
     d = dataset("w", locked=False)
     key = metadata_key(d)
     assert r.answer("w", key) == (404, {"state": "unknown", "node": "n1"})

@@ -1,0 +1,450 @@
+"""The executor's rules, as pure functions of (what was observed, `now`).
+
+The executor shell observes libtorrent, the gateway and the store once per tick, calls
+`step_job` for every download in flight and `decide_pass` once per pass, and applies the
+effects they return, in order. Nothing here does I/O, starts a task or reads a clock, so each
+rule is tested in microseconds (tests/core/test_transfer.py) instead of through a swarm.
+
+A download moves through `Stage`s: FETCHING -> VERIFYING -> MOVING -> DONE, or FAILED with a
+typed `Failure`. A failed download is dropped and started again by the next pass
+(level-triggered retry).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence, Union
+
+from reconciler.core import offload
+from reconciler.core.origin_pool import piece_range
+from reconciler.core.plan import Plan, Target
+from reconciler.model.desired import LockFile
+from reconciler.model.ids import DatasetName, InfoHash, NodeName
+from reconciler.model.observed import ObservedDataset
+
+PROBE = 3.0  # seconds to wait for target peers before deciding who fetches what from the origin
+PEER_DEAD_AFTER = 3.0  # a target peer unseen this long no longer owns origin pieces
+STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
+STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
+MAX_VERIFY_ROUNDS = 3
+PASS_INTERVAL = 60.0  # a full level-triggered pass at least this often
+
+
+class Stage(enum.Enum):
+    FETCHING = "fetching"
+    VERIFYING = "verifying"
+    MOVING = "moving"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def phase(self) -> str:
+        """The status `phase` a download in this stage shows."""
+        return {Stage.FETCHING: "Fetching", Stage.VERIFYING: "Verifying",
+                Stage.MOVING: "Verifying", Stage.DONE: "Ready", Stage.FAILED: "Failed"}[self]
+
+
+class FailureReason(enum.Enum):
+    VERIFICATION_FAILED = "VerificationFailed"
+    ALL_ORIGINS_FAILED = "AllOriginsFailed"
+    STALLED = "Stalled"
+    NO_ROOM = "NoRoom"
+    ACTIVATION_REFUSED = "ActivationRefused"
+    TORRENT_ERROR = "TorrentError"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a dataset stopped: a reason monitoring can match on, a message people can read."""
+
+    reason: FailureReason
+    message: str
+
+
+def classify_torrent_error(message: str) -> Failure:
+    """libtorrent's error text, typed: a full disk is not a corrupt download."""
+    low = message.lower()
+    if "no space left" in low or "disk quota" in low or "enospc" in low:
+        return Failure(FailureReason.NO_ROOM, message)
+    return Failure(FailureReason.TORRENT_ERROR, message)
+
+
+# -- effects: plain data the shell applies, in order ------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebSeed:
+    """Turn the origin (through the gateway) on or off for a torrent."""
+
+    info_hash: InfoHash
+    on: bool
+
+
+@dataclass(frozen=True)
+class SetPriorities:
+    info_hash: InfoHash
+    priorities: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StartVerify:
+    """Read every file back and compare its pieces root with the lock (in a worker)."""
+
+    info_hash: InfoHash
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Have libtorrent hash what is on disk again and re-fetch the bad pieces."""
+
+    info_hash: InfoHash
+
+
+@dataclass(frozen=True)
+class Move:
+    """Move a verified version from staging into the store."""
+
+    info_hash: InfoHash
+
+
+@dataclass(frozen=True)
+class Complete:
+    """Record the version complete in the store (metadata written last), then activate it."""
+
+    info_hash: InfoHash
+
+
+@dataclass(frozen=True)
+class MarkOriginBad:
+    """Bytes of a piece that failed its hash check: the origins that served them are suspect."""
+
+    info_hash: InfoHash
+    path: str
+    first: int
+    last: int
+    piece: int
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something worth a log line (the shell adds node and dataset)."""
+
+    event: str
+    level: str = "info"
+    fields: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class StartJob:
+    target: Target
+
+
+@dataclass(frozen=True)
+class DropJob:
+    """Remove a torrent from the session (a failed job to be restarted, or one not wanted)."""
+
+    info_hash: InfoHash
+
+
+@dataclass(frozen=True)
+class Activate:
+    target: Target
+
+
+@dataclass(frozen=True)
+class MarkDraining:
+    dataset: DatasetName
+
+
+@dataclass(frozen=True)
+class ClearDraining:
+    dataset: DatasetName
+
+
+@dataclass(frozen=True)
+class Evict:
+    dataset: DatasetName
+    info_hash: InfoHash
+    version: str | None
+    reason: str
+
+
+Effect = Union[WebSeed, SetPriorities, StartVerify, Recheck, Move, Complete, MarkOriginBad, Note,
+               StartJob, DropJob, Activate, MarkDraining, ClearDraining, Evict]
+
+
+# -- one download ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the core remembers about one download between ticks."""
+
+    info_hash: InfoHash
+    dataset: DatasetName
+    started: float  # monotonic
+    stage: Stage = Stage.FETCHING
+    verify_rounds: int = 0
+    last_done: int = -1
+    last_change: float = 0.0  # monotonic time bytes_done last moved
+    checked_at: float | None = None  # when the first hash check had finished
+    owners_for: tuple[NodeName, ...] = ()  # the live set `owner_of` was computed for
+    owner_of: tuple[NodeName, ...] = ()  # per piece: the node that takes it from the origin
+    last_seen: Mapping[NodeName, float] = field(default_factory=dict)
+    failure: Failure | None = None
+    error: str | None = None  # shown in status while the download goes on (origin trouble)
+
+    @staticmethod
+    def new(info_hash: InfoHash, dataset: DatasetName, now: float) -> "Job":
+        return Job(info_hash, dataset, started=now, last_change=now)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One tick's observation of a download: libtorrent, the gateway, the probe, the verifier."""
+
+    me: NodeName
+    targets: tuple[NodeName, ...]  # the dataset's target nodes in the inventory (with me)
+    peer_ip: Mapping[NodeName, str]  # other target nodes -> their peer IP
+    absent: frozenset[NodeName]  # target nodes whose peer port refused connections
+    bytes_done: int
+    bytes_total: int
+    complete: bool  # libtorrent has every piece and is not checking
+    checked: bool  # libtorrent's hash check of what was on disk has finished
+    have: tuple[bool, ...]
+    available: tuple[int, ...]  # per piece: connected peers that have it
+    connected: frozenset[str]  # peer IPs connected to this torrent
+    piece_size: int
+    files: tuple[tuple[str, int], ...]  # the lock's files, for blaming failed pieces
+    failed_pieces: tuple[int, ...] = ()  # hash failures since the last tick
+    torrent_error: str | None = None
+    origin_error: str | None = None  # the gateway's or the web seed's last error
+    verify_result: tuple[str, ...] | None = None  # bad files once a verification finished
+    moved: bool = False  # the move into the store has finished
+
+
+def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
+    """Advance one download by one tick. Returns the new job and the effects, in order."""
+    if job.stage in (Stage.DONE, Stage.FAILED):
+        return job, []
+    if seen.torrent_error:
+        return fail(job, classify_torrent_error(seen.torrent_error))
+    effects: list[Effect] = list(_blame(job, seen))
+    if seen.bytes_done != job.last_done:
+        job = replace(job, last_done=seen.bytes_done, last_change=now)
+
+    if job.stage is Stage.FETCHING:
+        job = replace(job, error=seen.origin_error)
+        if seen.complete:
+            job = replace(job, stage=Stage.VERIFYING, verify_rounds=job.verify_rounds + 1)
+            return job, [*effects, WebSeed(job.info_hash, False), StartVerify(job.info_hash)]
+        if seen.origin_error and now - job.last_change > STALL_AFTER:
+            job, more = fail(job, Failure(FailureReason.STALLED,
+                                          f"no progress for {STALL_AFTER:.0f}s; {seen.origin_error}"))
+            return job, [*effects, *more]
+        job, more = share_origin(job, seen, now)
+        return job, [*effects, *more]
+
+    if job.stage is Stage.VERIFYING:
+        if seen.verify_result is None:
+            return job, effects
+        bad = seen.verify_result
+        if not bad:
+            return replace(job, stage=Stage.MOVING), [*effects, Move(job.info_hash)]
+        if job.verify_rounds >= MAX_VERIFY_ROUNDS:
+            job, more = fail(job, Failure(
+                FailureReason.VERIFICATION_FAILED,
+                f"verification failed {job.verify_rounds} times: {', '.join(bad[:5])}"))
+            return job, [*effects, *more]
+        note = Note("verification found bad files; fetching them again", "warning",
+                    (("files", list(bad[:5])), ("round", job.verify_rounds)))
+        return replace(job, stage=Stage.FETCHING), [*effects, note, Recheck(job.info_hash)]
+
+    # MOVING
+    if not seen.moved:
+        return job, effects
+    return replace(job, stage=Stage.DONE), [*effects, Complete(job.info_hash)]
+
+
+def fail(job: Job, failure: Failure) -> tuple[Job, list[Effect]]:
+    """Stop a download: the origin goes off; the next pass drops and restarts it."""
+    return (replace(job, stage=Stage.FAILED, failure=failure, error=failure.message),
+            [WebSeed(job.info_hash, False),
+             Note("dataset failed", "error", (("reason", failure.reason.value),
+                                              ("error", failure.message)))])
+
+
+def _blame(job: Job, seen: Seen) -> list[Effect]:
+    """Pieces that failed their hash check: the gateway stops using the origins that served
+    those bytes (pieces never span files in a hybrid torrent), so libtorrent's retry of the
+    piece is served by another origin."""
+    out: list[Effect] = []
+    for piece in sorted(set(seen.failed_pieces)):
+        where = piece_range(seen.files, seen.piece_size, piece)
+        if where is not None:
+            path, first, last = where
+            out.append(MarkOriginBad(job.info_hash, path, first, last, piece))
+    return out
+
+
+def live_set(job: Job, seen: Seen, now: float) -> tuple[Job, tuple[NodeName, ...]]:
+    """This node plus the target peers connected within PEER_DEAD_AFTER seconds."""
+    last_seen = dict(job.last_seen)
+    for n, ip in seen.peer_ip.items():
+        if ip in seen.connected:
+            last_seen[n] = now
+    live = tuple(sorted({seen.me} | {n for n, t in last_seen.items()
+                                     if now - t <= PEER_DEAD_AFTER}))
+    return replace(job, last_seen=last_seen), live
+
+
+def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
+    """Which missing pieces this node takes from the origin (core/offload.py), and the order
+    of the effects: the web seed must never see raised priorities of pieces other nodes take
+    from the origin, or libtorrent sends it one more range request for them, which the origin
+    starts serving before the hang-up (measured: up to 1.25x origin bytes)."""
+    if not seen.checked:
+        return job, []
+    if job.checked_at is None:
+        job = replace(job, checked_at=now)
+    assert job.checked_at is not None
+    job, live = live_set(job, seen, now)
+    waiting_for = set(seen.peer_ip) - set(live) - seen.absent
+    if waiting_for and now - job.checked_at < PROBE:
+        return job, []  # give the other targets a moment to connect before sharing out the origin
+    effects: list[Effect] = []
+    if live != job.owners_for:
+        run = offload.run_length(len(seen.have), seen.piece_size, len(seen.targets))
+        owner_of = tuple(offload.owners(job.info_hash, len(seen.have), live, run))
+        job = replace(job, owners_for=live, owner_of=owner_of)
+        effects.append(Note("origin shares", "info", (
+            ("live", list(live)), ("absent", sorted(seen.absent)),
+            ("waited", round(now - job.checked_at, 2)))))
+    stuck: list[int] = []
+    if now - job.last_change > STUCK_AFTER:
+        stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
+    d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
+                               job.owner_of)
+    if d.origin:
+        effects += [SetPriorities(job.info_hash, d.priorities), WebSeed(job.info_hash, True)]
+    else:
+        effects += [WebSeed(job.info_hash, False), SetPriorities(job.info_hash, d.priorities)]
+    return job, effects
+
+
+# -- one pass --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """What a pass decided about one dataset's status (the shell adds byte counters)."""
+
+    phase: str
+    target: Target | None = None
+    version: str | None = None
+    path: str | None = None
+    info_hash: InfoHash | None = None
+    bytes_total: int = 0
+    complete: bool = False  # bytesDone = bytesTotal
+    error: str | None = None
+    keep: bool = False  # a download in flight: keep the status it has
+    pinning: bool = False  # unlocked, its torrent not here yet: the pinner says more
+
+
+@dataclass(frozen=True)
+class PassDecision:
+    rows: Mapping[DatasetName, Row]
+    wanted: Mapping[InfoHash, DatasetName]  # every torrent the session must hold
+    effects: tuple[Effect, ...]
+    requeue_after: float  # when the next pass is due at the latest
+
+
+def decide_pass(plan: Plan, observed: Mapping[str, ObservedDataset],
+                jobs: Mapping[InfoHash, Stage], grace_period: float, now: float) -> PassDecision:
+    """Turn a plan into effects: start, restart or keep downloads, activate complete versions,
+    keep seeding suspended and draining ones, evict what is no longer wanted once its grace
+    period is over. `now` is wall-clock (draining marks are epoch seconds)."""
+    rows: dict[DatasetName, Row] = {}
+    wanted: dict[InfoHash, DatasetName] = {}
+    effects: list[Effect] = []
+
+    def complete(t: Target) -> bool:
+        o = observed.get(t.name)
+        v = o.versions.get(t.info_hash or "") if o else None
+        return v is not None and v.complete
+
+    for a in plan.actions:
+        t = plan.targets.get(a.dataset)
+        name = DatasetName(a.dataset)
+        if a.kind == "blocked":
+            rows[name] = Row("Failed", None, a.version, a.path, error=a.reason)
+        elif t is None:
+            continue
+        elif a.kind == "suspended":
+            done = complete(t)
+            rows[name] = _row(t, "Suspended", complete=done)
+            if done and t.info_hash:
+                wanted[InfoHash(t.info_hash)] = name
+        elif a.kind in ("unchanged", "activate"):
+            ih = InfoHash(t.info_hash or "")
+            if a.kind == "activate":
+                effects.append(Activate(t))
+            rows[name] = _row(t, "Ready", complete=True)
+            wanted[ih] = name
+        elif a.kind in ("fetch", "update") and t.info_hash is None:
+            rows[name] = _row(t, "Pending", pinning=True)
+        elif a.kind in ("fetch", "update"):
+            ih = InfoHash(t.info_hash)
+            wanted[ih] = name
+            stage = jobs.get(ih)
+            if stage is Stage.FAILED:
+                effects += [DropJob(ih), StartJob(t)]  # level-triggered retry
+                rows[name] = _row(t, "Pending")
+            elif stage is None:
+                effects.append(StartJob(t))
+                rows[name] = _row(t, "Pending")
+            else:
+                rows[name] = _row(t, stage.phase, keep=True)
+
+    draining_left: list[float] = []
+    for a in plan.actions:
+        if a.kind == "evict" and a.dataset not in plan.targets:
+            effects.append(MarkDraining(DatasetName(a.dataset)))
+    for n in plan.targets:
+        effects.append(ClearDraining(DatasetName(n)))
+    for a in plan.actions:
+        if a.kind != "evict" or a.info_hash is None:
+            continue
+        ih, name = InfoHash(a.info_hash), DatasetName(a.dataset)
+        if ih in jobs and ih in wanted:
+            continue
+        if a.dataset not in plan.targets:
+            obs = observed.get(a.dataset)
+            since = obs.draining_since if obs and obs.draining_since is not None else now
+            left = grace_period - (now - since)
+            v = obs.versions.get(a.info_hash) if obs else None
+            if left > 0 and v is not None and v.complete:
+                wanted[ih] = name  # keep seeding it to the new holders
+                draining_left.append(left)
+                rows[name] = Row("Draining", None, a.version, obs.link if obs else None, ih,
+                                 a.bytes_total, complete=True)
+                continue
+        effects += [DropJob(ih), Evict(name, ih, a.version, a.reason)]
+    return PassDecision(rows, wanted, tuple(effects), requeue_after(rows, draining_left))
+
+
+def _row(t: Target, phase: str, complete: bool = False, keep: bool = False,
+         pinning: bool = False) -> Row:
+    lock: LockFile | None = t.dataset.lock
+    return Row(phase, t, t.dataset.version, t.path,
+               InfoHash(lock.info_hash) if lock else None, lock.total_bytes if lock else 0,
+               complete=complete and lock is not None, keep=keep, pinning=pinning)
+
+
+def requeue_after(rows: Mapping[DatasetName, Row], draining_left: Sequence[float] = ()) -> float:
+    """When the next pass is due at the latest: just after the first grace period ends, else
+    PASS_INTERVAL. (Downloads that finish and torrents that arrive ask for a pass themselves.)"""
+    if draining_left:
+        return min(PASS_INTERVAL, max(0.0, min(draining_left)) + 0.5)
+    return PASS_INTERVAL

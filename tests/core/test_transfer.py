@@ -1,0 +1,246 @@
+"""The executor's rules (core/transfer.py) as pure functions: no process, socket or disk."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from factories import dataset, node, state
+from reconciler.core import transfer as tr
+from reconciler.core.plan import make_plan
+from reconciler.core.transfer import (Job, Seen, Stage, decide_pass, share_origin, step_job)
+from reconciler.model.desired import Placement
+from reconciler.model.ids import DatasetName, InfoHash, NodeName
+from reconciler.model.observed import ObservedDataset, ObservedVersion
+
+IH = InfoHash("a" * 64)
+OLD = InfoHash("b" * 64)
+ME, N2, N3 = NodeName("n1"), NodeName("n2"), NodeName("n3")
+PIECES = 8
+
+
+def seen(**kw: object) -> Seen:
+    """A download of 8 pieces of 16 KiB, this node and two target peers at .2 and .3."""
+    base = dict(me=ME, targets=(ME, N2, N3), peer_ip={N2: "127.0.0.2", N3: "127.0.0.3"},
+                absent=frozenset(), bytes_done=0, bytes_total=PIECES * 16384, complete=False,
+                checked=True, have=(False,) * PIECES, available=(0,) * PIECES,
+                connected=frozenset({"127.0.0.2", "127.0.0.3"}), piece_size=16384,
+                files=(("f.bin", PIECES * 16384),))
+    base.update(kw)
+    return Seen(**base)  # type: ignore[arg-type]
+
+
+def job(**kw: object) -> Job:
+    return replace(Job.new(IH, DatasetName("x"), now=0.0), **kw)  # type: ignore[arg-type]
+
+
+def kinds(effects: list[tr.Effect]) -> list[str]:
+    return [type(e).__name__ for e in effects]
+
+
+# -- one download -----------------------------------------------------------------------------
+
+
+def test_a_complete_download_turns_the_web_seed_off_and_is_verified():
+    j, eff = step_job(job(), seen(complete=True, bytes_done=PIECES * 16384), now=1.0)
+    assert j.stage is Stage.VERIFYING and j.verify_rounds == 1
+    assert eff == [tr.WebSeed(IH, False), tr.StartVerify(IH)]
+
+
+def test_verification_runs_until_its_result_then_moves_and_completes():
+    j = job(stage=Stage.VERIFYING, verify_rounds=1)
+    assert step_job(j, seen(), 1.0) == (replace(j, last_done=0, last_change=1.0), [])
+    j, eff = step_job(j, seen(verify_result=()), 2.0)
+    assert j.stage is Stage.MOVING and eff == [tr.Move(IH)]
+    j, eff = step_job(j, seen(), 3.0)
+    assert j.stage is Stage.MOVING and eff == []  # the move is still under way
+    j, eff = step_job(j, seen(moved=True), 4.0)
+    assert j.stage is Stage.DONE and eff == [tr.Complete(IH)]
+    assert step_job(j, seen(moved=True), 5.0) == (j, [])
+
+
+def test_a_verification_failure_rechecks_and_the_third_one_fails():
+    j = job(stage=Stage.VERIFYING, verify_rounds=1)
+    j, eff = step_job(j, seen(verify_result=("f.bin",)), 1.0)
+    assert j.stage is Stage.FETCHING and kinds(eff) == ["Note", "Recheck"]
+    for round_ in (2, 3):
+        j, eff = step_job(j, seen(complete=True), 2.0)
+        assert j.stage is Stage.VERIFYING and j.verify_rounds == round_
+        j, eff = step_job(j, seen(verify_result=("f.bin",)), 3.0)
+    assert j.stage is Stage.FAILED
+    assert j.failure == tr.Failure(tr.FailureReason.VERIFICATION_FAILED,
+                                   "verification failed 3 times: f.bin")
+    assert eff[0] == tr.WebSeed(IH, False)
+    assert step_job(j, seen(complete=True), 4.0) == (j, [])  # failed stays failed
+
+
+def test_no_progress_while_the_origin_errs_is_a_stall():
+    j = job(last_done=100, last_change=0.0)
+    s = seen(bytes_done=100, origin_error="HTTP 503 from origin")
+    j1, _ = step_job(j, s, tr.STALL_AFTER)
+    assert j1.stage is Stage.FETCHING and j1.error == "HTTP 503 from origin"
+    j2, eff = step_job(j, s, tr.STALL_AFTER + 1)
+    assert j2.stage is Stage.FAILED and j2.failure is not None
+    assert j2.failure.reason is tr.FailureReason.STALLED
+    assert "no progress for 120s; HTTP 503" in j2.failure.message
+    assert tr.WebSeed(IH, False) in eff
+    # progress resets the clock: no stall
+    j3, _ = step_job(j, replace(s, bytes_done=200), tr.STALL_AFTER + 1)
+    assert j3.stage is Stage.FETCHING and j3.last_change == tr.STALL_AFTER + 1
+
+
+def test_no_progress_without_origin_errors_is_not_a_stall():
+    j, _ = step_job(job(last_done=0), seen(), 10 * tr.STALL_AFTER)
+    assert j.stage is Stage.FETCHING
+
+
+def test_torrent_errors_are_typed():
+    j, _ = step_job(job(), seen(torrent_error="moving to the store failed: No space left on device"), 1)
+    assert j.failure is not None and j.failure.reason is tr.FailureReason.NO_ROOM
+    j, _ = step_job(job(), seen(torrent_error="file_open: permission denied"), 1)
+    assert j.failure is not None and j.failure.reason is tr.FailureReason.TORRENT_ERROR
+
+
+def test_failed_pieces_blame_the_bytes_of_that_piece():
+    _, eff = step_job(job(), seen(failed_pieces=(2, 2)), 1.0)
+    assert eff[0] == tr.MarkOriginBad(IH, "f.bin", 2 * 16384, 3 * 16384 - 1, 2)
+    assert kinds(eff).count("MarkOriginBad") == 1
+
+
+def test_the_web_seed_is_off_before_priorities_rise_and_on_after_they_drop():
+    j, eff = share_origin(job(checked_at=0.0), seen(), now=tr.PROBE)
+    sets = [e for e in eff if isinstance(e, (tr.WebSeed, tr.SetPriorities))]
+    assert isinstance(sets[0], tr.SetPriorities) and sets[1] == tr.WebSeed(IH, True)
+    assert 0 in sets[0].priorities  # others' pieces wait while the web seed is on
+    # every missing piece is now at a peer: priorities rise, so the web seed goes off first
+    _, eff = share_origin(j, seen(available=(1,) * PIECES), now=tr.PROBE + 0.1)
+    sets = [e for e in eff if isinstance(e, (tr.WebSeed, tr.SetPriorities))]
+    assert sets[0] == tr.WebSeed(IH, False)
+    assert isinstance(sets[1], tr.SetPriorities) and set(sets[1].priorities) == {4}
+
+
+def test_nothing_is_shared_out_before_the_hash_check():
+    assert share_origin(job(), seen(checked=False), 5.0) == (job(), [])
+
+
+def test_target_peers_that_have_not_connected_yet_are_waited_for():
+    s = seen(connected=frozenset({"127.0.0.2"}))
+    j, eff = share_origin(job(), s, now=0.0)
+    assert eff == [] and j.checked_at == 0.0
+    j, eff = share_origin(j, s, now=tr.PROBE)  # n3 never came: shares go to who is live
+    assert j.owners_for == (ME, N2)
+    assert set(j.owner_of) <= {ME, N2}
+
+
+def test_absent_peers_are_not_waited_for():
+    s = seen(connected=frozenset({"127.0.0.2"}), absent=frozenset({N3}))
+    j, eff = share_origin(job(), s, now=0.0)
+    assert j.owners_for == (ME, N2) and "WebSeed" in kinds(eff)
+
+
+def test_a_peer_unseen_for_longer_than_the_liveness_window_loses_its_share():
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=tr.PROBE)
+    assert j.owners_for == (ME, N2, N3)
+    gone = seen(connected=frozenset({"127.0.0.2"}))
+    j, _ = share_origin(j, gone, now=tr.PROBE + tr.PEER_DEAD_AFTER)  # still within the window
+    assert j.owners_for == (ME, N2, N3)
+    j, eff = share_origin(j, gone, now=tr.PROBE + tr.PEER_DEAD_AFTER + 0.1)
+    assert j.owners_for == (ME, N2) and N3 not in j.owner_of
+    assert kinds(eff)[0] == "Note"  # "origin shares" is logged when they change
+
+
+def test_stuck_pieces_come_from_the_origin_whoever_owns_them():
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=tr.PROBE)
+    theirs = [p for p, o in enumerate(j.owner_of) if o != ME]
+    assert theirs  # with three owners, some runs belong to the others
+    before = [e for e in share_origin(j, seen(), tr.PROBE + 1)[1]
+              if isinstance(e, tr.SetPriorities)][0]
+    assert all(before.priorities[p] == 0 for p in theirs)
+    later = tr.STUCK_AFTER + 1  # no progress since 0.0: pieces nobody has are fetched anyway
+    after = [e for e in share_origin(j, seen(), later)[1] if isinstance(e, tr.SetPriorities)][0]
+    assert all(after.priorities[p] == 4 for p in theirs)
+
+
+# -- one pass ---------------------------------------------------------------------------------
+
+
+def obs(name: str, *versions: ObservedVersion, active: str | None = None,
+        link: str | None = None, draining_since: float | None = None) -> ObservedDataset:
+    return ObservedDataset(name, {v.info_hash: v for v in versions}, active, link, draining_since)
+
+
+def done(ih: str, version: str = "v1") -> ObservedVersion:
+    return ObservedVersion(ih, version, True, 1000, 1.0)
+
+
+def test_a_dataset_no_longer_placed_drains_then_is_evicted_after_the_grace_period():
+    s = state([node("n1", 1), node("n2", 2)], [dataset("x", Placement(nodes=("n2",)))])
+    observed = {"x": obs("x", done(IH), active=IH, link="/data/ds/x", draining_since=1000.0)}
+    plan = make_plan(s, "n1", ["/data"], observed)
+    d = decide_pass(plan, observed, {}, grace_period=120, now=1100.0)
+    assert d.rows[DatasetName("x")].phase == "Draining"
+    assert d.wanted == {IH: "x"}  # still seeded to the new holders
+    assert tr.MarkDraining(DatasetName("x")) in d.effects
+    assert not any(isinstance(e, tr.Evict) for e in d.effects)
+    assert d.requeue_after == 20.5  # the pass right after the grace period ends
+    d = decide_pass(plan, observed, {}, grace_period=120, now=1120.0)
+    assert DatasetName("x") not in d.rows and d.wanted == {}
+    assert d.effects[-2:] == (tr.DropJob(IH), tr.Evict(DatasetName("x"), IH, "v1", d.effects[-1].reason))  # type: ignore[union-attr]
+    assert d.requeue_after == tr.PASS_INTERVAL
+
+
+def test_draining_starts_now_when_not_marked_yet():
+    s = state([node("n1", 1), node("n2", 2)], [dataset("x", Placement(nodes=("n2",)))])
+    observed = {"x": obs("x", done(IH), active=IH, link="/data/ds/x")}
+    d = decide_pass(make_plan(s, "n1", ["/data"], observed), observed, {}, 30, now=5.0)
+    assert d.rows[DatasetName("x")].phase == "Draining" and d.requeue_after == 30.5
+
+
+def test_a_failed_job_is_dropped_and_started_again_by_the_next_pass():
+    s = state([node("n1")], [dataset("x")])
+    plan = make_plan(s, "n1", ["/data"], {})
+    d = decide_pass(plan, {}, {IH: Stage.FAILED}, 600, 0.0)
+    assert [type(e).__name__ for e in d.effects[:2]] == ["DropJob", "StartJob"]
+    assert d.rows[DatasetName("x")].phase == "Pending"
+    d = decide_pass(plan, {}, {IH: Stage.FETCHING}, 600, 0.0)  # in flight: kept as it is
+    assert not any(isinstance(e, (tr.DropJob, tr.StartJob)) for e in d.effects)
+    assert d.rows[DatasetName("x")].keep
+    d = decide_pass(plan, {}, {}, 600, 0.0)
+    assert [type(e).__name__ for e in d.effects[:1]] == ["StartJob"]
+
+
+def test_a_suspended_version_keeps_seeding_and_nothing_is_evicted():
+    s = state([node("n1")], [dataset("x", ih=OLD, version="v2", suspend=True)])
+    observed = {"x": obs("x", done(OLD), done(IH), active=OLD, link="/data/ds/x")}
+    d = decide_pass(make_plan(s, "n1", ["/data"], observed), observed, {}, 600, 0.0)
+    assert d.rows[DatasetName("x")].phase == "Suspended"
+    assert d.wanted == {OLD: "x"}
+    assert not any(isinstance(e, (tr.Evict, tr.StartJob)) for e in d.effects)
+
+
+def test_a_suspended_version_not_on_disk_is_not_seeded():
+    s = state([node("n1")], [dataset("x", suspend=True)])
+    d = decide_pass(make_plan(s, "n1", ["/data"], {}), {}, {}, 600, 0.0)
+    assert d.rows[DatasetName("x")].phase == "Suspended" and d.wanted == {}
+
+
+def test_a_complete_version_is_activated_and_ready():
+    s = state([node("n1")], [dataset("x")])
+    observed = {"x": obs("x", done(IH))}
+    d = decide_pass(make_plan(s, "n1", ["/data"], observed), observed, {}, 600, 0.0)
+    assert [e for e in d.effects if isinstance(e, tr.Activate)][0].target.name == "x"
+    row = d.rows[DatasetName("x")]
+    assert row.phase == "Ready" and row.complete and d.wanted == {IH: "x"}
+
+
+def test_unlocked_datasets_wait_for_their_pin():
+    s = state([node("n1")], [dataset("x", locked=False)])
+    d = decide_pass(make_plan(s, "n1", ["/data"], {}), {}, {}, 600, 0.0)
+    row = d.rows[DatasetName("x")]
+    assert row.pinning and row.phase == "Pending" and d.effects[-1] == tr.ClearDraining(DatasetName("x"))
+    assert not any(isinstance(e, tr.StartJob) for e in d.effects)
+
+
+def test_requeue_is_the_pass_interval_when_nothing_drains():
+    s = state([node("n1")], [dataset("x")])
+    assert decide_pass(make_plan(s, "n1", ["/data"], {}), {}, {}, 600, 0.0).requeue_after \
+        == tr.PASS_INTERVAL
