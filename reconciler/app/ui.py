@@ -11,7 +11,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
 from rich.table import Table
 
 from reconciler.core.plan import Plan
-from reconciler.adapters.status_file import DatasetStatus
+from reconciler.model.status import DatasetStatus
 
 # Not a terminal (CI logs, pipes): wide enough that paths and hashes are not folded.
 out = Console() if sys.stdout.isatty() else Console(width=200)
@@ -118,9 +118,9 @@ class ProgressView:
             if s.phase not in ("Pending", "Fetching", "Verifying") and name not in self.tasks:
                 continue
             if name not in self.tasks:
-                self.tasks[name] = self.progress.add_task("", total=s.bytesTotal or None,
+                self.tasks[name] = self.progress.add_task("", total=s.bytes_total or None,
                                                           name=name, phase=s.phase)
-            self.progress.update(self.tasks[name], completed=s.bytesDone, phase=s.phase)
+            self.progress.update(self.tasks[name], completed=s.bytes_done, phase=s.phase)
 
 
 def print_rejected(revision: str, errors: object, why: str = "") -> None:

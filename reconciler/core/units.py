@@ -118,3 +118,10 @@ def parse_duration(value: int | float | str) -> float:
             raise ValueError(f"invalid duration {value!r}: must not be negative")
         raise ValueError(f"invalid duration {value!r}: {_DURATION_HELP}")
     return total
+
+
+def rfc3339_to_epoch(ts: str) -> float:
+    """Unix time of an RFC 3339 timestamp as the status file writes them (`...Z`)."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()

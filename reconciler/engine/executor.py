@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Coroutine
 
@@ -21,7 +21,6 @@ from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.gateway import Gateway
 from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
-from reconciler.adapters.status_file import DatasetStatus
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
 from reconciler.core import transfer
@@ -33,6 +32,7 @@ from reconciler.core.transfer import Effect, Job, Seen, Stage
 from reconciler.engine.pinning import Pinner
 from reconciler.model.desired import DesiredState
 from reconciler.model.ids import DatasetName, InfoHash, NodeName
+from reconciler.model.status import DatasetStatus
 from reconciler.torrent.hybrid import lock_extra
 from reconciler.torrent.verify import verify_content
 
@@ -163,17 +163,21 @@ class Executor:
 
     def _status_of(self, name: str, row: transfer.Row, old: DatasetStatus | None
                    ) -> DatasetStatus:
-        if row.keep and old is not None and old.infoHash == row.info_hash:
+        if row.keep and old is not None and old.info_hash == row.info_hash:
             return old
         if row.pinning and row.target is not None:
             return self._unpinned_status(row.target)
-        s = DatasetStatus(row.phase, row.version, row.path, row.info_hash,  # type: ignore[arg-type]
-                          bytesTotal=row.bytes_total, error=row.error)
-        if row.complete:
-            s.bytesDone = row.bytes_total
-        if row.target is not None:
-            s.bytesFromOrigin = self.gateway.bytes_served.get(name, 0)
-            s.bytesFromPeers = self.peer_bytes.get(name, 0)
+        counted = row.target is not None
+        return DatasetStatus(
+            row.phase, row.version, row.path, row.info_hash,  # type: ignore[arg-type]
+            bytes_total=row.bytes_total, bytes_done=row.bytes_total if row.complete else 0,
+            bytes_from_origin=self.gateway.bytes_served.get(name, 0) if counted else 0,
+            bytes_from_peers=self.peer_bytes.get(name, 0) if counted else 0, error=row.error)
+
+    def _update(self, name: str, **changes: Any) -> DatasetStatus:
+        """Statuses are immutable: a change is a new value in `statuses`."""
+        s = replace(self.statuses[name], **changes)
+        self.statuses[name] = s
         return s
 
     def _apply_pass_effect(self, eff: Effect, log_: structlog.BoundLogger) -> None:
@@ -207,13 +211,13 @@ class Executor:
         """An unlocked dataset without its torrent yet: Fetching while this node reads the
         source to build it, Pending while it waits for the node that does, Failed with the
         build's error until its retry."""
-        s = DatasetStatus("Pending", t.dataset.version, t.path)
-        s.bytesFromOrigin = self.gateway.bytes_served.get(t.name, 0)
+        s = DatasetStatus("Pending", t.dataset.version, t.path,
+                          bytes_from_origin=self.gateway.bytes_served.get(t.name, 0))
         w = self.pinner.work.get(t.name)
         if w is not None and w.state == "building":
-            s.phase, s.bytesDone, s.bytesTotal = "Fetching", w.bytes_done, w.bytes_total
-        elif w is not None and w.state == "failed":
-            s.phase, s.error = "Failed", w.error
+            return replace(s, phase="Fetching", bytes_done=w.bytes_done, bytes_total=w.bytes_total)
+        if w is not None and w.state == "failed":
+            return replace(s, phase="Failed", error=w.error)
         return s
 
     def _activate(self, t: Target) -> None:
@@ -227,25 +231,24 @@ class Executor:
                            reason=failure.reason.value)
             self.statuses[t.name] = DatasetStatus(
                 "Failed", t.dataset.version, t.path, t.info_hash,
-                bytesTotal=t.dataset.lock.total_bytes if t.dataset.lock else 0,
+                bytes_total=t.dataset.lock.total_bytes if t.dataset.lock else 0,
                 error=failure.message)
             return
         self.log.info("activated", dataset=t.name, version=t.dataset.version, path=t.path,
                       info_hash=t.info_hash)
         s = self.statuses.get(t.name)
-        if s is not None and s.infoHash == t.info_hash:
-            s.phase, s.bytesDone, s.error = "Ready", s.bytesTotal, None
+        if s is not None and s.info_hash == t.info_hash:
+            self._update(t.name, phase="Ready", bytes_done=s.bytes_total, error=None)
 
     def _start_download(self, t: Target, log_: structlog.BoundLogger) -> None:
         assert self.swarm is not None and self.origins is not None and self.root is not None
         d = t.dataset
         lock = d.lock
         assert lock is not None
-        status = self.statuses[t.name]
         try:
             torrent = (self.root / lock.path).read_bytes()
         except OSError as e:
-            status.phase, status.error = "Failed", f"cannot start: {e}"
+            status = self._update(t.name, phase="Failed", error=f"cannot start: {e}")
             log_.error("dataset failed", dataset=t.name, error=status.error)
             return
         # The source (pinned to the revision the lock recorded), then the mirrors: the gateway
@@ -268,8 +271,8 @@ class Executor:
                 transfer.FailureReason.ALL_ORIGINS_FAILED,
                 "cannot start: " + (problems[0] if len(problems) == 1 else
                                     "all origins failed: " + "; ".join(problems)))
-            status.phase, status.error = "Failed", failure.message
-            log_.error("dataset failed", dataset=t.name, error=status.error,
+            self._update(t.name, phase="Failed", error=failure.message)
+            log_.error("dataset failed", dataset=t.name, error=failure.message,
                        reason=failure.reason.value)
             return
         ih = InfoHash(lock.info_hash)
@@ -279,7 +282,7 @@ class Executor:
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()))
         self.downloads[ih] = dl
         self._probe(dl)
-        status.phase = "Fetching"
+        self._update(t.name, phase="Fetching")
         log_.info("fetching", dataset=t.name, version=d.version, info_hash=ih,
                   bytes_total=lock.total_bytes, save_path=str(save))
 
@@ -373,19 +376,22 @@ class Executor:
         self.swarm.connect_peers()
         now = time.monotonic()
         for ih, dl in list(self.downloads.items()):
-            s = self.statuses.get(dl.target.name)
-            if s is None or s.infoHash != ih:
+            name = dl.target.name
+            s = self.statuses.get(name)
+            if s is None or s.info_hash != ih:
                 continue
             seen = self._observe(dl, s)
             dl.job, effects = transfer.step_job(dl.job, seen, now)
+            changes: dict[str, Any] = {}
+            if dl.job.stage in (Stage.FETCHING, Stage.FAILED):
+                changes["error"] = dl.job.error
+            if dl.job.stage is not Stage.DONE:
+                changes["phase"] = dl.job.stage.phase
+            if dl.job.stage is Stage.MOVING:
+                changes["bytes_done"] = self.statuses[name].bytes_total
+            self._update(name, **changes)
             for eff in effects:
                 self._apply_job_effect(dl, eff)
-            if dl.job.stage is Stage.FETCHING or dl.job.stage is Stage.FAILED:
-                s.error = dl.job.error
-            if dl.job.stage is not Stage.DONE:
-                s.phase = dl.job.stage.phase  # type: ignore[assignment]
-            if dl.job.stage is Stage.MOVING:
-                s.bytesDone = s.bytesTotal
             if dl.job.stage is Stage.DONE:
                 del self.downloads[ih]
                 self.seeding[ih] = dl.target.name  # type: ignore[assignment]
@@ -395,14 +401,15 @@ class Executor:
             self.pinner.changed = False
             self.wants_pass = True  # an unlocked dataset's torrent arrived: start its download
         for name, t in self.unpinned.items():
-            if name in self.statuses and self.statuses[name].infoHash is None:
+            if name in self.statuses and self.statuses[name].info_hash is None:
                 self.statuses[name] = self._unpinned_status(t)
         for ih, dataset in self.seeding.items():
             s = self.statuses.get(dataset)
-            if s is None or s.infoHash != ih or ih not in self.swarm.torrents:
+            if s is None or s.info_hash != ih or ih not in self.swarm.torrents:
                 continue
             ts = self.swarm.torrents[ih].handle.status()
-            s.uploadRate, s.downloadRate, s.peers = ts.upload_payload_rate, 0, ts.num_peers
+            self._update(dataset, upload_rate=ts.upload_payload_rate, download_rate=0,
+                         peers=ts.num_peers)
 
     def _observe(self, dl: _Download, s: DatasetStatus) -> Seen:
         """One look at libtorrent, the gateway and the verifier; also refreshes the counters
@@ -411,14 +418,16 @@ class Executor:
         st, t = dl.torrent, dl.target
         ts = st.handle.status()
         origin = self.gateway.bytes_served.get(t.name, 0)
+        done = s.bytes_done
         if dl.job.stage is Stage.FETCHING:
-            s.bytesDone = min(_have_bytes(ts, st), s.bytesTotal)
+            done = min(_have_bytes(ts, st), s.bytes_total)
         elif dl.job.stage is Stage.MOVING:
-            s.bytesDone = s.bytesTotal
-        s.bytesFromOrigin = origin
-        s.bytesFromPeers = self.peer_bytes[t.name] = max(0, ts.total_payload_download - origin)
-        s.downloadRate, s.uploadRate = ts.download_payload_rate, ts.upload_payload_rate
-        s.peers = ts.num_peers
+            done = s.bytes_total
+        self.peer_bytes[t.name] = max(0, ts.total_payload_download - origin)
+        s = self._update(t.name, bytes_done=done, bytes_from_origin=origin,
+                         bytes_from_peers=self.peer_bytes[t.name],
+                         download_rate=ts.download_payload_rate,
+                         upload_rate=ts.upload_payload_rate, peers=ts.num_peers)
         a = self.assignments.get(t.name)
         targets = tuple(NodeName(n) for n in (a.nodes if a else ()) if n in self.state.nodes)
         peer_ip = {n: split_hostport(self.state.nodes[n].peer)[0]
@@ -440,7 +449,7 @@ class Executor:
         return Seen(
             me=self.node, targets=targets, peer_ip=peer_ip,
             absent=frozenset(NodeName(n) for n in dl.absent),
-            bytes_done=s.bytesDone, bytes_total=s.bytesTotal,
+            bytes_done=s.bytes_done, bytes_total=s.bytes_total,
             complete=bool(ts.is_seeding) and ts.state not in (ts.checking_files,
                                                               ts.checking_resume_data),
             checked=st.checked,
@@ -476,7 +485,8 @@ class Executor:
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
             s = self.statuses[t.name]
             self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
-                          bytes_from_origin=s.bytesFromOrigin, bytes_from_peers=s.bytesFromPeers)
+                          bytes_from_origin=s.bytes_from_origin,
+                          bytes_from_peers=s.bytes_from_peers)
             self._activate(t)
         elif isinstance(eff, transfer.MarkOriginBad):
             blamed = self.gateway.mark_bad(t.name, ih, eff.path, eff.first, eff.last)

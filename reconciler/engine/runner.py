@@ -23,9 +23,9 @@ from reconciler.adapters import lastgood
 from reconciler.adapters.api import ApiServer
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.pin_cache import PinCache
-from reconciler.adapters.status_file import (DatasetStatus, NodeReport, Rejected, Result,
-                                             now_rfc3339, pass_result, read_status, write_status)
+from reconciler.adapters.status_file import now_rfc3339, read_status, write_status
 from reconciler.adapters.store import Store
+from reconciler.core.conditions import pass_result
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import datasets_for_node, place
 from reconciler.core.plan import Plan, make_plan
@@ -35,6 +35,7 @@ from reconciler.desired.validate import load_desired_state
 from reconciler.engine.executor import Executor
 from reconciler.engine.pinning import POLL_MAX
 from reconciler.model.desired import DesiredState, ValidationError
+from reconciler.model.status import DatasetStatus, NodeReport, Rejected, Result
 
 log = structlog.get_logger("reconcile")
 
@@ -327,7 +328,7 @@ def _datasets_of(previous: Mapping[str, object]) -> dict[str, DatasetStatus]:
     out = {}
     for name, d in (previous.get("datasets") or {}).items():  # type: ignore[attr-defined]
         try:
-            out[name] = DatasetStatus(**d)
-        except TypeError:
-            continue
+            out[name] = DatasetStatus.from_json(d)
+        except (TypeError, ValueError, AttributeError):
+            continue  # a hand-edited or foreign file: that entry is not shown
     return out

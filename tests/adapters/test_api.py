@@ -22,10 +22,10 @@ def status_doc(*, started: str | None = None, finished: str | None = "now",
                done: int = 100) -> dict:
     now = now_rfc3339()
     ds = {"llama": DatasetStatus("Ready" if done == 100 else "Fetching", "v1", "/data/llama",
-                                 "c" * 64, bytesTotal=100, bytesDone=done, bytesFromOrigin=40,
-                                 bytesFromPeers=60, peers=2),
-          "shards": DatasetStatus("Draining", "v0", "/data/shards", "d" * 64, bytesTotal=7,
-                                  bytesDone=7)}
+                                 "c" * 64, bytes_total=100, bytes_done=done, bytes_from_origin=40,
+                                 bytes_from_peers=60, peers=2),
+          "shards": DatasetStatus("Draining", "v0", "/data/shards", "d" * 64, bytes_total=7,
+                                  bytes_done=7)}
     return render_status(NodeReport(
         node="gpu-01", observed_revision="a" * 40, last_applied_revision="a" * 40,
         started_at=started or now, finished_at=now if finished == "now" else finished,

@@ -39,8 +39,8 @@ def _valid(doc: dict[str, object]) -> None:
 
 
 def _ready(name: str = "llama") -> DatasetStatus:
-    return DatasetStatus("Ready", "v1", f"/data/{name}", "c" * 64, bytesTotal=100, bytesDone=100,
-                         bytesFromOrigin=40, bytesFromPeers=60, uploadRate=5, peers=2)
+    return DatasetStatus("Ready", "v1", f"/data/{name}", "c" * 64, bytes_total=100, bytes_done=100,
+                         bytes_from_origin=40, bytes_from_peers=60, upload_rate=5, peers=2)
 
 
 def _report(datasets: dict[str, DatasetStatus], *, rejected: Rejected | None = None,
@@ -67,8 +67,8 @@ REPORTS = {
     "Converged": lambda: _report({"llama": _ready(), "old": DatasetStatus("Draining", "v0"),
                                   "frozen": DatasetStatus("Suspended", "v3")}),
     "Progressing": lambda: _report({"llama": _ready(), "mistral": DatasetStatus(
-        "Fetching", "v2", "/data/mistral", "d" * 64, bytesTotal=1000, bytesDone=10,
-        downloadRate=123456)}),
+        "Fetching", "v2", "/data/mistral", "d" * 64, bytes_total=1000, bytes_done=10,
+        download_rate=123456)}),
     "Failed": lambda: _report({"llama": _ready(), "bad": DatasetStatus(
         "Failed", "v9", "/data/bad", None, error="origin returned 404")}),
     "Rejected": lambda: _report({"llama": _ready()}, rejected=REJECTED),

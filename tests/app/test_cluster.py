@@ -32,7 +32,7 @@ def doc(name: str, applied: str, datasets: dict[str, DatasetStatus]) -> dict:
 
 
 def ready(size: int = 100) -> DatasetStatus:
-    return DatasetStatus("Ready", "v1", "/data/x", "c" * 64, bytesTotal=size, bytesDone=size)
+    return DatasetStatus("Ready", "v1", "/data/x", "c" * 64, bytes_total=size, bytes_done=size)
 
 
 def cluster_state(ports: dict[str, str], revision: str = REV_A):
@@ -60,7 +60,7 @@ def row(text: str, name: str) -> str:
 async def test_fetch_and_render_two_reachable_one_refused(api_servers) -> None:
     a = await api_servers(listen="127.0.0.21:0", get_status=lambda: doc("node-a", REV_A, {
         "llama": ready(), "tiny": ready(),
-        "shards": DatasetStatus("Fetching", "v1", None, "c" * 64, bytesTotal=1000, bytesDone=420)}))
+        "shards": DatasetStatus("Fetching", "v1", None, "c" * 64, bytes_total=1000, bytes_done=420)}))
     b = await api_servers(listen="127.0.0.22:0", get_status=lambda: doc("node-b", REV_B, {
         "llama": ready(), "tiny": ready(),
         "shards": DatasetStatus("Failed", "v1", error="origin said 403"),
@@ -191,7 +191,7 @@ async def test_cli_status_cluster_table_and_json(api_servers, tmp_path: Path) ->
     home = NodeHome("node-a", tmp_path / "node-a", repo.root).write_config()
     docs["node-a"] = doc("node-a", head, {"llama": ready()})
     docs["node-b"] = doc("node-b", head, {"llama": ready(), "shards": DatasetStatus(
-        "Fetching", "v1", None, "c" * 64, bytesTotal=200, bytesDone=50)})
+        "Fetching", "v1", None, "c" * 64, bytes_total=200, bytes_done=50)})
 
     # the CLI is a subprocess; run it off the event loop so the servers can answer it
     r = await asyncio.to_thread(run_cli, "status", "--cluster", "--config", str(home.config),
