@@ -111,8 +111,10 @@ def targets_for_node(state: DesiredState, node: str, allowed_roots: Sequence[str
 
 
 def make_plan(state: DesiredState, node: str, allowed_roots: Sequence[str],
-              observed: Mapping[str, ObservedDataset]) -> Plan:
-    targets, actions = targets_for_node(state, node, allowed_roots)
+              observed: Mapping[str, ObservedDataset],
+              assignments: Mapping[str, Assignment] | None = None) -> Plan:
+    """`assignments`: placement, when the caller has it already (default: computed here)."""
+    targets, actions = targets_for_node(state, node, allowed_roots, assignments)
     for t in targets.values():
         actions.extend(_plan_target(t, observed.get(t.name)))
     for name in sorted(set(observed) - set(targets)):

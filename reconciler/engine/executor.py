@@ -140,7 +140,7 @@ class Executor:
         self.wants_pass = False
 
         observed = self.store.observe()
-        plan = make_plan(state, self.node, self.cfg.allowed_roots, observed)
+        plan = make_plan(state, self.node, self.cfg.allowed_roots, observed, self.assignments)
         decision = transfer.decide_pass(
             plan, observed, {ih: dl.job.stage for ih, dl in self.downloads.items()},
             self.cfg.grace_period, time.time())
@@ -321,7 +321,7 @@ class Executor:
         for ih in list(self.swarm.torrents):
             if ih not in wanted:
                 self._drop_torrent(InfoHash(ih))
-        observed = self.store.observe()
+        observed = self.store.observe()  # again: this pass's effects changed the store
         for ih, dataset in wanted.items():
             if ih not in self.swarm.torrents:
                 o = observed.get(dataset)
