@@ -367,13 +367,35 @@ def decide_pass(plan: Plan, observed: Mapping[str, ObservedDataset],
     period is over. `now` is wall-clock (draining marks are epoch seconds)."""
     rows: dict[DatasetName, Row] = {}
     wanted: dict[InfoHash, DatasetName] = {}
+    effects = _hold(plan, observed, jobs, rows, wanted)
+    effects += [MarkDraining(DatasetName(a.dataset)) for a in plan.actions
+                if a.kind == "evict" and a.dataset not in plan.targets]
+    effects += [ClearDraining(DatasetName(n)) for n in plan.targets]
+    draining_left: list[float] = []
+    for a in plan.actions:
+        if a.kind != "evict" or a.info_hash is None:
+            continue
+        ih, name = InfoHash(a.info_hash), DatasetName(a.dataset)
+        if ih in jobs and ih in wanted:
+            continue
+        obs = observed.get(a.dataset)
+        left = _grace_left(obs, grace_period, now) if a.dataset not in plan.targets else 0.0
+        v = obs.versions.get(a.info_hash) if obs else None
+        if left > 0 and v is not None and v.complete:
+            wanted[ih] = name  # keep seeding it to the new holders
+            draining_left.append(left)
+            rows[name] = Row("Draining", None, a.version, obs.link if obs else None, ih,
+                             a.bytes_total, complete=True)
+            continue
+        effects += [DropJob(ih), Evict(name, ih, a.version, a.reason)]
+    return PassDecision(rows, wanted, tuple(effects), requeue_after(rows, draining_left))
+
+
+def _hold(plan: Plan, observed: Mapping[str, ObservedDataset], jobs: Mapping[InfoHash, Stage],
+          rows: dict[DatasetName, Row], wanted: dict[InfoHash, DatasetName]) -> list[Effect]:
+    """The datasets this node must hold: their rows, the torrents to keep in the session, and
+    the effects that start, restart or activate them."""
     effects: list[Effect] = []
-
-    def complete(t: Target) -> bool:
-        o = observed.get(t.name)
-        v = o.versions.get(t.info_hash or "") if o else None
-        return v is not None and v.complete
-
     for a in plan.actions:
         t = plan.targets.get(a.dataset)
         name = DatasetName(a.dataset)
@@ -382,16 +404,15 @@ def decide_pass(plan: Plan, observed: Mapping[str, ObservedDataset],
         elif t is None:
             continue
         elif a.kind == "suspended":
-            done = complete(t)
+            done = _complete(observed, t)
             rows[name] = _row(t, "Suspended", complete=done)
             if done and t.info_hash:
                 wanted[InfoHash(t.info_hash)] = name
         elif a.kind in ("unchanged", "activate"):
-            ih = InfoHash(t.info_hash or "")
             if a.kind == "activate":
                 effects.append(Activate(t))
             rows[name] = _row(t, "Ready", complete=True)
-            wanted[ih] = name
+            wanted[InfoHash(t.info_hash or "")] = name
         elif a.kind in ("fetch", "update") and t.info_hash is None:
             rows[name] = _row(t, "Pending", pinning=True)
         elif a.kind in ("fetch", "update"):
@@ -400,38 +421,23 @@ def decide_pass(plan: Plan, observed: Mapping[str, ObservedDataset],
             stage = jobs.get(ih)
             if stage is Stage.FAILED:
                 effects += [DropJob(ih), StartJob(t)]  # level-triggered retry
-                rows[name] = _row(t, "Pending")
             elif stage is None:
                 effects.append(StartJob(t))
-                rows[name] = _row(t, "Pending")
-            else:
-                rows[name] = _row(t, stage.phase, keep=True)
+            rows[name] = (_row(t, "Pending") if stage in (None, Stage.FAILED)
+                          else _row(t, stage.phase, keep=True))
+    return effects
 
-    draining_left: list[float] = []
-    for a in plan.actions:
-        if a.kind == "evict" and a.dataset not in plan.targets:
-            effects.append(MarkDraining(DatasetName(a.dataset)))
-    for n in plan.targets:
-        effects.append(ClearDraining(DatasetName(n)))
-    for a in plan.actions:
-        if a.kind != "evict" or a.info_hash is None:
-            continue
-        ih, name = InfoHash(a.info_hash), DatasetName(a.dataset)
-        if ih in jobs and ih in wanted:
-            continue
-        if a.dataset not in plan.targets:
-            obs = observed.get(a.dataset)
-            since = obs.draining_since if obs and obs.draining_since is not None else now
-            left = grace_period - (now - since)
-            v = obs.versions.get(a.info_hash) if obs else None
-            if left > 0 and v is not None and v.complete:
-                wanted[ih] = name  # keep seeding it to the new holders
-                draining_left.append(left)
-                rows[name] = Row("Draining", None, a.version, obs.link if obs else None, ih,
-                                 a.bytes_total, complete=True)
-                continue
-        effects += [DropJob(ih), Evict(name, ih, a.version, a.reason)]
-    return PassDecision(rows, wanted, tuple(effects), requeue_after(rows, draining_left))
+
+def _complete(observed: Mapping[str, ObservedDataset], t: Target) -> bool:
+    o = observed.get(t.name)
+    v = o.versions.get(t.info_hash or "") if o else None
+    return v is not None and v.complete
+
+
+def _grace_left(obs: ObservedDataset | None, grace_period: float, now: float) -> float:
+    """Seconds of `gracePeriod` left to a dataset no longer placed here (not marked yet: all)."""
+    since = obs.draining_since if obs and obs.draining_since is not None else now
+    return grace_period - (now - since)
 
 
 def _row(t: Target, phase: str, complete: bool = False, keep: bool = False,
