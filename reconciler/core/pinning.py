@@ -26,7 +26,7 @@ from typing import Literal, Mapping, Sequence
 
 from reconciler.adapters import atomic
 from reconciler.model.desired import Dataset, DesiredState, LockFile
-from reconciler.torrent.hybrid import read_lock
+from reconciler.core.lockfile import read_lock
 
 KEY_RE = re.compile(r"[0-9a-f]{32}")
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # metadata.name: a DNS label

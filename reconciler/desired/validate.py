@@ -36,6 +36,8 @@ from reconciler.model.desired import (
     ValidationError,
 )
 from reconciler.desired.schemas import validator as schema_validator
+from reconciler.core.lockfile import read_lock
+from reconciler.core.paths import path_problem as check_relative_path
 from reconciler.core.units import parse_size
 
 __all__ = [
@@ -118,25 +120,6 @@ def expand_env_refs(value: str, environ: Mapping[str, str]) -> str:
             out.append(environ[name])
             i = end + 1
     return "".join(out)
-
-
-def check_relative_path(path: str, what: str = "path") -> str | None:
-    """None if `path` is a clean relative '/'-separated path; else a message."""
-    if path == "":
-        return f"{what} must not be empty"
-    if "\0" in path:
-        return f"{what} must not contain NUL characters"
-    if path.startswith("/"):
-        return f"{what} must be relative, not absolute (got '{_clip(path)}')"
-    segments = path.split("/")
-    if ".." in segments:
-        return f"{what} must not contain '..' segments (got '{_clip(path)}')"
-    if "" in segments:
-        return (f"{what} must not contain empty segments: no '//' and no trailing '/' "
-                f"(got '{_clip(path)}')")
-    if "." in segments:
-        return f"{what} must not contain '.' segments (got '{_clip(path)}')"
-    return None
 
 
 def format_field(path: Iterable[Any]) -> str:
@@ -550,11 +533,10 @@ def _read_lock(base: Path, lock: str, required: bool = True) -> LockFile | str |
         data = target.read_bytes()
     except OSError as exc:
         return f"cannot read lock '{_clip(lock)}': {(exc.strerror or str(exc)).lower()}"
-    from reconciler.torrent.hybrid import read_lock  # lazy: libtorrent is only needed for locks
 
     try:
         return read_lock(data, lock)
-    except Exception as exc:  # any failure to parse user data is a validation error
+    except ValueError as exc:  # read_lock raises nothing else on any input
         if not required:
             return None
         detail = str(exc) or type(exc).__name__
