@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import time
-from datetime import datetime
 from typing import Awaitable, Callable, Union
 
 import structlog
 from aiohttp import web
 
 from reconciler.adapters.status_file import render_metrics
+from reconciler.core.hostport import parse_hostport
+from reconciler.core.timefmt import rfc3339_to_epoch
 
 log = structlog.get_logger("api")
 
@@ -30,25 +31,8 @@ MetadataProvider = Callable[[str, str], tuple[int, Union[bytes, dict]]]
 
 def parse_listen(listen: str) -> tuple[str | None, int]:
     """`host:port`, `[v6addr]:port`, or `:port` (every interface) -> (host or None, port)."""
-    host, sep, port_s = listen.strip().rpartition(":")
-    if not sep or not port_s.isdigit() or int(port_s) > 65535:
-        raise ValueError(f"api listen address {listen!r}: expected host:port, e.g. 127.0.0.1:7070 "
-                         "or [::1]:7070")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"api listen address {listen!r}: put an IPv6 address in brackets, "
-                         "e.g. [::1]:7070")
-    return (host or None), int(port_s)
-
-
-def _epoch(ts: object) -> float | None:
-    if not isinstance(ts, str) or not ts:
-        return None
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    host, port = parse_hostport(listen, allow_empty_host=True, what="api listen address")
+    return (host or None), port
 
 
 class ApiServer:
@@ -179,7 +163,7 @@ class ApiServer:
         lp = lp if isinstance(lp, dict) else {}
         running = not lp.get("finishedAt")
         field = "startedAt" if running else "finishedAt"
-        at = _epoch(lp.get(field))
+        at = rfc3339_to_epoch(lp.get(field))
         body: dict[str, object] = {"node": doc.get("node"), "passRunning": running,
                                    "lastPass": lp}
         if at is None:

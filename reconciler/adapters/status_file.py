@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from reconciler.adapters import atomic
 from reconciler.core.conditions import pass_result, render_status
-from reconciler.core.units import rfc3339_to_epoch
+from reconciler.core.timefmt import rfc3339_to_epoch
 from reconciler.model.status import PHASES, DatasetStatus, NodeReport, Rejected, Result
 
 __all__ = ["PHASES", "DatasetStatus", "NodeReport", "Rejected", "Result", "now_rfc3339",
@@ -44,7 +44,7 @@ def render_metrics(status: Mapping[str, object]) -> bytes:
     for r in ("Converged", "Progressing", "Failed", "Rejected"):
         res.labels(node, r).set(1 if lp["result"] == r else 0)
     g("last_pass_timestamp_seconds", "When the last pass finished (Unix time)."
-      ).labels(node).set(rfc3339_to_epoch(lp.get("finishedAt") or lp["startedAt"]))
+      ).labels(node).set(rfc3339_to_epoch(lp.get("finishedAt") or lp["startedAt"]) or 0.0)
     conds = status["conditions"]
     assert isinstance(conds, list)
     g("ready", "1 when every dataset placed on this node is Ready.").labels(node).set(

@@ -17,6 +17,7 @@ import libtorrent as lt
 import structlog
 
 from reconciler.adapters import atomic
+from reconciler.core.hostport import join_hostport, parse_hostport
 
 log = structlog.get_logger("swarm")
 
@@ -27,17 +28,14 @@ RECONNECT_FAST = 0.5  # ...during the first FAST_FOR seconds after the hash chec
 FAST_FOR = 10.0  # started at the same moment come up and origin shares are decided
 
 
-def split_hostport(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"expected host:port, got {value!r}")
-    return host.strip("[]"), int(port)
+#: Kept importable from here (engine.executor uses it); core.hostport is the one parser.
+split_hostport = parse_hostport
 
 
 def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> dict[str, object]:
     """Settings for a private, inventory-only swarm: no DHT, LSD, UPnP, NAT-PMP or trackers."""
     host, port = split_hostport(listen_peer)
-    iface = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    iface = join_hostport(host, port)
     s: dict[str, object] = {
         "listen_interfaces": iface,
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
@@ -84,7 +82,6 @@ class PeerView:
 
     available: list[int]  # per piece: how many connected peers have it
     connected: dict[str, bool]  # peer ip -> is a seed
-    origin_bytes: int = 0  # bytes received over web-seed connections still open
 
 
 @dataclass
@@ -102,7 +99,6 @@ class TorrentState:
     url_seed_error: str | None = None
     checked: bool = False
     moved: bool | None = None  # None: no move asked or under way
-    hash_failures: int = 0
     failed_pieces: list[int] = field(default_factory=list)  # hash_failed_alert, unhandled
     last_connect: float = 0.0
     jitter: float = 1.0  # this round's factor on the reconnect interval
@@ -216,10 +212,8 @@ class Swarm:
         st = self.torrents[info_hash]
         available = [0] * st.num_pieces
         connected: dict[str, bool] = {}
-        origin = 0
         for p in st.handle.get_peer_info():
             if p.connection_type == lt.peer_info.web_seed:
-                origin += p.total_download
                 continue
             if p.flags & lt.peer_info.handshake or p.flags & lt.peer_info.connecting:
                 continue
@@ -228,7 +222,7 @@ class Swarm:
             for i, has in enumerate(p.pieces):
                 if has and i < len(available):
                     available[i] += 1
-        return PeerView(available, connected, origin)
+        return PeerView(available, connected)
 
     # -- alerts -------------------------------------------------------------------------------
 
@@ -248,7 +242,6 @@ class Swarm:
             elif isinstance(a, lt.url_seed_alert) and st:
                 st.url_seed_error = a.error_message() or a.message()
             elif isinstance(a, lt.hash_failed_alert) and st:
-                st.hash_failures += 1
                 st.failed_pieces.append(int(a.piece_index))
             elif isinstance(a, lt.save_resume_data_alert) and st:
                 st.resume = lt.write_resume_data_buf(a.params)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-import structlog
-
-from reconciler.app import log as logging_setup
 from reconciler.adapters.config import ConfigError, NodeConfig, config_path, load_config
 from reconciler.app.exit_codes import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED, EXIT_USAGE
 
@@ -63,10 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging_setup.configure()
     try:
-        if args.command == "validate":
+        if args.command == "validate":  # logs nothing: no structlog (and the rich it loads)
             return cmd_validate(args.dir)
+        import structlog
+
+        from reconciler.app import log as logging_setup
+
+        logging_setup.configure()
         if args.command == "lock":
             return cmd_lock(args.dir, args.datasets)
         cfg = load_config(config_path(args.config))
@@ -110,6 +110,8 @@ def cmd_validate(root: Path) -> int:
 
 
 def cmd_lock(root: Path, datasets: list[str]) -> int:
+    import asyncio
+
     from reconciler.app.lock import lock_state_repo
 
     if not root.is_dir():
@@ -152,6 +154,8 @@ def cmd_plan(cfg: NodeConfig, as_json: bool) -> int:
 
 
 def cmd_once(cfg: NodeConfig, timeout: float | None, linger: float) -> int:
+    import asyncio
+
     from reconciler.engine.runner import run_once
     from reconciler.app.ui import ProgressView, print_status
 

@@ -28,7 +28,7 @@ from reconciler.model.desired import Dataset, DesiredState
 from reconciler.desired.validate import load_desired_state
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.torrent.hybrid import FileHasher, build_torrent, check_path, choose_piece_size, read_lock
-from reconciler.app.ui import human_bytes
+from reconciler.core.units import format_bytes
 
 LOCK_DIR = "locks"
 
@@ -126,7 +126,7 @@ async def lock_state_repo(root: Path, names: list[str]) -> int:
                 print(f"{name}: FAILED: {e}", file=sys.stderr)
                 continue
             verb = "locked" if res.changed else "unchanged"
-            print(f"{name}: {verb} {res.files} file(s), {human_bytes(res.bytes_total)}, "
+            print(f"{name}: {verb} {res.files} file(s), {format_bytes(res.bytes_total)}, "
                   f"info-hash {res.info_hash[:16]}… -> {res.path}")
     return 1 if failed else 0
 

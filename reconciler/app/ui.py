@@ -11,6 +11,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
 from rich.table import Table
 
 from reconciler.core.plan import Plan
+from reconciler.core.units import format_bytes
 from reconciler.model.status import DatasetStatus
 
 # Not a terminal (CI logs, pipes): wide enough that paths and hashes are not folded.
@@ -21,14 +22,6 @@ _SIGN = {"fetch": "+", "update": "~", "activate": ">", "evict": "-", "blocked": 
          "suspended": "=", "unchanged": " "}
 _COLOR = {"fetch": "green", "update": "yellow", "activate": "cyan", "evict": "red",
           "blocked": "bold red", "suspended": "magenta", "unchanged": "dim"}
-
-
-def human_bytes(n: int | float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 def print_plan(plan: Plan) -> None:
@@ -44,7 +37,7 @@ def print_plan(plan: Plan) -> None:
         if a.path:
             detail.append(a.path)
         if a.bytes_total and a.kind in ("fetch", "update"):
-            detail.append(human_bytes(a.bytes_total))
+            detail.append(format_bytes(a.bytes_total))
         if a.reason:
             detail.append(a.reason)
         out.print(f"  [{_COLOR[a.kind]}]{_SIGN[a.kind]} {a.kind:<9}[/] {a.dataset}  {what}"
@@ -65,10 +58,10 @@ def status_table(status: Mapping[str, object], title: str | None = None) -> Tabl
     for name, d in sorted(datasets.items()):
         total = d.get("bytesTotal") or 0
         done = d.get("bytesDone") or 0
-        pct = f"{100 * done / total:.0f}% of {human_bytes(total)}" if total else "-"
+        pct = f"{100 * done / total:.0f}% of {format_bytes(total)}" if total else "-"
         color = {"Ready": "green", "Failed": "red", "Draining": "yellow"}.get(d["phase"], "cyan")
         row = [name, f"[{color}]{d['phase']}[/]", str(d.get("version") or "-"), pct,
-               human_bytes(d.get("bytesFromOrigin") or 0), human_bytes(d.get("bytesFromPeers") or 0),
+               format_bytes(d.get("bytesFromOrigin") or 0), format_bytes(d.get("bytesFromPeers") or 0),
                str(d.get("peers") or 0), str(d.get("path") or "-")]
         if len(t.columns) > len(row):
             row.append(str(d.get("error") or ""))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
 from reconciler.model.desired import Dataset, DesiredState, LockFile
-from reconciler.torrent.hybrid import read_lock
+from reconciler.core.lockfile import read_lock
 
 
 

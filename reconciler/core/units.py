@@ -17,7 +17,7 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["parse_size", "parse_duration", "format_size", "SIZE_PATTERN", "DURATION_PATTERN"]
+__all__ = ["parse_size", "parse_duration", "format_bytes", "SIZE_PATTERN", "DURATION_PATTERN"]
 
 _SIZE_UNITS: dict[str, int] = {"": 1, "B": 1}
 for _i, _p in enumerate("KMGTPE", start=1):
@@ -74,17 +74,17 @@ def parse_size(value: int | str) -> int:
         raise ValueError(f"invalid size {value!r}: {_SIZE_HELP}") from None
 
 
-def format_size(n: int) -> str:
-    """Bytes as a short binary-unit string: 0 -> "0B", 1536 -> "1.5KiB", 2**40 -> "1TiB"."""
-    if abs(n) < 1024:
-        return f"{n}B"
-    size = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        size /= 1024
-        if abs(size) < 1024 or unit == "EiB":
-            break
-    text = f"{size:.1f}"
-    return (text[:-2] if text.endswith(".0") else text) + unit
+def format_bytes(n: int | float) -> str:
+    """Bytes for people, one decimal in binary units: 512 -> "512 B", 1536 -> "1.5 KiB".
+
+    The one formatter of the CLI's tables and messages (TiB is the largest unit, so a cluster's
+    total never turns into a unit nobody reads).
+    """
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def parse_duration(value: int | float | str) -> float:
@@ -119,9 +119,3 @@ def parse_duration(value: int | float | str) -> float:
         raise ValueError(f"invalid duration {value!r}: {_DURATION_HELP}")
     return total
 
-
-def rfc3339_to_epoch(ts: str) -> float:
-    """Unix time of an RFC 3339 timestamp as the status file writes them (`...Z`)."""
-    from datetime import datetime
-
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()

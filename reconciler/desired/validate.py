@@ -36,6 +36,10 @@ from reconciler.model.desired import (
     ValidationError,
 )
 from reconciler.desired.schemas import validator as schema_validator
+from reconciler.core.hostport import parse_hostport
+from reconciler.core.envrefs import check_env_refs, expand_env_refs
+from reconciler.core.lockfile import read_lock
+from reconciler.core.paths import path_problem as check_relative_path
 from reconciler.core.units import parse_size
 
 __all__ = [
@@ -56,7 +60,6 @@ SOURCE_TYPES = ("http", "s3", "hf", "file")
 DOCUMENT_FIELD = "(document)"
 REPO_FIELD = "(repo)"
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 PathT = tuple[Any, ...]
@@ -64,79 +67,6 @@ PathT = tuple[Any, ...]
 
 # --------------------------------------------------------------------------------------------
 # Small public helpers (also used by the sources and the `lock` command)
-
-
-def check_env_refs(value: str) -> str | None:
-    """None if every `$` in `value` is `${NAME}` or `$$`; else a message (never quoting `value`)."""
-    i, n = 0, len(value)
-    while i < n:
-        if value[i] != "$":
-            i += 1
-            continue
-        nxt = value[i + 1 : i + 2]
-        if nxt == "$":
-            i += 2
-            continue
-        if nxt == "{":
-            end = value.find("}", i + 2)
-            if end < 0:
-                return (f"unterminated '${{' at character {i + 1}: write ${{NAME}}, or $$ for a "
-                        f"literal $")
-            name = value[i + 2 : end]
-            if not _ENV_NAME.fullmatch(name):
-                return (f"invalid variable name '{name}' in '${{{name}}}' at character {i + 1}: "
-                        f"use letters, digits and '_', not starting with a digit")
-            i = end + 1
-            continue
-        return f"'$' at character {i + 1} must start ${{NAME}}, or be written $$ for a literal $"
-    return None
-
-
-def expand_env_refs(value: str, environ: Mapping[str, str]) -> str:
-    """`value` with `${NAME}` replaced from `environ` and `$$` by `$`.
-
-    Raises ValueError naming the variable (never the value) if it is unset or the syntax is bad.
-    """
-    problem = check_env_refs(value)
-    if problem:
-        raise ValueError(problem)
-    out: list[str] = []
-    i, n = 0, len(value)
-    while i < n:
-        ch = value[i]
-        if ch != "$":
-            out.append(ch)
-            i += 1
-        elif value[i + 1] == "$":
-            out.append("$")
-            i += 2
-        else:
-            end = value.index("}", i + 2)
-            name = value[i + 2 : end]
-            if name not in environ:
-                raise ValueError(f"environment variable {name} is not set")
-            out.append(environ[name])
-            i = end + 1
-    return "".join(out)
-
-
-def check_relative_path(path: str, what: str = "path") -> str | None:
-    """None if `path` is a clean relative '/'-separated path; else a message."""
-    if path == "":
-        return f"{what} must not be empty"
-    if "\0" in path:
-        return f"{what} must not contain NUL characters"
-    if path.startswith("/"):
-        return f"{what} must be relative, not absolute (got '{_clip(path)}')"
-    segments = path.split("/")
-    if ".." in segments:
-        return f"{what} must not contain '..' segments (got '{_clip(path)}')"
-    if "" in segments:
-        return (f"{what} must not contain empty segments: no '//' and no trailing '/' "
-                f"(got '{_clip(path)}')")
-    if "." in segments:
-        return f"{what} must not contain '.' segments (got '{_clip(path)}')"
-    return None
 
 
 def format_field(path: Iterable[Any]) -> str:
@@ -470,9 +400,10 @@ def _check_hostport(doc: Document, path: PathT, errors: _Errors) -> None:
     value = _get(doc.data, *path)
     if not isinstance(value, str) or errors.has(doc, path):
         return
-    port = value.rpartition(":")[2]
-    if port.isdigit() and not 1 <= int(port) <= 65535:
-        errors.add(doc, path, f"port must be between 1 and 65535 (got {port})", at_value=True)
+    try:
+        parse_hostport(value, min_port=1)
+    except ValueError as e:  # the schema checked the shape: only the port range is left
+        errors.add(doc, path, str(e), at_value=True)
 
 
 def _check_node(doc: Document, errors: _Errors) -> None:
@@ -550,11 +481,10 @@ def _read_lock(base: Path, lock: str, required: bool = True) -> LockFile | str |
         data = target.read_bytes()
     except OSError as exc:
         return f"cannot read lock '{_clip(lock)}': {(exc.strerror or str(exc)).lower()}"
-    from reconciler.torrent.hybrid import read_lock  # lazy: libtorrent is only needed for locks
 
     try:
         return read_lock(data, lock)
-    except Exception as exc:  # any failure to parse user data is a validation error
+    except ValueError as exc:  # read_lock raises nothing else on any input
         if not required:
             return None
         detail = str(exc) or type(exc).__name__

@@ -3,7 +3,8 @@
 A dataset version is pinned by a `.torrent` "lock". Its bytes come from HTTP/S3 streams, so each
 file is read exactly once and hashed on the fly: libtorrent's Python binding can only hash files on
 disk (`set_piece_hashes`) and cannot take v2 piece layers (`set_hash2`), so we compute v1 SHA-1
-piece hashes and the BEP 52 SHA-256 merkle trees here and only use libtorrent to bencode/parse.
+piece hashes and the BEP 52 SHA-256 merkle trees here. Reading a lock back (`read_lock`,
+`lock_extra`) is pure Python too and lives in `reconciler.core.lockfile`, re-exported here.
 
 The output is byte-identical to what libtorrent 2.1 writes for the same files with
 `create_torrent(sorted(list_files(dir)), piece_size, 0)` + `set_piece_hashes` +
@@ -32,12 +33,17 @@ import hashlib
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import libtorrent as lt
+from reconciler.core.bencode import bencode
+from reconciler.core.lockfile import BLOCK_SIZE, MIN_PIECE_SIZE, lock_extra, read_lock
+from reconciler.core.lockfile import merkle_root as _merkle_root
+from reconciler.core.lockfile import next_pow2 as _next_pow2
+from reconciler.core.lockfile import zero_root as _zero_root
+from reconciler.core.paths import check_element as _check_element
+from reconciler.core.paths import split_torrent_path as _split_path
 
-from reconciler.model.desired import LockFile
+__all__ = ["BLOCK_SIZE", "MAX_PIECE_SIZE", "FileHasher", "FileHashes", "build_torrent",
+           "check_path", "choose_piece_size", "lock_extra", "read_lock"]
 
-BLOCK_SIZE = 16 * 1024
-MIN_PIECE_SIZE = BLOCK_SIZE
 MAX_PIECE_SIZE = 16 * 1024 * 1024
 _TARGET_MAX_PIECES = 2000
 _HASH_LEN = 32
@@ -47,14 +53,8 @@ _ZERO_HASH = bytes(_HASH_LEN)
 # make the same content produce different bytes.
 _RESERVED_TOP_KEYS = frozenset({"info", "piece layers", "creation date"})
 
-# Characters libtorrent drops or replaces with "_" when it loads a torrent (torrent_info.cpp:
-# valid_path_character / filter_path_character). A path containing one would not read back as
-# written, so build_torrent refuses it instead of writing a lock whose paths silently change.
-_INVISIBLE = frozenset(
-    [0x061C, 0xFEFF, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2065),
-     *range(0x2066, 0x206A)])
-# libtorrent truncates longer path elements (counted in UTF-8 bytes).
-_MAX_ELEMENT_BYTES = 240
+# Paths are checked with core.paths.check_element: a character libtorrent drops or replaces when
+# it loads a torrent would make a path read back differently, so build_torrent refuses it.
 
 
 def choose_piece_size(total_bytes: int) -> int:
@@ -77,37 +77,6 @@ def _check_piece_size(piece_size: int) -> None:
     if (not isinstance(piece_size, int) or isinstance(piece_size, bool)
             or piece_size < MIN_PIECE_SIZE or piece_size & (piece_size - 1)):
         raise ValueError(f"piece size must be a power of two >= {MIN_PIECE_SIZE}, got {piece_size!r}")
-
-
-def _next_pow2(n: int) -> int:
-    p = 1
-    while p < n:
-        p <<= 1
-    return p
-
-
-_zero_roots: list[bytes] = [_ZERO_HASH]  # _zero_roots[k]: root of 2**k zero leaves
-
-
-def _zero_root(num_leaves: int) -> bytes:
-    """Root of a merkle tree of `num_leaves` (a power of two) all-zero leaves (libtorrent's merkle_pad)."""
-    depth = num_leaves.bit_length() - 1
-    while len(_zero_roots) <= depth:
-        _zero_roots.append(hashlib.sha256(_zero_roots[-1] * 2).digest())
-    return _zero_roots[depth]
-
-
-def _merkle_root(leaves: Sequence[bytes], pad: bytes) -> bytes:
-    """BEP 52 root: leaves padded with `pad` up to a power of two, then hashed pairwise."""
-    layer = list(leaves)
-    width = _next_pow2(len(layer))
-    while width > 1:
-        if len(layer) % 2:
-            layer.append(pad)
-        layer = [hashlib.sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
-        pad = hashlib.sha256(pad + pad).digest()
-        width //= 2
-    return layer[0]
 
 
 @dataclass(frozen=True)
@@ -201,32 +170,6 @@ class FileHasher:
                           pieces_root=root, v1_last_unpadded=unpadded)
 
 
-def _check_element(element: str, what: str) -> bytes:
-    """One path element as UTF-8, refusing anything libtorrent would not read back unchanged."""
-    if element in ("", ".", ".."):
-        raise ValueError(f"{what}: empty, '.' or '..' path element")
-    for ch in element:
-        c = ord(ch)
-        if c < 32 or c == 0x7F or 0x80 <= c <= 0x9F or ch == "\\" or c in _INVISIBLE:
-            raise ValueError(f"{what}: path element {element!r} contains character U+{c:04X}, "
-                             "which libtorrent would drop or replace")
-    try:
-        raw = element.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what}: path element {element!r} is not valid Unicode") from None
-    if len(raw) > _MAX_ELEMENT_BYTES:
-        raise ValueError(f"{what}: path element longer than {_MAX_ELEMENT_BYTES} bytes")
-    return raw
-
-
-def _split_path(path: str) -> tuple[bytes, ...]:
-    if not isinstance(path, str):
-        raise ValueError(f"file path must be a str, got {type(path).__name__}")
-    if path.startswith("/"):
-        raise ValueError(f"{path!r}: absolute path; paths are relative to the torrent's top dir")
-    return tuple(_check_element(e, repr(path)) for e in path.split("/"))
-
-
 def check_path(path: str) -> None:
     """ValueError unless `path` is a relative path a torrent can hold (no '..', no '/' first)."""
     _split_path(path)
@@ -245,10 +188,9 @@ def _check_hashes(path: str, h: FileHashes, piece_size: int) -> None:
 
 
 def _to_bencodable(value: object, where: str) -> object:
-    """Strictly convert `extra` to what lt.bencode encodes faithfully.
+    """Strictly convert `extra` to bencodable values, with an error naming where it is not.
 
-    lt.bencode silently writes None and floats as empty strings and tuples of ints as raw bytes, so
-    anything but dict/list/tuple/str/bytes/int is refused here.
+    Only dict/list/tuple/str/bytes/int are accepted (bool is refused: it would read back as int).
     """
     if isinstance(value, bool):
         raise ValueError(f"extra{where}: booleans cannot be bencoded (use 0/1)")
@@ -358,77 +300,4 @@ def build_torrent(name: str, piece_size: int, files: Sequence[tuple[str, FileHas
         top[key.encode("utf-8")] = _to_bencodable(value, f"[{key!r}]")
     top[b"info"] = info
     top[b"piece layers"] = layers
-    return lt.bencode(top)
-
-
-def _decode_top(data: bytes) -> dict:
-    try:
-        decoded = lt.bdecode(bytes(data))
-    except (RuntimeError, TypeError):
-        decoded = None
-    if not isinstance(decoded, dict):
-        raise ValueError("not a bencoded torrent")
-    return decoded
-
-
-def read_lock(data: bytes, path: str) -> LockFile:
-    """Parse and validate a lock: it must be a hybrid v1+v2 torrent with a top directory.
-
-    `path` is only recorded (as written in spec.lock). Raises ValueError with a message meant for
-    a human (no path in it; the caller knows where the lock came from).
-    """
-    top = _decode_top(data)
-    try:
-        ti = lt.torrent_info(bytes(data))
-    except RuntimeError as e:
-        raise ValueError(f"not a valid torrent: {e}") from None
-    hashes = ti.info_hashes()
-    if not (hashes.has_v1() and hashes.has_v2()):
-        kind = "v1-only" if hashes.has_v1() else "v2-only"
-        raise ValueError(f"not a hybrid v1+v2 torrent (it is {kind})")
-    info = top.get(b"info")
-    if not isinstance(info, dict) or b"files" not in info:
-        raise ValueError("single-file torrent; a lock must describe a directory")
-
-    fs = ti.layout()
-    name = ti.name()
-    prefix = name + "/"
-    out: list[tuple[str, int]] = []
-    for i in range(fs.num_files()):
-        if fs.file_flags(i) & lt.file_storage.flag_pad_file:
-            continue
-        full = fs.file_path(i).replace("\\", "/")
-        if not full.startswith(prefix):  # pragma: no cover - libtorrent always prefixes the name
-            raise ValueError(f"file {full!r} is outside the torrent's top directory {name!r}")
-        out.append((full[len(prefix):], fs.file_size(i)))
-    return LockFile(
-        path=path,
-        info_hash=hashes.v2.to_bytes().hex(),
-        info_hash_v1=hashes.v1.to_bytes().hex(),
-        name=name,
-        total_bytes=sum(size for _, size in out),
-        files=tuple(out),
-    )
-
-
-def _from_bencoded(value: object) -> object:
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return value
-    if isinstance(value, list):
-        return [_from_bencoded(v) for v in value]
-    if isinstance(value, dict):
-        return {_from_bencoded(k): _from_bencoded(v) for k, v in value.items()}
-    return value
-
-
-def lock_extra(data: bytes) -> dict:
-    """The top-level keys outside `info`/`piece layers`, i.e. the `extra` given to build_torrent.
-
-    Byte strings are decoded to str where they are valid UTF-8 (bytes otherwise); {} if none.
-    """
-    top = _decode_top(data)
-    return {_from_bencoded(k): _from_bencoded(v) for k, v in top.items()
-            if k not in (b"info", b"piece layers")}
+    return bencode(top)

@@ -150,10 +150,10 @@ def test_schemas_use_the_same_patterns() -> None:
     assert config["$defs"]["duration"]["anyOf"][1]["pattern"] == DURATION_PATTERN
 
 
-@pytest.mark.parametrize(("n", "text"), [(0, "0B"), (1023, "1023B"), (1536, "1.5KiB"),
-                                         (2 * TiB, "2TiB"), (200 * MiB, "200MiB")])
-def test_format_size(n: int, text: str) -> None:
-    from reconciler.core.units import format_size
+@pytest.mark.parametrize(("n", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
+                                         (200 * MiB, "200.0 MiB"), (2 * TiB, "2.0 TiB"),
+                                         (3 * 1024 * TiB, "3072.0 TiB"), (-2048, "-2.0 KiB")])
+def test_format_bytes(n: int, text: str) -> None:
+    from reconciler.core.units import format_bytes
 
-    assert format_size(n) == text
-    assert parse_size(text) == n
+    assert format_bytes(n) == text

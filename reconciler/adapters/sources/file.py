@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import AsyncIterator
 
+from reconciler.core.paths import is_clean_relative
 from reconciler.model.desired import FileSource
 from reconciler.adapters.sources.base import Origin, OriginError, OriginFile, chunks
 
@@ -66,11 +67,9 @@ class FileOrigin(Origin):
             return self.root
         # Checked as written, not resolved: symlinks inside the source are the dataset's own
         # (list_files follows them), but a request must not climb out with `..` or a root.
-        parts = path.split("/")
-        if not path or path.startswith("/") or any(
-                p in ("", ".", "..") for p in parts):
+        if not is_clean_relative(path):
             raise OriginError(f"file source {self.source.path}: {path} escapes the source")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*path.split("/"))
 
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         full = self._resolve(path)

@@ -7,28 +7,23 @@ never leave this module (not in the lock, status, logs or API).
 from __future__ import annotations
 
 import os
-import re
 from typing import AsyncIterator, Mapping
 from urllib.parse import quote, urlsplit, unquote
 
 import aiohttp
 
+from reconciler.core.envrefs import UnsetVariable, expand_env_refs
 from reconciler.model.desired import HttpSource
 from reconciler.adapters.sources.base import CHUNK, Origin, OriginError, OriginFile, range_header, safe_url
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
 def expand_env(value: str, env: Mapping[str, str]) -> str:
     """`${NAME}` from `env`, `$$` is a literal dollar; a missing variable is an error."""
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group(1)
-        if name not in env:
-            raise OriginError(f"environment variable {name} is not set (used in an http header)")
-        return env[name]
-    return _VAR.sub(sub, value)
+    try:
+        return expand_env_refs(value, env)
+    except UnsetVariable as e:
+        raise OriginError(f"environment variable {e.name} is not set (used in an http header)") from None
+    except ValueError as e:  # validation refuses bad syntax, so only a hand-made source gets here
+        raise OriginError(f"http header: {e}") from None
 
 
 class HttpOrigin(Origin):

@@ -26,6 +26,7 @@ import os
 import threading
 from typing import Any, AsyncIterator, Callable, Mapping
 
+from reconciler.core.paths import is_clean_relative
 from reconciler.model.desired import S3Source
 from reconciler.adapters.sources.base import Origin, OriginError, OriginFile, chunks, range_header, safe_url
 
@@ -277,7 +278,7 @@ def _check_names(files: list[OriginFile], where: str) -> None:
     names = {f.path for f in files}
     for f in files:
         parts = f.path.split("/")
-        if any(p in ("", ".", "..") for p in parts):
+        if not is_clean_relative(f.path):
             raise OriginError(f"s3 source {where}: key {f.path!r} (relative to the prefix) "
                               "has an empty, '.' or '..' path segment: it cannot be a file name")
         for i in range(1, len(parts)):
