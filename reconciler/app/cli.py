@@ -121,7 +121,7 @@ def cmd_lock(root: Path, datasets: list[str]) -> int:
 
 
 def _load_or_reject(cfg: NodeConfig):  # type: ignore[no-untyped-def]
-    from reconciler.engine.runner import load
+    from reconciler.engine.inputs import load
     from reconciler.app.ui import print_rejected
     loaded = load(cfg)
     if loaded.state is None:
@@ -130,7 +130,7 @@ def _load_or_reject(cfg: NodeConfig):  # type: ignore[no-untyped-def]
 
 
 def cmd_plan(cfg: NodeConfig, as_json: bool) -> int:
-    from reconciler.engine.runner import node_problem, plan_for
+    from reconciler.engine.inputs import node_problem, plan_for
     from reconciler.app.ui import print_plan
 
     loaded = _load_or_reject(cfg)

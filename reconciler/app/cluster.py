@@ -214,7 +214,7 @@ def cluster_json(results: Mapping[str, dict], state: DesiredState) -> dict[str, 
 def cmd_status_cluster(cfg: NodeConfig, as_json: bool) -> int:
     """`syncbit-reconcile status --cluster [--json]`: 0, also with unreachable nodes; 3 when the
     state repo's revision is rejected (there is no inventory to ask)."""
-    from reconciler.engine.runner import load
+    from reconciler.engine.inputs import load
     from reconciler.app.ui import out, print_rejected
 
     loaded = load(cfg)

@@ -7,7 +7,7 @@ observed store, so re-running it after a crash or a missed event gives the right
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping, Sequence
 
 from reconciler.model.desired import PRIORITY_RANK, Dataset, DesiredState

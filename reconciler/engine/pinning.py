@@ -20,7 +20,7 @@ import aiohttp
 import structlog
 
 from reconciler.model.desired import Dataset, DesiredState
-from reconciler.app.lock import build_lock
+from reconciler.engine.locking import build_lock
 from reconciler.adapters.pin_cache import PinCache
 from reconciler.core.pinning import PinDecision, PeerState, blocked, check, decide_pin, metadata_key
 from reconciler.core.placement import Assignment, rank_nodes

@@ -22,20 +22,17 @@ import structlog
 from reconciler.adapters import lastgood
 from reconciler.adapters.api import ApiServer
 from reconciler.adapters.config import NodeConfig
-from reconciler.adapters.pin_cache import PinCache
 from reconciler.adapters.status_file import now_rfc3339, read_status, write_status
-from reconciler.adapters.store import Store
 from reconciler.core.conditions import pass_result
-from reconciler.core.pinning import with_locks
 from reconciler.core.placement import datasets_for_node, place
-from reconciler.core.plan import Plan, make_plan
 from reconciler.core.transfer import PASS_INTERVAL
-from reconciler.desired.revision import state_revision
-from reconciler.desired.validate import load_desired_state
 from reconciler.engine.executor import Executor
+from reconciler.engine.inputs import Loaded, api_listen, load, node_problem, peer_listen, plan_for
 from reconciler.engine.pinning import POLL_MAX
-from reconciler.model.desired import DesiredState, ValidationError
+from reconciler.model.desired import DesiredState
 from reconciler.model.status import DatasetStatus, NodeReport, Rejected, Result
+
+__all__ = ["Loaded", "PassOutcome", "Runner", "load", "node_problem", "plan_for", "run_once"]
 
 log = structlog.get_logger("reconcile")
 
@@ -44,47 +41,6 @@ STATUS_EVERY = 2.0  # status file refresh while data moves
 DEFAULT_LINGER = 60.0  # --once: longest time to keep seeding for peers after converging
 LINGER_GRACE = 3.0  # --once: how long to wait for target peers that never connected
 ASKED_GRACE = POLL_MAX + 2.0  # --once: a peer that asked for a torrent this recently is coming
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A revision of the state repo: either a validated state or the reasons it was rejected."""
-
-    root: Path  # the state repo, symlinks resolved once for the whole pass
-    revision: str
-    state: DesiredState | None
-    errors: tuple[ValidationError, ...] = ()
-
-
-def load(cfg: NodeConfig) -> Loaded:
-    root = cfg.desired_state.resolve()  # once: a git-sync symlink swap must not mix revisions
-    revision = state_revision(root)
-    result = load_desired_state(root, revision)
-    if isinstance(result, DesiredState):
-        return Loaded(root, revision, result)
-    return Loaded(root, revision, None, tuple(result))
-
-
-def node_problem(cfg: NodeConfig, state: DesiredState) -> str | None:
-    """Why this node must not act on `state` at all, if it must not."""
-    if cfg.node not in state.nodes:
-        known = ", ".join(sorted(state.nodes)) or "none"
-        return (f"node {cfg.node!r} (from {cfg.source}) has no Node document in the state repo "
-                f"(known nodes: {known}); refusing to act rather than evict everything")
-    return None
-
-
-def plan_for(cfg: NodeConfig, state: DesiredState) -> Plan:
-    state = with_locks(state, PinCache(cfg.state_dir).locks(state))
-    return make_plan(state, cfg.node, cfg.allowed_roots, Store(cfg.state_dir).observe())
-
-
-def peer_listen(cfg: NodeConfig, state: DesiredState) -> str:
-    return cfg.listen_peer or state.nodes[cfg.node].peer
-
-
-def api_listen(cfg: NodeConfig, state: DesiredState) -> str:
-    return cfg.listen_api or state.nodes[cfg.node].api
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,14 @@ def test_validate_loads_no_libtorrent_nor_aiohttp() -> None:
     assert "reconciler.core.lockfile" in modules
     loaded = sorted(m for m in modules if m.split(".")[0] in HEAVY)
     assert loaded == []
+
+
+def test_plan_loads_no_libtorrent_nor_aiohttp(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"node: node-a\ndesiredState: {EXAMPLE}\nstateDir: {tmp_path / 'state'}\n"
+                   f"allowedRoots: [{tmp_path / 'data'}]\n")
+    modules = imported_modules("plan", "--config", str(cfg))
+    assert "reconciler.core.plan" in modules
+    loaded = sorted(m for m in modules if m.split(".")[0] in ("libtorrent", "aiohttp", "boto3",
+                                                               "huggingface_hub"))
+    assert loaded == []

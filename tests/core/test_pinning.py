@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
-from factories import dataset, node, state, torrent
+from factories import dataset
 from reconciler.model.desired import HttpSource
 from reconciler.core.pinning import blocked, decide_pin, metadata_key
 

@@ -1,0 +1,59 @@
+"""What a pass starts from: the state repo's revision, validated, and the plan against the
+store. Light on purpose (no libtorrent, no aiohttp): `plan` and `status --cluster` use it
+without starting a node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.adapters.config import NodeConfig
+from reconciler.adapters.pin_cache import PinCache
+from reconciler.adapters.store import Store
+from reconciler.core.pinning import with_locks
+from reconciler.core.plan import Plan, make_plan
+from reconciler.desired.revision import state_revision
+from reconciler.desired.validate import load_desired_state
+from reconciler.model.desired import DesiredState, ValidationError
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A revision of the state repo: either a validated state or the reasons it was rejected."""
+
+    root: Path  # the state repo, symlinks resolved once for the whole pass
+    revision: str
+    state: DesiredState | None
+    errors: tuple[ValidationError, ...] = ()
+
+
+def load(cfg: NodeConfig) -> Loaded:
+    root = cfg.desired_state.resolve()  # once: a git-sync symlink swap must not mix revisions
+    revision = state_revision(root)
+    result = load_desired_state(root, revision)
+    if isinstance(result, DesiredState):
+        return Loaded(root, revision, result)
+    return Loaded(root, revision, None, tuple(result))
+
+
+def node_problem(cfg: NodeConfig, state: DesiredState) -> str | None:
+    """Why this node must not act on `state` at all, if it must not."""
+    if cfg.node not in state.nodes:
+        known = ", ".join(sorted(state.nodes)) or "none"
+        return (f"node {cfg.node!r} (from {cfg.source}) has no Node document in the state repo "
+                f"(known nodes: {known}); refusing to act rather than evict everything")
+    return None
+
+
+def plan_for(cfg: NodeConfig, state: DesiredState) -> Plan:
+    state = with_locks(state, PinCache(cfg.state_dir).locks(state))
+    return make_plan(state, cfg.node, cfg.allowed_roots, Store(cfg.state_dir).observe())
+
+
+def peer_listen(cfg: NodeConfig, state: DesiredState) -> str:
+    return cfg.listen_peer or state.nodes[cfg.node].peer
+
+
+def api_listen(cfg: NodeConfig, state: DesiredState) -> str:
+    return cfg.listen_api or state.nodes[cfg.node].api
