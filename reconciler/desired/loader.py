@@ -16,15 +16,16 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Iterator
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from reconciler.model.desired import ValidationError
 
-__all__ = ["Document", "LoadResult", "iter_state_files", "load_documents", "parse_documents",
+__all__ = ["Document", "LoadResult", "LockRead", "iter_state_files", "load_documents",
+           "parse_documents", "read_locks",
            "YAML_FIELD", "FILE_FIELD", "YAML_SUFFIXES"]
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -213,3 +214,42 @@ def load_documents(root: Path) -> LoadResult:
         documents.extend(docs)
         errors.extend(errs)
     return LoadResult(documents, errors, files)
+
+
+@dataclass(frozen=True)
+class LockRead:
+    """What reading one `spec.lock` path gave: its bytes, or why there are none. Validation
+    (pure) turns a problem into the user's message."""
+
+    data: bytes | None = None
+    problem: str | None = None  # absolute | outside | missing | not-a-file | unreadable
+    detail: str = ""
+
+
+def read_lock_file(base: Path, lock: str) -> LockRead:
+    """The bytes of the lock at `lock` (relative to the state repo `base`, resolved)."""
+    if PurePosixPath(lock).is_absolute() or lock.startswith("\\"):
+        return LockRead(problem="absolute")
+    try:
+        target = (base / lock).resolve()
+        if not target.is_relative_to(base):
+            return LockRead(problem="outside")
+        if not target.exists():
+            return LockRead(problem="missing")
+        if not target.is_file():
+            return LockRead(problem="not-a-file")
+        return LockRead(data=target.read_bytes())
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        detail = getattr(exc, "strerror", None) or str(exc)
+        return LockRead(problem="unreadable", detail=detail.lower())
+
+
+def read_locks(base: Path, documents: Iterable[Document]) -> dict[str, LockRead]:
+    """Every `spec.lock` the documents name (strings only; validation judges the rest)."""
+    out: dict[str, LockRead] = {}
+    for doc in documents:
+        spec = doc.data.get("spec") if isinstance(doc.data, dict) else None
+        lock = spec.get("lock") if isinstance(spec, dict) else None
+        if isinstance(lock, str) and lock and lock not in out:
+            out[lock] = read_lock_file(base, lock)
+    return out

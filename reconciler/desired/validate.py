@@ -16,11 +16,11 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
-from reconciler.desired.loader import Document, load_documents
+from reconciler.desired.loader import Document, LockRead, load_documents, read_locks
 from reconciler.model.desired import (
     Dataset,
     DesiredState,
@@ -463,27 +463,23 @@ def _check_source(doc: Document, path: PathT, errors: _Errors) -> None:
             errors.add(doc, path + ("file", "path"), "must not be empty", at_value=True)
 
 
-def _read_lock(base: Path, lock: str, required: bool = True) -> LockFile | str | None:
+def _lock_of(lock: str, read: LockRead | None, required: bool) -> LockFile | str | None:
     """The parsed lock, or a message; None if it is missing or invalid and not `required`."""
-    if PurePosixPath(lock).is_absolute() or lock.startswith("\\"):
+    if read is None or read.problem == "absolute":
         return f"must be a path relative to the state repo root (got '{_clip(lock)}')"
-    target = (base / lock).resolve()
-    if not target.is_relative_to(base):
+    if read.problem == "outside":
         return f"lock '{_clip(lock)}' points outside the state repo"
-    if not target.exists():
+    if read.problem == "missing":
         if not required:
             return None
         return (f"lock file '{_clip(lock)}' does not exist in the state repo "
                 f"(write it with: syncbit-reconcile lock)")
-    if not target.is_file():
+    if read.problem == "not-a-file":
         return f"lock '{_clip(lock)}' is not a file"
+    if read.problem is not None or read.data is None:
+        return f"cannot read lock '{_clip(lock)}': {read.detail}"
     try:
-        data = target.read_bytes()
-    except OSError as exc:
-        return f"cannot read lock '{_clip(lock)}': {(exc.strerror or str(exc)).lower()}"
-
-    try:
-        return read_lock(data, lock)
+        return read_lock(read.data, lock)
     except ValueError as exc:  # read_lock raises nothing else on any input
         if not required:
             return None
@@ -491,8 +487,9 @@ def _read_lock(base: Path, lock: str, required: bool = True) -> LockFile | str |
         return f"lock '{_clip(lock)}' is invalid: {detail}"
 
 
-def _check_dataset(doc: Document, base: Path, node_names: set[str] | None,
-                   locks: dict[str, LockFile], errors: _Errors, require_locks: bool) -> None:
+def _check_dataset(doc: Document, lock_files: Mapping[str, LockRead],
+                   node_names: set[str] | None, locks: dict[str, LockFile], errors: _Errors,
+                   require_locks: bool) -> None:
     spec = _get(doc.data, "spec")
     if not isinstance(spec, dict):
         return
@@ -517,7 +514,7 @@ def _check_dataset(doc: Document, base: Path, node_names: set[str] | None,
 
     lock = spec.get("lock")
     if isinstance(lock, str) and lock and not errors.has(doc, ("spec", "lock")):
-        result = _read_lock(base, lock, require_locks)
+        result = _lock_of(lock, lock_files.get(lock), require_locks)
         if isinstance(result, str):
             errors.add(doc, ("spec", "lock"), result, at_value=True)
         elif result is not None:
@@ -608,10 +605,12 @@ def _build_dataset(doc: Document, lock: LockFile | None) -> Dataset:
 # Entry points
 
 
-def validate_documents(documents: list[Document], base: Path, revision: str,
-                       prior_errors: Iterable[ValidationError] = (), *,
+def validate_documents(documents: list[Document], lock_files: Mapping[str, LockRead],
+                       revision: str, prior_errors: Iterable[ValidationError] = (), *,
                        require_locks: bool = True) -> DesiredState | list[ValidationError]:
-    """Validate loaded documents (from `loader.load_documents(base)`); see `load_desired_state`."""
+    """Validate parsed documents and the bytes of the locks they name (from
+    `loader.load_documents` and `loader.read_locks`): pure, no file is opened here. See
+    `load_desired_state`."""
     errors = _Errors()
     for e in prior_errors:
         errors.append(e)
@@ -646,7 +645,7 @@ def validate_documents(documents: list[Document], base: Path, revision: str,
         if kind == "Node":
             _check_node(doc, errors)
         else:
-            _check_dataset(doc, base, node_names, locks, errors, require_locks)
+            _check_dataset(doc, lock_files, node_names, locks, errors, require_locks)
 
     if not documents and not errors.items:
         errors.append(ValidationError(".", 1, 1, REPO_FIELD,
@@ -681,5 +680,5 @@ def load_desired_state(root: Path, revision: str, *, require_locks: bool = True
     """
     base = Path(root).resolve()
     loaded = load_documents(base)
-    return validate_documents(loaded.documents, base, revision, loaded.errors,
-                              require_locks=require_locks)
+    return validate_documents(loaded.documents, read_locks(base, loaded.documents), revision,
+                              loaded.errors, require_locks=require_locks)

@@ -982,3 +982,38 @@ def test_arbitrary_documents_never_raise(tmp_path: Path, docs: list[dict]) -> No
     if isinstance(result, list):
         for e in result:
             assert isinstance(e, ValidationError) and e.line >= 1 and e.col >= 1 and e.message
+
+
+def test_validation_is_pure_over_documents_and_lock_bytes() -> None:
+    """No state repo on disk: the documents and the locks' bytes are all validation sees."""
+    from factories import torrent
+    from reconciler.desired.loader import LockRead, parse_documents
+    from reconciler.desired.validate import validate_documents
+
+    text = textwrap.dedent("""\
+        apiVersion: syncbit/v1
+        kind: Node
+        metadata: {name: n1}
+        spec: {peer: "127.0.0.1:6881", api: "127.0.0.1:7070"}
+        ---
+        apiVersion: syncbit/v1
+        kind: Dataset
+        metadata: {name: x}
+        spec:
+          version: v1
+          source: {file: {path: /src/x}}
+          placement: {all: true}
+          path: ds/x
+          lock: locks/x.torrent
+        """)
+    docs, problems = parse_documents(text, "state.yaml")
+    assert problems == []
+    good = validate_documents(docs, {"locks/x.torrent": LockRead(data=torrent("x"))}, "r1")
+    assert isinstance(good, DesiredState) and good.datasets["x"].lock is not None
+    missing = validate_documents(docs, {"locks/x.torrent": LockRead(problem="missing")}, "r1")
+    assert isinstance(missing, list) and "does not exist" in missing[0].message
+    assert missing[0].field == "spec.lock" and missing[0].file == "state.yaml"
+    unreadable = validate_documents(
+        docs, {"locks/x.torrent": LockRead(problem="unreadable", detail="permission denied")}, "r1")
+    assert isinstance(unreadable, list)
+    assert "cannot read lock 'locks/x.torrent': permission denied" in unreadable[0].message
