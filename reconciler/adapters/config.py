@@ -11,6 +11,7 @@ import jsonschema
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from reconciler.desired.schema_errors import position, schema_problems
 from reconciler.desired.schemas import schema
 from reconciler.core.units import parse_duration, parse_size
 
@@ -121,35 +122,15 @@ def _plain(node: object) -> object:
 
 def _locate(doc: object, keys: Sequence[object]) -> tuple[int, int]:
     """1-based line and column of the key (or list item) at `keys`, or of its closest parent."""
-    line, col = 1, 1
-    node = doc
-    for part in keys:
-        lc = getattr(node, "lc", None)
-        try:
-            if lc is not None:
-                line, col = lc.key(part) if isinstance(node, dict) else lc.item(part)
-                line, col = line + 1, col + 1
-            node = node[part]  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            break
-    return line, col
+    return position(doc, tuple(keys), False, (1, 1))
 
 
 def _format(path: Path, doc: object, err: jsonschema.ValidationError) -> list[str]:
-    """`FILE:LINE:COL: FIELD: MESSAGE` lines for one schema error, pointing at the closest key."""
-    keys = list(err.absolute_path)
-    line, col = _locate(doc, keys)
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        if extra:
-            return [f"{path}:{':'.join(map(str, _locate(doc, [*keys, k])))}: "
-                    f"{'.'.join(map(str, [*keys, k]))}: unknown field {k!r}" for k in extra]
-    if err.validator == "required" and isinstance(err.instance, dict):
-        missing = [k for k in err.validator_value if k not in err.instance]
-        if missing:
-            return [f"{path}:{line}:{col}: {'.'.join(map(str, [*keys, k]))}: "
-                    f"required field {k!r} is missing" for k in missing]
-    field = ".".join(map(str, keys)) or "(root)"
-    custom = err.schema.get("errorMessage") if isinstance(err.schema, dict) else None
-    message = f"{custom} (got {err.instance!r})" if isinstance(custom, str) else err.message
-    return [f"{path}:{line}:{col}: {field}: {message}"]
+    """`FILE:LINE:COL: FIELD: MESSAGE` lines for one schema error, pointing at the key; the
+    words are the state repo's (desired/schema_errors.py), FIELD is dotted (`allowedRoots.1`)."""
+    out = []
+    for p in schema_problems(err):
+        line, col = _locate(doc, p.pos_path if p.pos_path is not None else p.path)
+        keys = p.field_path if p.field_path is not None else p.path
+        out.append(f"{path}:{line}:{col}: {'.'.join(map(str, keys)) or '(root)'}: {p.message}")
+    return out

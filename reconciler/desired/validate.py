@@ -13,9 +13,6 @@ paths that must stay inside their root, `${VAR}` syntax, lock files that must pa
 
 from __future__ import annotations
 
-import datetime as _dt
-import difflib
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import unquote, urlsplit
@@ -35,6 +32,8 @@ from reconciler.model.desired import (
     Source,
     ValidationError,
 )
+from reconciler.desired.schema_errors import clip as _clip
+from reconciler.desired.schema_errors import format_field, position, schema_problems, show as _show
 from reconciler.desired.schemas import validator as schema_validator
 from reconciler.core.hostport import parse_hostport
 from reconciler.core.envrefs import check_env_refs, expand_env_refs
@@ -60,73 +59,7 @@ SOURCE_TYPES = ("http", "s3", "hf", "file")
 DOCUMENT_FIELD = "(document)"
 REPO_FIELD = "(repo)"
 
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-
 PathT = tuple[Any, ...]
-
-
-# --------------------------------------------------------------------------------------------
-# Small public helpers (also used by the sources and the `lock` command)
-
-
-def format_field(path: Iterable[Any]) -> str:
-    """`("spec", "source", "http", "files", 2)` -> `spec.source.http.files[2]`."""
-    out = ""
-    for part in path:
-        if isinstance(part, int) and not isinstance(part, bool):
-            out += f"[{part}]"
-        elif isinstance(part, str) and _PLAIN_KEY.fullmatch(part):
-            out += f".{part}" if out else part
-        else:
-            out += f'["{part}"]'
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Positions
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _lc_pos(container: Any, key: Any, want_value: bool) -> tuple[int, int] | None:
-    lc = getattr(container, "lc", None)
-    if lc is None:
-        return None
-    try:
-        if isinstance(container, list):
-            line, col = lc.item(key)
-        elif want_value:
-            line, col = lc.value(key)
-        else:
-            line, col = lc.key(key)
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return None
-    if line is None or col is None:
-        return None
-    return line + 1, col + 1
-
-
-def _position(doc: Document, path: PathT, want_value: bool = False) -> tuple[int, int]:
-    """1-based (line, col) of the key (or the value) at `path`; nearest known ancestor else."""
-    nodes = [doc.data]
-    node = doc.data
-    for part in path:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            break
-        nodes.append(node)
-    for depth in range(min(len(path), len(nodes) - 1), 0, -1):
-        parent, key = nodes[depth - 1], path[depth - 1]
-        value = nodes[depth]
-        is_container = isinstance(value, (dict, list))
-        pos = _lc_pos(parent, key, want_value and not is_container and depth == len(path))
-        if pos is not None:
-            return pos
-        want_value = False
-    return doc.line, doc.col
 
 
 class _Errors:
@@ -137,7 +70,7 @@ class _Errors:
 
     def add(self, doc: Document, path: PathT, message: str, *, at_value: bool = False,
             pos: tuple[int, int] | None = None, field: str | None = None) -> None:
-        line, col = pos if pos is not None else _position(doc, path, at_value)
+        line, col = pos if pos is not None else position(doc.data, path, at_value, (doc.line, doc.col))
         field = field if field is not None else (format_field(path) or DOCUMENT_FIELD)
         self.append(ValidationError(doc.file, line, col, field, message), doc)
 
@@ -159,201 +92,16 @@ class _Errors:
 
 
 # --------------------------------------------------------------------------------------------
-# JSON Schema errors -> messages
-
-
-def _yaml_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (_dt.date, _dt.datetime)):
-        return "date"
-    if isinstance(value, dict):
-        return "mapping"
-    if isinstance(value, list):
-        return "list"
-    return type(value).__name__
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "an empty value"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"'{_clip(value)}'"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, (_dt.date, _dt.datetime)):
-        return f"date {value.isoformat()}"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
-_TYPE_PHRASE = {"string": "a string", "integer": "an integer", "number": "a number",
-                "boolean": "true or false", "object": "a mapping", "array": "a list",
-                "null": "null"}
-
-
-def _got(value: Any, sensitive: bool) -> str:
-    return "" if sensitive else f" (got {_show(value)})"
-
-
-def _exactly_one_message(alternatives: list[list[str]], instance: Mapping[str, Any]) -> str:
-    mentioned: list[str] = []
-    for alt in alternatives:
-        mentioned.extend(k for k in alt if k not in mentioned)
-    found = [k for k in instance if k in mentioned]
-    found_text = ", ".join(found) if found else "none"
-    if all(len(alt) == 1 for alt in alternatives):
-        names = ", ".join(alt[0] for alt in alternatives)
-        return f"exactly one of {names} must be set (found {found_text})"
-    forms = [" with ".join(alt) for alt in alternatives]
-    return f"set either {', or '.join(forms)} (found {found_text})"
-
-
-def _required_alternatives(schema: Any) -> list[list[str]] | None:
-    one_of = schema.get("oneOf") if isinstance(schema, dict) else None
-    if not one_of or not all(isinstance(s, dict) and set(s) == {"required"} for s in one_of):
-        return None
-    return [list(s["required"]) for s in one_of]
+# JSON Schema errors -> messages (desired/schema_errors.py, shared with the node config)
 
 
 def _schema_errors(doc: Document, kind: str, errors: _Errors) -> None:
     for err in schema_validator(kind.lower()).iter_errors(doc.data):
-        _convert(doc, err, errors)
-
-
-def _convert(doc: Document, err: Any, errors: _Errors) -> None:
-    path: PathT = tuple(err.absolute_path)
-    kw = err.validator
-    schema = err.schema if isinstance(err.schema, dict) else {}
-    instance = err.instance
-    sensitive = "headers" in path
-    custom = schema.get("errorMessage") if isinstance(schema.get("errorMessage"), str) else None
-
-    if "propertyNames" in list(err.relative_schema_path):
-        shown = _clip(str(instance))
-        message = f"{custom} (got '{shown}')" if custom else f"invalid key '{shown}'"
-        errors.add(doc, path + (instance,), message)
-        return
-
-    if kw == "required":
-        if not isinstance(instance, dict):
-            return
-        for name in err.validator_value:
-            if name not in instance:
-                errors.add(doc, path, f"missing required field '{name}'",
-                           field=format_field(path + (name,)))
-        return
-
-    if kw == "additionalProperties":
-        if not isinstance(instance, dict):
-            return
-        allowed = list(schema.get("properties", {}))
-        patterns = list(schema.get("patternProperties", {}))
-        noun = schema.get("x-keyNoun", "field")
-        for key in instance:
-            if key in allowed or any(re.search(p, str(key)) for p in patterns):
-                continue
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.75)
-            if noun == "field" and close:
-                message = f"unknown field '{key}': did you mean '{close[0]}'?"
-            else:
-                message = f"unknown {noun} '{key}' (allowed: {', '.join(allowed)})"
-            errors.add(doc, path + (key,), message)
-        return
-
-    alternatives = _required_alternatives(schema)
-    if kw in ("oneOf", "dependentRequired") and alternatives is not None:
-        if isinstance(instance, dict):
-            errors.add(doc, path, _exactly_one_message(alternatives, instance))
-        return
-
-    if kw in ("minProperties", "maxProperties") and schema.get("minProperties") == 1 \
-            and schema.get("maxProperties") == 1:
-        if isinstance(instance, dict):
-            errors.add(doc, path, _exactly_one_message([[k] for k in schema.get("properties", {})],
-                                                       instance))
-        return
-
-    if kw == "not" and isinstance(err.validator_value, dict) \
-            and set(err.validator_value) == {"required"}:
-        names = list(err.validator_value["required"])
-        if isinstance(instance, dict):
-            last = names[-1]
-            errors.add(doc, path, f"{' and '.join(names)} cannot be set together",
-                       pos=_position(doc, path + (last,)))
-        return
-
-    if kw == "dependentRequired" and isinstance(instance, dict):
-        for name, needs in err.validator_value.items():
-            if name in instance:
-                for need in needs:
-                    if need not in instance:
-                        errors.add(doc, path + (name,), f"{name} requires {need} to be set")
-        return
-
-    at_value = True
-    if custom is not None:
-        message = custom + _got(instance, sensitive)
-    elif kw == "type":
-        expected = err.validator_value if isinstance(err.validator_value, list) \
-            else [err.validator_value]
-        phrase = " or ".join(_TYPE_PHRASE.get(t, t) for t in expected)
-        if instance is None:
-            message = f"must be {phrase} (got an empty value)"
-        elif sensitive:
-            message = f"must be {phrase}"
-        else:
-            message = f"must be {phrase} (got {_yaml_type(instance)} {_show(instance)})"
-            if "string" in expected and isinstance(instance, (bool, int, float, _dt.date)):
-                message += ": quote it"
-    elif kw == "const":
-        message = f"must be {_show(err.validator_value)}" + _got(instance, sensitive)
-    elif kw == "enum":
-        allowed = ", ".join(str(v) for v in err.validator_value)
-        message = f"must be one of {allowed}" + _got(instance, sensitive)
-    elif kw == "minimum":
-        message = f"must be at least {err.validator_value}" + _got(instance, sensitive)
-    elif kw == "maximum":
-        message = f"must be at most {err.validator_value}" + _got(instance, sensitive)
-    elif kw == "minLength":
-        message = ("must not be empty" if err.validator_value == 1
-                   else f"must be at least {err.validator_value} characters long")
-    elif kw == "maxLength":
-        message = f"must be at most {err.validator_value} characters long"
-    elif kw == "minItems":
-        message = ("must not be empty" if err.validator_value == 1
-                   else f"must have at least {err.validator_value} items")
-    elif kw == "uniqueItems":
-        seen: list[Any] = []
-        dups: list[str] = []
-        for item in instance if isinstance(instance, list) else []:
-            if item in seen and _show(item) not in dups:
-                dups.append(_show(item))
-            seen.append(item)
-        message = "must not contain duplicates" + (f" (found {', '.join(dups)} twice)"
-                                                   if dups and not sensitive else "")
-    elif kw == "pattern":
-        message = f"must match the pattern {err.validator_value}" + _got(instance, sensitive)
-    elif kw in ("anyOf", "oneOf"):
-        message = "does not match any allowed form" + _got(instance, sensitive)
-    elif kw is None or err.schema is False:
-        message = "not allowed here"
-    else:
-        message = err.message
-    errors.add(doc, path, message, at_value=at_value)
+        for p in schema_problems(err):
+            pos = position(doc.data, p.pos_path, False, (doc.line, doc.col)) \
+                if p.pos_path is not None else None
+            field = format_field(p.field_path) if p.field_path is not None else None
+            errors.add(doc, p.path, p.message, at_value=p.at_value, pos=pos, field=field)
 
 
 # --------------------------------------------------------------------------------------------
@@ -632,7 +380,7 @@ def validate_documents(documents: list[Document], lock_files: Mapping[str, LockR
             continue
         first = first_seen.setdefault((kind, name), doc)
         if first is not doc:
-            fl, _ = _position(first, ("metadata", "name"), True)
+            fl, _ = position(first.data, ("metadata", "name"), True, (first.line, first.col))
             errors.add(doc, ("metadata", "name"),
                        f"duplicate {kind} name '{name}' (first defined at {first.file}:{fl})",
                        at_value=True)
