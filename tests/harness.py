@@ -118,21 +118,20 @@ class StateRepo:
                               capture_output=True, text=True).stdout.strip()
 
 
+def node_yaml(name: str, host: str, peer_port: int, api_port: int,
+              labels: Mapping[str, str] | None = None) -> str:
+    """One Node document: its peer and API addresses on `host`."""
+    return (f"apiVersion: syncbit/v1\nkind: Node\nmetadata:\n  name: {name}\n"
+            f"  labels: {json.dumps(dict(labels or {}))}\n"
+            f"spec:\n  peer: \"{host}:{peer_port}\"\n  api: \"{host}:{api_port}\"\n")
+
+
 def nodes_yaml(names: list[str], first_ip: int = 11, **labels: dict[str, str]) -> str:
+    """The inventory: node i on 127.0.0.<first_ip + i>, with free peer and API ports."""
     docs = []
     for i, n in enumerate(names):
         ip = f"127.0.0.{first_ip + i}"
-        lab = labels.get(n.replace("-", "_"), {})
-        docs.append(textwrap.dedent(f"""\
-            apiVersion: syncbit/v1
-            kind: Node
-            metadata:
-              name: {n}
-              labels: {json.dumps(lab)}
-            spec:
-              peer: "{ip}:{free_port(ip)}"
-              api: "{ip}:{free_port(ip)}"
-            """))
+        docs.append(node_yaml(n, ip, free_port(ip), free_port(ip), labels.get(n.replace("-", "_"))))
     return "---\n".join(docs)
 
 
