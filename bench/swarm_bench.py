@@ -65,6 +65,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from harness import (
     NodeHome,
     StateRepo,
+    dataset_yaml,
     nodes_yaml,
     pseudo_random,
     tree_digest,
@@ -93,20 +94,6 @@ def dataset_files(size: int) -> dict[str, bytes]:
              "model-00003-of-00003.safetensors": c, "extra/optimizer.bin": d}
     assert sum(sizes.values()) == size and min(sizes.values()) > 0
     return {name: pseudo_random(n, name) for name, n in sizes.items()}
-
-
-def dataset_yaml(source: str) -> str:
-    """The bench's Dataset; `source` is its `source:` as a YAML flow mapping."""
-    return f"""
-        apiVersion: syncbit/v1
-        kind: Dataset
-        metadata: {{name: {DATASET}}}
-        spec:
-          version: v1
-          source: {source}
-          placement: {{all: true}}
-          path: models/{DATASET}
-        """
 
 
 # -- addresses --------------------------------------------------------------------------------------
@@ -300,7 +287,7 @@ HF_REPO = "bench/weights"
 
 
 class RunOrigin:
-    source = ""  # the Dataset's `source:` as a YAML flow mapping
+    source: dict[str, object] = {}  # the Dataset's `source:`
     env: dict[str, str] = {}  # for `lock` and for the node processes
     t0 = 0.0
 
@@ -341,7 +328,7 @@ class HttpRun(RunOrigin):
     def __init__(self, origin_dir: Path, files: list[str], rate: int | None, cached: bool,
                  latency: float) -> None:
         self.origin = TimedOrigin(origin_dir, rate, cached, latency).start()
-        self.source = f'{{http: {{baseUrl: "{self.origin.url}/", files: [{", ".join(files)}]}}}}'
+        self.source = {"http": {"baseUrl": f"{self.origin.url}/", "files": list(files)}}
         self.env = {}
 
     def set_rate(self, rate: int | None) -> None:
@@ -528,8 +515,8 @@ class S3Run(RunOrigin):
     def __init__(self, s3: SeaweedS3, rate: int | None) -> None:
         self.s3 = s3
         self.proxy = ThrottleProxy(s3.ports["s3"], rate).start()
-        self.source = (f'{{s3: {{bucket: {S3_BUCKET}, prefix: {S3_PREFIX}, '
-                       f'endpointUrl: "{self.proxy.url}", region: {s3.region}}}}}')
+        self.source = {"s3": {"bucket": S3_BUCKET, "prefix": S3_PREFIX,
+                              "endpointUrl": self.proxy.url, "region": s3.region}}
         self.env = s3.env()
         self._server0 = 0
 
@@ -594,7 +581,7 @@ class HfRun(RunOrigin):
     def __init__(self, files: dict[str, bytes], rate: int | None, tmp: Path) -> None:
         self.hub = HubServer(lfs_min=1024, rate=rate).start()
         self.hub.create_repo(HF_REPO, files)
-        self.source = f"{{hf: {{repo: {HF_REPO}, repoType: model}}}}"
+        self.source = {"hf": {"repo": HF_REPO, "repoType": "model"}}
         self.env = {"HF_ENDPOINT": self.hub.url, "HF_TOKEN": "", "HF_HOME": str(tmp / "hf-home"),
                     "HF_HUB_OFFLINE": "", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
@@ -645,7 +632,7 @@ def run_cluster(kind: str, mode: str, n: int, rep: int, files: dict[str, bytes],
         names = [f"node{i + 1}" for i in range(n)]
         repo = StateRepo.create(tmp / "state")
         repo.write("nodes.yaml", nodes_yaml(names, first_ip=first_ip))
-        repo.write("ds.yaml", dataset_yaml(origin.source))
+        repo.write("ds.yaml", dataset_yaml(DATASET, origin.source, path=f"models/{DATASET}"))
         origin.set_rate(None)  # locking reads the whole origin once: not part of the measurement
         lock = repo.lock(env=origin.env)
         if lock.returncode != 0:

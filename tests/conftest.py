@@ -1,12 +1,13 @@
 import sys
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from reconciler.adapters.api import ApiServer  # noqa: E402
+from harness import Daemon, NodeHome  # noqa: E402
 
 
 @pytest.fixture
@@ -27,3 +28,19 @@ async def api_servers() -> AsyncIterator[Callable[..., Awaitable[ApiServer]]]:
     finally:
         for srv in started:
             await srv.stop()
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., Daemon]]:
+    """`daemons(home, env=None, level=None)`: a started Daemon, stopped when the test ends."""
+    started: list[Daemon] = []
+
+    def start(home: NodeHome, env: dict[str, str] | None = None, level: str | None = None
+              ) -> Daemon:
+        d = Daemon(home, env, level)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()

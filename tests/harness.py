@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"]
 
@@ -116,22 +118,82 @@ class StateRepo:
                               capture_output=True, text=True).stdout.strip()
 
 
+def node_yaml(name: str, host: str, peer_port: int, api_port: int,
+              labels: Mapping[str, str] | None = None) -> str:
+    """One Node document: its peer and API addresses on `host`."""
+    return (f"apiVersion: syncbit/v1\nkind: Node\nmetadata:\n  name: {name}\n"
+            f"  labels: {json.dumps(dict(labels or {}))}\n"
+            f"spec:\n  peer: \"{host}:{peer_port}\"\n  api: \"{host}:{api_port}\"\n")
+
+
 def nodes_yaml(names: list[str], first_ip: int = 11, **labels: dict[str, str]) -> str:
+    """The inventory: node i on 127.0.0.<first_ip + i>, with free peer and API ports."""
     docs = []
     for i, n in enumerate(names):
         ip = f"127.0.0.{first_ip + i}"
-        lab = labels.get(n.replace("-", "_"), {})
-        docs.append(textwrap.dedent(f"""\
-            apiVersion: syncbit/v1
-            kind: Node
-            metadata:
-              name: {n}
-              labels: {json.dumps(lab)}
-            spec:
-              peer: "{ip}:{free_port(ip)}"
-              api: "{ip}:{free_port(ip)}"
-            """))
+        docs.append(node_yaml(n, ip, free_port(ip), free_port(ip), labels.get(n.replace("-", "_"))))
     return "---\n".join(docs)
+
+
+
+_PLAIN = re.compile(r"[A-Za-z/][\w./:@-]*")  # a YAML plain scalar that reads back as this string
+_NOT_STR = re.compile(r"(?i)(true|false|yes|no|on|off|null|~)")
+
+
+def _scalar(v: object, flow: bool = False) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    s = str(v)
+    plain = _PLAIN.fullmatch(s) and not _NOT_STR.fullmatch(s) and not (flow and ":" in s)
+    return s if plain else json.dumps(s)
+
+
+def _block(value: Mapping[str, object], indent: int) -> list[str]:
+    pad = " " * indent
+    out: list[str] = []
+    for k, v in value.items():
+        if isinstance(v, Mapping):
+            out += [f"{pad}{k}:", *_block(v, indent + 2)]
+        elif isinstance(v, tuple):
+            out.append(f"{pad}{k}: [{', '.join(_scalar(x, flow=True) for x in v)}]")
+        elif isinstance(v, list):
+            out.append(f"{pad}{k}:")
+            for item in v:
+                if isinstance(item, Mapping):
+                    first, *rest = _block(item, indent + 4)
+                    out += [f"{pad}  - {first.lstrip()}", *rest]
+                else:
+                    out.append(f"{pad}  - {_scalar(item)}")
+        else:
+            out.append(f"{pad}{k}: {_scalar(v)}")
+    return out
+
+
+def dataset_yaml(name: str, source: Mapping[str, object], *, version: str = "v1",
+                 placement: Mapping[str, object] | str = {"all": True}, path: str | None = None,
+                 mirrors: Sequence[Mapping[str, object]] = (), extra: str = "") -> str:
+    """One Dataset document, in the block style a person writes, so that tests can edit it
+    with str.replace and errors point at stable lines. Lists are written as blocks (`- x`),
+    tuples in flow style (`[x, y]`); `placement` may be a flow mapping as text
+    ("{all: true, replicas: 2}"); `extra` is appended verbatim (lines under `spec:`)."""
+    spec: dict[str, object] = {"version": version, "source": source}
+    if mirrors:
+        spec["mirrors"] = list(mirrors)
+    if not isinstance(placement, str):
+        spec["placement"] = placement
+    lines = ["apiVersion: syncbit/v1", "kind: Dataset", "metadata:", f"  name: {name}", "spec:",
+             *_block(spec, 2)]
+    if isinstance(placement, str):
+        lines.append(f"  placement: {placement}")
+    lines.append(f"  path: {path or name}")
+    return "\n".join(lines) + "\n" + extra
+
+
+def http_source(base_url: str, files: Sequence[str], **more: object) -> dict[str, object]:
+    """`source:`/`mirrors:` entry of an http origin serving `files` (sorted) under `base_url`."""
+    return {"http": {"baseUrl": base_url.rstrip("/") + "/", "files": sorted(files), **more}}
 
 
 @dataclass
@@ -189,6 +251,54 @@ class NodeHome:
                  "--timeout", f"{timeout:g}", *args], stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, text=True,
                 env={**os.environ, "SYNCBIT_LOG_LEVEL": level, **(env or {})})
+
+
+
+class Daemon:
+    """`python -m reconciler --config CFG` (the long-running daemon) in a subprocess, its output
+    appended to `<base>/daemon.log`. Log level `level`, else $SYNCBIT_TEST_LOG_LEVEL, else info.
+    Stop it with `stop()` (SIGTERM, then SIGKILL after 30 s), or use the `daemons` fixture."""
+
+    def __init__(self, home: NodeHome, env: dict[str, str] | None = None,
+                 level: str | None = None) -> None:
+        self.home = home
+        self.log_path = home.base / "daemon.log"
+        self._log = open(self.log_path, "a")
+        level = level or os.environ.get("SYNCBIT_TEST_LOG_LEVEL", "info")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "--config", str(home.config)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            env={**os.environ, "SYNCBIT_LOG_LEVEL": level, **(env or {})})
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+    def phase(self, dataset: str) -> str | None:
+        return self.home.status()["datasets"].get(dataset, {}).get("phase")
+
+    def wait_phase(self, dataset: str, phase: str, revision: str | None = None,
+                   timeout: float = 60) -> dict:
+        """The status document once `dataset` is in `phase` (at `revision`, if given); fails
+        the test with the daemon's log if the daemon exits first."""
+        def check() -> dict | None:
+            doc = self.home.status()
+            d = doc["datasets"].get(dataset) or {}
+            if d.get("phase") == phase and (revision is None or doc["lastAppliedRevision"] == revision):
+                return doc
+            assert self.proc.poll() is None, self.logs()
+            return None
+        return until(check, timeout, f"{dataset} {phase} on {self.home.name}")  # type: ignore[return-value]
 
 
 def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None

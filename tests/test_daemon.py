@@ -4,59 +4,20 @@ them, their HTTP APIs, sd_notify, signals."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from harness import until, NodeHome, StateRepo, nodes_yaml, pseudo_random, run_cli, tree_digest, write_data
+from harness import (until, NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
+                     run_cli, tree_digest, write_data)
 from origin_server import OriginServer
 
 FILES = {"a.bin": pseudo_random(3 << 20, "a"), "b/c.bin": pseudo_random(1 << 20, "c")}
 
-
-
-class Daemon:
-    def __init__(self, home: NodeHome, env: dict[str, str] | None = None) -> None:
-        self.home = home
-        self.log = open(home.base / "daemon.log", "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "--config", str(home.config)],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode
-
-    def logs(self) -> str:
-        return (self.home.base / "daemon.log").read_text()
-
-    def phase(self, dataset: str) -> str | None:
-        return self.home.status()["datasets"].get(dataset, {}).get("phase")
-
-    def wait_phase(self, dataset: str, phase: str, revision: str | None = None,
-                   timeout: float = 60) -> dict:
-        def check() -> dict | None:
-            doc = self.home.status()
-            d = doc["datasets"].get(dataset) or {}
-            if d.get("phase") == phase and (revision is None or doc["lastAppliedRevision"] == revision):
-                return doc
-            assert self.proc.poll() is None, self.logs()
-            return None
-        return until(check, timeout, f"{dataset} {phase}")  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -66,38 +27,16 @@ def origin(tmp_path):
     server.stop()
 
 
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-
-    def start(home: NodeHome, env: dict[str, str] | None = None) -> Daemon:
-        d = Daemon(home, env)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        d.stop()
-
-
-def dataset_yaml(origin_url: str, placement: str, version: str = "v1") -> str:
-    return f"""
-        apiVersion: syncbit/v1
-        kind: Dataset
-        metadata: {{name: data}}
-        spec:
-          version: {version}
-          source: {{http: {{baseUrl: "{origin_url}/", files: [a.bin, b/c.bin]}}}}
-          placement: {placement}
-          path: data
-        """
+def data_yaml(origin_url: str, placement: str, version: str = "v1") -> str:
+    return dataset_yaml("data", http_source(origin_url, FILES), version=version,
+                        placement=placement)
 
 
 def cluster(tmp_path: Path, origin: OriginServer, names: list[str], first_ip: int,
             placement: str = "{all: true}", grace: str = "10m") -> tuple[StateRepo, list[NodeHome]]:
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(names, first_ip=first_ip))
-    repo.write("ds.yaml", dataset_yaml(origin.url, placement))
+    repo.write("ds.yaml", data_yaml(origin.url, placement))
     assert repo.lock().returncode == 0
     repo.commit("v1")
     homes = [NodeHome(n, tmp_path / n, repo.root, {"gracePeriod": grace}).write_config()
@@ -136,7 +75,7 @@ def test_daemon_converges_commits_rejects_broken_ones_and_serves_its_api(tmp_pat
 
     # A new version: converged without a restart.
     (origin.root / "a.bin").write_bytes(pseudo_random(3 << 20, "a2"))
-    repo.write("ds.yaml", dataset_yaml(origin.url, "{all: true}", "v2"))
+    repo.write("ds.yaml", data_yaml(origin.url, "{all: true}", "v2"))
     assert repo.lock().returncode == 0
     v2 = repo.commit("v2")
     d.wait_phase("data", "Ready", v2)
@@ -145,7 +84,7 @@ def test_daemon_converges_commits_rejects_broken_ones_and_serves_its_api(tmp_pat
 
     # A broken commit: reported with file and line, nothing deleted, still serving v2.
     before = tree_digest(home.data / "data")
-    repo.write("ds.yaml", dataset_yaml(origin.url, "{all: true, replicas: 2}", "v3"))
+    repo.write("ds.yaml", data_yaml(origin.url, "{all: true, replicas: 2}", "v3"))
     bad = repo.commit("broken")
     doc = until(lambda: (lambda s: s if s["observedRevision"] == bad else None)(home.status()),
                 30, "rejection")  # type: ignore[assignment]
@@ -211,7 +150,7 @@ def test_narrowed_placement_drains_then_evicts(tmp_path, origin, daemons):
     ds = [daemons(h) for h in homes]
     for d in ds:
         d.wait_phase("data", "Ready", repo.head(), timeout=90)
-    repo.write("ds.yaml", dataset_yaml(origin.url, "{nodes: [g2]}"))
+    repo.write("ds.yaml", data_yaml(origin.url, "{nodes: [g2]}"))
     assert repo.lock().returncode == 0
     rev = repo.commit("only g2")
     ds[0].wait_phase("data", "Draining", timeout=30)

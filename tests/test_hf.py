@@ -18,8 +18,8 @@ from typing import Iterator
 
 import pytest
 
-from harness import (NodeHome, StateRepo, assert_origin_offload, nodes_yaml, pseudo_random,
-                     tree_digest, wait_all)
+from harness import (NodeHome, StateRepo, assert_origin_offload, dataset_yaml, nodes_yaml,
+                     pseudo_random, tree_digest, wait_all)
 from hf_server import HubServer
 from reconciler.model.desired import HfSource
 from reconciler.adapters.sources import OriginContext, OriginError
@@ -60,19 +60,16 @@ def hf_env(tmp_path: Path, hub: HubServer, token: str | None = None) -> dict[str
             "HF_HUB_OFFLINE": "", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
-def dataset_yaml(name: str, repo: str, repo_type: str, include: list[str] | None = None,
-                 exclude: list[str] | None = None, revision: str | None = None) -> str:
-    lines = [f"repo: {repo}", f"repoType: {repo_type}"]
+def hf_yaml(name: str, repo: str, repo_type: str, include: list[str] | None = None,
+            exclude: list[str] | None = None, revision: str | None = None) -> str:
+    hf: dict[str, object] = {"repo": repo, "repoType": repo_type}
     if revision:
-        lines.append(f"revision: {revision}")
+        hf["revision"] = revision
     if include:
-        lines.append(f"include: {json.dumps(include)}")
+        hf["include"] = tuple(include)
     if exclude:
-        lines.append(f"exclude: {json.dumps(exclude)}")
-    hf = "".join(f"      {x}\n" for x in lines)
-    return (f"apiVersion: syncbit/v1\nkind: Dataset\nmetadata:\n  name: {name}\nspec:\n"
-            f"  version: v1\n  source:\n    hf:\n{hf}  placement:\n    all: true\n"
-            f"  path: data/{name}\n")
+        hf["exclude"] = tuple(exclude)
+    return dataset_yaml(name, {"hf": hf}, path=f"data/{name}")
 
 
 def make_state(tmp_path: Path, nodes: list[str], first_ip: int, doc: str) -> StateRepo:
@@ -107,7 +104,7 @@ def hub() -> Iterator[HubServer]:
 def test_lock_pins_exactly_the_globbed_files_at_the_resolved_commit(tmp_path, hub):
     sha = hub.create_repo("org/corpus", CORPUS, repo_type="dataset")
     repo = make_state(tmp_path, ["l1"], 61,
-                      dataset_yaml("corpus", "org/corpus", "dataset", INCLUDE, EXCLUDE))
+                      hf_yaml("corpus", "org/corpus", "dataset", INCLUDE, EXCLUDE))
     res = repo.lock(env=hf_env(tmp_path, hub))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "corpus: locked 4 file(s)" in res.stdout
@@ -165,7 +162,7 @@ def test_server_speaks_the_hub_protocol_and_globs_match_snapshot_download(tmp_pa
 def test_two_nodes_converge_and_excluded_files_are_never_requested(tmp_path, hub):
     hub.create_repo("org/corpus", CORPUS, repo_type="dataset")
     repo = make_state(tmp_path, ["h1", "h2"], 62,
-                      dataset_yaml("corpus", "org/corpus", "dataset", INCLUDE, EXCLUDE))
+                      hf_yaml("corpus", "org/corpus", "dataset", INCLUDE, EXCLUDE))
     env = hf_env(tmp_path, hub)
     assert repo.lock(env=env).returncode == 0
     repo.commit("lock")
@@ -216,7 +213,7 @@ def test_pinned_origin_reads_the_locked_commit_after_a_push(tmp_path, hub, monke
 def test_nodes_fetch_the_locked_commit_after_the_branch_moves(tmp_path, hub):
     files = {"weights.safetensors": pseudo_random(900_000, "v1"), "config.json": b'{"v": 1}\n'}
     hub.create_repo("org/moving", files)
-    repo = make_state(tmp_path, ["m1"], 64, dataset_yaml("moving", "org/moving", "model"))
+    repo = make_state(tmp_path, ["m1"], 64, hf_yaml("moving", "org/moving", "model"))
     env = hf_env(tmp_path, hub)
     assert repo.lock(env=env).returncode == 0
     repo.commit("lock")
@@ -236,7 +233,7 @@ def test_nodes_fetch_the_locked_commit_after_the_branch_moves(tmp_path, hub):
 def test_private_repo_needs_the_right_token_which_never_leaks(tmp_path, hub):
     files = {"model.safetensors": pseudo_random(400_000, "p1"), "config.json": b'{"p": 1}\n'}
     hub.create_repo("org/secret-model", files, private=True)
-    repo = make_state(tmp_path, ["p1"], 65, dataset_yaml("secret", "org/secret-model", "model"))
+    repo = make_state(tmp_path, ["p1"], 65, hf_yaml("secret", "org/secret-model", "model"))
     outputs = []
 
     r = repo.lock(env=hf_env(tmp_path, hub))
@@ -355,7 +352,7 @@ SWARM = {  # ~4.9 MiB: lock picks 16 KiB pieces; LFS files go through the CDN, c
 def test_three_simultaneous_once_runs_take_each_byte_from_the_hub_about_once(tmp_path, hub):
     hub.create_repo("org/swarm", SWARM)
     names = ["hfo1", "hfo2", "hfo3"]
-    repo = make_state(tmp_path, names, 147, dataset_yaml("swarm", "org/swarm", "model"))
+    repo = make_state(tmp_path, names, 147, hf_yaml("swarm", "org/swarm", "model"))
     env = hf_env(tmp_path, hub)
     res = repo.lock(env=env)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Callable, Iterator
 import libtorrent as lt
 import pytest
 
-from harness import until, NodeHome, StateRepo, free_port, nodes_yaml, pseudo_random, sha256_file, write_data
+from harness import (until, Daemon, NodeHome, StateRepo, dataset_yaml, free_port, http_source, nodes_yaml,
+                     pseudo_random, sha256_file, write_data)
 from origin_server import OriginServer
 from tracker import Tracker
 
@@ -59,40 +59,6 @@ def real_files(root: Path) -> dict[str, Path]:
         return {}
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))
             if p.is_file() and ".pad" not in p.relative_to(root).parts}
-
-
-class Daemon:
-    """`python -m reconciler --config CFG` in a subprocess, stopped with SIGTERM."""
-
-    def __init__(self, home: NodeHome) -> None:
-        self.home = home
-        self.log_path = home.base / "daemon.log"
-        self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "--config", str(home.config)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "SYNCBIT_LOG_LEVEL": "info"})
-
-    def logs(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_ready(self, dataset: str, revision: str, timeout: float = 90) -> None:
-        def check() -> bool:
-            assert self.proc.poll() is None, self.logs()
-            doc = self.home.status()
-            return (doc["datasets"].get(dataset, {}).get("phase") == "Ready"
-                    and doc["lastAppliedRevision"] == revision)
-        until(check, timeout, f"{dataset} Ready on {self.home.name}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
 
 
 class RTorrent:
@@ -165,16 +131,8 @@ def setup(tmp_path_factory) -> Iterator[Setup]:
         repo = StateRepo.create(base / "state")
         nodes = nodes_yaml(["seed1", "client"], first_ip=FIRST_IP)
         repo.write("nodes.yaml", nodes)
-        repo.write("ds.yaml", f"""
-            apiVersion: syncbit/v1
-            kind: Dataset
-            metadata: {{name: data}}
-            spec:
-              version: v1
-              source: {{http: {{baseUrl: "{origin.url}/", files: [{", ".join(FILES)}]}}}}
-              placement: {{nodes: [seed1]}}
-              path: data
-            """)
+        repo.write("ds.yaml", dataset_yaml("data", http_source(origin.url, FILES),
+                                           placement={"nodes": ("seed1",)}))
         res = repo.lock()
         assert res.returncode == 0, res.stdout + res.stderr
         rev = repo.commit("interop")
@@ -184,7 +142,7 @@ def setup(tmp_path_factory) -> Iterator[Setup]:
         home = NodeHome("seed1", base / "seed1", repo.root).write_config()
         daemon = Daemon(home)
         stack.append(daemon.stop)
-        daemon.wait_ready("data", rev)
+        daemon.wait_phase("data", "Ready", rev, timeout=90)
         origin_bytes = origin.bytes_sent
 
         tracker = Tracker([node_peer(nodes, "seed1")]).start()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, write_data
+from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
+                     tree_digest, write_data)
 from origin_server import OriginServer
 
 BIG = "weights/model-00001.safetensors"
@@ -17,30 +18,9 @@ FILES = {BIG: pseudo_random(12 << 20, "m1"),
 SIZE = sum(map(len, FILES.values()))
 
 
-def dataset_yaml(primary: str, mirror: str, data: Path) -> str:
-    files = "\n".join(f"        - {f}" for f in sorted(FILES))
-    mfiles = "\n".join(f"          - {f}" for f in sorted(FILES))
-    return f"""\
-apiVersion: syncbit/v1
-kind: Dataset
-metadata:
-  name: llm-weights
-spec:
-  version: v1
-  source:
-    http:
-      baseUrl: {primary}/
-      files:
-{files}
-  mirrors:
-    - http:
-        baseUrl: {mirror}/
-        files:
-{mfiles}
-  placement:
-    all: true
-  path: {data}/models/llm
-"""
+def weights_yaml(primary: str, mirror: str, data: Path) -> str:
+    return dataset_yaml("llm-weights", http_source(primary, FILES),
+                        mirrors=[http_source(mirror, FILES)], path=f"{data}/models/llm")
 
 
 @pytest.fixture
@@ -51,7 +31,7 @@ def setup(tmp_path):
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(["n1"]))
     home = NodeHome("n1", tmp_path / "n1", repo.root).write_config()
-    repo.write("datasets.yaml", dataset_yaml(primary.url, mirror.url, home.data))
+    repo.write("datasets.yaml", weights_yaml(primary.url, mirror.url, home.data))
     res = repo.lock()
     assert res.returncode == 0, res.stderr
     repo.commit("initial")

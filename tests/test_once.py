@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, write_data
+from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
+                     tree_digest, write_data)
 from origin_server import OriginServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,36 +34,12 @@ def origin(tmp_path):
 
 
 def datasets_yaml(origin_url: str, local: Path, version: str = "v1", extra: str = "") -> str:
-    files = "\n".join(f"        - {f}" for f in sorted(HTTP_FILES))
-    return f"""\
-apiVersion: syncbit/v1
-kind: Dataset
-metadata:
-  name: llm-weights
-spec:
-  version: {version}
-  source:
-    http:
-      baseUrl: {origin_url}/
-      files:
-{files}
-  placement:
-    all: true
-  path: models/llm
-{extra}---
-apiVersion: syncbit/v1
-kind: Dataset
-metadata:
-  name: eval-shards
-spec:
-  version: "1"
-  source:
-    file:
-      path: {local}
-  placement:
-    nodes: [n1]
-  path: /placeholder/eval
-"""
+    """An http dataset on every node and a file dataset on n1 (its path is fixed up later)."""
+    return (dataset_yaml("llm-weights", http_source(origin_url, HTTP_FILES), version=version,
+                         path="models/llm", extra=extra)
+            + "---\n"
+            + dataset_yaml("eval-shards", {"file": {"path": str(local)}}, version="1",
+                           placement={"nodes": ("n1",)}, path="/placeholder/eval"))
 
 
 @pytest.fixture
@@ -232,23 +207,12 @@ def test_killed_mid_download_resumes_without_refetching(tmp_path):
     try:
         repo = StateRepo.create(tmp_path / "state")
         repo.write("nodes.yaml", nodes_yaml(["n1"]))
-        repo.write("ds.yaml", f"""
-            apiVersion: syncbit/v1
-            kind: Dataset
-            metadata: {{name: big}}
-            spec:
-              version: v1
-              source: {{http: {{urls: ["{server.url}/big.bin"]}}}}
-              placement: {{all: true}}
-              path: big
-            """)
+        repo.write("ds.yaml", dataset_yaml("big", {"http": {"urls": (f"{server.url}/big.bin",)}}))
         assert repo.lock().returncode == 0
         repo.commit()
         locked = server.bytes_sent
         home = NodeHome("n1", tmp_path / "n1", repo.root).write_config()
-        log = open(tmp_path / "first-run.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "reconciler", "--once", "--config",
-                                 str(home.config)], stdout=log, stderr=log)
+        proc = home.start_once()
         try:
             deadline = time.monotonic() + 60
             while server.bytes_sent - locked < size // 3 and time.monotonic() < deadline:
@@ -256,9 +220,8 @@ def test_killed_mid_download_resumes_without_refetching(tmp_path):
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-        log.close()
         first = server.bytes_sent - locked
-        assert 0 < first < size, (tmp_path / "first-run.log").read_text()
+        assert 0 < first < size, (home.base / "once.log").read_text()
         res = home.once()
         assert res.returncode == 0, res.stderr
         assert tree_digest(home.data / "big") == {"big.bin": tree_digest(root)["big.bin"]}
@@ -276,16 +239,8 @@ def test_plan_on_six_nodes_names_the_replicas_on_the_top_two(tmp_path, origin):
     names = [f"gpu-{i:02d}" for i in range(1, 7)]
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(names))
-    repo.write("ds.yaml", f"""
-        apiVersion: syncbit/v1
-        kind: Dataset
-        metadata: {{name: weights}}
-        spec:
-          version: v1
-          source: {{http: {{baseUrl: "{origin.url}", files: [config.json]}}}}
-          placement: {{replicas: 2}}
-          path: weights
-        """)
+    repo.write("ds.yaml", dataset_yaml("weights", http_source(origin.url, ["config.json"]),
+                                       placement={"replicas": 2}))
     assert repo.lock().returncode == 0
     repo.commit()
     acting = set()

@@ -17,7 +17,7 @@ from typing import Iterator
 import libtorrent as lt
 import pytest
 
-from harness import (NodeHome, StateRepo, assert_origin_offload, nodes_yaml, pseudo_random,
+from harness import (NodeHome, StateRepo, assert_origin_offload, dataset_yaml, nodes_yaml, pseudo_random,
                      tree_digest, wait_all)
 from reconciler.torrent.hybrid import lock_extra, read_lock
 from seaweed import SeaweedS3, find_weed
@@ -59,25 +59,15 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         server.stop()
 
 
-def dataset_yaml(s3: SeaweedS3, name: str, selector: str, bucket: str = BUCKET,
-                 path: str = "models/llama") -> str:
-    return f"""\
-apiVersion: syncbit/v1
-kind: Dataset
-metadata:
-  name: {name}
-spec:
-  version: "2024-06"
-  source:
-    s3:
-      bucket: {bucket}
-      {selector}
-      endpointUrl: {s3.endpoint}
-      region: {s3.region}
-  placement:
-    all: true
-  path: {path}
-"""
+def s3_yaml(s3: SeaweedS3, name: str, selector: str, bucket: str = BUCKET,
+            path: str = "models/llama") -> str:
+    """`selector` is the source's selecting line as written: "prefix: P" or "keys: [K1, K2]"."""
+    key, _, value = selector.partition(": ")
+    picked: object = (tuple(k.strip() for k in value.strip("[]").split(","))
+                      if value.startswith("[") else value)
+    source = {"s3": {"bucket": bucket, key: picked, "endpointUrl": s3.endpoint,
+                     "region": s3.region}}
+    return dataset_yaml(name, source, version="2024-06", path=path)
 
 
 def make_repo(root: Path, s3: SeaweedS3, names: list[str], first_ip: int, **datasets: str
@@ -85,7 +75,7 @@ def make_repo(root: Path, s3: SeaweedS3, names: list[str], first_ip: int, **data
     repo = StateRepo.create(root)
     repo.write("nodes.yaml", nodes_yaml(names, first_ip=first_ip))
     for name, selector in datasets.items():
-        repo.write(f"datasets/{name}.yaml", dataset_yaml(s3, name, selector))
+        repo.write(f"datasets/{name}.yaml", s3_yaml(s3, name, selector))
     return repo
 
 
@@ -209,9 +199,9 @@ def test_missing_bucket_and_empty_prefix_fail_lock_naming_them(tmp_path: Path,
                                                                s3: SeaweedS3) -> None:
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(["m1"], first_ip=135))
-    repo.write("datasets/gone.yaml", dataset_yaml(s3, "gone", "prefix: weights",
+    repo.write("datasets/gone.yaml", s3_yaml(s3, "gone", "prefix: weights",
                                                   bucket="no-such-bucket-4711", path="a"))
-    repo.write("datasets/empty.yaml", dataset_yaml(s3, "empty", "prefix: models/nothing-here",
+    repo.write("datasets/empty.yaml", s3_yaml(s3, "empty", "prefix: models/nothing-here",
                                                    path="b"))
     res = repo.lock(env=s3.env())
     assert res.returncode == 1, res.stdout + res.stderr
@@ -229,7 +219,7 @@ def test_unreachable_endpoint_fails_lock_naming_it(tmp_path: Path, s3: SeaweedS3
     dead = f"http://127.0.0.1:{free_port()}"
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(["u1"], first_ip=136))
-    repo.write("datasets/d.yaml", dataset_yaml(s3, "d", "prefix: x").replace(s3.endpoint, dead))
+    repo.write("datasets/d.yaml", s3_yaml(s3, "d", "prefix: x").replace(s3.endpoint, dead))
     res = repo.lock(env=s3.env())
     assert res.returncode == 1, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
@@ -246,7 +236,7 @@ def test_lock_records_version_ids_of_a_versioned_bucket(tmp_path: Path, s3: Seaw
                           Body=b"second upload, longer")["VersionId"]
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(["v1"], first_ip=137))
-    repo.write("datasets/v.yaml", dataset_yaml(s3, "v", "keys: [w/model.bin]",
+    repo.write("datasets/v.yaml", s3_yaml(s3, "v", "keys: [w/model.bin]",
                                                bucket="syncbit-versioned"))
     res = repo.lock(env=s3.env())
     assert res.returncode == 0, res.stderr
@@ -280,7 +270,7 @@ def test_three_simultaneous_once_runs_take_each_byte_from_s3_about_once(
     names = ["s3o1", "s3o2", "s3o3"]
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(names, first_ip=141))
-    repo.write("datasets/weights.yaml", dataset_yaml(s3, "weights", f"prefix: {SWARM_PREFIX}",
+    repo.write("datasets/weights.yaml", s3_yaml(s3, "weights", f"prefix: {SWARM_PREFIX}",
                                                      bucket=SWARM_BUCKET, path="models/weights"))
     env = s3.env()
     res = repo.lock(env=env)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, write_data, wait_all
+from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
+                     tree_digest, write_data, wait_all)
 from origin_server import OriginServer
 
 SIZE = 12 << 20
@@ -21,17 +22,8 @@ def make_cluster(tmp_path: Path, origin: OriginServer, names: list[str], first_i
                  ) -> tuple[StateRepo, list[NodeHome]]:
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(names, first_ip=first_ip))
-    files = ", ".join(sorted(FILES))
-    repo.write("ds.yaml", f"""
-        apiVersion: syncbit/v1
-        kind: Dataset
-        metadata: {{name: weights}}
-        spec:
-          version: v1
-          source: {{http: {{baseUrl: "{origin.url}/", files: [{files}]}}}}
-          placement: {{all: true}}
-          path: models/weights
-        """)
+    repo.write("ds.yaml", dataset_yaml("weights", http_source(origin.url, FILES),
+                                       path="models/weights"))
     assert repo.lock().returncode == 0
     repo.commit()
     homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in names]

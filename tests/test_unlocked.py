@@ -4,9 +4,6 @@ while reading the source once, the others fetch it from its API and the bytes fr
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,8 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from harness import (NodeHome, StateRepo, nodes_yaml, pseudo_random, tree_digest, until,
-                     wait_all, write_data)
+from harness import (Daemon, NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml,
+                     pseudo_random, tree_digest, until, wait_all, write_data)
 from origin_server import OriginServer
 from reconciler.desired.validate import load_desired_state
 from reconciler.core.pinning import metadata_key
@@ -31,24 +28,8 @@ TOTAL = sum(map(len, FILES.values()))
 NAMES = ["u1", "u2", "u3"]
 
 
-def dataset_yaml(url: str, version: str = "v1") -> str:
-    files = "\n".join(f"        - {f}" for f in sorted(FILES))
-    return f"""\
-apiVersion: syncbit/v1
-kind: Dataset
-metadata:
-  name: weights
-spec:
-  version: {version}
-  source:
-    http:
-      baseUrl: {url}/
-      files:
-{files}
-  placement:
-    all: true
-  path: models/weights
-"""
+def weights_yaml(url: str, version: str = "v1") -> str:
+    return dataset_yaml("weights", http_source(url, FILES), version=version, path="models/weights")
 
 
 @pytest.fixture
@@ -62,7 +43,7 @@ def make_cluster(tmp_path: Path, origin: OriginServer, first_ip: int
                  ) -> tuple[StateRepo, list[NodeHome]]:
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(NAMES, first_ip=first_ip))
-    repo.write("datasets.yaml", dataset_yaml(origin.url))
+    repo.write("datasets.yaml", weights_yaml(origin.url))
     repo.commit("unlocked dataset")
     homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in NAMES]
     return repo, homes
@@ -157,7 +138,7 @@ def test_the_next_node_builds_when_the_first_ranked_is_down(tmp_path, origin):
 def test_source_error_fails_the_dataset_and_keeps_what_is_there(tmp_path, origin):
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(["u1"], first_ip=177))
-    repo.write("datasets.yaml", dataset_yaml(origin.url).replace(
+    repo.write("datasets.yaml", weights_yaml(origin.url).replace(
         "config.json", "missing.json"))
     repo.commit("a file the origin does not have")
     home = NodeHome("u1", tmp_path / "u1", repo.root).write_config()
@@ -176,15 +157,12 @@ def test_source_error_fails_the_dataset_and_keeps_what_is_there(tmp_path, origin
 def test_daemon_serves_the_torrent_to_peers_and_nothing_else(tmp_path, origin):
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(["u1"], first_ip=178))
-    repo.write("datasets.yaml", dataset_yaml(origin.url))
+    repo.write("datasets.yaml", weights_yaml(origin.url))
     repo.commit("unlocked")
     home = NodeHome("u1", tmp_path / "u1", repo.root).write_config()
     api = load_desired_state(repo.root, "x", require_locks=False).nodes["u1"].api
     key = metadata_key(load_desired_state(repo.root, "x", require_locks=False).datasets["weights"])
-    with open(home.base / "daemon.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "reconciler", "--config", str(home.config)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "SYNCBIT_LOG_LEVEL": "info"})
+    daemon = Daemon(home)
     try:
         until(lambda: home.status_file.exists() and
               home.status()["datasets"].get("weights", {}).get("phase") == "Ready",
@@ -206,8 +184,7 @@ def test_daemon_serves_the_torrent_to_peers_and_nothing_else(tmp_path, origin):
             status, _, body = get(path)
             assert status == 404 and json.loads(body)["state"] == "unknown", path
     finally:
-        proc.terminate()
-        proc.wait(30)
+        daemon.stop()
 
 
 def test_token_protected_origin_two_nodes_and_the_token_stays_inside(tmp_path):
@@ -216,7 +193,7 @@ def test_token_protected_origin_two_nodes_and_the_token_stays_inside(tmp_path):
     try:
         repo = StateRepo.create(tmp_path / "state")
         repo.write("nodes.yaml", nodes_yaml(["u1", "u2"], first_ip=179))
-        repo.write("datasets.yaml", dataset_yaml(server.url).replace(
+        repo.write("datasets.yaml", weights_yaml(server.url).replace(
             "  placement:", "      headers: {Authorization: \"Bearer ${ORIGIN_TOKEN}\"}\n"
                             "  placement:"))
         repo.commit("unlocked, token-protected")

@@ -68,10 +68,10 @@ def _place_one(d: Dataset, nodes: Mapping[str, Node], free: dict[str, int | None
     p = d.placement
     if p.nodes is not None:
         # Explicit placement is the user's call: honour it, but still account the space.
-        chosen = tuple(n for n in p.nodes if n in nodes)
-        for n in chosen:
+        explicit = tuple(n for n in p.nodes if n in nodes)
+        for n in explicit:
             _take(free, n, size)
-        return Assignment(d.name, chosen, len(p.nodes))
+        return Assignment(d.name, explicit, len(p.nodes))
 
     eligible = [n for n in nodes.values() if _matches(n, p.selector)]
     ranked = rank_nodes(d.name, (n.name for n in eligible))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from factories import dataset, node, state
-from harness import NodeHome, StateRepo, free_port, run_cli
+from harness import NodeHome, StateRepo, dataset_yaml, free_port, node_yaml, run_cli
 from rich.console import Console
 
 from reconciler.app.cluster import fetch_cluster, render_cluster, summary_line
@@ -137,43 +137,10 @@ async def test_a_node_answering_for_another_name_is_an_error(api_servers) -> Non
     assert "answers as 'gpu-99'" in results["node-f"]["error"]
 
 
-NODE = """\
-apiVersion: syncbit/v1
-kind: Node
-metadata:
-  name: {name}
-spec:
-  peer: "{host}:{peer}"
-  api: "{host}:{api}"
-"""
-
-DATASETS = """\
-apiVersion: syncbit/v1
-kind: Dataset
-metadata:
-  name: llama
-spec:
-  version: v1
-  source:
-    file:
-      path: data/llama
-  placement:
-    all: true
-  path: models/llama
----
-apiVersion: syncbit/v1
-kind: Dataset
-metadata:
-  name: shards
-spec:
-  version: v1
-  source:
-    file:
-      path: data/shards
-  placement:
-    nodes: [node-b]
-  path: shards
-"""
+DATASETS = "---\n".join(
+    dataset_yaml(name, {"file": {"path": f"data/{name}"}}, placement=placement, path=path)
+    for name, placement, path in [("llama", {"all": True}, "models/llama"),
+                                  ("shards", {"nodes": ("node-b",)}, "shards")])
 
 
 async def test_cli_status_cluster_table_and_json(api_servers, tmp_path: Path) -> None:
@@ -182,10 +149,9 @@ async def test_cli_status_cluster_table_and_json(api_servers, tmp_path: Path) ->
     b = await api_servers(listen="127.0.0.32:0", get_status=lambda: docs["node-b"])
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", "---\n".join([
-        NODE.format(name="node-a", host="127.0.0.31", peer=free_port("127.0.0.31"), api=a.port),
-        NODE.format(name="node-b", host="127.0.0.32", peer=free_port("127.0.0.32"), api=b.port),
-        NODE.format(name="node-c", host="127.0.0.33", peer=free_port("127.0.0.33"),
-                    api=free_port("127.0.0.33"))]))
+        node_yaml("node-a", "127.0.0.31", free_port("127.0.0.31"), a.port),
+        node_yaml("node-b", "127.0.0.32", free_port("127.0.0.32"), b.port),
+        node_yaml("node-c", "127.0.0.33", free_port("127.0.0.33"), free_port("127.0.0.33"))]))
     repo.write("datasets.yaml", DATASETS)
     head = repo.commit("cluster")
     home = NodeHome("node-a", tmp_path / "node-a", repo.root).write_config()
@@ -217,7 +183,7 @@ async def test_cli_status_cluster_table_and_json(api_servers, tmp_path: Path) ->
 
 async def test_cli_status_cluster_rejected_revision_exits_3(tmp_path: Path) -> None:
     repo = StateRepo.create(tmp_path / "state")
-    repo.write("nodes.yaml", NODE.format(name="node-a", host="127.0.0.34", peer=1, api=2))
+    repo.write("nodes.yaml", node_yaml("node-a", "127.0.0.34", 1, 2))
     repo.write("broken.yaml", "apiVersion: syncbit/v1\nkind: Dataset\nmetadata: {name: x}\n"
                               "spec: {version: v1, nonsense: 1}\n")
     repo.commit("broken")
