@@ -46,7 +46,7 @@ def _conditions(r: NodeReport, previous: Sequence[Mapping[str, object]]) -> list
                else ("False", "Healthy", "no failures"))
     prev = {c.get("type"): c for c in previous if isinstance(c, dict)}
     now = r.finished_at or r.started_at
-    out = []
+    out: list[dict[str, object]] = []
     for type_, (status, reason, message) in (("Ready", ready), ("Reconciling", reconciling),
                                              ("Stalled", stalled)):
         old = prev.get(type_)
@@ -72,6 +72,6 @@ def render_status(r: NodeReport, previous: Mapping[str, object] | None = None) -
             "errors": [{"file": e.file, "line": e.line, "field": e.field, "message": e.message}
                        for e in r.rejected.errors]},
         "lastPass": {"startedAt": r.started_at, "finishedAt": r.finished_at, "result": r.result},
-        "conditions": _conditions(r, prev_conditions),  # type: ignore[arg-type]
+        "conditions": _conditions(r, prev_conditions),
         "datasets": {name: d.to_json() for name, d in sorted(r.datasets.items())},
     }

@@ -19,7 +19,7 @@ The info-hashes are SHA-1 (v1) and SHA-256 (v2) of the exact bytes of the `info`
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Any, Sequence
 
 from reconciler.core.bencode import BencodeError, Value, bdecode_spans
 from reconciler.core.paths import check_raw_element
@@ -109,7 +109,8 @@ def _walk_tree(node: Value, prefix: tuple[str, ...], out: list[tuple[str, int, b
                 raise _invalid(f"file tree: {'/'.join(path)}: missing or invalid 'pieces root'")
             if not length and b"pieces root" in leaf:
                 raise _invalid(f"file tree: {'/'.join(path)}: empty file with a 'pieces root'")
-            out.append(("/".join(path), length, root if length else b""))
+            out.append(("/".join(path), length,
+                        root if length and isinstance(root, bytes) else b""))
         else:
             _walk_tree(child, path, out, piece_length)
 
@@ -129,7 +130,8 @@ def _v1_files(info: dict[bytes, Value]) -> list[tuple[str, int, bool]]:
             raise _invalid(f"files[{i}]: missing or invalid 'path'")
         if b"path.utf-8" in f and f[b"path.utf-8"] != parts:
             raise _invalid(f"files[{i}]: 'path.utf-8' differs from 'path'")
-        path = "/".join(check_raw_element(p, f"files[{i}]") for p in parts)
+        path = "/".join(check_raw_element(p, f"files[{i}]") for p in parts
+                        if isinstance(p, bytes))  # all are: checked just above
         attr = f.get(b"attr", b"")
         if not isinstance(attr, bytes) or not set(attr) <= set(b"xhp"):
             raise _invalid(f"files[{i}]: unsupported attr {attr!r}")
@@ -236,10 +238,11 @@ def _from_bencoded(value: Value) -> object:
     return value
 
 
-def lock_extra(data: bytes) -> dict:
+def lock_extra(data: bytes) -> dict[str, Any]:
     """The top-level keys outside `info`/`piece layers`, i.e. the `extra` given to build_torrent.
 
     Byte strings are decoded to str where they are valid UTF-8 (bytes otherwise); {} if none.
     """
     top, _ = _decode_top(data)
-    return {_from_bencoded(k): _from_bencoded(v) for k, v in top.items() if k not in _TOP_KEYS}
+    return {str(_from_bencoded(k)): _from_bencoded(v) for k, v in top.items()
+            if k not in _TOP_KEYS}

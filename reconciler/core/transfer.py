@@ -306,21 +306,20 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     starts serving before the hang-up (measured: up to 1.25x origin bytes)."""
     if not seen.checked:
         return job, []
-    if job.checked_at is None:
-        job = replace(job, checked_at=now)
-    assert job.checked_at is not None
-    job, live = live_set(job, seen, now)
+    checked_at = job.checked_at if job.checked_at is not None else now
+    job, live = live_set(replace(job, checked_at=checked_at), seen, now)
     waiting_for = set(seen.peer_ip) - set(live) - seen.absent
-    if waiting_for and now - job.checked_at < PROBE:
+    if waiting_for and now - checked_at < PROBE:
         return job, []  # give the other targets a moment to connect before sharing out the origin
     effects: list[Effect] = []
     if live != job.owners_for:
         run = offload.run_length(len(seen.have), seen.piece_size, len(seen.targets))
-        owner_of = tuple(offload.owners(job.info_hash, len(seen.have), live, run))
+        owner_of = tuple(NodeName(n) for n in offload.owners(job.info_hash, len(seen.have),
+                                                             live, run))
         job = replace(job, owners_for=live, owner_of=owner_of)
         effects.append(Note("origin shares", "info", (
             ("live", list(live)), ("absent", sorted(seen.absent)),
-            ("waited", round(now - job.checked_at, 2)))))
+            ("waited", round(now - checked_at, 2)))))
     stuck: list[int] = []
     if now - job.last_change > STUCK_AFTER:
         stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
@@ -415,7 +414,7 @@ def _hold(plan: Plan, observed: Mapping[str, ObservedDataset], jobs: Mapping[Inf
             wanted[InfoHash(t.info_hash or "")] = name
         elif a.kind in ("fetch", "update") and t.info_hash is None:
             rows[name] = _row(t, "Pending", pinning=True)
-        elif a.kind in ("fetch", "update"):
+        elif a.kind in ("fetch", "update") and t.info_hash is not None:
             ih = InfoHash(t.info_hash)
             wanted[ih] = name
             stage = jobs.get(ih)

@@ -233,7 +233,7 @@ def schema_problems(err: Any) -> list[SchemaProblem]:
     elif kw == "type":
         expected = err.validator_value if isinstance(err.validator_value, list) \
             else [err.validator_value]
-        phrase = " or ".join(_TYPE_PHRASE.get(t, t) for t in expected)
+        phrase = " or ".join(_TYPE_PHRASE.get(str(t), str(t)) for t in expected)
         if instance is None:
             message = f"must be {phrase} (got an empty value)"
         elif sensitive:
@@ -245,8 +245,8 @@ def schema_problems(err: Any) -> list[SchemaProblem]:
     elif kw == "const":
         message = f"must be {show(err.validator_value)}" + _got(instance, sensitive)
     elif kw == "enum":
-        allowed = ", ".join(str(v) for v in err.validator_value)
-        message = f"must be one of {allowed}" + _got(instance, sensitive)
+        choices = ", ".join(str(v) for v in err.validator_value)
+        message = f"must be one of {choices}" + _got(instance, sensitive)
     elif kw == "minimum":
         message = f"must be at least {err.validator_value}" + _got(instance, sensitive)
     elif kw == "maximum":
