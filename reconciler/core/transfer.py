@@ -22,6 +22,7 @@ from reconciler.core.plan import Plan, Target
 from reconciler.model.desired import LockFile
 from reconciler.model.ids import DatasetName, InfoHash, NodeName
 from reconciler.model.observed import ObservedDataset
+from reconciler.model.status import Phase
 
 PROBE = 3.0  # seconds to wait for target peers before deciding who fetches what from the origin
 PEER_DEAD_AFTER = 3.0  # a target peer unseen this long no longer owns origin pieces
@@ -39,10 +40,14 @@ class Stage(enum.Enum):
     FAILED = "failed"
 
     @property
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         """The status `phase` a download in this stage shows."""
-        return {Stage.FETCHING: "Fetching", Stage.VERIFYING: "Verifying",
-                Stage.MOVING: "Verifying", Stage.DONE: "Ready", Stage.FAILED: "Failed"}[self]
+        return _PHASE_OF[self]
+
+
+_PHASE_OF: dict[Stage, Phase] = {
+    Stage.FETCHING: "Fetching", Stage.VERIFYING: "Verifying", Stage.MOVING: "Verifying",
+    Stage.DONE: "Ready", Stage.FAILED: "Failed"}
 
 
 class FailureReason(enum.Enum):
@@ -339,7 +344,7 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
 class Row:
     """What a pass decided about one dataset's status (the shell adds byte counters)."""
 
-    phase: str
+    phase: Phase
     target: Target | None = None
     version: str | None = None
     path: str | None = None
@@ -439,7 +444,7 @@ def _grace_left(obs: ObservedDataset | None, grace_period: float, now: float) ->
     return grace_period - (now - since)
 
 
-def _row(t: Target, phase: str, complete: bool = False, keep: bool = False,
+def _row(t: Target, phase: Phase, complete: bool = False, keep: bool = False,
          pinning: bool = False) -> Row:
     lock: LockFile | None = t.dataset.lock
     return Row(phase, t, t.dataset.version, t.path,

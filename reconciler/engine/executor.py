@@ -64,7 +64,7 @@ class Executor:
         self.downloads: dict[InfoHash, _Download] = {}
         self.seeding: dict[InfoHash, DatasetName] = {}  # complete versions in the session
         self.statuses: dict[str, DatasetStatus] = {}
-        self.peer_bytes: dict[str, int] = {}  # dataset -> bytes from peers, this process
+        self.peer_bytes: dict[DatasetName, int] = {}  # bytes from peers, this process
         self.absent_peers: set[str] = set()  # peer IPs that refused connections (not running)
         self.seen_peers: set[str] = set()  # peer IPs that have been connected at some point
         self.state: DesiredState | None = None
@@ -161,7 +161,7 @@ class Executor:
         self.requeue_after = decision.requeue_after
         return plan
 
-    def _status_of(self, name: str, row: transfer.Row, old: DatasetStatus | None
+    def _status_of(self, name: DatasetName, row: transfer.Row, old: DatasetStatus | None
                    ) -> DatasetStatus:
         if row.keep and old is not None and old.info_hash == row.info_hash:
             return old
@@ -169,7 +169,7 @@ class Executor:
             return self._unpinned_status(row.target)
         counted = row.target is not None
         return DatasetStatus(
-            row.phase, row.version, row.path, row.info_hash,  # type: ignore[arg-type]
+            row.phase, row.version, row.path, row.info_hash,
             bytes_total=row.bytes_total, bytes_done=row.bytes_total if row.complete else 0,
             bytes_from_origin=self.gateway.bytes_served.get(name, 0) if counted else 0,
             bytes_from_peers=self.peer_bytes.get(name, 0) if counted else 0, error=row.error)
@@ -423,9 +423,9 @@ class Executor:
             done = min(_have_bytes(ts, st), s.bytes_total)
         elif dl.job.stage is Stage.MOVING:
             done = s.bytes_total
-        self.peer_bytes[t.name] = max(0, ts.total_payload_download - origin)
+        self.peer_bytes[DatasetName(t.name)] = max(0, ts.total_payload_download - origin)
         s = self._update(t.name, bytes_done=done, bytes_from_origin=origin,
-                         bytes_from_peers=self.peer_bytes[t.name],
+                         bytes_from_peers=self.peer_bytes[DatasetName(t.name)],
                          download_rate=ts.download_payload_rate,
                          upload_rate=ts.upload_payload_rate, peers=ts.num_peers)
         a = self.assignments.get(t.name)
