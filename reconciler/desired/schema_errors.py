@@ -227,7 +227,12 @@ def schema_problems(err: Any) -> list[SchemaProblem]:
                                                  f"{name} requires {need} to be set"))
         return out
 
-    at_value = True
+    return [SchemaProblem(path, _value_message(err, custom, sensitive), at_value=True)]
+
+
+def _value_message(err: Any, custom: str | None, sensitive: bool) -> str:
+    """What is wrong with a value, in words (with the value itself unless it is a secret)."""
+    kw, instance = err.validator, err.instance
     if custom is not None:
         message = custom + _got(instance, sensitive)
     elif kw == "type":
@@ -276,5 +281,4 @@ def schema_problems(err: Any) -> list[SchemaProblem]:
         message = "not allowed here"
     else:
         message = err.message
-    out.append(SchemaProblem(path, message, at_value=at_value))
-    return out
+    return message
