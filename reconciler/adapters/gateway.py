@@ -12,8 +12,9 @@ import asyncio
 import re
 import time
 from collections import defaultdict
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Sequence, cast
 from urllib.parse import quote
 
 import structlog
@@ -149,7 +150,9 @@ class Gateway:
                 await asyncio.sleep(min(BACKOFF_MAX, BACKOFF * 2 ** (attempt - 1)))
             pool.begin(i, time.monotonic())
             began, concluded = pos, False
-            stream = entry.origins[i].read(path, pos, left)
+            # Every Origin.read is an async generator function (sources/*.py): closed below so
+            # the origin's connection is released even when the client hangs up mid-body.
+            stream = cast(AsyncGenerator[bytes, None], entry.origins[i].read(path, pos, left))
             try:
                 chunk = await anext(stream, b"")  # fail before headers when the origin refuses
                 while chunk and left > 0:

@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class Store:
     # -- observing -----------------------------------------------------------------------
 
     def observe(self) -> dict[str, ObservedDataset]:
-        names = set()
+        names: set[str] = set()
         for base in (self.root, self.staging):
             if base.is_dir():
                 names.update(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -206,7 +207,7 @@ def _prune_empty_dirs(top: Path) -> None:
             pass
 
 
-def _rmdir_if_empty(path: Path, keep: set[str] = frozenset()) -> None:
+def _rmdir_if_empty(path: Path, keep: AbstractSet[str] = frozenset()) -> None:
     try:
         left = [p for p in path.iterdir() if p.name not in keep]
         if not left:

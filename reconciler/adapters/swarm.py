@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, cast
 
 import libtorrent as lt
 import structlog
@@ -32,11 +32,12 @@ FAST_FOR = 10.0  # started at the same moment come up and origin shares are deci
 split_hostport = parse_hostport
 
 
-def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> dict[str, object]:
+def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> lt.settings_pack:
     """Settings for a private, inventory-only swarm: no DHT, LSD, UPnP, NAT-PMP or trackers."""
     host, port = split_hostport(listen_peer)
     iface = join_hostport(host, port)
-    s: dict[str, object] = {
+    # lt.settings_pack exists only in libtorrent's stubs (a TypedDict): at run time it is a dict.
+    s: lt.settings_pack = {
         "listen_interfaces": iface,
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
         # uTP connects hang on freshly started loopback sessions (notes/libtorrent.md §3): TCP.
@@ -126,7 +127,8 @@ class Swarm:
         libtorrent's seed mode verifies each piece the first time a peer asks for it)."""
         if info_hash in self.torrents:
             return self.torrents[info_hash]
-        ti = lt.torrent_info(lt.bdecode(torrent))
+        # libtorrent's stubs type bdecode's result as any bencodable value; a torrent is a dict.
+        ti = lt.torrent_info(cast("lt.TorrentFileDict", lt.bdecode(torrent)))
         atp = self._resume_params(info_hash, save_path) if not seed else None
         if atp is None:
             atp = lt.add_torrent_params()
@@ -308,7 +310,9 @@ class Swarm:
 
 
 def _endpoint(a: lt.alert) -> str:
-    ep = getattr(a, "endpoint", None) or getattr(a, "ip", None)
+    # Alerts differ: some have `endpoint`, some `ip`, some neither; what is not an (ip, port)
+    # pair is shown with str().
+    ep: Any = getattr(a, "endpoint", None) or getattr(a, "ip", None)
     try:
         return f"{ep[0]}:{ep[1]}"
     except (TypeError, IndexError):

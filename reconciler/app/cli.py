@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 from reconciler.adapters.config import ConfigError, NodeConfig, config_path, load_config
 from reconciler.app.exit_codes import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED, EXIT_USAGE
@@ -194,7 +194,9 @@ def cmd_wait(cfg: NodeConfig, dataset: str, timeout: float | None) -> int:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         doc = read_status(cfg.status_file) or {}
-        d = (doc.get("datasets") or {}).get(dataset)  # type: ignore[union-attr]
+        # A status document maps each dataset to a JSON object (see adapters.status_file).
+        datasets = cast("dict[str, dict[str, object]]", doc.get("datasets") or {})
+        d = datasets.get(dataset)
         if d and d.get("phase") == "Ready":
             print(f"{dataset}: Ready at {d.get('path')} (version {d.get('version')})")
             return 0

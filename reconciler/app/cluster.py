@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-from typing import Mapping
+from typing import Mapping, cast
 
 import aiohttp
 from rich.table import Table
@@ -115,7 +115,9 @@ def _cell(d: Mapping[str, object]) -> str:
     text = phase
     total, done = d.get("bytesTotal") or 0, d.get("bytesDone") or 0
     if phase in ("Fetching", "Verifying") and isinstance(total, int) and total > 0:
-        text = f"{phase} {int(100 * int(done) / total)}%"  # floor: 100% only when it is
+        # `bytesDone` is a JSON number in a well-formed status document (int() as before).
+        done_n = int(cast("int | float", done))
+        text = f"{phase} {int(100 * done_n / total)}%"  # floor: 100% only when it is
     return f"[{_PHASE_COLOR.get(phase, 'white')}]{text}[/]"
 
 
@@ -160,7 +162,9 @@ def render_cluster(results: dict[str, dict], state: DesiredState) -> Table:
             label = "unreachable" if _unreachable(err) else "error"
             t.add_row(node, f"[bold red]{label}: {_esc(err)}[/]", "[dim]?[/]", *cells)
             continue
-        lp = doc.get("lastPass") if isinstance(doc.get("lastPass"), dict) else {}
+        lp = doc.get("lastPass")
+        if not isinstance(lp, dict):
+            lp = {}
         result = str(lp.get("result") or "?")
         result_cell = f"[{_RESULT_COLOR.get(result, 'white')}]{result}[/]"
         if lp.get("finishedAt") is None and lp.get("startedAt"):
@@ -172,7 +176,9 @@ def render_cluster(results: dict[str, dict], state: DesiredState) -> Table:
         rev_cell = (f"[green]{_esc(short_revision(applied))} (current)[/]"
                     if applied == state.revision
                     else f"[yellow]{_esc(short_revision(applied))} (differs)[/]")
-        datasets = doc.get("datasets") if isinstance(doc.get("datasets"), dict) else {}
+        datasets = doc.get("datasets")
+        if not isinstance(datasets, dict):
+            datasets = {}
         cells = [_cell(datasets[ds]) if isinstance(datasets.get(ds), dict) else "[dim]-[/]"
                  for ds in [*desired, *extra]]
         t.add_row(node, result_cell, rev_cell, *cells)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Mapping
+from typing import Mapping, cast
 
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn,
@@ -79,7 +79,9 @@ def print_status(status: Mapping[str, object]) -> None:
         out.print(f"[bold red]revision {rej['revision']} rejected:[/]")
         for e in rej.get("errors", []):
             out.print(f"  {e['file']}:{e['line']}: {e['field']}: {e['message']}", highlight=False)
-    for c in status.get("conditions") or []:  # type: ignore[union-attr]
+    # A status document lists its conditions as JSON objects (see adapters.status_file).
+    conditions = cast("list[Mapping[str, object]]", status.get("conditions") or [])
+    for c in conditions:
         if c["type"] == "Ready":
             out.print(f"Ready={c['status']} ({c['reason']}): {c['message']}", highlight=False)
 

@@ -88,7 +88,8 @@ def _split_documents(text: str) -> list[tuple[int, str]]:
     """
     lines = text.splitlines(keepends=True)
     chunks: list[tuple[int, list[str]]] = []
-    start, current = 0, []
+    start = 0
+    current: list[str] = []
     for i, line in enumerate(lines):
         if _DOC_START.match(line) and current:
             chunks.append((start, current))

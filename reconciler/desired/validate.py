@@ -14,7 +14,7 @@ paths that must stay inside their root, `${VAR}` syntax, lock files that must pa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping, cast
 from urllib.parse import unquote, urlsplit
 
 from reconciler.desired.loader import Document, LockRead, load_documents, read_locks
@@ -296,7 +296,9 @@ def _build_source(data: Mapping[str, Any]) -> Source:
                         endpoint_url=_opt_str(body.get("endpointUrl")),
                         region=_opt_str(body.get("region")), profile=_opt_str(body.get("profile")))
     if kind == "hf":
-        return HfSource(repo=str(body["repo"]), repo_type=str(body.get("repoType", "model")),
+        # dataset.schema.json's enum for repoType is exactly these (validated before this runs).
+        repo_type = cast('Literal["model", "dataset", "space"]', str(body.get("repoType", "model")))
+        return HfSource(repo=str(body["repo"]), repo_type=repo_type,
                         revision=_opt_str(body.get("revision")),
                         include=_strs(body.get("include")), exclude=_strs(body.get("exclude")))
     if kind == "file":

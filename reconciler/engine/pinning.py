@@ -81,9 +81,9 @@ class Pinner:
             if d is None or d.lock is not None or d.suspend or self.node not in a.nodes:
                 continue
             want[name] = (d, metadata_key(d), tuple(rank_nodes(name, a.nodes)))
-        for name, w in list(self.work.items()):
-            if name not in want or want[name][1] != w.key:
-                self._cancel(w)
+        for name, old in list(self.work.items()):
+            if name not in want or want[name][1] != old.key:
+                self._cancel(old)
                 del self.work[name]
         for name, (d, key, ranked) in want.items():
             api_of = {n: state.nodes[n].api for n in ranked if n in state.nodes}

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
-from reconciler.core.bencode import bencode
+from reconciler.core.bencode import Value, bencode
 from reconciler.core.lockfile import BLOCK_SIZE, MIN_PIECE_SIZE, lock_extra, read_lock
 from reconciler.core.lockfile import merkle_root as _merkle_root
 from reconciler.core.lockfile import next_pow2 as _next_pow2
@@ -187,7 +187,7 @@ def _check_hashes(path: str, h: FileHashes, piece_size: int) -> None:
         raise ValueError(f"{path!r}: hashes do not match a {h.size}-byte file with {piece_size}-byte pieces")
 
 
-def _to_bencodable(value: object, where: str) -> object:
+def _to_bencodable(value: object, where: str) -> Value:
     """Strictly convert `extra` to bencodable values, with an error naming where it is not.
 
     Only dict/list/tuple/str/bytes/int are accepted (bool is refused: it would read back as int).
@@ -203,7 +203,7 @@ def _to_bencodable(value: object, where: str) -> object:
     if isinstance(value, (list, tuple)):
         return [_to_bencodable(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Mapping):
-        out: dict[bytes, object] = {}
+        out: dict[bytes, Value] = {}
         for k, v in value.items():
             if isinstance(k, str):
                 key = k.encode("utf-8")
@@ -243,17 +243,18 @@ def build_torrent(name: str, piece_size: int, files: Sequence[tuple[str, FileHas
     # which libtorrent's loader requires the v1 `files` list to follow (see the module docstring).
     entries.sort(key=lambda e: e[1])
 
-    tree: dict[bytes, object] = {}
+    tree: dict[bytes, Value] = {}
     for path, parts, hashes in entries:
         node = tree
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
+            # Every value in the tree is a dict (a directory, or {b"": leaf} for a file).
+            child = cast("dict[bytes, Value]", node.setdefault(part, {}))
             if b"" in child:
                 raise ValueError(f"{path!r}: a parent directory is also a file")
-            node = child  # type: ignore[assignment]
+            node = child
         if parts[-1] in node:
             raise ValueError(f"{path!r}: duplicate path, or a file that is also a directory")
-        leaf: dict[bytes, object] = {b"length": hashes.size}
+        leaf: dict[bytes, Value] = {b"length": hashes.size}
         if hashes.size:
             leaf[b"pieces root"] = hashes.pieces_root
         node[parts[-1]] = {b"": leaf}
@@ -262,9 +263,9 @@ def build_torrent(name: str, piece_size: int, files: Sequence[tuple[str, FileHas
         raise ValueError("all files are empty; a torrent needs at least one byte of data")
 
     pad_tail = len(entries) > 1  # libtorrent never pads a torrent's only file
-    v1_files: list[dict[bytes, object]] = []
+    v1_files: list[Value] = []
     pieces: list[bytes] = []
-    layers: dict[bytes, bytes] = {}
+    layers: dict[bytes, Value] = {}
     for path, parts, hashes in entries:
         v1_files.append({b"length": hashes.size, b"path": list(parts)})
         tail = hashes.size % piece_size
@@ -283,7 +284,7 @@ def build_torrent(name: str, piece_size: int, files: Sequence[tuple[str, FileHas
         if hashes.piece_layer:
             layers.setdefault(hashes.pieces_root, hashes.piece_layer)
 
-    info = {
+    info: dict[bytes, Value] = {
         b"file tree": tree,
         b"files": v1_files,
         b"meta version": 2,
@@ -291,7 +292,7 @@ def build_torrent(name: str, piece_size: int, files: Sequence[tuple[str, FileHas
         b"piece length": piece_size,
         b"pieces": b"".join(pieces),
     }
-    top: dict[bytes, object] = {}
+    top: dict[bytes, Value] = {}
     for key, value in (extra or {}).items():
         if not isinstance(key, str):
             raise ValueError(f"extra key {key!r} is not a str")

@@ -8,7 +8,9 @@ keeps seeding to peers (a libtorrent recheck would disconnect them).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import libtorrent as lt
 
@@ -17,7 +19,11 @@ from reconciler.torrent.hybrid import FileHasher
 CHUNK = 4 << 20
 
 
-def _walk(tree: dict, prefix: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+# A bdecoded dict as libtorrent returns it; its stubs type `lt.bdecode` as any bencodable value.
+_Dict = dict[bytes, Any]
+
+
+def _walk(tree: _Dict, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], _Dict]]:
     for name, node in tree.items():
         if name == b"":
             yield prefix, node
@@ -27,9 +33,9 @@ def _walk(tree: dict, prefix: tuple[str, ...] = ()):  # type: ignore[no-untyped-
 
 def verify_content(torrent: bytes, content_dir: Path) -> list[str]:
     """Files under `content_dir` that are missing or differ from the lock (empty = verified)."""
-    info = lt.bdecode(torrent)[b"info"]
-    piece_size = info[b"piece length"]
-    bad = []
+    info = cast(_Dict, cast(_Dict, lt.bdecode(torrent))[b"info"])
+    piece_size = cast(int, info[b"piece length"])
+    bad: list[str] = []
     for parts, leaf in _walk(info[b"file tree"]):
         rel = "/".join(parts)
         path = content_dir.joinpath(*parts)

@@ -248,7 +248,7 @@ class HfOrigin(Origin):
             headers["Authorization"] = f"Bearer {self._token}"
         rng = range_header(offset, length)
         ranged = rng is not None
-        if ranged:
+        if rng is not None:
             headers["Range"] = rng
         try:
             r = await self._get(url, headers)

@@ -34,6 +34,7 @@ class HttpOrigin(Origin):
         self.source = source
         self.http = http
         self.env = os.environ if env is None else env
+        self.urls: dict[str, str]
         if source.urls:
             self.urls = {}
             for u in source.urls:

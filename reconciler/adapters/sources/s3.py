@@ -179,10 +179,12 @@ class S3Origin(Origin):
         return sorted(files, key=lambda f: f.path)
 
     async def _head_keys(self) -> list[OriginFile]:
-        out = []
+        out: list[OriginFile] = []
         for key in self.source.keys:
+            def head(c: Any, k: str = key) -> Any:
+                return c.head_object(Bucket=self.bucket, Key=k)
             try:
-                h = await self._call(key, lambda c, k=key: c.head_object(Bucket=self.bucket, Key=k))
+                h = await self._call(key, head)
             except OriginError as e:
                 raise await self._diagnose(e, key) from None
             rev: dict[str, object] = {"etag": h.get("ETag")}
