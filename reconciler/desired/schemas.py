@@ -50,7 +50,10 @@ def validator(name: str) -> Any:
 @functools.lru_cache(maxsize=None)
 def _load(file_name: str) -> dict[str, Any]:
     with (schema_dir() / file_name).open(encoding="utf-8") as f:
-        return json.load(f)
+        doc = json.load(f)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{schema_dir() / file_name}: not a JSON Schema object")
+    return doc
 
 
 @functools.lru_cache(maxsize=None)
