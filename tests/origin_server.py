@@ -26,6 +26,7 @@ class OriginServer(ThreadedServer):
         self.port = 0
         self.bytes_sent = 0
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, range)
+        self.hang = False  # GETs answer headers and a first chunk, then hang (a stuck origin)
         self._etags: dict[tuple[str, int, int], str] = {}
 
     @property
@@ -38,7 +39,7 @@ class OriginServer(ThreadedServer):
         self._throttle = asyncio.Lock()  # one chunk at a time: `rate` bounds the whole server
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
@@ -66,6 +67,11 @@ class OriginServer(ThreadedServer):
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = len(body)
         await resp.prepare(request)
+        if self.hang:
+            await resp.write(body[:1024])
+            self._count(min(1024, len(body)))
+            await asyncio.sleep(600)  # bounded; the test stops the server long before
+            return resp
         await write_body(resp, body, self.rate, self._throttle, self._count)
         return resp
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import (until, NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
+from harness import (until, NodeHome, StateRepo, dataset_yaml, http_source, node_yaml, nodes_yaml, pseudo_random,
                      run_cli, tree_digest, write_data)
 from origin_server import OriginServer
 
@@ -215,3 +215,40 @@ def test_sighup_reloads_the_node_config(tmp_path, origin, daemons):
     until(lambda: "config reload failed" in d.logs(), 20, "refused reload")
     assert d.proc.poll() is None
     assert d.stop() == 0
+
+
+def test_one_process_per_state_dir_and_wait_judges_by_the_current_revision(tmp_path, origin,
+                                                                          daemons):
+    """Issue 11: a second process on the stateDir exits at once naming the holder; `wait` is
+    ready only for the version the current revision declares, and fails at once for a dataset
+    not declared or not placed here."""
+    repo, (home,) = cluster(tmp_path, origin, ["w1"], first_ip=111)
+    d = daemons(home)
+    d.wait_phase("data", "Ready", repo.head())
+
+    second = home.once("--timeout", "20")
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"in use by another syncbit-reconcile process (PID {d.proc.pid})" in second.stderr
+    # Readers take no lock.
+    assert home.run("status").returncode == 0
+    ok = home.run("wait", "data", "--timeout", "10")
+    assert ok.returncode == 0 and "version v1" in ok.stdout, ok.stderr
+    unknown = home.run("wait", "nosuch", "--timeout", "600", timeout=60)
+    assert unknown.returncode == 1 and "not declared" in unknown.stderr
+
+    # v2 declared while the node (stopped) still holds v1: not ready.
+    assert d.stop() == 0
+    repo.write("ds.yaml", data_yaml(origin.url, "{all: true}", "v2"))
+    assert repo.lock().returncode == 0
+    repo.commit("v2")
+    stale = home.run("wait", "data", "--timeout", "2")
+    assert stale.returncode == 1, stale.stdout
+    assert "version v2 wanted" in stale.stderr and "has v1 Ready" in stale.stderr
+
+    repo.write("ds.yaml", data_yaml(origin.url, "{nodes: [elsewhere]}", "v2").replace(
+        "elsewhere", "w1-not"))
+    repo.write("nodes.yaml", (repo.root / "nodes.yaml").read_text() + "---\n" + node_yaml(
+        "w1-not", "127.0.0.112", 1, 2))
+    repo.commit("placed elsewhere")
+    away = home.run("wait", "data", "--timeout", "600", timeout=60)
+    assert away.returncode == 1 and "not placed on node w1" in away.stderr

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -181,10 +183,11 @@ def test_unreachable_origin_times_out_not_ready(cluster, origin):
     res = home.once("--timeout", "6")
     assert res.returncode == 1, res.stdout + res.stderr
     d = home.status()["datasets"]["llm-weights"]
-    assert d["phase"] in ("Fetching", "Pending")
-    assert d["error"] and "404" in d["error"]
+    # Given up at --timeout: Failed with the reason and the origin's last error (issue 11).
+    assert d["phase"] == "Failed"
+    assert d["error"] and "404" in d["error"] and "--timeout 6s" in d["error"]
     assert not (home.data / "models" / "llm").exists()
-    assert home.status()["lastPass"]["result"] == "Progressing"
+    assert home.status()["lastPass"]["result"] == "Failed"
 
 
 def test_node_missing_from_inventory_acts_on_nothing(cluster):
@@ -267,3 +270,25 @@ def test_origin_bandwidth_cap_still_converges(cluster, origin):
     res = home.once()
     assert res.returncode == 0, res.stderr
     assert tree_digest(home.data / "models" / "llm") == tree_digest(origin.root)
+
+
+def test_timeout_is_a_hard_limit_against_a_hung_origin(cluster, origin):
+    """The origin answers, sends 1 KiB and then nothing: `--timeout` still ends the run, with
+    the dataset Failed and its reason in the status, not Fetching forever."""
+    repo, home, _ = cluster
+    origin.hang = True
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "--once", "--config",
+                             str(home.config), "--timeout", "5"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=90)  # a bound for the test, not an assertion on time
+    finally:
+        proc.kill()
+    print(f"--timeout 5 exited after {time.monotonic() - started:.1f}s")
+    assert proc.returncode == 1, out
+    d = home.status()["datasets"]["llm-weights"]
+    assert d["phase"] == "Failed", d
+    assert "--timeout" in d["error"], d
+    assert home.status()["lastPass"]["result"] == "Failed"
+    assert not (home.data / "models" / "llm").exists()

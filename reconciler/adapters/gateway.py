@@ -98,7 +98,10 @@ class Gateway:
         app.router.add_get("/{dataset}/{ih}/{tail:.+}", self._handle)
         # libtorrent requests a one-file torrent's web seed URL as it is, without the path.
         app.router.add_get("/{dataset}/{ih}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A request still streaming from a hung origin must not hold up the stop (the
+        # default waits 60 s, which made `--timeout` overrun by a minute).
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

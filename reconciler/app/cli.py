@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, cast
+from typing import Sequence
 
 from reconciler.adapters.config import ConfigError, NodeConfig, config_path, load_config
+from reconciler.adapters.state_lock import StateDirBusy
 from reconciler.app.exit_codes import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED, EXIT_USAGE
 
 COMMANDS = ("plan", "validate", "lock", "status", "wait")
@@ -85,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(e).splitlines():
             print(f"syncbit-reconcile: {line}", file=sys.stderr)
         return EXIT_USAGE
+    except StateDirBusy as e:
+        print(f"syncbit-reconcile: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -156,13 +161,34 @@ def cmd_plan(cfg: NodeConfig, as_json: bool) -> int:
 def cmd_once(cfg: NodeConfig, timeout: float | None, linger: float) -> int:
     import asyncio
 
-    from reconciler.engine.runner import run_once
+    from reconciler.engine.runner import CLOSE_BUDGET, run_once
     from reconciler.app.ui import ProgressView, print_status
 
+    if timeout is not None:
+        _hard_stop_after(timeout + CLOSE_BUDGET + HARD_STOP_SLACK)
     with ProgressView() as view:
         doc, result = asyncio.run(run_once(cfg, timeout, view.update, linger))
     print_status(doc)
     return {"Converged": EXIT_READY, "Rejected": EXIT_REJECTED}.get(result, EXIT_NOT_READY)
+
+
+HARD_STOP_SLACK = 15.0  # seconds past --timeout and the close budget before a hard exit
+
+
+def _hard_stop_after(seconds: float) -> None:
+    """The last resort behind `--timeout`: a read stuck in the kernel (NFS, a worker thread)
+    cannot be cancelled, and Python waits for its threads at exit; this ends the process."""
+    import os
+    import threading
+
+    def stop() -> None:
+        print(f"syncbit-reconcile: still running {seconds:g}s after the start despite "
+              "--timeout; exiting now", file=sys.stderr, flush=True)
+        os._exit(EXIT_NOT_READY)
+
+    t = threading.Timer(seconds, stop)
+    t.daemon = True
+    t.start()
 
 
 def cmd_status(cfg: NodeConfig, as_json: bool, cluster: bool) -> int:
@@ -188,26 +214,79 @@ def cmd_status(cfg: NodeConfig, as_json: bool, cluster: bool) -> int:
 
 
 def cmd_wait(cfg: NodeConfig, dataset: str, timeout: float | None) -> int:
-    """Poll the status file: it is what the running reconciler publishes."""
+    """Block until this node serves the version the current revision declares for `dataset`.
+
+    The status file says what the running reconciler serves; the state repo says what it
+    must serve. Ready at an older version is not ready. A dataset not declared, or not placed
+    on this node, fails at once: nothing will ever make it Ready here."""
     from reconciler.adapters.status_file import read_status
+    from reconciler.desired.revision import state_revision
 
     deadline = None if timeout is None else time.monotonic() + timeout
+    seen_revision: str | None = None
+    want: Wanted | str | None = None
     while True:
+        try:
+            revision = state_revision(cfg.desired_state.resolve())
+        except OSError:
+            revision = None
+        if revision is None or revision != seen_revision:
+            seen_revision, want = revision, _wanted(cfg, dataset)
+        if isinstance(want, str):
+            print(f"{dataset}: {want}", file=sys.stderr)
+            return EXIT_NOT_READY
         doc = read_status(cfg.status_file) or {}
-        # A status document maps each dataset to a JSON object (see adapters.status_file).
-        datasets = cast("dict[str, dict[str, object]]", doc.get("datasets") or {})
-        d = datasets.get(dataset)
-        if d and d.get("phase") == "Ready":
+        datasets = doc.get("datasets")
+        found = datasets.get(dataset) if isinstance(datasets, dict) else None
+        d: dict[str, object] = found if isinstance(found, dict) else {}
+        current = want is not None and d.get("version") == want.version \
+            and (want.info_hash is None or d.get("infoHash") == want.info_hash)
+        if current and d.get("phase") == "Ready":
             print(f"{dataset}: Ready at {d.get('path')} (version {d.get('version')})")
-            return 0
-        if d and d.get("phase") == "Failed":
+            return EXIT_READY
+        if current and d.get("phase") == "Failed":
             print(f"{dataset}: Failed: {d.get('error')}", file=sys.stderr)
-            return 1
+            return EXIT_NOT_READY
         if deadline is not None and time.monotonic() >= deadline:
-            phase = d.get("phase") if d else "not placed on this node (yet)"
-            print(f"{dataset}: timed out after {timeout:g}s; phase: {phase}", file=sys.stderr)
-            return 1
+            print(f"{dataset}: timed out after {timeout:g}s; {_waiting_for(d, want)}",
+                  file=sys.stderr)
+            return EXIT_NOT_READY
         time.sleep(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic())))
+
+
+@dataclass(frozen=True)
+class Wanted:
+    version: str
+    info_hash: str | None  # None: an unlocked dataset, pinned when first read
+    revision: str
+
+
+def _wanted(cfg: NodeConfig, dataset: str) -> Wanted | str | None:
+    """What `wait` waits for; a reason string when it never will be; None when there is no
+    good revision yet (keep waiting)."""
+    from reconciler.core.placement import datasets_for_node, place
+    from reconciler.engine.inputs import effective_state, load
+
+    state = effective_state(cfg, load(cfg))
+    if state is None:
+        return None
+    d = state.datasets.get(dataset)
+    if d is None:
+        return f"not declared in revision {state.revision}"
+    if cfg.node not in state.nodes:
+        return f"node {cfg.node} is not in the inventory of revision {state.revision}"
+    if dataset not in datasets_for_node(place(state), cfg.node):
+        return f"not placed on node {cfg.node} in revision {state.revision}"
+    return Wanted(d.version, d.lock.info_hash if d.lock else None, state.revision)
+
+
+def _waiting_for(d: dict[str, object], want: Wanted | None) -> str:
+    if want is None:
+        return "no good revision of the state repo yet"
+    if not d:
+        return f"version {want.version} wanted; not in this node's status yet"
+    return (f"version {want.version} wanted (revision {want.revision[:12]}); this node has "
+            f"{d.get('version')} {d.get('phase')}")
 
 
 if __name__ == "__main__":  # pragma: no cover

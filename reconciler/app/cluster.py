@@ -16,10 +16,10 @@ import aiohttp
 from rich.table import Table
 
 from reconciler.adapters.config import NodeConfig
+from reconciler.app.exit_codes import EXIT_READY
 from reconciler.model.desired import DesiredState
 from reconciler.core.placement import place
 
-EXIT_OK, EXIT_REJECTED = 0, 3
 MAX_PARALLEL = 64  # requests in flight at once; each one's timeout starts when it is sent
 
 _PHASE_COLOR = {"Ready": "green", "Fetching": "cyan", "Verifying": "cyan", "Pending": "cyan",
@@ -218,23 +218,32 @@ def cluster_json(results: Mapping[str, dict], state: DesiredState) -> dict[str, 
 
 
 def cmd_status_cluster(cfg: NodeConfig, as_json: bool) -> int:
-    """`syncbit-reconcile status --cluster [--json]`: 0, also with unreachable nodes; 3 when the
-    state repo's revision is rejected (there is no inventory to ask)."""
-    from reconciler.engine.inputs import load
+    """`syncbit-reconcile status --cluster [--json]`: 0, also with unreachable nodes and while
+    the newest revision is rejected (the rejection first, then the table of the last good
+    revision's inventory: an incident is when operators need it most)."""
+    from reconciler.engine.inputs import effective_state, load
     from reconciler.app.ui import out, print_rejected
 
     loaded = load(cfg)
+    state = effective_state(cfg, loaded)
     if loaded.state is None:
-        print_rejected(loaded.revision, loaded.errors, " (no inventory to ask)")
-        return EXIT_REJECTED
-    state = loaded.state
+        why = (f" (showing the inventory of the last good revision {state.revision})"
+               if state is not None else " (no good revision yet: no inventory to ask)")
+        print_rejected(loaded.revision, loaded.errors, why)
+    if state is None:
+        if as_json:
+            print(json.dumps({"revision": None, "rejected": loaded.revision, "nodes": {}}))
+        return EXIT_READY
     results = asyncio.run(fetch_cluster(state))
     if as_json:
-        print(json.dumps(cluster_json(results, state), indent=2))
-        return EXIT_OK
+        doc = cluster_json(results, state)
+        if loaded.state is None:
+            doc["rejected"] = loaded.revision
+        print(json.dumps(doc, indent=2))
+        return EXIT_READY
     out.print(render_cluster(results, state))
     out.print(summary_line(results, state), highlight=False)
-    return EXIT_OK
+    return EXIT_READY
 
 
 def _esc(text: str) -> str:

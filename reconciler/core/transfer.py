@@ -28,6 +28,7 @@ PROBE = 3.0  # seconds to wait for target peers before deciding who fetches what
 PEER_DEAD_AFTER = 3.0  # a target peer unseen this long no longer owns origin pieces
 STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
 STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
+STALL_FLOOR = 1024  # bytes/s: less received than this over STALL_AFTER from the origin is a stall
 MAX_VERIFY_ROUNDS = 3
 PASS_INTERVAL = 60.0  # a full level-triggered pass at least this often
 
@@ -57,6 +58,7 @@ class FailureReason(enum.Enum):
     NO_ROOM = "NoRoom"
     ACTIVATION_REFUSED = "ActivationRefused"
     TORRENT_ERROR = "TorrentError"
+    TIMED_OUT = "TimedOut"  # `--once --timeout` gave up on it
 
 
 @dataclass(frozen=True)
@@ -197,12 +199,14 @@ class Job:
     owners_for: tuple[NodeName, ...] = ()  # the live set `owner_of` was computed for
     owner_of: tuple[NodeName, ...] = ()  # per piece: the node that takes it from the origin
     last_seen: Mapping[NodeName, float] = field(default_factory=dict)
+    rx_mark: int = 0  # bytes received when the current stall window started
+    rx_mark_at: float = 0.0  # monotonic start of the current stall window
     failure: Failure | None = None
     error: str | None = None  # shown in status while the download goes on (origin trouble)
 
     @staticmethod
     def new(info_hash: InfoHash, dataset: DatasetName, now: float) -> "Job":
-        return Job(info_hash, dataset, started=now, last_change=now)
+        return Job(info_hash, dataset, started=now, last_change=now, rx_mark_at=now)
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,8 @@ class Seen:
     origin_error: str | None = None  # the gateway's or the web seed's last error
     verify_result: tuple[str, ...] | None = None  # bad files once a verification finished
     moved: bool = False  # the move into the store has finished
+    web_seed_on: bool = False  # this node is reading from the origin now
+    bytes_received: int = 0  # payload received so far, partial pieces included
 
 
 def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
@@ -244,10 +250,11 @@ def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         if seen.complete:
             job = replace(job, stage=Stage.VERIFYING, verify_rounds=job.verify_rounds + 1)
             return job, [*effects, WebSeed(job.info_hash, False), StartVerify(job.info_hash)]
-        if seen.origin_error and now - job.last_change > STALL_AFTER:
-            job, more = fail(job, Failure(FailureReason.STALLED,
-                                          f"no progress for {STALL_AFTER:.0f}s; {seen.origin_error}"))
+        stalled = stall(job, seen, now)
+        if stalled is not None:
+            job, more = fail(job, stalled)
             return job, [*effects, *more]
+        job = _next_stall_window(job, seen, now)
         job, more = share_origin(job, seen, now)
         return job, [*effects, *more]
 
@@ -270,6 +277,30 @@ def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     if not seen.moved:
         return job, effects
     return replace(job, stage=Stage.DONE), [*effects, Complete(job.info_hash)]
+
+
+def stall(job: Job, seen: Seen, now: float) -> Failure | None:
+    """A download that cannot finish: no verified progress for STALL_AFTER while the origin
+    reports errors, or, while this node reads the origin, less than STALL_FLOOR bytes/s
+    received over a whole STALL_AFTER window (an origin that trickles is stalled too)."""
+    if seen.origin_error and now - job.last_change > STALL_AFTER:
+        return Failure(FailureReason.STALLED,
+                       f"no progress for {STALL_AFTER:.0f}s; {seen.origin_error}")
+    window = now - job.rx_mark_at
+    got = seen.bytes_received - job.rx_mark
+    if seen.web_seed_on and window > STALL_AFTER and got < STALL_FLOOR * window:
+        return Failure(FailureReason.STALLED,
+                       f"the origin sent {got} bytes in {window:.0f}s (under "
+                       f"{STALL_FLOOR} bytes/s): stalled")
+    return None
+
+
+def _next_stall_window(job: Job, seen: Seen, now: float) -> Job:
+    """A new stall window starts every STALL_AFTER seconds, and whenever the origin is off
+    (waiting for peers is not the origin's stall)."""
+    if not seen.web_seed_on or now - job.rx_mark_at > STALL_AFTER:
+        return replace(job, rx_mark=seen.bytes_received, rx_mark_at=now)
+    return job
 
 
 def fail(job: Job, failure: Failure) -> tuple[Job, list[Effect]]:

@@ -460,7 +460,8 @@ class Executor:
             failed_pieces=failed, torrent_error=st.error,
             origin_error=self.gateway.errors.get(t.name) or (
                 f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None),
-            verify_result=verify_result, moved=st.moved is True)
+            verify_result=verify_result, moved=st.moved is True, web_seed_on=st.url is not None,
+            bytes_received=int(ts.total_payload_download))
 
     def _apply_job_effect(self, dl: _Download, eff: Effect) -> None:
         assert self.swarm is not None
@@ -498,6 +499,20 @@ class Executor:
                                          **dict(eff.fields))
         else:  # pragma: no cover - step_job returns only the kinds above
             raise TypeError(f"not a job effect: {eff!r}")
+
+    def give_up(self, why: str) -> None:
+        """`--once` ran out of time: what has not converged is Failed, with how far it got
+        and the last error, so the status never shows a download that nobody runs."""
+        for name, s in list(self.statuses.items()):
+            if s.phase not in ("Pending", "Fetching", "Verifying"):
+                continue
+            got = f"{s.phase}, {s.bytes_done} of {s.bytes_total} bytes" if s.bytes_total \
+                else s.phase
+            self._update(name, phase="Failed", download_rate=0,
+                         error=f"{why} ({got})" + (f"; last error: {s.error}" if s.error else ""))
+            self.log.error("dataset failed", dataset=name,
+                           reason=transfer.FailureReason.TIMED_OUT.value,
+                           error=self.statuses[name].error)
 
     # -- --once lingering ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.adapters import lastgood
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.pin_cache import PinCache
 from reconciler.adapters.store import Store
@@ -57,3 +58,13 @@ def peer_listen(cfg: NodeConfig, state: DesiredState) -> str:
 
 def api_listen(cfg: NodeConfig, state: DesiredState) -> str:
     return cfg.listen_api or state.nodes[cfg.node].api
+
+
+def effective_state(cfg: NodeConfig, loaded: Loaded) -> DesiredState | None:
+    """What this node converges to: the newest revision if it is good, else the last good
+    one it kept (None if there is none yet). Readers (`wait`, `status --cluster`) judge by
+    this, so they stay useful while a broken commit is rejected."""
+    if loaded.state is not None:
+        return loaded.state
+    snap = lastgood.load(cfg.state_dir)
+    return snap[1] if snap is not None else None

@@ -22,6 +22,7 @@ import structlog
 from reconciler.adapters import lastgood
 from reconciler.adapters.api import ApiServer
 from reconciler.adapters.config import NodeConfig
+from reconciler.adapters.state_lock import StateDirLock
 from reconciler.adapters.status_file import now_rfc3339, read_status, write_status
 from reconciler.core.conditions import pass_result
 from reconciler.core.placement import datasets_for_node, place
@@ -41,6 +42,7 @@ STATUS_EVERY = 2.0  # status file refresh while data moves
 DEFAULT_LINGER = 60.0  # --once: longest time to keep seeding for peers after converging
 LINGER_GRACE = 3.0  # --once: how long to wait for target peers that never connected
 ASKED_GRACE = POLL_MAX + 2.0  # --once: a peer that asked for a torrent this recently is coming
+CLOSE_BUDGET = 15.0  # --once: longest wait for the session to close (resume data: 10 s)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Runner:
         self.last_good = last_good
         self.api_policy = api
         self.on_progress = on_progress
+        self.lock = StateDirLock(cfg.state_dir).acquire()  # StateDirBusy: another process
         self.executor: Executor | None = None
         self.api: ApiServer | None = None
         previous = read_status(cfg.status_file) or {}
@@ -227,6 +230,7 @@ class Runner:
         if self.api is not None:
             await self.api.stop()
             self.api = None
+        self.lock.release()
 
     # -- --once --------------------------------------------------------------------------------
 
@@ -255,25 +259,48 @@ async def run_once(cfg: NodeConfig, timeout: float | None = None,
                    linger: float = DEFAULT_LINGER) -> tuple[dict[str, object], Result]:
     """Converge this node once: passes until nothing is in flight (a pass again whenever a
     version completes or a torrent arrives), then linger. Returns the status document and the
-    pass result."""
+    pass result.
+
+    `timeout` bounds the whole run, whatever it waits on (a hung origin read included): then
+    every dataset not converged is Failed with the reason, and the session is closed within
+    CLOSE_BUDGET seconds more."""
     deadline = None if timeout is None else time.monotonic() + timeout
     runner = Runner(cfg, last_good=False, api="when-pinning", on_progress=on_progress)
+    outcome: PassOutcome | None = None
     try:
-        outcome = await runner.run_pass()
-        if runner.executor is not None:
-            if on_progress is not None:
-                on_progress(runner.statuses())
-            while runner.busy() and not _past(deadline):
-                await asyncio.sleep(POLL)
-                if runner.tick():
-                    outcome = await runner.run_pass()
-            await runner.linger(linger, deadline)
+        async with asyncio.timeout_at(_loop_time(deadline)):
+            outcome = await runner.run_pass()
+            if runner.executor is not None:
+                if on_progress is not None:
+                    on_progress(runner.statuses())
+                while runner.busy():
+                    await asyncio.sleep(POLL)
+                    if runner.tick():
+                        outcome = await runner.run_pass()
+                await runner.linger(linger, deadline)
+    except TimeoutError:
+        pass
     finally:
-        await runner.close()
+        if _past(deadline) and runner.executor is not None:
+            runner.executor.give_up(f"not converged within --timeout {timeout:g}s")
+        try:
+            await asyncio.wait_for(runner.close(), CLOSE_BUDGET)
+        except TimeoutError:
+            log.error("closing the session took too long; status written without it",
+                      node=cfg.node, budget=CLOSE_BUDGET)
+            runner.write_status()
     result = runner.result()
-    log.info("pass finished", node=cfg.node, revision=outcome.revision, result=result,
-             datasets={n: s.phase for n, s in sorted(runner.statuses().items())})
+    log.info("pass finished", node=cfg.node, revision=outcome.revision if outcome else None,
+             result=result, datasets={n: s.phase for n, s in sorted(runner.statuses().items())})
     return runner.doc or {}, result
+
+
+def _loop_time(deadline: float | None) -> float | None:
+    """A time.monotonic() deadline on the event loop's clock (the same clock on Linux, but
+    asyncio does not promise it)."""
+    if deadline is None:
+        return None
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
 def _past(deadline: float | None) -> bool:

@@ -181,7 +181,9 @@ async def test_cli_status_cluster_table_and_json(api_servers, tmp_path: Path) ->
     assert out["nodes"]["node-c"]["error"] == "connection refused"
 
 
-async def test_cli_status_cluster_rejected_revision_exits_3(tmp_path: Path) -> None:
+async def test_cli_status_cluster_rejected_without_a_good_revision_exits_0(tmp_path: Path) -> None:
+    """Issue 11 turned this around: `status` exits 0 (DESIGN §7), also during a rejected
+    revision; with no good revision yet there is no inventory to ask."""
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", node_yaml("node-a", "127.0.0.34", 1, 2))
     repo.write("broken.yaml", "apiVersion: syncbit/v1\nkind: Dataset\nmetadata: {name: x}\n"
@@ -190,6 +192,33 @@ async def test_cli_status_cluster_rejected_revision_exits_3(tmp_path: Path) -> N
     home = NodeHome("node-a", tmp_path / "node-a", repo.root).write_config()
     r = await asyncio.to_thread(run_cli, "status", "--cluster", "--config", str(home.config),
                                 timeout=60)
-    assert r.returncode == 3
+    assert r.returncode == 0
     assert "rejected" in r.stderr and "broken.yaml" in r.stderr
+    assert "no good revision yet" in r.stderr
     assert r.stdout == ""
+
+
+async def test_cli_status_cluster_during_a_rejected_revision_shows_the_last_good_one(
+        api_servers, tmp_path: Path) -> None:
+    a = await api_servers(listen="127.0.0.35:0", get_status=lambda: None)
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", "---\n".join([
+        node_yaml("node-a", "127.0.0.35", free_port("127.0.0.35"), a.port),
+        node_yaml("node-b", "127.0.0.36", free_port("127.0.0.36"), free_port("127.0.0.36"))]))
+    good = repo.commit("good")
+    home = NodeHome("node-a", tmp_path / "node-a", repo.root).write_config()
+    # A pass keeps the good revision in stateDir (nothing is placed: it converges at once).
+    once = await asyncio.to_thread(run_cli, "--once", "--config", str(home.config), timeout=60)
+    assert once.returncode == 0, once.stderr
+    repo.write("broken.yaml", "apiVersion: syncbit/v1\nkind: Dataset\nmetadata: {name: x}\n"
+                              "spec: {version: v1, nonsense: 1}\n")
+    repo.commit("broken")
+    r = await asyncio.to_thread(run_cli, "status", "--cluster", "--config", str(home.config),
+                                timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "rejected" in r.stderr and "broken.yaml" in r.stderr
+    assert f"last good revision {good}" in r.stderr
+    assert "node-b" in r.stdout and "unreachable" in row(r.stdout, "node-b")
+    r = await asyncio.to_thread(run_cli, "status", "--cluster", "--json", "--config",
+                                str(home.config), timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["revision"] == good

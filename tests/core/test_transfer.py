@@ -244,3 +244,36 @@ def test_requeue_is_the_pass_interval_when_nothing_drains():
     s = state([node("n1")], [dataset("x")])
     assert decide_pass(make_plan(s, "n1", ["/data"], {}), {}, {}, 600, 0.0).requeue_after \
         == tr.PASS_INTERVAL
+
+
+def test_an_origin_that_trickles_is_a_stall():
+    """1 KiB a tick (every 10 s) from the origin: bytes arrive, no piece completes, no error."""
+    j = job()
+    now = 0.0
+    received = 0
+    while now <= tr.STALL_AFTER + 20:
+        now += 10
+        received += 1024
+        j, eff = step_job(j, seen(web_seed_on=True, bytes_received=received), now)
+        if j.stage is Stage.FAILED:
+            break
+    assert j.stage is Stage.FAILED and j.failure is not None
+    assert j.failure.reason is tr.FailureReason.STALLED and "bytes/s" in j.failure.message
+    assert tr.WebSeed(IH, False) in eff
+
+
+def test_a_slow_but_steady_origin_is_not_a_stall():
+    j, now, received = job(), 0.0, 0
+    for _ in range(100):  # 1000 s at 4 KiB/s
+        now += 10
+        received += 40 << 10
+        j, _ = step_job(j, seen(web_seed_on=True, bytes_received=received), now)
+    assert j.stage is Stage.FETCHING
+
+
+def test_waiting_for_peers_with_the_origin_off_is_not_a_stall():
+    j, now = job(), 0.0
+    for _ in range(100):
+        now += 10
+        j, _ = step_job(j, seen(web_seed_on=False), now)
+    assert j.stage is Stage.FETCHING
