@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def cluster(tmp_path, origin):
     local = write_data(tmp_path / "local-src", LOCAL_FILES)
     repo = StateRepo.create(tmp_path / "state")
     repo.write("nodes.yaml", nodes_yaml(["n1", "n2"]))
-    home = NodeHome("n1", tmp_path / "n1", repo.root).write_config()
+    # The file dataset lies outside the state repo: this node may publish from there.
+    home = NodeHome("n1", tmp_path / "n1", repo.root,
+                    {"publishRoots": [str(local)]}).write_config()
     repo.write("datasets.yaml", datasets_yaml(origin.url, local).replace(
         "/placeholder", str(home.data)))
     res = repo.lock()
@@ -292,3 +295,44 @@ def test_timeout_is_a_hard_limit_against_a_hung_origin(cluster, origin):
     assert "--timeout" in d["error"], d
     assert home.status()["lastPass"]["result"] == "Failed"
     assert not (home.data / "models" / "llm").exists()
+
+
+def test_a_file_source_outside_publish_roots_is_refused(tmp_path, origin):
+    """A committer names /etc/hostname: the node reads nothing, serves nothing, and says why."""
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(["n1"], first_ip=121))
+    repo.write("ds.yaml", dataset_yaml("secrets", {"file": {"path": "/etc/hostname"}},
+                                       placement={"nodes": ("n1",)}))
+    repo.commit("steal")
+    home = NodeHome("n1", tmp_path / "n1", repo.root).write_config()
+    res = home.once("--timeout", "60", "--linger", "0")
+    assert res.returncode == 1, res.stdout + res.stderr
+    d = home.status()["datasets"]["secrets"]
+    assert d["phase"] == "Failed" and "outside this node's publishRoots" in d["error"], d
+    assert not (home.data / "secrets").exists()
+    stored = [p for p in home.state_dir.rglob("*") if p.is_file() and p.name == "hostname"]
+    assert stored == []
+
+
+def test_data_mode_and_group_keep_stored_data_private(cluster):
+    """dataMode 0640 + dataGroup: the group's members read the data, other users do not."""
+    repo, home, local = cluster
+    home.extra.update(dataMode="0640", dataGroup=65534)
+    home.write_config()
+    res = home.once("--timeout", "60")
+    assert res.returncode == 0, res.stdout + res.stderr
+    served = home.data / "models" / "llm"
+    files = [p for p in served.resolve().rglob("*") if p.is_file()]
+    assert files and all(p.stat().st_mode & 0o777 == 0o640 for p in files)
+    assert all(p.stat().st_gid == 65534 for p in files)
+    assert served.resolve().stat().st_mode & 0o777 == 0o750
+    tmp = Path(tempfile.gettempdir())
+    for d in [*served.resolve().parents, *served.parents]:  # pytest's tmp dirs are 0700
+        if d.is_relative_to(tmp) and d != tmp and d.stat().st_mode & 0o001 == 0:
+            d.chmod(d.stat().st_mode | 0o001)  # others may traverse, not list
+    member = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat",
+              str(served / "config.json")]
+    assert subprocess.run(member, capture_output=True).stdout == HTTP_FILES["config.json"]
+    stranger = ["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups", "cat",
+                str(served / "config.json")]
+    assert subprocess.run(stranger, capture_output=True).returncode != 0

@@ -39,11 +39,14 @@ class NodeConfig:
     status_file: Path
     metrics_file: Path
     allowed_roots: tuple[str, ...]
+    publish_roots: tuple[Path, ...]  # what file: sources may read (default: desiredState)
     listen_peer: str | None
     listen_api: str | None
     cache_limit: int | None
     bandwidth: Bandwidth
     grace_period: float  # seconds
+    data_mode: int | None = None  # chmod of stored files; None: as written
+    data_group: int | None = None  # chgrp of stored files (a gid); None: unchanged
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -103,13 +106,28 @@ def load_config(path: Path) -> NodeConfig:
         status_file=rel(doc["statusFile"]) if "statusFile" in doc else state_dir / "status.json",
         metrics_file=rel(doc["metricsFile"]) if "metricsFile" in doc else state_dir / "syncbit.prom",
         allowed_roots=tuple(str(rel(r)) for r in doc["allowedRoots"]),
+        publish_roots=tuple(rel(r) for r in doc.get("publishRoots", [doc["desiredState"]])),
         listen_peer=str(listen["peer"]) if "peer" in listen else None,
         listen_api=str(listen["api"]) if "api" in listen else None,
         cache_limit=convert(parse_size, ("cache", "limit"), None),
         bandwidth=Bandwidth(*(convert(parse_size, ("bandwidth", k), 0)
                               for k in ("download", "upload", "origin"))),
         grace_period=convert(parse_duration, ("gracePeriod",), 600.0),
+        data_mode=convert(lambda v: int(str(v), 8), ("dataMode",), None),
+        data_group=convert(_gid, ("dataGroup",), None),
     )
+
+
+def _gid(value: object) -> int:
+    """A group name or gid, resolved now: a typo fails at start, not at the first download."""
+    import grp
+
+    if isinstance(value, int):
+        return value
+    try:
+        return grp.getgrnam(str(value)).gr_gid
+    except KeyError:
+        raise ValueError(f"no group named {value!r} on this machine") from None
 
 
 def _plain(node: object) -> object:

@@ -108,6 +108,20 @@ class Store:
                                      "startedAt": time.time()})
         return save
 
+    def seal(self, dataset: str, info_hash: str, mode: int | None, gid: int | None) -> None:
+        """Give a verified version the node config's `dataMode`/`dataGroup` before it is
+        marked complete: directories get the mode plus x wherever it grants r."""
+        if mode is None and gid is None:
+            return
+        top = self.version_dir(dataset, info_hash)
+        dir_mode = None if mode is None else mode | ((mode & 0o444) >> 2)
+        for dirpath, _dirs, files in os.walk(top):
+            for p, m in [(dirpath, dir_mode), *((os.path.join(dirpath, f), mode) for f in files)]:
+                if gid is not None:
+                    os.chown(p, -1, gid, follow_symlinks=False)
+                if m is not None and not os.path.islink(p):
+                    os.chmod(p, m)
+
     def mark_complete(self, dataset: str, info_hash: str, version: str, name: str,
                       bytes_total: int) -> None:
         """Record a verified version that now lives in `version_dir`."""

@@ -128,10 +128,11 @@ class Executor:
         the last good snapshot."""
         assert self.swarm is not None
         source_root = source_root or root
-        if self.origins is None or self.origins.state_root != source_root:
+        if self.origins is None or self.origins.state_root != source_root \
+                or self.origins.publish_roots != self.cfg.publish_roots:
             if self.origins is not None:
                 self._spawn(self.origins.close())
-            self.origins = OriginContext(source_root)
+            self.origins = OriginContext(source_root, self.cfg.publish_roots)
         # Unlocked datasets whose torrent is here already (built or fetched) are pinned by it.
         state = with_locks(state, self.pinner.cache.locks(state))
         self.state, self.root = state, root
@@ -483,6 +484,7 @@ class Executor:
             lock = t.dataset.lock
             assert lock is not None
             atomic.write_bytes(self.store.root / t.name / f"{ih}.torrent", dl.torrent_bytes)
+            self.store.seal(t.name, ih, self.cfg.data_mode, self.cfg.data_group)
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
             s = self.statuses[t.name]
             self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,

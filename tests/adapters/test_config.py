@@ -268,3 +268,23 @@ def test_cli_exits_2_on_missing_config(tmp_path: Path) -> None:
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert f"{missing}:1:1: (file): " in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_publish_roots_default_to_the_state_repo_and_data_mode_and_group(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, MINIMAL))
+    assert cfg.publish_roots == (Path("/srv/syncbit-state"),)
+    assert (cfg.data_mode, cfg.data_group) == (None, None)
+    cfg = load_config(_write(tmp_path, MINIMAL + 'publishRoots: [/data/ckpt, ckpt]\n'
+                                                 'dataMode: "0640"\ndataGroup: 65534\n'))
+    assert cfg.publish_roots == (Path("/data/ckpt"), tmp_path.resolve() / "ckpt")
+    assert (cfg.data_mode, cfg.data_group) == (0o640, 65534)
+    assert load_config(_write(tmp_path, MINIMAL + "publishRoots: []\n")).publish_roots == ()
+    assert load_config(_write(tmp_path, MINIMAL + "dataGroup: root\n")).data_group == 0
+
+
+def test_bad_data_mode_and_unknown_data_group(tmp_path: Path) -> None:
+    [e] = _error(_write(tmp_path, MINIMAL + "dataMode: 640\n"))  # YAML 1.2: the integer 640
+    assert (e["field"], e["line"]) == ("dataMode", "4") and '"0640"' in e["message"]
+    [e] = _error(_write(tmp_path, MINIMAL + "dataGroup: no-such-group-here\n"))
+    assert (e["field"], e["line"]) == ("dataGroup", "4")
+    assert "no group named 'no-such-group-here'" in e["message"]

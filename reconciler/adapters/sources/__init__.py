@@ -7,7 +7,7 @@ Everything that talks to an origin (the `lock` command, the web-seed gateway) go
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import aiohttp
 
@@ -24,17 +24,19 @@ __all__ = ["Origin", "OriginError", "OriginFile", "open_origin"]
 # origin it was read from (`describe()` at lock time), so reads can stay on that revision.
 _FACTORIES: dict[type, Callable[..., Origin]] = {
     HttpSource: lambda src, ctx, pinned=None: HttpOrigin(src, ctx.http),
-    FileSource: lambda src, ctx, pinned=None: FileOrigin(src, ctx.state_root),
+    FileSource: lambda src, ctx, pinned=None: FileOrigin(src, ctx.state_root, ctx.publish_roots),
     HfSource: open_hf,  # the lock's commit pins every read
     S3Source: lambda src, ctx, pinned=None: S3Origin(src),
 }
 
 
 class OriginContext:
-    """Shared resources for origins: one HTTP client session, the state repo root."""
+    """Shared resources for origins: one HTTP client session, the state repo root, and on a
+    node the directories `file` sources may read (`publish_roots`; None: unconfined)."""
 
-    def __init__(self, state_root: Path) -> None:
+    def __init__(self, state_root: Path, publish_roots: Sequence[Path] | None = None) -> None:
         self.state_root = state_root
+        self.publish_roots = None if publish_roots is None else tuple(publish_roots)
         self._http: aiohttp.ClientSession | None = None
 
     @property

@@ -1,11 +1,19 @@
-"""`file` sources: a local or NFS directory, or one file."""
+"""`file` sources: a local or NFS directory, or one file.
+
+On a node they are confined to the node config's `publishRoots` (default: the state repo):
+whoever can commit decides what a node holds, but not what it may read. The source itself, and
+every file in it after symlinks are resolved, must lie under a publish root; anything else is
+refused before a byte is read. Symlinks inside are followed within the roots (a Hugging Face
+cache snapshot is symlinks into `../../blobs`). `lock`, run by a person with their own rights,
+is not confined.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 from reconciler.core.paths import is_clean_relative
 from reconciler.model.desired import FileSource
@@ -15,12 +23,27 @@ from reconciler.adapters.sources.base import Origin, OriginError, OriginFile, ch
 class FileOrigin(Origin):
     kind = "file"
 
-    def __init__(self, source: FileSource, state_root: Path) -> None:
+    def __init__(self, source: FileSource, state_root: Path,
+                 confine: Sequence[Path] | None = None) -> None:
         p = Path(source.path)
         self.root = p if p.is_absolute() else state_root / p
         self.source = source
+        self.confine = None if confine is None else tuple(confine)
+
+    def _check_confined(self, path: Path, what: str) -> Path:
+        """`path` with symlinks resolved, if it lies under a publish root; OriginError if not."""
+        real = Path(os.path.realpath(path))
+        if self.confine is None:
+            return real
+        roots = [Path(os.path.realpath(r)) for r in self.confine]
+        if not any(real == r or real.is_relative_to(r) for r in roots):
+            shown = ", ".join(str(r) for r in self.confine) or "none"
+            raise OriginError(f"file source {self.source.path}: {what} resolves to {real}, "
+                              f"outside this node's publishRoots ({shown})")
+        return real
 
     def _files(self) -> list[tuple[str, Path]]:
+        self._check_confined(self.root, "the source")
         if self.root.is_file():
             return [(self.root.name, self.root)]
         if not self.root.is_dir():
@@ -48,7 +71,9 @@ class FileOrigin(Origin):
             for f in filenames:
                 full = Path(dirpath) / f
                 if full.is_file():
-                    out.append((full.relative_to(self.root).as_posix(), full))
+                    rel = full.relative_to(self.root).as_posix()
+                    self._check_confined(full, rel)
+                    out.append((rel, full))
         return sorted(out)
 
     async def list_files(self) -> list[OriginFile]:
@@ -72,9 +97,12 @@ class FileOrigin(Origin):
         return self.root.joinpath(*path.split("/"))
 
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        full = self._resolve(path)
+        self._check_confined(self.root, "the source")
+        real = self._check_confined(self._resolve(path), path)
         try:
-            f = await asyncio.to_thread(open, full, "rb")
+            # The resolved path, opened without following a symlink swapped in meanwhile.
+            fd = await asyncio.to_thread(os.open, real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            f = os.fdopen(fd, "rb")
         except OSError as e:
             raise OriginError(f"file source {self.source.path}: {path}: {e.strerror}") from None
         try:
