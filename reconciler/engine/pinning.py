@@ -44,6 +44,7 @@ POLL_FIRST, POLL_MAX = 0.5, 5.0  # seconds between rounds of asking, growing
 TAKEOVER_AFTER = 10.0  # no node ranked above has been heard from this long: build here
 RETRY_AFTER = (10.0, 30.0, 60.0, 120.0, 300.0)  # after failed builds, in turn
 MAX_TORRENT = 256 << 20  # a peer's answer larger than this is refused
+MAX_REFUSED = 64  # digests of refused torrents kept per dataset (a peer may vary its answer)
 LIST_TIMEOUT = 60.0  # seconds for the source's listing that vets a peer's torrent
 
 Throttle = Callable[[str, int], Awaitable[None]]
@@ -245,10 +246,10 @@ class Pinner:
             lock = check(data, d, "peer's torrent")
             extra = lock_extra(data)
         except ValueError as e:
-            w.refused.add(hashlib.sha256(data).hexdigest())
+            _remember(w, data)
             return str(e)
-        origin = open_origin(d.source, w.ctx)
         try:
+            origin = open_origin(d.source, w.ctx)
             listing = await asyncio.wait_for(origin.list_files(), LIST_TIMEOUT)
         except OriginError as e:
             return f"cannot check it against the {d.source.type} source: {e}"
@@ -257,7 +258,7 @@ class Pinner:
                     f"{LIST_TIMEOUT:.0f}s")
         why = cross_check(lock, extra, d.name, origin.describe(), listing)
         if why is not None:
-            w.refused.add(hashlib.sha256(data).hexdigest())
+            _remember(w, data)
             return f"it does not match the {d.source.type} source: {why}"
         return None
 
@@ -321,3 +322,11 @@ class Pinner:
         self.log.info("metadata built", dataset=d.name, version=d.version, info_hash=ih,
                       bytes_total=lock.total_bytes, files=len(lock.files))
         return True
+
+
+def _remember(w: Work, torrent: bytes) -> None:
+    """Keep the digest of a refused torrent, so the same answer is not checked again; bounded,
+    as a hostile peer may send another one every round."""
+    if len(w.refused) >= MAX_REFUSED:
+        w.refused.clear()
+    w.refused.add(hashlib.sha256(torrent).hexdigest())
