@@ -90,6 +90,6 @@ def cross_check(lock: LockFile, extra: Mapping[str, object], dataset: str,
         if not isinstance(rec, Mapping):
             return f"it records no source revision of {p}"
         if _norm(rec) != _norm(listed[p].revision):
-            return (f"the source changed since it was built: {p}: "
+            return (f"the source reports other revisions (changed since, or forged): {p}: "
                     f"{_diff(_norm(rec), _norm(listed[p].revision))}")
     return None

@@ -73,7 +73,7 @@ async def test_a_source_that_changed_since_makes_the_torrent_stale(setup, tmp_pa
     genuine = await build_lock(d, ctx)
     (tmp_path / "origin" / "a.bin").write_bytes(pseudo_random(70_000, "vet-a2"))  # same size
     why = await pinner._vet(w, genuine)
-    assert why is not None and "the source changed since it was built: a.bin" in why
+    assert why is not None and "the source reports other revisions (changed since, or forged): a.bin" in why
 
 
 async def test_an_unreachable_source_refuses_for_now_but_does_not_blacklist(setup):
