@@ -10,14 +10,16 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from aiohttp import web
 
 from harness import (Daemon, NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml,
                      pseudo_random, tree_digest, until, wait_all, write_data)
 from origin_server import OriginServer
+from threaded_server import ThreadedServer
 from reconciler.desired.validate import load_desired_state
 from reconciler.core.pinning import metadata_key
 from reconciler.core.placement import rank_nodes
-from reconciler.torrent.hybrid import read_lock
+from reconciler.torrent.hybrid import FileHasher, build_torrent, choose_piece_size, read_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 STATUS_SCHEMA = json.loads((ROOT / "schemas" / "status.schema.json").read_text())
@@ -210,3 +212,68 @@ def test_token_protected_origin_two_nodes_and_the_token_stays_inside(tmp_path):
                     assert needle not in p.read_bytes(), f"token found in {p}"
     finally:
         server.stop()
+
+
+class HostilePeer(ThreadedServer):
+    """A node's API that answers every `/v1/metadata/...` with the same torrent: bytes of its
+    own choosing under the dataset's name, file names and sizes. Counts the requests."""
+
+    def __init__(self, host: str, port: int, torrent: bytes) -> None:
+        super().__init__()
+        self.host, self.port, self.torrent, self.asked = host, port, torrent, 0
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v1/metadata/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.asked += 1
+        return web.Response(body=self.torrent, content_type="application/x-bittorrent")
+
+
+def forged_torrent(base_url: str) -> bytes:
+    """The dataset's name, files and sizes, source and revision keys, but other bytes (and an
+    ETag the attacker made up)."""
+    evil = {p: pseudo_random(len(d), "evil-" + p) for p, d in FILES.items()}
+    ps = choose_piece_size(TOTAL)
+    hashed = []
+    for p, data in sorted(evil.items()):
+        h = FileHasher(ps)
+        h.update(data)
+        hashed.append((p, h.finish()))
+    meta = {"dataset": "weights", "source": {"type": "http", "baseUrl": base_url},
+            "revision": {p: {"size": len(d), "etag": '"forged"'} for p, d in evil.items()}}
+    return build_torrent("weights", ps, hashed, {"syncbit": meta})
+
+
+def test_a_hostile_peer_torrent_is_refused_and_the_node_reads_the_origin(tmp_path, origin):
+    """The first-ranked target node answers /v1/metadata with a torrent of other bytes; the
+    other node checks it against the origin's listing, refuses it, and builds from the origin
+    once no node ranked above answers usefully."""
+    names = ["u1", "u2"]
+    hostile_name, honest_name = rank_nodes("weights", names)
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(names, first_ip=183))
+    repo.write("datasets.yaml", weights_yaml(origin.url))
+    repo.commit("unlocked, one target node is hostile")
+    host, port = load_desired_state(repo.root, "x", require_locks=False
+                                    ).nodes[hostile_name].api.rsplit(":", 1)
+    forged = forged_torrent(origin.url + "/")
+    hostile = HostilePeer(host, int(port), forged).start()
+    try:
+        home = NodeHome(honest_name, tmp_path / honest_name, repo.root).write_config()
+        codes = wait_all([home.start_once()])
+        log = (home.base / "once.log").read_text()
+        assert codes == [0], log[-4000:]
+    finally:
+        hostile.stop()
+    assert hostile.asked >= 1
+    assert "metadata from peer refused" in log and "does not match the http source" in log
+    assert "metadata built" in log and "metadata fetched" not in log
+    d = home.status()["datasets"]["weights"]
+    assert d["phase"] == "Ready" and d["infoHash"] != read_lock(forged, "t").info_hash
+    assert tree_digest(home.data / "models" / "weights") == tree_digest(tmp_path / "origin")
+    assert origin.bytes_sent >= TOTAL  # the bytes came from the origin, not the hostile peer

@@ -5,11 +5,18 @@ target nodes' APIs for it, and builds it here when `metadata.decide` says this n
 to: the source is read once, its bytes written to the staging directory of the version while
 they are hashed, so the download that follows finds them all and reads nothing more from the
 origin. The same object answers the peers' questions (`answer`, served by the API).
+
+A torrent from a peer is never trusted alone: before it is kept, the source is listed (a
+metadata request: HTTP HEAD, S3 list/HEAD, HF tree API; no bytes) and `core.provenance`
+compares the two. A refused torrent is remembered by its digest, so the peer that offers it
+again counts as `failed` without listing the source again, and the usual rules take over (the
+next holder, or a build here).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import time
@@ -22,9 +29,11 @@ import structlog
 from reconciler.model.desired import Dataset, DesiredState
 from reconciler.engine.locking import build_lock
 from reconciler.adapters.pin_cache import PinCache
+from reconciler.core.lockfile import lock_extra
 from reconciler.core.pinning import PinDecision, PeerState, blocked, check, decide_pin, metadata_key
 from reconciler.core.placement import Assignment, rank_nodes
-from reconciler.adapters.sources import OriginContext, OriginError
+from reconciler.core.provenance import cross_check
+from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 
 log = structlog.get_logger("metadata")
@@ -35,6 +44,8 @@ POLL_FIRST, POLL_MAX = 0.5, 5.0  # seconds between rounds of asking, growing
 TAKEOVER_AFTER = 10.0  # no node ranked above has been heard from this long: build here
 RETRY_AFTER = (10.0, 30.0, 60.0, 120.0, 300.0)  # after failed builds, in turn
 MAX_TORRENT = 256 << 20  # a peer's answer larger than this is refused
+MAX_REFUSED = 64  # digests of refused torrents kept per dataset (a peer may vary its answer)
+LIST_TIMEOUT = 60.0  # seconds for the source's listing that vets a peer's torrent
 
 Throttle = Callable[[str, int], Awaitable[None]]
 
@@ -54,6 +65,7 @@ class Work:
     error: str | None = None
     failures: int = 0
     said: str = ""  # the last decision logged, so a wait is logged once
+    refused: set[str] = field(default_factory=set)  # sha256 of peers' torrents refused
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -144,11 +156,15 @@ class Pinner:
             answers, found = await self._ask_peers(w)
             if found is not None:
                 peer, data = found
-                try:
-                    lock = self.cache.put(w.dataset, data)
-                except (ValueError, OSError) as e:
+                why = await self._vet(w, data)
+                if why is None:
+                    try:
+                        lock = self.cache.put(w.dataset, data)
+                    except (ValueError, OSError) as e:
+                        why = str(e)
+                if why is not None:
                     self.log.warning("metadata from peer refused", dataset=name, peer=peer,
-                                     error=str(e))
+                                     error=why)
                     answers[peer] = "failed"
                 else:
                     self.log.info("metadata fetched", dataset=name, version=w.dataset.version,
@@ -220,6 +236,32 @@ class Pinner:
                     return answers, None
         return answers, None
 
+    async def _vet(self, w: Work, data: bytes) -> str | None:
+        """None when a peer's torrent may be used: it parses as the dataset's, and the source's
+        listing, read now, agrees with it (`cross_check`); else why not. A torrent the source
+        contradicts is remembered; one that cannot be checked (source down) is not, so the next
+        round checks it again."""
+        d = w.dataset
+        try:
+            lock = check(data, d, "peer's torrent")
+            extra = lock_extra(data)
+        except ValueError as e:
+            _remember(w, data)
+            return str(e)
+        try:
+            origin = open_origin(d.source, w.ctx)
+            listing = await asyncio.wait_for(origin.list_files(), LIST_TIMEOUT)
+        except OriginError as e:
+            return f"cannot check it against the {d.source.type} source: {e}"
+        except asyncio.TimeoutError:
+            return (f"cannot check it against the {d.source.type} source: no listing within "
+                    f"{LIST_TIMEOUT:.0f}s")
+        why = cross_check(lock, extra, d.name, origin.describe(), listing)
+        if why is not None:
+            _remember(w, data)
+            return f"it does not match the {d.source.type} source: {why}"
+        return None
+
     async def _ask(self, w: Work, peer: str) -> tuple[PeerState, bytes | None]:
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT,
@@ -228,8 +270,16 @@ class Pinner:
         try:
             async with self._http.get(url) as r:
                 if r.status == 200:
-                    body = await r.content.read(MAX_TORRENT + 1)
-                    return ("has", body) if len(body) <= MAX_TORRENT else ("failed", None)
+                    buf = bytearray()  # read(n) returns what has arrived: until EOF or the cap
+                    while len(buf) <= MAX_TORRENT:
+                        chunk = await r.content.read(MAX_TORRENT + 1 - len(buf))
+                        if not chunk:
+                            break
+                        buf += chunk
+                    body = bytes(buf)
+                    if len(body) > MAX_TORRENT or hashlib.sha256(body).hexdigest() in w.refused:
+                        return "failed", None
+                    return "has", body
                 if r.status in (202, 404):
                     doc = await r.json(content_type=None)
                     state = doc.get("state") if isinstance(doc, dict) else None
@@ -272,3 +322,11 @@ class Pinner:
         self.log.info("metadata built", dataset=d.name, version=d.version, info_hash=ih,
                       bytes_total=lock.total_bytes, files=len(lock.files))
         return True
+
+
+def _remember(w: Work, torrent: bytes) -> None:
+    """Keep the digest of a refused torrent, so the same answer is not checked again; bounded,
+    as a hostile peer may send another one every round."""
+    if len(w.refused) >= MAX_REFUSED:
+        w.refused.clear()
+    w.refused.add(hashlib.sha256(torrent).hexdigest())

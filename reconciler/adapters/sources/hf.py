@@ -19,9 +19,13 @@ change what is read. The commit is, in order of precedence:
 
 Credentials. The token is `HF_TOKEN` only (no fallback to a token saved by `hf auth login`, so
 metadata and byte reads always use the same credential). It is sent as `Authorization: Bearer`
-to the endpoint's own origin only: redirects are followed here, hop by hop, and the header is
-dropped as soon as a redirect leaves the endpoint's scheme/host/port (the Hub redirects LFS/Xet
-files to a CDN with a signed URL). It never appears in `describe()`, `revision`, or any error.
+to the endpoint's own origin only: byte reads follow redirects hop by hop (`redirects.request`,
+at most 5, never https -> http) and the header is dropped as soon as a redirect leaves the
+endpoint's scheme/host/port (the Hub redirects LFS/Xet files to a CDN with a signed URL).
+Metadata calls go through huggingface_hub's httpx2 client (`follow_redirects=True`), which drops
+`Authorization` on a redirect to another origin except a same-host http->https upgrade
+(httpx2 `Client._redirect_headers`); the token is the only credential it sends. It never
+appears in `describe()`, `revision`, or any error.
 The endpoint is `HF_ENDPOINT`, else the public Hub.
 """
 
@@ -37,15 +41,14 @@ from yarl import URL
 
 from reconciler.model.desired import HfSource
 from reconciler.adapters.sources.base import CHUNK, Origin, OriginError, OriginFile, range_header, safe_url
+from reconciler.adapters.sources.redirects import request
 
 if TYPE_CHECKING:  # pragma: no cover
     from reconciler.adapters.sources import OriginContext
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"
-MAX_REDIRECTS = 10
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def _hub() -> Any:
@@ -212,29 +215,6 @@ class HfOrigin(Origin):
         return _hub().hf_hub_url(self.source.repo, path, repo_type=self.source.repo_type,
                                  revision=commit, endpoint=self.endpoint)
 
-    async def _get(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        """GET following redirects by hand: Authorization goes to the endpoint's origin only,
-        and once a redirect has left that origin it is never sent again on this request."""
-        target = URL(url, encoded=True)
-        home = target.origin()
-        for _ in range(MAX_REDIRECTS + 1):
-            if target.origin() != home:
-                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            r = await self.http.get(target, headers=headers, allow_redirects=False)
-            if r.status not in _REDIRECTS:
-                return r
-            loc = r.headers.get("Location")
-            r.release()
-            if not loc:
-                raise OriginError(f"{self._what()}: a redirect without Location")
-            nxt = target.join(URL(loc, encoded=True))
-            if nxt.scheme not in ("http", "https"):
-                raise OriginError(f"{self._what()}: a redirect to a non-HTTP URL")
-            if target.scheme == "https" and nxt.scheme == "http":
-                raise OriginError(f"{self._what()}: refusing a redirect from https to http")
-            target = nxt
-        raise OriginError(f"{self._what()}: too many redirects")
-
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         commit = await self._resolve()
         if length == 0:
@@ -251,7 +231,9 @@ class HfOrigin(Origin):
         if rng is not None:
             headers["Range"] = rng
         try:
-            r = await self._get(url, headers)
+            # Authorization goes to the endpoint's origin only; the CDN's URL is signed.
+            r = await request(self.http, "GET", URL(url, encoded=True), headers,
+                              ("Authorization",), self._what())
         except aiohttp.ClientError as e:
             raise OriginError(self._scrub(f"{self._what()}: {path}: cannot reach "
                                           f"{safe_url(self.endpoint)}: {e.__class__.__name__}: {e}")) from None

@@ -1,7 +1,9 @@
 """`http` sources: `baseUrl` + relative `files`, or a list of `urls`.
 
 Header values may reference `${VAR}` from the environment; they are expanded per request and
-never leave this module (not in the lock, status, logs or API).
+never leave this module (not in the lock, status, logs or API). Every configured header is a
+credential: redirects are followed by `redirects.request`, which sends them only to the origin
+(scheme, host, port) of the URL they were configured for.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from typing import AsyncIterator, Mapping
 from urllib.parse import quote, urlsplit, unquote
 
 import aiohttp
+from yarl import URL
 
 from reconciler.core.envrefs import UnsetVariable, expand_env_refs
 from reconciler.model.desired import HttpSource
 from reconciler.adapters.sources.base import CHUNK, Origin, OriginError, OriginFile, range_header, safe_url
+from reconciler.adapters.sources.redirects import request
 
 def expand_env(value: str, env: Mapping[str, str]) -> str:
     """`${NAME}` from `env`, `$$` is a literal dollar; a missing variable is an error."""
@@ -50,6 +54,11 @@ class HttpOrigin(Origin):
     def _headers(self) -> dict[str, str]:
         return {k: expand_env(v, self.env) for k, v in self.source.headers.items()}
 
+    async def _request(self, method: str, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """`method url`, redirects followed with the configured headers kept to `url`'s origin."""
+        return await request(self.http, method, URL(url), headers, self.source.headers,
+                             "http source")
+
     def _url(self, path: str) -> str:
         try:
             return self.urls[path]
@@ -61,7 +70,7 @@ class HttpOrigin(Origin):
         for path in sorted(self.urls):
             url = self._url(path)
             try:
-                async with self.http.head(url, headers=self._headers(), allow_redirects=True) as r:
+                async with await self._request("HEAD", url, self._headers()) as r:
                     _check(r, path)
                     size = r.content_length
                     if size is None:
@@ -78,7 +87,7 @@ class HttpOrigin(Origin):
         if rng is not None:
             headers["Range"] = rng
         try:
-            async with self.http.get(url, headers=headers, allow_redirects=True) as r:
+            async with await self._request("GET", url, headers) as r:
                 _check(r, path)
                 if "Range" in headers and r.status != 206:
                     raise OriginError(f"http source: {safe_url(url)} ignored the Range request "
