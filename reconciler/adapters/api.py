@@ -4,13 +4,25 @@ peers `GET /v1/metadata/<dataset>/<key>` (the torrents of unlocked datasets, met
 It serves only the NodeStatus document the reconciler already publishes (the same document as
 `statusFile`, and its Prometheus rendering as in `metricsFile`) and torrents, so nothing secret
 can leak through it: credentials never enter either.
+
+It faces the network, so it defends itself (issue 11, item 4): a stranger must not be able to
+exhaust the process's file descriptors (the status file and the state repo need them) or its
+log. Connections are accepted by `_Gate`, which closes at once, without a byte, those over a
+per-address or total cap (the total derived from RLIMIT_NOFILE); a watchdog closes connections
+that do not send a complete request head in time or whose request takes too long; `/v1/...`
+answers inventory addresses only; refusals are logged as one summary line per interval.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import ipaddress
+import resource
 import time
-from typing import Awaitable, Callable, Union
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable, Union, cast
 
 import structlog
 from aiohttp import web
@@ -25,8 +37,53 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NO_STATUS = "no pass has finished yet"
 TORRENT_CONTENT_TYPE = "application/x-bittorrent"
 
+HEADER_TIMEOUT = 10.0  # s from connect (or the previous response) to a complete request head
+IDLE_TIMEOUT = 10.0  # s an idle keep-alive connection is kept (aiohttp's keepalive_timeout)
+REQUEST_TIMEOUT = 30.0  # s from a complete request head to its response written
+MAX_PER_ADDRESS = 16  # open connections from one address
+MAX_CONNECTIONS = 512  # total open connections, at most; lower when RLIMIT_NOFILE is low
+STRANGER_SHARE = 0.75  # strangers get this share of the total; the rest is kept for the
+#                        inventory and the local host (probes), so a flood does not lock them out
+REFUSED_LOG_EVERY = 10.0  # s between two summary lines about refused/closed connections
+WATCHDOG_EVERY = 0.25  # s between two looks at the connections' deadlines
+#: The addresses a local client connects from by default: the kernel picks them as the source
+#: for any loopback destination, so on a loopback cluster (tests, the demo) they are how the
+#: inventory's own 127.x nodes reach each other.
+LOOPBACK_SOURCES = frozenset({"127.0.0.1", "::1"})
+
 #: (dataset, key) -> (HTTP status, torrent bytes or a JSON document); see executor/unlocked.py.
 MetadataProvider = Callable[[str, str], tuple[int, Union[bytes, dict]]]
+
+
+def connection_cap(fd_limit: int | None = None) -> int:
+    """The total connection cap: an eighth of the soft RLIMIT_NOFILE, at most MAX_CONNECTIONS,
+    so a saturated API leaves most descriptors to the status file, the state repo, libtorrent
+    and the gateway (status must never depend on a descriptor the attacker can exhaust)."""
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if fd_limit < 0:  # RLIM_INFINITY
+        return MAX_CONNECTIONS
+    return max(4, min(MAX_CONNECTIONS, fd_limit // 8))
+
+
+def inventory_hosts(endpoints: Iterable[str]) -> set[str]:
+    """The IP addresses of `host:port` endpoints (Node documents' spec.api and spec.peer).
+    Host names are skipped: the API compares the connection's address, it resolves nothing."""
+    out: set[str] = set()
+    for e in endpoints:
+        try:
+            out.add(_canonical_ip(parse_hostport(e)[0]))
+        except ValueError:
+            continue
+    return out
+
+
+def _canonical_ip(host: str) -> str:
+    """`::ffff:10.0.0.1` (IPv4 on a dual-stack socket) -> `10.0.0.1`; ValueError for names."""
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 def parse_listen(listen: str) -> tuple[str | None, int]:
@@ -59,10 +116,24 @@ class ApiServer:
 
     HEAD is answered like GET; other methods get 405, unknown paths 404. No access log is
     written; one structlog line (logger "api") reports the URL on start.
+
+    Defences (see the module docstring): `/v1/...` answers `admits()` addresses only (403
+    otherwise; `inventory`, refreshed with `set_inventory`); the other endpoints are open. A
+    connection must send a complete request head within `header_timeout` of connecting or of
+    its previous response, finish each request within `request_timeout`, and idle keep-alive
+    connections close after `idle_timeout`. Over `max_per_address` connections from one
+    address, or `max_connections` in all (default connection_cap(); strangers get only
+    STRANGER_SHARE of it), a new connection is aborted at once. Refusals and timeouts are
+    logged as one summary line per `log_every` seconds.
     """
 
     def __init__(self, listen: str, get_status: Callable[[], dict | None], *,
-                 stale_after: float = 300.0, metadata: MetadataProvider | None = None) -> None:
+                 stale_after: float = 300.0, metadata: MetadataProvider | None = None,
+                 inventory: Iterable[str] | None = None,
+                 header_timeout: float = HEADER_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 max_connections: int | None = None, max_per_address: int = MAX_PER_ADDRESS,
+                 log_every: float = REFUSED_LOG_EVERY) -> None:
         self.host, self._listen_port = parse_listen(listen)
         self.port = self._listen_port  # the bound port once started (port 0 picks one)
         self._get_status = get_status
@@ -71,6 +142,24 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._last_doc: dict | None = None  # the running pass's document seen last
         self._last_change: float | None = None  # monotonic time that pass was seen to progress
+        self._inventory: frozenset[str] = frozenset()
+        self._loopback_inventory = True  # no inventory given: loopback callers only
+        if inventory is not None:
+            self.set_inventory(inventory)
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
+        self.max_connections = connection_cap() if max_connections is None else max_connections
+        self.max_per_address = max_per_address
+        self.log_every = log_every
+        self._conns: dict[asyncio.Transport, _Conn] = {}
+        self._per_ip: Counter[str] = Counter()
+        self._refused: Counter[str] = Counter()  # reason -> count since the last summary line
+        self._refused_total: Counter[str] = Counter()  # reason -> count since start
+        self._logged_at: float | None = None  # monotonic time of the last summary line
+        self._site: _GatedSite | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._prev_exc_handler: Any = None
 
     @property
     def url(self) -> str:
@@ -79,30 +168,196 @@ class ApiServer:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
+    @property
+    def connections(self) -> int:
+        """Connections open now (refused ones never count)."""
+        return sum(1 for t in self._conns if not t.is_closing())
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Connections and requests turned away since start, by reason."""
+        return dict(self._refused_total)
+
+    def set_inventory(self, addresses: Iterable[str]) -> None:
+        """The addresses allowed to call `/v1/...`: the IPs of the Node documents' spec.api and
+        spec.peer hosts (inventory_hosts); the runner refreshes them every pass."""
+        ips = set()
+        for a in addresses:
+            try:
+                ips.add(_canonical_ip(a))
+            except ValueError:
+                continue
+        self._inventory = frozenset(ips)
+        self._loopback_inventory = any(ipaddress.ip_address(a).is_loopback for a in ips)
+
+    def admits(self, remote: str | None) -> bool:
+        """May `remote` call the peer endpoints? Inventory addresses, and the default loopback
+        sources when the inventory itself is on loopback (one machine: the nodes' own requests
+        come from 127.0.0.1 unless they bind a source address)."""
+        if remote is None:
+            return False
+        try:
+            ip = _canonical_ip(remote)
+        except ValueError:
+            return False
+        return ip in self._inventory or (self._loopback_inventory and ip in LOOPBACK_SOURCES)
+
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError(f"API server already listening on {self.url}")
-        app = web.Application(middlewares=[self._errors_as_json])
+        app = web.Application(middlewares=[self._guard, self._errors_as_json])
         app.router.add_get("/status", self._status)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/metadata/{dataset}/{key}", self._torrent)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                               keepalive_timeout=self.idle_timeout)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self._listen_port)
+            site = _GatedSite(runner, self.host, self._listen_port, self._accept)
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
+        self._runner, self._site = runner, site
         self.port = runner.addresses[0][1]
-        log.info("api listening", url=self.url)
+        self._watchdog = asyncio.create_task(self._watch(), name="api-watchdog")
+        loop = asyncio.get_running_loop()
+        self._prev_exc_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
+        log.info("api listening", url=self.url, maxConnections=self.max_connections,
+                 maxPerAddress=self.max_per_address)
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
+        runner, self._runner, self._site = self._runner, None, None
+        task, self._watchdog = self._watchdog, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() == self._loop_exception:
+            loop.set_exception_handler(self._prev_exc_handler)
         if runner is not None:
             await runner.cleanup()
+        for t in list(self._conns):
+            t.abort()
+        self._conns.clear()
+        self._per_ip.clear()
+        self._summarize(force=True)
+
+    # -- connection guard ---------------------------------------------------------------------
+
+    def _accept(self, transport: asyncio.Transport) -> asyncio.BaseProtocol | None:
+        """A new connection: the aiohttp protocol to hand it to, or None to close it now."""
+        self._purge()
+        ip = _remote_ip(transport)
+        privileged = ip is not None and (ip in self._inventory or ip in LOOPBACK_SOURCES)
+        total = len(self._conns)
+        if ip is None:
+            reason = "no peer address"
+        elif self._per_ip[ip] >= self.max_per_address:
+            reason = "per-address cap"
+        elif total >= self.max_connections:
+            reason = "total cap"
+        elif not privileged and total >= int(self.max_connections * STRANGER_SHARE):
+            reason = "total cap"
+        else:
+            reason = None
+        if reason is not None or self._runner is None or self._runner.server is None:
+            self._refuse(reason or "stopping")
+            return None
+        assert ip is not None
+        self._conns[transport] = _Conn(ip, time.monotonic() + self.header_timeout)
+        self._per_ip[ip] += 1
+        return self._runner.server()
+
+    def _purge(self) -> None:
+        for t in [t for t in self._conns if t.is_closing()]:
+            self._forget(t)
+
+    def _forget(self, t: asyncio.Transport) -> None:
+        c = self._conns.pop(t, None)
+        if c is not None:
+            self._per_ip[c.ip] -= 1
+            if self._per_ip[c.ip] <= 0:
+                del self._per_ip[c.ip]
+
+    async def _watch(self) -> None:
+        """Close connections past their deadline; forget closed ones; log the summary."""
+        while True:
+            await asyncio.sleep(WATCHDOG_EVERY)
+            now = time.monotonic()
+            for t, c in list(self._conns.items()):
+                if t.is_closing():
+                    self._forget(t)
+                elif now >= c.deadline:
+                    self._refuse("request timeout" if c.in_request else "header timeout")
+                    t.abort()
+                    self._forget(t)
+            self._summarize()
+
+    def _refuse(self, reason: str) -> None:
+        self._refused[reason] += 1
+        self._refused_total[reason] += 1
+        self._summarize()
+
+    def _summarize(self, force: bool = False) -> None:
+        """At most one log line per `log_every` seconds, however many were refused."""
+        now = time.monotonic()
+        if not self._refused or (not force and self._logged_at is not None
+                                 and now - self._logged_at < self.log_every):
+            return
+        log.warning("api connections refused or closed", counts=dict(self._refused),
+                    total=sum(self._refused.values()), open=len(self._conns),
+                    seconds=None if self._logged_at is None else round(now - self._logged_at, 1))
+        self._refused.clear()
+        self._logged_at = now
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio reports accept() failures (EMFILE...) on our socket once per retry: count them
+        into the summary line instead of one log line each; anything else goes on as before."""
+        sock = context.get("socket")
+        ours = self._site.filenos() if self._site is not None else set()
+        if sock is not None and "accept" in str(context.get("message", "")):
+            try:
+                if sock.fileno() in ours:
+                    self._refuse(f"accept error: {type(context.get('exception')).__name__}")
+                    return
+            except OSError:
+                pass
+        if self._prev_exc_handler is not None:
+            self._prev_exc_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        """Peer endpoints for inventory addresses only; the request's time limit; the response
+        written here, so the connection's next head gets a fresh header timeout."""
+        conn = (self._conns.get(request.transport)
+                if request.transport is not None else None)
+        if conn is not None:
+            conn.in_request = True
+            conn.deadline = time.monotonic() + self.request_timeout
+        resource_ = request.match_info.route.resource
+        canonical = resource_.canonical if resource_ is not None else request.path
+        if canonical.startswith("/v1/") or request.path.startswith("/v1/"):
+            if not self.admits(request.remote):
+                self._refuse("not inventory (403)")
+                resp: web.StreamResponse = _json(
+                    {"error": "forbidden: peer endpoints answer inventory addresses only"}, 403)
+            else:
+                resp = await handler(request)
+        else:
+            resp = await handler(request)
+        await resp.prepare(request)
+        await resp.write_eof()
+        if conn is not None:
+            conn.in_request = False
+            conn.deadline = time.monotonic() + self.header_timeout
+        return resp
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -196,6 +451,64 @@ class ApiServer:
             if "Allow" in e.headers:
                 resp.headers["Allow"] = e.headers["Allow"]
             return resp
+
+
+@dataclass
+class _Conn:
+    ip: str
+    deadline: float  # monotonic; the watchdog closes the connection after it
+    in_request: bool = False
+
+
+def _remote_ip(transport: asyncio.BaseTransport) -> str | None:
+    peer = transport.get_extra_info("peername")
+    try:
+        return _canonical_ip(str(peer[0]))
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
+class _Gate(asyncio.Protocol):
+    """The first protocol of every accepted connection: asks ApiServer._accept, then hands the
+    transport to aiohttp's protocol, or aborts it (no read, no write, no log line of its own)."""
+
+    def __init__(self, accept: Callable[[asyncio.Transport], asyncio.BaseProtocol | None]
+                 ) -> None:
+        self._accept = accept
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # a TCP server's: a full Transport
+        inner = self._accept(transport)
+        if inner is None:
+            transport.abort()
+            return
+        transport.set_protocol(inner)
+        inner.connection_made(transport)
+
+
+class _GatedSite(web.BaseSite):
+    """aiohttp's TCPSite, with `_Gate` in front of aiohttp's protocol."""
+
+    def __init__(self, runner: web.AppRunner, host: str | None, port: int,
+                 accept: Callable[[asyncio.Transport], asyncio.BaseProtocol | None]) -> None:
+        super().__init__(runner)
+        self._host, self._port, self._accept = host, port, accept
+
+    @property
+    def name(self) -> str:
+        host = self._host or "0.0.0.0"
+        return f"http://{host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Gate(self._accept), self._host,
+                                                self._port, backlog=self._backlog,
+                                                reuse_address=True)
+
+    def filenos(self) -> set[int]:
+        server = cast("asyncio.Server | None", self._server)
+        return {s.fileno() for s in server.sockets} if server is not None else set()
 
 
 def _json(doc: dict, status: int) -> web.Response:

@@ -1,15 +1,30 @@
 """The loopback web-seed gateway: libtorrent's BEP 19 range requests in, origin reads out.
 
 libtorrent builds web-seed URLs itself (`<url>/<torrent name>/<path>`), so it cannot sign S3
-requests or carry per-request credentials. This gateway can: it listens on 127.0.0.1 only,
-maps `/<dataset>/<infohash>/<name>/<path>` to the dataset's origin, and counts every byte it
-relays, which is the exact `bytesFromOrigin` of the status file.
+requests or carry per-request credentials. This gateway can: it listens on a loopback address
+only, maps `/<secret>/<dataset>/<infohash>/<name>/<path>` to the dataset's origin, and counts
+every byte it relays, which is the exact `bytesFromOrigin` of the status file.
+
+It reads origins with the node's credentials, so it must not serve any local process that
+finds its port (issue 11, item 6): every URL carries a per-process random secret (compared in
+constant time; a wrong or missing one is a 404 before any origin is touched) that only
+libtorrent learns, and concurrent requests are capped per dataset and in all. The secret is
+never logged; `redact()` hides it in anything that may quote the URL (libtorrent's alerts).
+
+The listen address is a random one in 127.128.0.0/9, not 127.0.0.1: libtorrent's ip_filter
+applies to outgoing web-seed connections too, so the gateway's address must be on the peer
+allow-list, and 127.0.0.1 there would admit every local BitTorrent client (the kernel's
+default source address for loopback). A local process can still choose any 127.x source, so
+this only keeps the default path closed: the secret is what guards the origin.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import random
 import re
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import AsyncGenerator
@@ -30,6 +45,14 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 MAX_ATTEMPTS = 4  # origins tried for one request
 BACKOFF = 0.05  # seconds before the 2nd attempt, doubling for each further one
 BACKOFF_MAX = 1.0
+MAX_REQUESTS = 64  # concurrent requests the gateway serves, all datasets together
+MAX_REQUESTS_PER_DATASET = 16  # ...and for one dataset (libtorrent uses ~1 per torrent)
+REDACTED = "<secret>"
+
+
+def private_loopback() -> str:
+    """A random address in 127.128.0.0/9 (test clusters use 127.0.0.x): see the module doc."""
+    return f"127.{random.randint(128, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
 
 
 @dataclass
@@ -44,13 +67,19 @@ class _Entry:
 
 @dataclass
 class Gateway:
-    host: str = "127.0.0.1"
+    host: str = field(default_factory=private_loopback)
     port: int = 0
+    #: In every web-seed URL; never logged. repr=False keeps it out of reprs in tracebacks.
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    max_requests: int = MAX_REQUESTS
+    max_per_dataset: int = MAX_REQUESTS_PER_DATASET
+    refused: int = 0  # requests turned away: wrong secret, or over a concurrency cap
     bytes_served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[str, str] = field(default_factory=dict)  # dataset -> last origin error
     limit: TokenBucket = field(default_factory=lambda: TokenBucket(0))  # bandwidth.origin
     _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
+    _active: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def register(self, dataset: str, info_hash: str, name: str,
                  files: tuple[tuple[str, int], ...], origin: Origin | Sequence[Origin],
@@ -64,7 +93,11 @@ class Gateway:
             "source" if i == 0 else f"mirrors[{i - 1}]" for i in range(len(origins))]
         self._entries[(dataset, info_hash)] = _Entry(dataset, name, dict(files), origins,
                                                      OriginPool(names))
-        return f"http://{self.host}:{self.port}/{quote(dataset)}/{info_hash}"
+        return f"http://{self.host}:{self.port}/{self.secret}/{quote(dataset)}/{info_hash}"
+
+    def redact(self, text: str) -> str:
+        """`text` with the secret replaced, for anything that may quote a web-seed URL."""
+        return text.replace(self.secret, REDACTED) if self.secret else text
 
     def mark_bad(self, dataset: str, info_hash: str, path: str, first: int, last: int,
                  reason: str = "served bytes that failed a hash check") -> list[str]:
@@ -95,9 +128,9 @@ class Gateway:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get("/{dataset}/{ih}/{tail:.+}", self._handle)
+        app.router.add_get("/{secret}/{dataset}/{ih}/{tail:.+}", self._guarded)
         # libtorrent requests a one-file torrent's web seed URL as it is, without the path.
-        app.router.add_get("/{dataset}/{ih}", self._handle)
+        app.router.add_get("/{secret}/{dataset}/{ih}", self._guarded)
         # A request still streaming from a hung origin must not hold up the stop (the
         # default waits 60 s, which made `--timeout` overrun by a minute).
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -111,6 +144,27 @@ class Gateway:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _guarded(self, request: web.Request) -> web.StreamResponse:
+        """The secret (constant time, 404 like any unknown path) and the concurrency caps (503:
+        libtorrent retries after urlseed_wait_retry) before anything reaches an origin."""
+        given = request.match_info["secret"].encode()
+        if not hmac.compare_digest(given, self.secret.encode()):
+            self.refused += 1
+            raise web.HTTPNotFound(text="not found\n")
+        dataset = request.match_info["dataset"]
+        if (sum(self._active.values()) >= self.max_requests
+                or self._active[dataset] >= self.max_per_dataset):
+            self.refused += 1
+            raise web.HTTPServiceUnavailable(text="too many concurrent requests\n",
+                                             headers={"Retry-After": "1"})
+        self._active[dataset] += 1
+        try:
+            return await self._handle(request)
+        finally:
+            self._active[dataset] -= 1
+            if self._active[dataset] <= 0:
+                del self._active[dataset]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = (request.match_info["dataset"], request.match_info["ih"])

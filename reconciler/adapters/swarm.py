@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, cast
+from typing import Any, Callable, Iterable, cast
 
 import libtorrent as lt
 import structlog
@@ -114,8 +114,15 @@ class Swarm:
         self.session = lt.session(session_settings(listen_peer, download, upload))
         self.torrents: dict[str, TorrentState] = {}  # key: v2 info-hash
         self.resume_dir = resume_dir
+        #: Applied to every alert text kept or logged: web-seed URLs carry the gateway's
+        #: secret (the executor sets Gateway.redact here).
+        self.redact: Callable[[str], str] = lambda text: text
 
     def set_allowed(self, addresses: Iterable[str]) -> None:
+        """Inbound and outbound: libtorrent applies the ip_filter to incoming peers, to the
+        peers it dials AND to web seeds (notes/libtorrent.md §6; a torrent cleared of
+        torrent_flags.apply_ip_filter would switch the check off for every incoming
+        connection of the session), so the web-seed gateway's address must be listed."""
         self.session.set_ip_filter(allow_list(addresses))
 
     def set_rates(self, download: int, upload: int) -> None:
@@ -154,6 +161,8 @@ class Swarm:
             return None
         if Path(atp.save_path) != save_path:
             return None  # the data moved since: let libtorrent check what is there
+        # A previous process's web seed: its gateway (address, port, secret) is gone.
+        atp.url_seeds = []
         return atp
 
     def remove(self, info_hash: str) -> None:
@@ -237,25 +246,25 @@ class Swarm:
                 st.moved = True
             elif isinstance(a, lt.storage_moved_failed_alert) and st:
                 st.moved = False
-                st.error = f"moving to the store failed: {a.message()}"
+                st.error = f"moving to the store failed: {self.redact(a.message())}"
             elif isinstance(a, (lt.torrent_error_alert, lt.file_error_alert)) and st:
-                st.error = a.message()
-                log.error("torrent error", info_hash=st.info_hash, error=a.message())
+                st.error = self.redact(a.message())
+                log.error("torrent error", info_hash=st.info_hash, error=st.error)
             elif isinstance(a, lt.url_seed_alert) and st:
-                st.url_seed_error = a.error_message() or a.message()
+                st.url_seed_error = self.redact(a.error_message() or a.message())
             elif isinstance(a, lt.hash_failed_alert) and st:
                 st.failed_pieces.append(int(a.piece_index))
             elif isinstance(a, lt.save_resume_data_alert) and st:
                 st.resume = lt.write_resume_data_buf(a.params)
             elif isinstance(a, (lt.peer_disconnected_alert, lt.peer_error_alert)) and st:
                 log.debug("peer disconnected", info_hash=st.info_hash, peer=_endpoint(a),
-                          reason=a.message())
+                          reason=self.redact(a.message()))
             elif isinstance(a, lt.peer_connect_alert) and st:
                 log.debug("peer connecting", info_hash=st.info_hash, peer=_endpoint(a))
             elif isinstance(a, lt.peer_blocked_alert):
-                log.warning("peer blocked", peer=a.message())
+                log.warning("peer blocked", peer=self.redact(a.message()))
             elif isinstance(a, lt.listen_failed_alert):
-                log.error("listen failed", error=a.message())
+                log.error("listen failed", error=self.redact(a.message()))
 
     def _state_of(self, a: lt.alert) -> TorrentState | None:
         h = getattr(a, "handle", None)

@@ -85,6 +85,7 @@ class Executor:
         resume.mkdir(parents=True, exist_ok=True)
         self.swarm = Swarm(self.peer_listen, self.cfg.bandwidth.download,
                            self.cfg.bandwidth.upload, resume_dir=resume)
+        self.swarm.redact = self.gateway.redact  # web-seed URLs carry the gateway's secret
 
     async def close(self) -> None:
         await self.pinner.close()
@@ -137,6 +138,8 @@ class Executor:
         state = with_locks(state, self.pinner.cache.locks(state))
         self.state, self.root = state, root
         self.assignments = place(state)
+        # The gateway's address too: libtorrent's ip_filter also applies to web seeds. It is a
+        # private 127.128.0.0/9 address, not 127.0.0.1, so local clients are not admitted.
         self.swarm.set_allowed(self._inventory_ips(state) | {self.gateway.host})
         self.wants_pass = False
 

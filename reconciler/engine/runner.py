@@ -20,7 +20,7 @@ from typing import Callable, Literal, Mapping
 import structlog
 
 from reconciler.adapters import lastgood
-from reconciler.adapters.api import ApiServer
+from reconciler.adapters.api import ApiServer, inventory_hosts
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.state_lock import StateDirLock
 from reconciler.adapters.status_file import now_rfc3339, read_status, write_status
@@ -142,6 +142,9 @@ class Runner:
         return PassOutcome(self.result(), requeue_after, self.observed or "")
 
     async def _ensure_api(self, state: DesiredState) -> None:
+        inventory = inventory_hosts(a for n in state.nodes.values() for a in (n.api, n.peer))
+        if self.api is not None:
+            self.api.set_inventory(inventory)  # /v1/... answers this pass's inventory only
         if self.api is not None or self.api_policy == "never":
             return
         if self.api_policy == "when-pinning":
@@ -149,7 +152,7 @@ class Runner:
             if not any(state.datasets[n].lock is None for n in placed):
                 return
         listen = api_listen(self.cfg, state)
-        api = ApiServer(listen, lambda: self.doc, metadata=self._pin_answer)
+        api = ApiServer(listen, lambda: self.doc, metadata=self._pin_answer, inventory=inventory)
         try:
             await api.start()
         except (OSError, ValueError) as e:
