@@ -259,3 +259,19 @@ def test_fuzz_structural_mutations(edits: list) -> None:  # type: ignore[type-ar
         except (KeyError, IndexError, TypeError):
             continue
     _check_hostile(bencode(top))
+
+
+@pytest.mark.parametrize("name", ["x\u202ey", "tab\there", "a\\b", "nul\x00", "é" * 200])
+def test_a_name_libtorrent_would_rewrite_is_refused(name: str) -> None:
+    """libtorrent sanitises such names on disk; the second verification (torrent/verify.py)
+    reads the names of the lock, so a lock is valid only if the two can never differ."""
+    top = bdecode(BASE)
+    info = top[b"info"]
+    raw = name.encode()
+    info[b"file tree"][raw] = info[b"file tree"].pop(b"c")
+    for f in info[b"files"]:
+        if f[b"path"] == [b"c"]:
+            f[b"path"] = [raw]
+    data = bencode(top)
+    with pytest.raises(ValueError, match="libtorrent would drop or replace|longer than 240"):
+        read_lock(data, "x")
