@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +70,22 @@ def load_config(path: Path) -> NodeConfig:
     except YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else f"{path}:1:1"
-        raise ConfigError(f"{where}: (yaml): {getattr(e, 'problem', None) or e}") from None
+        raise ConfigError(f"{where}: (yaml): {_one_line(getattr(e, 'problem', None) or e)}"
+                          ) from None
+    except Exception as e:  # noqa: BLE001 - ruamel's constructors on hostile input
+        # Found by fuzzing: `!!int 0x` (IndexError), `!!timestamp 2001-99-99` (ValueError).
+        raise ConfigError(f"{path}:1:1: (yaml): invalid YAML: cannot construct a value "
+                          f"({type(e).__name__}: {_one_line(e)})") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}:1:1: (root): the node config must be a mapping")
 
     validator = jsonschema.Draft202012Validator(schema("config.schema.json"))
-    errors = sorted(validator.iter_errors(_plain(doc)), key=lambda e: list(map(str, e.absolute_path)))
+    try:
+        plain = _plain(doc)
+    except RecursionError:  # an alias inside itself: `&a {x: *a}` (found by fuzzing)
+        raise ConfigError(f"{path}:1:1: (yaml): a value refers to itself through an alias"
+                          ) from None
+    errors = sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("\n".join(line for e in errors for line in _format(path, doc, e)))
 
@@ -130,12 +141,25 @@ def _gid(value: object) -> int:
         raise ValueError(f"no group named {value!r} on this machine") from None
 
 
+def _one_line(value: object) -> str:
+    """A message on one line: the CLI prints one `FILE:LINE:COL: FIELD: MESSAGE` per line."""
+    return " ".join(str(value).split()) or "syntax error"
+
+
 def _plain(node: object) -> object:
     if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
+        return {_key(k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
     return node
+
+
+def _key(key: object) -> str:
+    """A mapping key as the schema sees it: `{a: 1}: x` is the key '{"a": 1}', not
+    'ordereddict([...])' (found by fuzzing)."""
+    if isinstance(key, str):
+        return key
+    return json.dumps(_plain(key), default=str, ensure_ascii=False)
 
 
 def _locate(doc: object, keys: Sequence[object]) -> tuple[int, int]:
@@ -150,5 +174,6 @@ def _format(path: Path, doc: object, err: jsonschema.ValidationError) -> list[st
     for p in schema_problems(err):
         line, col = _locate(doc, p.pos_path if p.pos_path is not None else p.path)
         keys = p.field_path if p.field_path is not None else p.path
-        out.append(f"{path}:{line}:{col}: {'.'.join(map(str, keys)) or '(root)'}: {p.message}")
+        field = _one_line('.'.join(map(str, keys))) or "(root)"
+        out.append(f"{path}:{line}:{col}: {field}: {_one_line(p.message)}")
     return out

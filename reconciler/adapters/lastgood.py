@@ -12,9 +12,14 @@ import shutil
 from pathlib import Path
 
 from reconciler.adapters import atomic
-from reconciler.desired.loader import iter_state_files
+from reconciler.desired.loader import (MAX_FILE_BYTES, MAX_LOCK_BYTES, RefusedFile, iter_state_files,
+                                      read_regular_file)
 from reconciler.model.desired import DesiredState
 from reconciler.desired.validate import load_desired_state
+
+
+# The largest file validation reads: a YAML file or a lock.
+MAX_SNAPSHOT_FILE = max(MAX_FILE_BYTES, MAX_LOCK_BYTES)
 
 
 def _dir(state_dir: Path) -> Path:
@@ -29,15 +34,26 @@ def save(state_dir: Path, root: Path, state: DesiredState) -> Path:
     current = base / "current"
     if current.is_symlink() and os.readlink(current) == name and (snap / "REVISION").exists():
         return snap
+    root = root.resolve()
+    # The whole tree or nothing (iter_state_files raises if a directory cannot be listed), and
+    # regular files only, read without blocking: a snapshot missing a file would evict its
+    # datasets after a restart.
+    files = {p.relative_to(root) for p in iter_state_files(root)}
+    files |= {Path(d.lock.path) for d in state.datasets.values() if d.lock}
     tmp = base / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    root = root.resolve()
-    files = {p.relative_to(root) for p in iter_state_files(root)}
-    files |= {Path(d.lock.path) for d in state.datasets.values() if d.lock}
     for rel in sorted(files):
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / rel, tmp / rel)
+        try:
+            data = read_regular_file(root / rel, limit=MAX_SNAPSHOT_FILE)
+        except RefusedFile as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(f"{rel}: {e}") from None
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        (tmp / rel).write_bytes(data)
     atomic.write_text(tmp / "REVISION", state.revision + "\n")
     shutil.rmtree(snap, ignore_errors=True)
     os.replace(tmp, snap)

@@ -2,6 +2,13 @@
 
 git-sync publishes each checkout by swapping a symlink, so the root is resolved first and
 everything (git and the hash) looks at that one resolved directory.
+
+The hash never blocks and never skips: a FIFO, socket or device is hashed by its type (never
+opened), and a file or directory that cannot be read is hashed as a marker with its path and
+errno. So an unreadable repo still has a revision, different from the readable one's and from
+the repo without that entry; the loader rejects that revision with the error (DESIGN §3), and
+fixing the permissions gives the readable revision back. The revision itself never raises:
+the daemon compares revisions every few seconds and must keep running.
 """
 
 from __future__ import annotations
@@ -9,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 
-from reconciler.desired.loader import iter_state_files
+from reconciler.desired.loader import scan_state_files
 
 __all__ = ["state_revision", "git_head", "content_hash"]
 
@@ -22,6 +30,8 @@ _GIT_ENV_OVERRIDES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_
                       "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE",
                       "GIT_CEILING_DIRECTORIES")
 _CHUNK = 1 << 20
+# Non-blocking open: a FIFO swapped in after the stat check returns at once instead of waiting.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
 
 
 def git_head(directory: Path, timeout: float = 30.0) -> str | None:
@@ -53,26 +63,52 @@ def git_head(directory: Path, timeout: float = 30.0) -> str | None:
     return commit
 
 
+def _hash_file(h: "hashlib._Hash", path: Path) -> None:
+    """Feed one entry: a regular file's bytes (symlinks followed; at most the size it had when
+    opened, so a growing file cannot keep the loop going), else its type, else its errno."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            h.update(b"\0special\0%o" % stat.S_IFMT(st.st_mode))
+            return
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                h.update(b"\0special\0%o" % stat.S_IFMT(st.st_mode))
+                return
+            remaining = st.st_size
+            h.update(b"\0data\0%d\0" % remaining)
+            while remaining > 0:  # bounded by the size at open
+                chunk = os.read(fd, min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                h.update(chunk)
+                remaining -= len(chunk)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        h.update(b"\0unreadable\0" + str(exc.errno).encode())
+
+
 def content_hash(directory: Path) -> str:
     """`sha256:<hex>` over the sorted relative paths and contents of all non-hidden files.
 
-    Streams every file; an unreadable file contributes a marker instead of its bytes (loading
-    reports it). Hidden files and directories (`.git`) are skipped, like the loader does.
+    Streams every regular file; a FIFO, socket or device contributes its type, an unreadable
+    file or directory a marker (loading reports it). Hidden files and directories (`.git`) are
+    skipped, like the loader does.
     """
     base = directory.resolve()
     h = hashlib.sha256()
-    for path in iter_state_files(base, suffixes=None):
+    scanned = scan_state_files(base, suffixes=None)
+    for path in scanned.files:
         rel = path.relative_to(base).as_posix().encode("utf-8", "surrogateescape")
         h.update(b"path\0%d\0" % len(rel) + rel)
-        try:
-            with path.open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                h.update(b"\0data\0%d\0" % size)
-                while chunk := f.read(_CHUNK):
-                    h.update(chunk)
-        except OSError as exc:
-            h.update(b"\0unreadable\0" + str(exc.errno).encode())
+        _hash_file(h, path)
         h.update(b"\0end\0")
+    for problem in scanned.problems:  # by relative path only: the same on every node
+        rel = problem.rel.encode("utf-8", "surrogateescape")
+        h.update(b"unlisted\0%d\0" % len(rel) + rel)
     return "sha256:" + h.hexdigest()
 
 

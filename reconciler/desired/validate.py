@@ -13,6 +13,8 @@ paths that must stay inside their root, `${VAR}` syntax, lock files that must pa
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, cast
 from urllib.parse import unquote, urlsplit
@@ -62,6 +64,14 @@ REPO_FIELD = "(repo)"
 PathT = tuple[Any, ...]
 
 
+# What `str.splitlines` splits at: any of these in a message would break "one error per line".
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    return _LINE_BREAKS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class _Errors:
     def __init__(self) -> None:
         self.items: list[ValidationError] = []
@@ -75,6 +85,11 @@ class _Errors:
         self.append(ValidationError(doc.file, line, col, field, message), doc)
 
     def append(self, error: ValidationError, doc: Document | None = None) -> None:
+        if _LINE_BREAKS.search(error.field) or _LINE_BREAKS.search(error.message):
+            # A value quoted in a message may hold line breaks; `validate` and the logs print
+            # one error per line, so they are escaped (found by fuzzing: a document `"\n"`).
+            error = dataclasses.replace(error, field=_one_line(error.field),
+                                        message=_one_line(error.message))
         key = (error.file, error.line, error.col, error.field, error.message)
         if key in self._seen:
             return
