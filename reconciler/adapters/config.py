@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -59,7 +60,7 @@ def load_config(path: Path) -> NodeConfig:
     """Read, validate and convert the node config; ConfigError lines are
     `FILE:LINE:COL: FIELD: MESSAGE`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_small_regular_file(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}:1:1: (file): node config not found "
                           "(use --config or SYNCBIT_CONFIG)") from None
@@ -139,6 +140,22 @@ def _gid(value: object) -> int:
         return grp.getgrnam(str(value)).gr_gid
     except KeyError:
         raise ValueError(f"no group named {value!r} on this machine") from None
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_small_regular_file(path: Path) -> str:
+    """The config's text. A FIFO or device is refused without blocking on it, and a file over
+    MAX_CONFIG_BYTES is refused: a node config is a page of YAML."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError("not a regular file: refused without reading it")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise OSError(f"{st.st_size} bytes, over the {MAX_CONFIG_BYTES}-byte cap")
+        return f.read(MAX_CONFIG_BYTES + 1).decode("utf-8")
 
 
 def _one_line(value: object) -> str:

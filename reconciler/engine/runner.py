@@ -120,7 +120,11 @@ class Runner:
         """The newest revision if it is good; else, for the daemon, the last good one."""
         if loaded.state is not None:
             self.rejected = None
-            lastgood.save(self.cfg.state_dir, loaded.root, loaded.state)
+            try:
+                lastgood.save(self.cfg.state_dir, loaded.root, loaded.state)
+            except OSError as exc:  # the repo moved on mid-copy, a full disk: next pass retries
+                self.log.warning("cannot keep the last good revision", error=str(exc),
+                                 revision=loaded.revision)
             return loaded.state, loaded.root
         self.rejected = Rejected(loaded.revision, loaded.errors)
         if self._reported_rejection != loaded.revision:

@@ -288,3 +288,10 @@ def test_bad_data_mode_and_unknown_data_group(tmp_path: Path) -> None:
     [e] = _error(_write(tmp_path, MINIMAL + "dataGroup: no-such-group-here\n"))
     assert (e["field"], e["line"]) == ("dataGroup", "4")
     assert "no group named 'no-such-group-here'" in e["message"]
+
+
+def test_a_fifo_as_config_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    [e] = _error(fifo)  # would block forever on open(), read() if it were read
+    assert e["field"] == "(file)" and "not a regular file" in e["message"]
