@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.adapters import atomic
+from reconciler.adapters.objects import ObjectStore
 from reconciler.model.observed import ObservedDataset, ObservedVersion
 
 
@@ -189,7 +190,7 @@ class Store:
                 freed += _du(d)
                 shutil.rmtree(d)
             _rmdir_if_empty(base, keep={"link.json", "draining.json"})
-        return freed
+        return freed + ObjectStore(self.state_dir).prune()  # objects no version links now
 
 
 def _read_json(path: Path) -> dict:

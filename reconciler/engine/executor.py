@@ -19,11 +19,12 @@ import structlog
 from reconciler.adapters import atomic
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.gateway import Gateway
+from reconciler.adapters.objects import ObjectStore
 from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
-from reconciler.core import transfer
+from reconciler.core import cas, transfer
 from reconciler.core.origin_pool import label as origin_label
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
@@ -50,6 +51,7 @@ class _Download:
     job: Job
     verify: asyncio.Task[list[str]] | None = None
     absent: set[str] = field(default_factory=set)  # target nodes whose peer port refused us
+    frozen: frozenset[int] = frozenset()  # pieces of files linked from objects/: never written
 
 
 class Executor:
@@ -281,14 +283,35 @@ class Executor:
             return
         ih = InfoHash(lock.info_hash)
         save = self.store.begin(t.name, ih, d.version)
+        linked = self._link_objects(ih, save / lock.name, torrent, log_)
         url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels)
         st = self.swarm.add(ih, torrent, save, lock.total_bytes)
-        dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()))
+        frozen = cas.frozen_pieces(lock.files, st.piece_size, linked)
+        if frozen:  # before libtorrent's check ends: it must never fetch (write) these pieces
+            self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, frozen))
+        dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()),
+                       frozen=frozen)
         self.downloads[ih] = dl
         self._probe(dl)
         self._update(t.name, phase="Fetching")
         log_.info("fetching", dataset=t.name, version=d.version, info_hash=ih,
                   bytes_total=lock.total_bytes, save_path=str(save))
+
+    def _link_objects(self, ih: InfoHash, top: Path, torrent: bytes,
+                      log_: structlog.BoundLogger) -> list[str]:
+        """Hard-link the files the object store holds already into the save path, so that
+        libtorrent's check finds them instead of fetching them (adapters/objects.py)."""
+        try:
+            linked, new = ObjectStore(self.cfg.state_dir).place(top, cas.file_roots(torrent))
+        except OSError as e:
+            log_.warning("cannot link stored files", info_hash=ih, error=str(e))
+            return []
+        if new and self.swarm is not None and self.swarm.resume_dir is not None:
+            # resume data would skip the check that finds the new links
+            (self.swarm.resume_dir / f"{ih}.resume").unlink(missing_ok=True)
+        if linked:
+            log_.info("linked stored files", info_hash=ih, files=len(linked), new=len(new))
+        return linked
 
     def _probe(self, dl: _Download) -> None:
         """Find target peers that are not running at all (connection refused), so nobody
@@ -473,7 +496,7 @@ class Executor:
         if isinstance(eff, transfer.WebSeed):
             self.swarm.web_seed(ih, dl.url if eff.on else None)
         elif isinstance(eff, transfer.SetPriorities):
-            self.swarm.prioritize(ih, eff.priorities)
+            self.swarm.prioritize(ih, cas.mask(eff.priorities, dl.frozen))
         elif isinstance(eff, transfer.StartVerify):
             save = Path(dl.torrent.handle.status().save_path)
             assert t.dataset.lock is not None
@@ -488,6 +511,11 @@ class Executor:
             assert lock is not None
             atomic.write_bytes(self.store.root / t.name / f"{ih}.torrent", dl.torrent_bytes)
             self.store.seal(t.name, ih, self.cfg.data_mode, self.cfg.data_group)
+            try:  # read-only, one inode per pieces root; a failure costs only the sharing
+                ObjectStore(self.cfg.state_dir).adopt(
+                    self.store.version_dir(t.name, ih) / lock.name, cas.file_roots(dl.torrent_bytes))
+            except OSError as e:
+                self.log.warning("cannot share stored files", dataset=t.name, error=str(e))
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
             s = self.statuses[t.name]
             self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
