@@ -131,3 +131,28 @@ def test_rollout_fetches_only_the_changed_file_and_rollback_fetches_nothing(tmp_
     assert os.readlink(link) == v1_target
     assert tree_digest(link) == v1_digest
     assert home.status()["datasets"]["model"]["phase"] == "Ready"
+
+
+def test_a_stored_file_changed_behind_the_store_is_never_written_through_its_links(
+        tmp_path, origin):
+    repo, home = _node(tmp_path)
+    alpha = _ds(origin, "alpha", "a", ["shared.bin", "a-only.bin"])
+    _commit(repo, origin, alpha, "alpha")
+    _once(home)
+    a_shared = home.data / "alpha" / "shared.bin"
+    os.chmod(a_shared, 0o644)  # root could anyway; a consumer could not
+    with open(a_shared, "r+b") as f:
+        f.seek(100_000)
+        f.write(b"X" * 100)
+    corrupt = a_shared.read_bytes()
+
+    _commit(repo, origin, alpha + "---\n" + _ds(origin, "beta", "b", ["shared.bin", "b-only.bin"]),
+            "beta")
+    _once(home)
+    b = home.data / "beta"
+    assert tree_digest(b) == tree_digest(origin.root / "b")  # fetched, not the bad object
+    assert origin.bytes_sent == len(SHARED) + len(B_ONLY)
+    # libtorrent never wrote into the shared inode (it would have "repaired" alpha's file)
+    assert a_shared.read_bytes() == corrupt
+    assert (b / "shared.bin").stat().st_ino != a_shared.stat().st_ino
+    assert any(o.stat().st_ino == (b / "shared.bin").stat().st_ino for o in _objects(home))

@@ -88,3 +88,13 @@ def frozen_pieces(files: Iterable[tuple[str, int]], piece_size: int,
 def mask(priorities: Sequence[int], frozen: frozenset[int]) -> tuple[int, ...]:
     """Piece priorities with every frozen piece at 0 ("do not download")."""
     return tuple(0 if i in frozen else p for i, p in enumerate(priorities))
+
+
+def broken_links(files: Iterable[tuple[str, int]], piece_size: int, linked: Iterable[str],
+                 have: Sequence[bool]) -> list[str]:
+    """Linked files that libtorrent's check did not find whole: their object is not the bytes
+    its root names (changed behind the store's back). They must be unlinked before anything
+    may download them, or libtorrent would write into the shared inode."""
+    spans = file_pieces(files, piece_size)
+    return [p for p in linked
+            if any(i >= len(have) or not have[i] for i in spans.get(p, range(0)))]

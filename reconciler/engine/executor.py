@@ -52,6 +52,7 @@ class _Download:
     verify: asyncio.Task[list[str]] | None = None
     absent: set[str] = field(default_factory=set)  # target nodes whose peer port refused us
     frozen: frozenset[int] = frozenset()  # pieces of files linked from objects/: never written
+    linked: tuple[str, ...] = ()  # those files (paths in the torrent)
 
 
 class Executor:
@@ -290,7 +291,7 @@ class Executor:
         if frozen:  # before libtorrent's check ends: it must never fetch (write) these pieces
             self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, frozen))
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()),
-                       frozen=frozen)
+                       frozen=frozen, linked=tuple(linked))
         self.downloads[ih] = dl
         self._probe(dl)
         self._update(t.name, phase="Fetching")
@@ -407,6 +408,8 @@ class Executor:
             s = self.statuses.get(name)
             if s is None or s.info_hash != ih:
                 continue
+            if dl.linked and dl.torrent.checked and self._broken_links(dl):
+                continue
             seen = self._observe(dl, s)
             dl.job, effects = transfer.step_job(dl.job, seen, now)
             changes: dict[str, Any] = {}
@@ -437,6 +440,32 @@ class Executor:
             ts = self.swarm.torrents[ih].handle.status()
             self._update(dataset, upload_rate=ts.upload_payload_rate, download_rate=0,
                          peers=ts.num_peers)
+
+    def _broken_links(self, dl: _Download) -> bool:
+        """Once libtorrent's check is done: a linked file it did not find whole is a bad
+        object. Its pieces are frozen (never written), so the download could not finish: drop
+        the torrent (libtorrent closes the file), remove the link and the object, and start
+        again at the next pass, which fetches that file."""
+        assert self.swarm is not None and dl.target.dataset.lock is not None
+        lock = dl.target.dataset.lock
+        have = tuple(bool(h) for h in dl.torrent.handle.status().pieces)
+        broken = cas.broken_links(lock.files, dl.torrent.piece_size, dl.linked, have)
+        dl.linked = ()
+        if not broken:
+            return False
+        ih, name = dl.torrent.info_hash, dl.target.name
+        top = Path(dl.torrent.handle.status().save_path) / lock.name
+        self._drop_torrent(InfoHash(ih))
+        roots = {f.path: f.root for f in cas.file_roots(dl.torrent_bytes)}
+        objects = ObjectStore(self.cfg.state_dir)
+        for path in broken:
+            (top / path).unlink(missing_ok=True)
+            if roots.get(path):
+                objects.path(roots[path]).unlink(missing_ok=True)
+        self.log.error("stored file does not match its pieces root; unlinked, fetching it",
+                       dataset=name, info_hash=ih, files=broken)
+        self.wants_pass = True
+        return True
 
     def _observe(self, dl: _Download, s: DatasetStatus) -> Seen:
         """One look at libtorrent, the gateway and the verifier; also refreshes the counters
