@@ -74,6 +74,7 @@ def test_two_datasets_share_one_inode_and_the_second_fetches_only_its_own_file(t
     _commit(repo, origin, alpha + "---\n" + beta, "beta")
     _once(home)
     # beta's shared.bin came from the store: the origin sent only b-only.bin
+    print("second dataset, origin bytes:", origin.bytes_sent)
     assert origin.bytes_sent == len(B_ONLY)
     a, b = home.data / "alpha", home.data / "beta"
     assert tree_digest(b) == tree_digest(origin.root / "b")
@@ -116,6 +117,7 @@ def test_rollout_fetches_only_the_changed_file_and_rollback_fetches_nothing(tmp_
     _once(home)
     assert home.status()["datasets"]["model"]["version"] == "v2"
     assert tree_digest(link) == tree_digest(origin.root / "m")
+    print("rollout, origin bytes:", origin.bytes_sent)
     # Only the changed file moved (plus at most a few pieces).
     assert len(new_f2) <= origin.bytes_sent <= len(new_f2) + SLACK, origin.bytes_sent
     v2_target = os.readlink(link)
@@ -127,6 +129,7 @@ def test_rollout_fetches_only_the_changed_file_and_rollback_fetches_nothing(tmp_
     (origin.root / "m" / "f2.bin").write_bytes(old_f2)
     _commit(repo, origin, _ds(origin, "model", "m", files, "v1"), "rollback")
     _once(home)
+    print("rollback, origin bytes:", origin.bytes_sent)
     assert origin.bytes_sent == 0
     assert os.readlink(link) == v1_target
     assert tree_digest(link) == v1_digest
