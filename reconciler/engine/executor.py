@@ -23,7 +23,7 @@ from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
-from reconciler.core import transfer
+from reconciler.core import scheduling, transfer
 from reconciler.core.origin_pool import label as origin_label
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
@@ -50,6 +50,7 @@ class _Download:
     job: Job
     verify: asyncio.Task[list[str]] | None = None
     absent: set[str] = field(default_factory=set)  # target nodes whose peer port refused us
+    waiting: str | None = None  # paused by the scheduler (core/scheduling.py): why
 
 
 class Executor:
@@ -147,7 +148,8 @@ class Executor:
         plan = make_plan(state, self.node, self.cfg.allowed_roots, observed, self.assignments)
         decision = transfer.decide_pass(
             plan, observed, {ih: dl.job.stage for ih, dl in self.downloads.items()},
-            self.cfg.grace_period, time.time())
+            self.cfg.grace_period, time.time(), max_active=self.cfg.max_active_downloads,
+            paused=frozenset(ih for ih, dl in self.downloads.items() if dl.waiting))
         old, self.statuses = self.statuses, {}
         for name, row in decision.rows.items():
             self.statuses[name] = self._status_of(name, row, old.get(name))
@@ -195,12 +197,39 @@ class Executor:
             self.store.mark_draining(eff.dataset)
         elif isinstance(eff, transfer.ClearDraining):
             self.store.clear_draining(eff.dataset)
+        elif isinstance(eff, scheduling.Pause):
+            self._pause(eff, log_)
+        elif isinstance(eff, scheduling.Resume):
+            self._resume(eff, log_)
         elif isinstance(eff, transfer.Evict):
             freed = self.store.evict(eff.dataset, eff.info_hash)
             log_.info("evicted", dataset=eff.dataset, version=eff.version, reason=eff.reason,
                       bytes_freed=freed)
         else:  # pragma: no cover - decide_pass returns only the kinds above
             raise TypeError(f"not a pass effect: {eff!r}")
+
+    def _pause(self, eff: scheduling.Pause, log_: structlog.BoundLogger) -> None:
+        dl = self.downloads.get(eff.info_hash)
+        if dl is None or self.swarm is None:
+            return
+        self.swarm.pause(eff.info_hash)
+        dl.waiting = eff.reason
+        if dl.target.name in self.statuses:
+            self._update(dl.target.name, phase="Pending", error=eff.reason, download_rate=0)
+        log_.info("paused", dataset=dl.target.name, info_hash=eff.info_hash, reason=eff.reason)
+
+    def _resume(self, eff: scheduling.Resume, log_: structlog.BoundLogger) -> None:
+        dl = self.downloads.get(eff.info_hash)
+        if dl is None or self.swarm is None:
+            return
+        self.swarm.resume(eff.info_hash)
+        dl.waiting = None
+        # Waiting is not stalling: the stall and stuck clocks start again now.
+        now, got = time.monotonic(), int(dl.torrent.handle.status().total_payload_download)
+        dl.job = replace(dl.job, last_change=now, rx_mark=got, rx_mark_at=now)
+        if dl.target.name in self.statuses:
+            self._update(dl.target.name, phase="Fetching", error=None)
+        log_.info("resumed", dataset=dl.target.name, info_hash=eff.info_hash)
 
     def _inventory_ips(self, state: DesiredState) -> set[str]:
         out = set()
@@ -384,6 +413,9 @@ class Executor:
             s = self.statuses.get(name)
             if s is None or s.info_hash != ih:
                 continue
+            if dl.waiting is not None:  # paused by the scheduler: nothing moves
+                self._update(name, phase="Pending", error=dl.waiting, download_rate=0)
+                continue
             seen = self._observe(dl, s)
             dl.job, effects = transfer.step_job(dl.job, seen, now)
             changes: dict[str, Any] = {}
@@ -401,6 +433,7 @@ class Executor:
                 self.seeding[ih] = dl.target.name  # type: ignore[assignment]
                 self.gateway.unregister(dl.target.name, ih)
                 self.wants_pass = True
+        self._share_bandwidth()
         if self.pinner.changed:
             self.pinner.changed = False
             self.wants_pass = True  # an unlocked dataset's torrent arrived: start its download
@@ -414,6 +447,17 @@ class Executor:
             ts = self.swarm.torrents[ih].handle.status()
             self._update(dataset, upload_rate=ts.upload_payload_rate, download_rate=0,
                          peers=ts.num_peers)
+
+    def _share_bandwidth(self) -> None:
+        """Per-torrent download caps by priority weight (core/scheduling.py `rate_caps`)."""
+        assert self.swarm is not None
+        running = [scheduling.Running(ih, dl.target.dataset.priority,
+                                      self.statuses[dl.target.name].download_rate)
+                   for ih, dl in self.downloads.items()
+                   if dl.waiting is None and dl.job.stage is Stage.FETCHING
+                   and dl.target.name in self.statuses and ih in self.swarm.torrents]
+        for ih, cap in scheduling.rate_caps(running, self.cfg.bandwidth.download).items():
+            self.swarm.set_download_limit(ih, cap)
 
     def _observe(self, dl: _Download, s: DatasetStatus) -> Seen:
         """One look at libtorrent, the gateway and the verifier; also refreshes the counters
