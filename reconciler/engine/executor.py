@@ -16,7 +16,7 @@ from typing import Any, Coroutine
 
 import structlog
 
-from reconciler.adapters import atomic
+from reconciler.adapters import atomic, safepath
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.gateway import Gateway
 from reconciler.adapters.ratelimit import TokenBucket
@@ -256,6 +256,7 @@ class Executor:
     def _activate(self, t: Target) -> None:
         assert t.info_hash is not None
         try:
+            safepath.check_link(Path(t.path), self.cfg.allowed_roots, self.store.root)
             self.store.activate(t.name, t.info_hash, Path(t.path))
         except OSError as e:
             failure = transfer.Failure(transfer.FailureReason.ACTIVATION_REFUSED,
