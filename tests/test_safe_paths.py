@@ -26,7 +26,7 @@ def node(tmp_path):
 
 
 def _declare(repo: StateRepo, server: OriginServer, path: str) -> None:
-    repo.write("ds.yaml", dataset_yaml("m", http_source(server.url, FILES), path=path))
+    repo.write("ds.yaml", dataset_yaml("m", http_source(server.url, list(FILES)), path=path))
     assert repo.lock().returncode == 0
     repo.commit()
 
