@@ -147,3 +147,35 @@ def test_suspend_stops_a_download_keeps_its_partial_data_and_resumes_without_ref
         print(json.dumps({"before_suspend": sent, "total": server.bytes_sent}))
     finally:
         server.stop()
+
+
+def test_once_with_a_download_limit_starts_critical_first_and_it_completes_first(tmp_path,
+                                                                                 throttled):
+    """All declared together, `--once`, `bandwidth.download` set: the critical dataset and the
+    first low start, the critical one gets 8/9 of the limit and is activated first; the other
+    lows wait (queued) and follow in name order."""
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(["n1"]))
+    repo.write("ds.yaml", "---\n".join([*(_ds(throttled, n, "low") for n in LOWS),
+                                        _ds(throttled, "crit", "critical")]))
+    assert repo.lock().returncode == 0
+    repo.commit()
+    throttled.bytes_sent = 0
+    home = NodeHome("n1", tmp_path / "n1", repo.root,
+                    {"maxActiveDownloads": 2, "bandwidth": {"download": "3MiB"}}).write_config()
+    proc = home.start_once(timeout=150)
+    try:
+        assert proc.wait(170) == 0, (home.base / "once.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    log = (home.base / "once.log").read_text()
+    order = _activated(log)
+    assert order[0] == "crit", order
+    assert order[1:] == LOWS, order  # queued lows start in name order as slots free
+    fetching = [json.loads(line)["dataset"] for line in log.splitlines()
+                if line.startswith("{") and json.loads(line).get("event") == "fetching"]
+    assert fetching[:2] == ["crit", "low-a"], fetching
+    assert 5 * SIZE <= throttled.bytes_sent <= 5 * SIZE + (1 << 20)
+    print(json.dumps({"activated": order, "started": fetching}))

@@ -2,7 +2,9 @@
 
 `choose_active` decides, over the downloads a pass wants and whether each is running now,
 which may fetch: at most `max_active`, by `priority` (critical first), running ones before
-waiting ones of the same priority (no churn between equals), then by name. A download of a
+waiting ones of the same priority (no churn between equals), then by name; downloads whose
+last attempt failed come after all others (a failing origin does not hold a slot that a
+download never tried could use). A download of a
 higher priority than a running one takes its place at once: the lower one is paused (it
 stays in the libtorrent session with every verified piece) and resumes when a slot frees.
 
@@ -35,6 +37,7 @@ class Candidate:
     dataset: DatasetName
     priority: str  # low|normal|high|critical
     running: bool  # in the session and fetching now (not paused)
+    failed: bool = False  # its last attempt failed: retried after those never tried
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,9 @@ class Resume:
     info_hash: InfoHash
 
 
-def _key(c: Candidate) -> tuple[int, bool, str]:
-    return (PRIORITY_RANK.get(c.priority, PRIORITY_RANK["normal"]), not c.running, c.dataset)
+def _key(c: Candidate) -> tuple[bool, int, bool, str]:
+    return (c.failed, PRIORITY_RANK.get(c.priority, PRIORITY_RANK["normal"]), not c.running,
+            c.dataset)
 
 
 def choose_active(cands: Sequence[Candidate], max_active: int) -> Schedule:

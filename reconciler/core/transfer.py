@@ -469,7 +469,8 @@ def _schedule(fetches: Sequence[tuple[Target, InfoHash, Stage | None]],
     """Start, restart, pause or resume the downloads to fetch, at most `max_active` fetching
     (verifying and moving ones do not count). Pauses come first: they free the bandwidth."""
     cands = [Candidate(ih, DatasetName(t.name), t.dataset.priority,
-                       running=stage is Stage.FETCHING and ih not in paused)
+                       running=stage is Stage.FETCHING and ih not in paused,
+                       failed=stage is Stage.FAILED)
              for t, ih, stage in fetches if stage in (None, Stage.FAILED, Stage.FETCHING)]
     sched = choose_active(cands, max_active)
     pauses: list[Effect] = []
@@ -478,8 +479,9 @@ def _schedule(fetches: Sequence[tuple[Target, InfoHash, Stage | None]],
         name = DatasetName(t.name)
         why = sched.waiting.get(ih)
         if why is not None:
-            if stage is Stage.FAILED:
-                effects.append(DropJob(ih))
+            if stage is Stage.FAILED:  # shows its failure until a slot is free for the retry
+                rows[name] = _row(t, "Failed", keep=True)
+                continue
             if stage is Stage.FETCHING:
                 if ih not in paused:
                     pauses.append(Pause(ih, why))

@@ -418,7 +418,10 @@ class Executor:
                 self._update(name, phase="Pending", error=dl.waiting, download_rate=0)
                 continue
             seen = self._observe(dl, s)
+            was = dl.job.stage
             dl.job, effects = transfer.step_job(dl.job, seen, now)
+            if dl.job.stage is Stage.FAILED and was is not Stage.FAILED and self._queued():
+                self.wants_pass = True  # its slot is free: a queued download starts now
             changes: dict[str, Any] = {}
             if dl.job.stage in (Stage.FETCHING, Stage.FAILED):
                 changes["error"] = dl.job.error
@@ -448,6 +451,12 @@ class Executor:
             ts = self.swarm.torrents[ih].handle.status()
             self._update(dataset, upload_rate=ts.upload_payload_rate, download_rate=0,
                          peers=ts.num_peers)
+
+    def _queued(self) -> bool:
+        """Is a download waiting for a slot (not started, or paused)?"""
+        return any(dl.waiting for dl in self.downloads.values()) or any(
+            st.phase == "Pending" and (st.error or "").startswith("queued:")
+            for st in self.statuses.values())
 
     def _share_bandwidth(self) -> None:
         """Per-torrent download caps by priority weight (core/scheduling.py `rate_caps`)."""

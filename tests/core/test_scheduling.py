@@ -101,14 +101,16 @@ def test_a_critical_commit_pauses_a_running_low_first_and_resumes_it_later():
     assert not any(isinstance(e, (Pause, tr.StartJob)) for e in d.effects)
 
 
-def test_a_failed_download_beyond_the_cap_is_dropped_and_waits():
-    s = _state({"a": "high", "b": "low"})
+def test_a_failed_download_is_retried_after_those_never_tried_and_shows_its_failure():
+    s = _state({"a": "high", "b": "low", "c": "low"})
     plan = make_plan(s, "n1", ["/data"], {})
-    d = decide_pass(plan, {}, {ih(1): Stage.FETCHING, ih(2): Stage.FAILED}, 600, 0.0,
-                    max_active=1)
-    assert tr.DropJob(ih(2)) in d.effects
-    assert not any(isinstance(e, tr.StartJob) for e in d.effects)
-    assert d.rows[DatasetName("b")].phase == "Pending"
+    d = decide_pass(plan, {}, {ih(1): Stage.FAILED}, 600, 0.0, max_active=1)
+    assert [e.target.name for e in d.effects if isinstance(e, tr.StartJob)] == ["b"]
+    assert not any(isinstance(e, tr.DropJob) for e in d.effects)
+    row = d.rows[DatasetName("a")]
+    assert row.phase == "Failed" and row.keep  # the status keeps its error
+    d = decide_pass(plan, {}, {ih(1): Stage.FAILED}, 600, 0.0, max_active=3)
+    assert tr.DropJob(ih(1)) in d.effects  # a free slot: retried
 
 
 def test_a_suspended_download_in_flight_is_no_longer_wanted_and_nothing_is_evicted():
