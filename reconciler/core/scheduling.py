@@ -13,8 +13,8 @@ the highest priority among the running downloads is never capped (it takes what 
 leave: work-conserving), every lower one is capped at its weight's share of the budget. The
 budget is the node's `bandwidth.download` when set, else the total rate measured over the
 running downloads (a lower download then converges to its weight relative to the higher
-ones: a low next to a critical gets about 1/8 of what the critical gets), and nothing is
-capped while the highest priority receives less than MIN_RATE (it is waiting for peers).
+ones: a low next to a critical gets about 1/8 of what the critical gets). Nothing is capped
+while the highest priority receives less than MIN_RATE (it is waiting for peers).
 """
 
 from __future__ import annotations
@@ -99,9 +99,9 @@ def rate_caps(running: Sequence[Running], limit: int) -> dict[InfoHash, int]:
     total_weight = sum(WEIGHT.get(r.priority, 2) for r in running)
     budget = limit if limit > 0 else sum(max(0, r.rate) for r in running)
     top_rate = sum(r.rate for r in running if PRIORITY_RANK.get(r.priority, 2) == top)
-    if limit <= 0 and top_rate < MIN_RATE:
-        # No limit and the highest priority is not receiving (waiting for peers, checking):
-        # capping the others would only waste bandwidth (and shrink the measured budget).
+    if top_rate < MIN_RATE:
+        # The highest priority is not receiving (waiting for peers, checking): capping the
+        # others would only waste bandwidth (and, without a limit, shrink the budget).
         return {r.info_hash: 0 for r in running}
     out: dict[InfoHash, int] = {}
     for r in running:

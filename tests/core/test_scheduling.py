@@ -44,10 +44,13 @@ def test_running_downloads_keep_their_slot_against_waiting_ones_of_the_same_prio
 
 
 def test_rate_caps_share_a_limit_by_weight_and_never_cap_the_top_priority():
-    caps = rate_caps([Running(ih(1), "critical", 0), Running(ih(2), "low", 0),
+    caps = rate_caps([Running(ih(1), "critical", MIN_RATE), Running(ih(2), "low", 0),
                       Running(ih(3), "normal", 0)], 11 * 1024 * 1024)
     assert caps[ih(1)] == 0
     assert caps[ih(2)] == 1024 * 1024 and caps[ih(3)] == 2 * 1024 * 1024
+    # the critical one is not receiving yet: nothing is capped (work-conserving)
+    assert set(rate_caps([Running(ih(1), "critical", 0), Running(ih(2), "low", 0)],
+                         1 << 20).values()) == {0}
 
 
 def test_equal_priorities_are_never_capped():
