@@ -420,8 +420,9 @@ class Executor:
             seen = self._observe(dl, s)
             was = dl.job.stage
             dl.job, effects = transfer.step_job(dl.job, seen, now)
-            if dl.job.stage is Stage.FAILED and was is not Stage.FAILED and self._queued():
-                self.wants_pass = True  # its slot is free: a queued download starts now
+            if was is Stage.FETCHING and dl.job.stage in (Stage.FAILED, Stage.VERIFYING) \
+                    and self._queued():
+                self.wants_pass = True  # its slot is free: a waiting download starts now
             changes: dict[str, Any] = {}
             if dl.job.stage in (Stage.FETCHING, Stage.FAILED):
                 changes["error"] = dl.job.error
