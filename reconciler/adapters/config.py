@@ -49,6 +49,7 @@ class NodeConfig:
     grace_period: float  # seconds
     data_mode: int | None = None  # chmod of stored files; None: as written
     data_group: int | None = None  # chgrp of stored files (a gid); None: unchanged
+    max_active_downloads: int = 4  # downloads running at once; the rest wait (Pending)
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -127,6 +128,7 @@ def load_config(path: Path) -> NodeConfig:
         grace_period=convert(parse_duration, ("gracePeriod",), 600.0),
         data_mode=convert(lambda v: int(str(v), 8), ("dataMode",), None),
         data_group=convert(_gid, ("dataGroup",), None),
+        max_active_downloads=int(doc.get("maxActiveDownloads", 4)),
     )
 
 

@@ -106,6 +106,7 @@ class TorrentState:
     checked_at: float | None = None
     priorities: tuple[int, ...] | None = None
     resume: bytes | None = None  # resume data from the last save request
+    download_limit: int = 0  # per-torrent, bytes/s (0: none)
 
 
 class Swarm:
@@ -218,6 +219,23 @@ class Swarm:
         if st.priorities != priorities:
             st.handle.prioritize_pieces(list(priorities))
             st.priorities = priorities
+
+    def pause(self, info_hash: str) -> None:
+        """Stop fetching (torrent not auto-managed: it stays paused until `resume`); the
+        torrent stays in the session with its verified pieces."""
+        st = self.torrents[info_hash]
+        self.web_seed(info_hash, None)
+        st.handle.pause()
+
+    def resume(self, info_hash: str) -> None:
+        self.torrents[info_hash].handle.resume()
+
+    def set_download_limit(self, info_hash: str, limit: int) -> None:
+        """Per-torrent download limit in bytes/s (0: none), under the session's own."""
+        st = self.torrents[info_hash]
+        if st.download_limit != limit:
+            st.handle.set_download_limit(limit if limit > 0 else -1)
+            st.download_limit = limit
 
     def peer_view(self, info_hash: str) -> PeerView:
         st = self.torrents[info_hash]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence, Union
 
 from reconciler.core import offload
+from reconciler.core.scheduling import Candidate, Pause, Resume, choose_active
 from reconciler.core.origin_pool import piece_range
 from reconciler.core.plan import Plan, Target
 from reconciler.model.desired import LockFile
@@ -178,7 +179,7 @@ class Evict:
 
 
 Effect = Union[WebSeed, SetPriorities, StartVerify, Recheck, Move, Complete, MarkOriginBad, Note,
-               StartJob, DropJob, Activate, MarkDraining, ClearDraining, Evict]
+               StartJob, DropJob, Activate, MarkDraining, ClearDraining, Evict, Pause, Resume]
 
 
 # -- one download ----------------------------------------------------------------------------
@@ -396,13 +397,16 @@ class PassDecision:
 
 
 def decide_pass(plan: Plan, observed: Mapping[str, ObservedDataset],
-                jobs: Mapping[InfoHash, Stage], grace_period: float, now: float) -> PassDecision:
+                jobs: Mapping[InfoHash, Stage], grace_period: float, now: float,
+                max_active: int = 0, paused: frozenset[InfoHash] = frozenset()) -> PassDecision:
     """Turn a plan into effects: start, restart or keep downloads, activate complete versions,
     keep seeding suspended and draining ones, evict what is no longer wanted once its grace
-    period is over. `now` is wall-clock (draining marks are epoch seconds)."""
+    period is over. `now` is wall-clock (draining marks are epoch seconds). At most
+    `max_active` downloads fetch (0: no cap; core/scheduling.py); `paused`: downloads in the
+    session that a pass paused."""
     rows: dict[DatasetName, Row] = {}
     wanted: dict[InfoHash, DatasetName] = {}
-    effects = _hold(plan, observed, jobs, rows, wanted)
+    effects = _hold(plan, observed, jobs, rows, wanted, max_active, paused)
     effects += [MarkDraining(DatasetName(a.dataset)) for a in plan.actions
                 if a.kind == "evict" and a.dataset not in plan.targets]
     effects += [ClearDraining(DatasetName(n)) for n in plan.targets]
@@ -427,10 +431,12 @@ def decide_pass(plan: Plan, observed: Mapping[str, ObservedDataset],
 
 
 def _hold(plan: Plan, observed: Mapping[str, ObservedDataset], jobs: Mapping[InfoHash, Stage],
-          rows: dict[DatasetName, Row], wanted: dict[InfoHash, DatasetName]) -> list[Effect]:
+          rows: dict[DatasetName, Row], wanted: dict[InfoHash, DatasetName],
+          max_active: int = 0, paused: frozenset[InfoHash] = frozenset()) -> list[Effect]:
     """The datasets this node must hold: their rows, the torrents to keep in the session, and
-    the effects that start, restart or activate them."""
+    the effects that start, restart, pause, resume or activate them."""
     effects: list[Effect] = []
+    fetches: list[tuple[Target, InfoHash, Stage | None]] = []
     for a in plan.actions:
         t = plan.targets.get(a.dataset)
         name = DatasetName(a.dataset)
@@ -453,14 +459,45 @@ def _hold(plan: Plan, observed: Mapping[str, ObservedDataset], jobs: Mapping[Inf
         elif a.kind in ("fetch", "update") and t.info_hash is not None:
             ih = InfoHash(t.info_hash)
             wanted[ih] = name
-            stage = jobs.get(ih)
-            if stage is Stage.FAILED:
-                effects += [DropJob(ih), StartJob(t)]  # level-triggered retry
-            elif stage is None:
-                effects.append(StartJob(t))
-            rows[name] = (_row(t, "Pending") if stage in (None, Stage.FAILED)
-                          else _row(t, stage.phase, keep=True))
-    return effects
+            fetches.append((t, ih, jobs.get(ih)))
+    return effects + _schedule(fetches, rows, max_active, paused)
+
+
+def _schedule(fetches: Sequence[tuple[Target, InfoHash, Stage | None]],
+              rows: dict[DatasetName, Row], max_active: int,
+              paused: frozenset[InfoHash]) -> list[Effect]:
+    """Start, restart, pause or resume the downloads to fetch, at most `max_active` fetching
+    (verifying and moving ones do not count). Pauses come first: they free the bandwidth."""
+    cands = [Candidate(ih, DatasetName(t.name), t.dataset.priority,
+                       running=stage is Stage.FETCHING and ih not in paused,
+                       failed=stage is Stage.FAILED)
+             for t, ih, stage in fetches if stage in (None, Stage.FAILED, Stage.FETCHING)]
+    sched = choose_active(cands, max_active)
+    pauses: list[Effect] = []
+    effects: list[Effect] = []
+    for t, ih, stage in fetches:
+        name = DatasetName(t.name)
+        why = sched.waiting.get(ih)
+        if why is not None:
+            if stage is Stage.FAILED:  # shows its failure until a slot is free for the retry
+                rows[name] = _row(t, "Failed", keep=True)
+                continue
+            if stage is Stage.FETCHING:
+                if ih not in paused:
+                    pauses.append(Pause(ih, why))
+                rows[name] = _row(t, "Pending", keep=True)
+            else:
+                rows[name] = replace(_row(t, "Pending"), error=why)
+            continue
+        if stage is Stage.FAILED:
+            effects += [DropJob(ih), StartJob(t)]  # level-triggered retry
+        elif stage is None:
+            effects.append(StartJob(t))
+        elif stage is Stage.FETCHING and ih in paused:
+            effects.append(Resume(ih))
+        rows[name] = (_row(t, "Pending") if stage in (None, Stage.FAILED)
+                      else _row(t, stage.phase, keep=True))
+    return pauses + effects
 
 
 def _complete(observed: Mapping[str, ObservedDataset], t: Target) -> bool:

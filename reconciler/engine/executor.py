@@ -16,7 +16,7 @@ from typing import Any, Coroutine
 
 import structlog
 
-from reconciler.adapters import atomic
+from reconciler.adapters import atomic, safepath
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.gateway import Gateway
 from reconciler.adapters.objects import ObjectStore
@@ -24,7 +24,7 @@ from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
-from reconciler.core import cas, transfer
+from reconciler.core import cas, scheduling, transfer
 from reconciler.core.origin_pool import label as origin_label
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
@@ -53,6 +53,7 @@ class _Download:
     absent: set[str] = field(default_factory=set)  # target nodes whose peer port refused us
     frozen: frozenset[int] = frozenset()  # pieces of files linked from objects/: never written
     linked: tuple[str, ...] = ()  # those files (paths in the torrent)
+    waiting: str | None = None  # paused by the scheduler (core/scheduling.py): why
 
 
 class Executor:
@@ -150,7 +151,8 @@ class Executor:
         plan = make_plan(state, self.node, self.cfg.allowed_roots, observed, self.assignments)
         decision = transfer.decide_pass(
             plan, observed, {ih: dl.job.stage for ih, dl in self.downloads.items()},
-            self.cfg.grace_period, time.time())
+            self.cfg.grace_period, time.time(), max_active=self.cfg.max_active_downloads,
+            paused=frozenset(ih for ih, dl in self.downloads.items() if dl.waiting))
         old, self.statuses = self.statuses, {}
         for name, row in decision.rows.items():
             self.statuses[name] = self._status_of(name, row, old.get(name))
@@ -198,12 +200,39 @@ class Executor:
             self.store.mark_draining(eff.dataset)
         elif isinstance(eff, transfer.ClearDraining):
             self.store.clear_draining(eff.dataset)
+        elif isinstance(eff, scheduling.Pause):
+            self._pause(eff, log_)
+        elif isinstance(eff, scheduling.Resume):
+            self._resume(eff, log_)
         elif isinstance(eff, transfer.Evict):
             freed = self.store.evict(eff.dataset, eff.info_hash)
             log_.info("evicted", dataset=eff.dataset, version=eff.version, reason=eff.reason,
                       bytes_freed=freed)
         else:  # pragma: no cover - decide_pass returns only the kinds above
             raise TypeError(f"not a pass effect: {eff!r}")
+
+    def _pause(self, eff: scheduling.Pause, log_: structlog.BoundLogger) -> None:
+        dl = self.downloads.get(eff.info_hash)
+        if dl is None or self.swarm is None:
+            return
+        self.swarm.pause(eff.info_hash)
+        dl.waiting = eff.reason
+        if dl.target.name in self.statuses:
+            self._update(dl.target.name, phase="Pending", error=eff.reason, download_rate=0)
+        log_.info("paused", dataset=dl.target.name, info_hash=eff.info_hash, reason=eff.reason)
+
+    def _resume(self, eff: scheduling.Resume, log_: structlog.BoundLogger) -> None:
+        dl = self.downloads.get(eff.info_hash)
+        if dl is None or self.swarm is None:
+            return
+        self.swarm.resume(eff.info_hash)
+        dl.waiting = None
+        # Waiting is not stalling: the stall and stuck clocks start again now.
+        now, got = time.monotonic(), int(dl.torrent.handle.status().total_payload_download)
+        dl.job = replace(dl.job, last_change=now, rx_mark=got, rx_mark_at=now)
+        if dl.target.name in self.statuses:
+            self._update(dl.target.name, phase="Fetching", error=None)
+        log_.info("resumed", dataset=dl.target.name, info_hash=eff.info_hash)
 
     def _inventory_ips(self, state: DesiredState) -> set[str]:
         out = set()
@@ -230,6 +259,7 @@ class Executor:
     def _activate(self, t: Target) -> None:
         assert t.info_hash is not None
         try:
+            safepath.check_link(Path(t.path), self.cfg.allowed_roots, self.store.root)
             self.store.activate(t.name, t.info_hash, Path(t.path))
         except OSError as e:
             failure = transfer.Failure(transfer.FailureReason.ACTIVATION_REFUSED,
@@ -410,8 +440,15 @@ class Executor:
                 continue
             if dl.linked and dl.torrent.checked and self._broken_links(dl):
                 continue
+            if dl.waiting is not None:  # paused by the scheduler: nothing moves
+                self._update(name, phase="Pending", error=dl.waiting, download_rate=0)
+                continue
             seen = self._observe(dl, s)
+            was = dl.job.stage
             dl.job, effects = transfer.step_job(dl.job, seen, now)
+            if was is Stage.FETCHING and dl.job.stage in (Stage.FAILED, Stage.VERIFYING) \
+                    and self._queued():
+                self.wants_pass = True  # its slot is free: a waiting download starts now
             changes: dict[str, Any] = {}
             if dl.job.stage in (Stage.FETCHING, Stage.FAILED):
                 changes["error"] = dl.job.error
@@ -427,6 +464,7 @@ class Executor:
                 self.seeding[ih] = dl.target.name  # type: ignore[assignment]
                 self.gateway.unregister(dl.target.name, ih)
                 self.wants_pass = True
+        self._share_bandwidth()
         if self.pinner.changed:
             self.pinner.changed = False
             self.wants_pass = True  # an unlocked dataset's torrent arrived: start its download
@@ -466,6 +504,23 @@ class Executor:
                        dataset=name, info_hash=ih, files=broken)
         self.wants_pass = True
         return True
+
+    def _queued(self) -> bool:
+        """Is a download waiting for a slot (not started, or paused)?"""
+        return any(dl.waiting for dl in self.downloads.values()) or any(
+            st.phase == "Pending" and (st.error or "").startswith("queued:")
+            for st in self.statuses.values())
+
+    def _share_bandwidth(self) -> None:
+        """Per-torrent download caps by priority weight (core/scheduling.py `rate_caps`)."""
+        assert self.swarm is not None
+        running = [scheduling.Running(ih, dl.target.dataset.priority,
+                                      self.statuses[dl.target.name].download_rate)
+                   for ih, dl in self.downloads.items()
+                   if dl.waiting is None and dl.job.stage is Stage.FETCHING
+                   and dl.target.name in self.statuses and ih in self.swarm.torrents]
+        for ih, cap in scheduling.rate_caps(running, self.cfg.bandwidth.download).items():
+            self.swarm.set_download_limit(ih, cap)
 
     def _observe(self, dl: _Download, s: DatasetStatus) -> Seen:
         """One look at libtorrent, the gateway and the verifier; also refreshes the counters
