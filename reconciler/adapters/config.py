@@ -49,6 +49,7 @@ class NodeConfig:
     grace_period: float  # seconds
     data_mode: int | None = None  # chmod of stored files; None: as written
     data_group: int | None = None  # chgrp of stored files (a gid); None: unchanged
+    min_free: int | float = 0.05  # cache.minFree: bytes, or a fraction of the filesystem
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -127,7 +128,22 @@ def load_config(path: Path) -> NodeConfig:
         grace_period=convert(parse_duration, ("gracePeriod",), 600.0),
         data_mode=convert(lambda v: int(str(v), 8), ("dataMode",), None),
         data_group=convert(_gid, ("dataGroup",), None),
+        min_free=convert(parse_min_free, ("cache", "minFree"), 0.05),
     )
+
+
+def parse_min_free(value: object) -> int | float:
+    """cache.minFree: a size (bytes, "2GiB") or a percentage of the filesystem ("5%")."""
+    text = str(value).strip()
+    if text.endswith("%"):
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"invalid percentage {value!r}") from None
+        if not 0 <= pct < 100:
+            raise ValueError(f"invalid percentage {value!r}: from 0% to under 100%")
+        return pct / 100
+    return parse_size(value if isinstance(value, int) else text)
 
 
 def _gid(value: object) -> int:

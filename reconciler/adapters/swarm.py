@@ -22,7 +22,8 @@ from reconciler.core.hostport import join_hostport, parse_hostport
 log = structlog.get_logger("swarm")
 
 ALERT_MASK = (lt.alert_category.status | lt.alert_category.error | lt.alert_category.peer
-              | lt.alert_category.storage | lt.alert_category.ip_block)
+              | lt.alert_category.storage | lt.alert_category.ip_block
+              | lt.alert_category.file_progress)  # file_completed_alert: save resume data
 RECONNECT_EVERY = 5.0  # seconds between attempts to (re)connect missing inventory peers
 RECONNECT_FAST = 0.5  # ...during the first FAST_FOR seconds after the hash check, when peers
 FAST_FOR = 10.0  # started at the same moment come up and origin shares are decided
@@ -114,6 +115,7 @@ class Swarm:
         self.session = lt.session(session_settings(listen_peer, download, upload))
         self.torrents: dict[str, TorrentState] = {}  # key: v2 info-hash
         self.resume_dir = resume_dir
+        self.resume_due = False  # a file completed: save resume data soon
         #: Applied to every alert text kept or logged: web-seed URLs carry the gateway's
         #: secret (the executor sets Gateway.redact here).
         self.redact: Callable[[str], str] = lambda text: text
@@ -254,6 +256,8 @@ class Swarm:
                 st.url_seed_error = self.redact(a.error_message() or a.message())
             elif isinstance(a, lt.hash_failed_alert) and st:
                 st.failed_pieces.append(int(a.piece_index))
+            elif isinstance(a, lt.file_completed_alert) and st:
+                self.resume_due = True
             elif isinstance(a, lt.save_resume_data_alert) and st:
                 st.resume = lt.write_resume_data_buf(a.params)
             elif isinstance(a, (lt.peer_disconnected_alert, lt.peer_error_alert)) and st:

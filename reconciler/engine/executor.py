@@ -9,6 +9,7 @@ what `core.transfer.decide_pass` returns; `tick()` observes each download once a
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,14 +17,14 @@ from typing import Any, Coroutine
 
 import structlog
 
-from reconciler.adapters import atomic
+from reconciler.adapters import atomic, disk
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.gateway import Gateway
 from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
-from reconciler.core import transfer
+from reconciler.core import capacity, transfer
 from reconciler.core.origin_pool import label as origin_label
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
@@ -38,6 +39,8 @@ from reconciler.torrent.verify import verify_content
 
 log = structlog.get_logger("executor")
 
+RESUME_EVERY = 30.0  # seconds between saves of resume data and byte counters while downloading
+
 
 @dataclass
 class _Download:
@@ -50,6 +53,8 @@ class _Download:
     job: Job
     verify: asyncio.Task[list[str]] | None = None
     absent: set[str] = field(default_factory=set)  # target nodes whose peer port refused us
+    base_origin: int = 0  # bytesFromOrigin/-Peers of earlier processes (staging metadata)
+    base_peers: int = 0
 
 
 class Executor:
@@ -75,6 +80,8 @@ class Executor:
         self.requeue_after = transfer.PASS_INTERVAL
         self.wants_pass = False  # a download finished or a torrent arrived: pass again now
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._saved_at = time.monotonic()
+        self._saving: asyncio.Task[Any] | None = None
         self.log = log.bind(node=cfg.node)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -83,6 +90,10 @@ class Executor:
         await self.gateway.start()
         resume = self.cfg.state_dir / "resume"
         resume.mkdir(parents=True, exist_ok=True)
+        removed = disk.clean_orphans(self.cfg.state_dir)
+        if removed:
+            self.log.info("removed what an earlier process left", paths=removed[:20],
+                          count=len(removed))
         self.swarm = Swarm(self.peer_listen, self.cfg.bandwidth.download,
                            self.cfg.bandwidth.upload, resume_dir=resume)
         self.swarm.redact = self.gateway.redact  # web-seed URLs carry the gateway's secret
@@ -148,6 +159,7 @@ class Executor:
         decision = transfer.decide_pass(
             plan, observed, {ih: dl.job.stage for ih, dl in self.downloads.items()},
             self.cfg.grace_period, time.time())
+        decision = self._admit(plan, observed, decision)
         old, self.statuses = self.statuses, {}
         for name, row in decision.rows.items():
             self.statuses[name] = self._status_of(name, row, old.get(name))
@@ -164,6 +176,27 @@ class Executor:
         self._sync_torrents(dict(decision.wanted))
         self.requeue_after = decision.requeue_after
         return plan
+
+    def _admit(self, plan: Plan, observed: dict[str, Any], decision: transfer.PassDecision
+               ) -> transfer.PassDecision:
+        """cache.limit and cache.minFree (core/capacity.py): evict for, or refuse, the
+        downloads this pass starts."""
+        starts = [e for e in decision.effects if isinstance(e, transfer.StartJob)]
+        if not starts:
+            return decision
+        use = disk.usage(self.cfg.state_dir)
+        free, size = disk.statvfs(self.cfg.state_dir)
+        room = capacity.Room(use.used, free, self.cfg.cache_limit,
+                             capacity.min_free_bytes(self.cfg.min_free, size))
+        need = {}
+        for e in starts:
+            t = e.target
+            if t.info_hash and t.dataset.lock:
+                have = use.present.get((t.name, t.info_hash), 0)
+                need[InfoHash(t.info_hash)] = max(0, t.dataset.lock.total_bytes - have)
+        pool = capacity.candidates(plan, observed, use.sizes, use.mtimes,
+                                   frozenset(self.downloads), time.time())
+        return capacity.admit(decision, room, pool, need)
 
     def _status_of(self, name: DatasetName, row: transfer.Row, old: DatasetStatus | None
                    ) -> DatasetStatus:
@@ -195,6 +228,8 @@ class Executor:
             self.store.mark_draining(eff.dataset)
         elif isinstance(eff, transfer.ClearDraining):
             self.store.clear_draining(eff.dataset)
+        elif isinstance(eff, transfer.Note):
+            getattr(log_, eff.level)(eff.event, **dict(eff.fields))
         elif isinstance(eff, transfer.Evict):
             freed = self.store.evict(eff.dataset, eff.info_hash)
             log_.info("evicted", dataset=eff.dataset, version=eff.version, reason=eff.reason,
@@ -226,6 +261,9 @@ class Executor:
 
     def _activate(self, t: Target) -> None:
         assert t.info_hash is not None
+        prev = self.store.observe_dataset(t.name).active
+        if prev is not None and prev != t.info_hash:
+            disk.mark_inactive(self.store.version_dir(t.name, prev))
         try:
             self.store.activate(t.name, t.info_hash, Path(t.path))
         except OSError as e:
@@ -284,6 +322,11 @@ class Executor:
         url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels)
         st = self.swarm.add(ih, torrent, save, lock.total_bytes)
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()))
+        meta = self.store.staging / t.name / f"{ih}.json"
+        counted = _read_meta(meta)
+        dl.base_origin = max(0, int(counted.get("bytesFromOrigin", 0))
+                             - self.gateway.bytes_served.get(t.name, 0))
+        dl.base_peers = int(counted.get("bytesFromPeers", 0))
         self.downloads[ih] = dl
         self._probe(dl)
         self._update(t.name, phase="Fetching")
@@ -379,6 +422,8 @@ class Executor:
         self.swarm.pump()
         self.swarm.connect_peers()
         now = time.monotonic()
+        self._check_room()
+        self._save_progress_if_due(now)
         for ih, dl in list(self.downloads.items()):
             name = dl.target.name
             s = self.statuses.get(name)
@@ -415,19 +460,79 @@ class Executor:
             self._update(dataset, upload_rate=ts.upload_payload_rate, download_rate=0,
                          peers=ts.num_peers)
 
+    def _check_room(self) -> None:
+        """cache.minFree while downloads run: under it (someone else filled the disk), they
+        stop as Failed (NoRoom); the next pass starts them again once there is room."""
+        fetching = [dl for dl in self.downloads.values() if dl.job.stage is Stage.FETCHING]
+        if not fetching:
+            return
+        try:
+            free, size = disk.statvfs(self.cfg.state_dir)
+        except OSError:
+            return
+        short = capacity.running_short(free, capacity.min_free_bytes(self.cfg.min_free, size))
+        if short is None:
+            return
+        for dl in fetching:
+            dl.job, effects = transfer.fail(dl.job, short)
+            self._update(dl.target.name, phase="Failed", error=short.message, download_rate=0)
+            try:
+                dl.torrent.handle.pause()
+            except RuntimeError:
+                pass
+            for eff in effects:
+                self._apply_job_effect(dl, eff)
+
+    def _save_progress_if_due(self, now: float) -> None:
+        """Resume data and byte counters every RESUME_EVERY seconds and when a file completes,
+        so a kill -9 costs at most that much re-download (and no counted bytes)."""
+        assert self.swarm is not None
+        due = self.swarm.resume_due or now - self._saved_at >= RESUME_EVERY
+        if not due or (self._saving is not None and not self._saving.done()):
+            return
+        if not any(dl.job.stage is Stage.FETCHING for dl in self.downloads.values()):
+            self._saved_at = now
+            return
+        self.swarm.resume_due = False
+        self._saved_at = now
+        self._saving = self._spawn(self.save_progress())
+
+    async def save_progress(self) -> None:
+        """Write resume data (atomically) and each download's byte totals into its staging
+        metadata."""
+        assert self.swarm is not None
+        try:
+            await self.swarm.save_resume_data(timeout=5.0)
+        except OSError as e:
+            self.log.error("cannot save resume data", error=str(e))
+        for ih, dl in list(self.downloads.items()):
+            s = self.statuses.get(dl.target.name)
+            meta = self.store.staging / dl.target.name / f"{ih}.json"
+            doc = _read_meta(meta)
+            if s is None or s.info_hash != ih or not doc:
+                continue
+            doc.update(bytesFromOrigin=s.bytes_from_origin, bytesFromPeers=s.bytes_from_peers)
+            try:
+                atomic.write_json(meta, doc)
+            except OSError as e:
+                self.log.error("cannot save byte counters", dataset=dl.target.name,
+                               error=str(e))
+
     def _observe(self, dl: _Download, s: DatasetStatus) -> Seen:
         """One look at libtorrent, the gateway and the verifier; also refreshes the counters
         of the status (the rules decide phase and error)."""
         assert self.swarm is not None and self.state is not None
         st, t = dl.torrent, dl.target
         ts = st.handle.status()
-        origin = self.gateway.bytes_served.get(t.name, 0)
+        served = self.gateway.bytes_served.get(t.name, 0)
+        origin = dl.base_origin + served
         done = s.bytes_done
         if dl.job.stage is Stage.FETCHING:
             done = min(_have_bytes(ts, st), s.bytes_total)
         elif dl.job.stage is Stage.MOVING:
             done = s.bytes_total
-        self.peer_bytes[DatasetName(t.name)] = max(0, ts.total_payload_download - origin)
+        self.peer_bytes[DatasetName(t.name)] = dl.base_peers + max(
+            0, ts.total_payload_download - served)
         s = self._update(t.name, bytes_done=done, bytes_from_origin=origin,
                          bytes_from_peers=self.peer_bytes[DatasetName(t.name)],
                          download_rate=ts.download_payload_rate,
@@ -544,6 +649,14 @@ class Executor:
             missing += sum(1 for ip in st.peers
                            if ip not in self.seen_peers and ip not in self.absent_peers)
         return missing
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _have_bytes(ts: Any, st: TorrentState) -> int:
