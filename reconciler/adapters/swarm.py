@@ -250,7 +250,9 @@ class Swarm:
                 st.moved = False
                 st.error = f"moving to the store failed: {self.redact(a.message())}"
             elif isinstance(a, (lt.torrent_error_alert, lt.file_error_alert)) and st:
-                st.error = self.redact(a.message())
+                # The first error is the cause: a write that failed for lack of space is
+                # followed by hash errors about the data it could not write.
+                st.error = st.error or self.redact(a.message())
                 log.error("torrent error", info_hash=st.info_hash, error=st.error)
             elif isinstance(a, lt.url_seed_alert) and st:
                 st.url_seed_error = self.redact(a.error_message() or a.message())
@@ -311,7 +313,11 @@ class Swarm:
         saved = 0
         for ih, st in waiting.items():
             if st.resume is not None:
-                atomic.write_bytes(self.resume_dir / f"{ih}.resume", st.resume)
+                try:
+                    atomic.write_bytes(self.resume_dir / f"{ih}.resume", st.resume)
+                except OSError as e:  # a full disk: the next start hashes what is there
+                    log.error("cannot save resume data", info_hash=ih, error=str(e))
+                    continue
                 saved += 1
         return saved
 
