@@ -97,7 +97,7 @@ def mark_inactive(version_dir: Path) -> None:
 def clean_orphans(state_dir: Path) -> list[str]:
     """What a killed process leaves: temp files of atomic writes (`.*.tmp`) and the pinner's
     `.build-*` directories. Run at start, before anything writes (the stateDir lock is ours)."""
-    removed: list[str] = []
+    removed: list[str] = _finish_moves(state_dir)
     for base in (state_dir / "store", state_dir / "staging", state_dir / "metadata",
                  state_dir / "resume", state_dir):
         if not base.is_dir():
@@ -115,3 +115,41 @@ def clean_orphans(state_dir: Path) -> list[str]:
             except OSError as e:
                 log.warning("cannot remove an orphan", path=str(p), error=str(e))
     return removed
+
+
+def _finish_moves(state_dir: Path) -> list[str]:
+    """A move from staging into the store that a kill cut short (libtorrent renames file by
+    file): the store copy is where the next download looks, so the files still in staging go
+    there too, and none is fetched again. The version is still incomplete (no metadata): the
+    hash check and the verification run as usual."""
+    done: list[str] = []
+    staging, store = state_dir / "staging", state_dir / "store"
+    if not staging.is_dir():
+        return done
+    for ds in staging.iterdir():
+        if not ds.is_dir() or ds.name.startswith("."):
+            continue
+        for vdir in ds.iterdir():
+            final = store / ds.name / vdir.name
+            if (not vdir.is_dir() or vdir.name.startswith(".") or not final.is_dir()
+                    or (store / ds.name / f"{vdir.name}.json").exists()):
+                continue
+            for f in sorted(vdir.rglob("*")):
+                if not f.is_file() or f.is_symlink():
+                    continue
+                dst = final / f.relative_to(vdir)
+                if dst.exists():
+                    continue
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(f, dst)
+                done.append(str(f))
+            for d in sorted((p for p in vdir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+            try:
+                vdir.rmdir()
+            except OSError:
+                pass
+    return done

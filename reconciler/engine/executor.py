@@ -19,6 +19,7 @@ import structlog
 
 from reconciler.adapters import atomic, disk
 from reconciler.adapters.config import NodeConfig
+from reconciler.adapters.crashpoint import crash_point
 from reconciler.adapters.gateway import Gateway
 from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
@@ -584,16 +585,19 @@ class Executor:
             assert t.dataset.lock is not None
             dl.verify = self._spawn(asyncio.to_thread(
                 verify_content, dl.torrent_bytes, save / t.dataset.lock.name))
+            crash_point("verifying")
         elif isinstance(eff, transfer.Recheck):
             self.swarm.force_recheck(ih)
         elif isinstance(eff, transfer.Move):
             self.swarm.move(ih, self.store.version_dir(t.name, ih))
+            crash_point("moving")
         elif isinstance(eff, transfer.Complete):
             lock = t.dataset.lock
             assert lock is not None
             atomic.write_bytes(self.store.root / t.name / f"{ih}.torrent", dl.torrent_bytes)
             self.store.seal(t.name, ih, self.cfg.data_mode, self.cfg.data_group)
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
+            crash_point("completing")
             s = self.statuses[t.name]
             self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
                           bytes_from_origin=s.bytes_from_origin,
