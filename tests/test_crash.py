@@ -32,6 +32,15 @@ def _link_is_complete(home: NodeHome, name: str) -> None:
     assert meta["complete"] is True
 
 
+def _saved_totals(home: NodeHome) -> int:
+    for meta in (home.state_dir / "staging" / "d").glob("*.json"):
+        try:
+            return int(json.loads(meta.read_text()).get("bytesFromOrigin", 0))
+        except ValueError:
+            return 0
+    return 0
+
+
 def _no_orphans(home: NodeHome) -> None:
     left = [str(p) for p in home.state_dir.rglob(".*")
             if p.name.endswith(".tmp") or p.name.startswith(".build-")]
@@ -40,7 +49,8 @@ def _no_orphans(home: NodeHome) -> None:
 
 @pytest.fixture
 def world(tmp_path):
-    files = {"big.bin": pseudo_random(SIZE - 2 * MiB, "big"), "small.bin": pseudo_random(2 * MiB, "s")}
+    # a.bin completes early (file_completed_alert: resume data and byte totals are saved)
+    files = {"a.bin": pseudo_random(1 * MiB, "a"), "b.bin": pseudo_random(SIZE - MiB, "b")}
     root = write_data(tmp_path / "origin", files)
     server = OriginServer(root, rate=2 * MiB).start()
     try:
@@ -60,9 +70,11 @@ def _run_until_killed(home: NodeHome, point: str | None, server: OriginServer, s
     env = {"SYNCBIT_TEST_CRASH_AT": point} if point else None
     proc = home.start_once(timeout=60, env=env)
     try:
-        if point is None:  # during the download: kill once a third has arrived
+        if point is None:  # during the download: kill once a third has arrived and the
+            # byte totals were saved (when a.bin completed)
             deadline = time.monotonic() + 60
-            while server.bytes_sent - start < SIZE // 3 and time.monotonic() < deadline:
+            while (server.bytes_sent - start < SIZE // 3 or not _saved_totals(home)) \
+                    and time.monotonic() < deadline:
                 time.sleep(0.05)
             proc.send_signal(signal.SIGKILL)
         rc = proc.wait(90)
@@ -83,6 +95,7 @@ def test_killed_at_any_point_of_a_download_resumes_without_refetching(world, poi
     if point is not None:
         assert f'"point": "{point}"' in out
     first = server.bytes_sent - start
+    saved = _saved_totals(home)
     _link_is_complete(home, "d")
     res = home.once()
     assert res.returncode == 0, res.stderr
@@ -96,6 +109,10 @@ def test_killed_at_any_point_of_a_download_resumes_without_refetching(world, poi
     _no_orphans(home)
     st = home.status()["datasets"]["d"]
     assert st["phase"] == "Ready"
+    if point is None:  # the totals survived the kill: what was saved, plus the restart's
+        assert 0 < saved <= first
+        assert st["bytesFromOrigin"] >= saved + again - SLACK, (st, saved, again)
+        assert st["bytesFromOrigin"] <= first + again, (st, first, again)
 
 
 def test_killed_during_an_eviction_finishes_it_on_restart(world):

@@ -154,3 +154,26 @@ def test_a_disk_that_fills_mid_download_fails_no_room_and_resumes_when_space_ret
     finally:
         filler.unlink(missing_ok=True)
         server.stop()
+
+
+def test_min_free_refuses_a_download_that_would_leave_too_little_room(tmp_path, small_fs):
+    root = write_data(tmp_path / "origin", {"big.bin": pseudo_random(8 * MiB, "big")})
+    server = OriginServer(root).start()
+    try:
+        repo = StateRepo.create(tmp_path / "state")
+        repo.write("nodes.yaml", nodes_yaml(["n1"]))
+        repo.write("ds.yaml", dataset_yaml("big", http_source(server.url, ["big.bin"])))
+        assert repo.lock().returncode == 0
+        repo.commit()
+        locked = server.bytes_sent
+        home = small_home(tmp_path / "n1", small_fs, repo.root, {"cache": {"minFree": "60%"}})
+        res = home.once()
+        assert res.returncode == 1
+        big = home.status()["datasets"]["big"]
+        assert big["phase"] == "Failed" and "cache.minFree" in big["error"], big
+        assert server.bytes_sent == locked  # nothing fetched
+        home.extra = {"cache": {"minFree": "1MiB"}}
+        home.write_config()
+        assert home.once().returncode == 0
+    finally:
+        server.stop()

@@ -206,11 +206,19 @@ class Executor:
         if row.pinning and row.target is not None:
             return self._unpinned_status(row.target)
         counted = row.target is not None
+        # Totals of the version, earlier processes included (its metadata), when it has them.
+        kept = self._counters(name, row.info_hash) if counted and row.info_hash else {}
         return DatasetStatus(
             row.phase, row.version, row.path, row.info_hash,
             bytes_total=row.bytes_total, bytes_done=row.bytes_total if row.complete else 0,
-            bytes_from_origin=self.gateway.bytes_served.get(name, 0) if counted else 0,
-            bytes_from_peers=self.peer_bytes.get(name, 0) if counted else 0, error=row.error)
+            bytes_from_origin=max(self.gateway.bytes_served.get(name, 0) if counted else 0,
+                                  int(kept.get("bytesFromOrigin", 0))),
+            bytes_from_peers=max(self.peer_bytes.get(name, 0) if counted else 0,
+                                 int(kept.get("bytesFromPeers", 0))), error=row.error)
+
+    def _counters(self, name: str, ih: str) -> dict[str, Any]:
+        meta = _read_meta(self.store.root / name / f"{ih}.json")
+        return meta if meta.get("complete") else _read_meta(self.store.staging / name / f"{ih}.json")
 
     def _update(self, name: str, **changes: Any) -> DatasetStatus:
         """Statuses are immutable: a change is a new value in `statuses`."""
@@ -599,6 +607,12 @@ class Executor:
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
             crash_point("completing")
             s = self.statuses[t.name]
+            meta = self.store.root / t.name / f"{ih}.json"
+            try:  # the version's byte totals outlive this process
+                atomic.write_json(meta, {**_read_meta(meta), "bytesFromOrigin": s.bytes_from_origin,
+                                         "bytesFromPeers": s.bytes_from_peers})
+            except OSError as e:
+                self.log.error("cannot save byte counters", dataset=t.name, error=str(e))
             self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
                           bytes_from_origin=s.bytes_from_origin,
                           bytes_from_peers=s.bytes_from_peers)
