@@ -38,8 +38,8 @@ def usage(state_dir: Path) -> Usage:
     sizes: dict[VersionKey, int] = {}
     present: dict[VersionKey, int] = {}
     mtimes: dict[VersionKey, float] = {}
-    links: dict[tuple[int, int], list[int]] = {}  # inode -> [nlink, size]
-    per_version: dict[VersionKey, dict[tuple[int, int], int]] = {}
+    # per version: inode -> [bytes, links to it inside this version, st_nlink]
+    per_version: dict[VersionKey, dict[tuple[int, int], list[int]]] = {}
     for base in (state_dir / "store", state_dir / "staging"):
         if not base.is_dir():
             continue
@@ -68,12 +68,12 @@ def usage(state_dir: Path) -> Usage:
                         seen.add(ino)
                         used += b
                     if key is not None:
-                        per_version.setdefault(key, {})[ino] = b
-                        links.setdefault(ino, [st.st_nlink, b, 0])[2] += 1
+                        per_version.setdefault(key, {}).setdefault(
+                            ino, [b, 0, st.st_nlink])[1] += 1
     for key, inodes in per_version.items():
-        present[key] = present.get(key, 0) + sum(inodes.values())
-        sizes[key] = sizes.get(key, 0) + sum(
-            b for ino, b in inodes.items() if links[ino][2] >= links[ino][0])
+        present[key] = present.get(key, 0) + sum(b for b, _, _ in inodes.values())
+        # evicting the version frees an inode only if every link to it is inside it
+        sizes[key] = sizes.get(key, 0) + sum(b for b, n, nlink in inodes.values() if n >= nlink)
     return Usage(used, sizes, present, mtimes)
 
 
