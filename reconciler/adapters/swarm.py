@@ -116,6 +116,10 @@ class Swarm:
         self.torrents: dict[str, TorrentState] = {}  # key: v2 info-hash
         self.resume_dir = resume_dir
         self.resume_due = False  # a file completed: save resume data soon
+        #: Resume data is only as fresh as its last save: after a crash, pieces verified
+        #: since then would be fetched again. So it is used after a clean stop only; after a
+        #: crash libtorrent hashes what is on disk and keeps every good piece.
+        self.trust_resume = True
         #: Applied to every alert text kept or logged: web-seed URLs carry the gateway's
         #: secret (the executor sets Gateway.redact here).
         self.redact: Callable[[str], str] = lambda text: text
@@ -154,7 +158,7 @@ class Swarm:
         return st
 
     def _resume_params(self, info_hash: str, save_path: Path) -> lt.add_torrent_params | None:
-        if self.resume_dir is None:
+        if self.resume_dir is None or not self.trust_resume:
             return None
         f = self.resume_dir / f"{info_hash}.resume"
         try:
@@ -312,6 +316,9 @@ class Swarm:
             self.pump()
         saved = 0
         for ih, st in waiting.items():
+            if st.resume is None:  # not answered in time: an older file would be stale
+                (self.resume_dir / f"{ih}.resume").unlink(missing_ok=True)
+                continue
             if st.resume is not None:
                 try:
                     atomic.write_bytes(self.resume_dir / f"{ih}.resume", st.resume)

@@ -40,6 +40,7 @@ from reconciler.torrent.verify import verify_content
 
 log = structlog.get_logger("executor")
 
+CLEAN_STOP = "clean-stop"  # in stateDir/resume/: the resume data there is up to date
 RESUME_EVERY = 30.0  # seconds between saves of resume data and byte counters while downloading
 
 
@@ -98,6 +99,9 @@ class Executor:
         self.swarm = Swarm(self.peer_listen, self.cfg.bandwidth.download,
                            self.cfg.bandwidth.upload, resume_dir=resume)
         self.swarm.redact = self.gateway.redact  # web-seed URLs carry the gateway's secret
+        clean = resume / CLEAN_STOP
+        self.swarm.trust_resume = clean.exists()
+        clean.unlink(missing_ok=True)
 
     async def close(self) -> None:
         await self.pinner.close()
@@ -110,6 +114,10 @@ class Executor:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.swarm is not None:
             saved = await self.swarm.save_resume_data()
+            try:
+                atomic.write_bytes(self.cfg.state_dir / "resume" / CLEAN_STOP, b"")
+            except OSError as e:
+                self.log.error("cannot mark a clean stop", error=str(e))
             self.log.info("session closed", resume_saved=saved)
             self.swarm.close()
             self.swarm = None
