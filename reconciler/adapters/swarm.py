@@ -319,13 +319,12 @@ class Swarm:
             if st.resume is None:  # not answered in time: an older file would be stale
                 (self.resume_dir / f"{ih}.resume").unlink(missing_ok=True)
                 continue
-            if st.resume is not None:
-                try:
-                    atomic.write_bytes(self.resume_dir / f"{ih}.resume", st.resume)
-                except OSError as e:  # a full disk: the next start hashes what is there
-                    log.error("cannot save resume data", info_hash=ih, error=str(e))
-                    continue
-                saved += 1
+            try:
+                atomic.write_bytes(self.resume_dir / f"{ih}.resume", st.resume)
+            except OSError as e:  # a full disk: the next start hashes what is there
+                log.error("cannot save resume data", info_hash=ih, error=str(e))
+                continue
+            saved += 1
         return saved
 
     def close(self) -> None:
