@@ -179,7 +179,16 @@ class Executor:
                          if r.pinning and r.target is not None}
         log_ = self.log.bind(revision=state.revision)
         for eff in decision.effects:
-            self._apply_pass_effect(eff, log_)
+            try:
+                self._apply_pass_effect(eff, log_)
+            except OSError as e:  # e.g. ENOSPC writing metadata: this dataset fails, not the node
+                who: str | None = getattr(eff, "dataset", None) or getattr(
+                    getattr(eff, "target", None), "name", None)
+                failure = transfer.classify_torrent_error(str(e))
+                log_.error("dataset failed", dataset=who, error=str(e),
+                           reason=failure.reason.value, effect=type(eff).__name__)
+                if who is not None and who in self.statuses:
+                    self._update(who, phase="Failed", error=f"{type(eff).__name__}: {e}")
         self.pinner.ensure(state, self.assignments, self.origins)
         self.pinner.cache.prune(state)
         self._sync_torrents(dict(decision.wanted))
