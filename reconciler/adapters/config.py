@@ -50,6 +50,7 @@ class NodeConfig:
     data_mode: int | None = None  # chmod of stored files; None: as written
     data_group: int | None = None  # chgrp of stored files (a gid); None: unchanged
     max_active_downloads: int = 4  # downloads running at once; the rest wait (Pending)
+    min_free: int | float = 0.05  # cache.minFree: bytes, or a fraction of the filesystem
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -129,7 +130,22 @@ def load_config(path: Path) -> NodeConfig:
         data_mode=convert(lambda v: int(str(v), 8), ("dataMode",), None),
         data_group=convert(_gid, ("dataGroup",), None),
         max_active_downloads=int(doc.get("maxActiveDownloads", 4)),
+        min_free=convert(parse_min_free, ("cache", "minFree"), 0.05),
     )
+
+
+def parse_min_free(value: object) -> int | float:
+    """cache.minFree: a size (bytes, "2GiB") or a percentage of the filesystem ("5%")."""
+    text = str(value).strip()
+    if text.endswith("%"):
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"invalid percentage {value!r}") from None
+        if not 0 <= pct < 100:
+            raise ValueError(f"invalid percentage {value!r}: from 0% to under 100%")
+        return pct / 100
+    return parse_size(value if isinstance(value, int) else text)
 
 
 def _gid(value: object) -> int:

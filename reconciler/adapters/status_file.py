@@ -7,7 +7,9 @@ public interface.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
@@ -80,6 +82,38 @@ def read_status(path: Path) -> dict[str, object] | None:
 def write_status(status_file: Path, metrics_file: Path, report: NodeReport) -> dict[str, object]:
     """Render and write both files atomically; returns the status document."""
     doc = render_status(report, read_status(status_file))
-    atomic.write_json(status_file, doc)
-    atomic.write_bytes(metrics_file, render_metrics(doc))
+    try:
+        atomic.write_json(status_file, doc)
+        atomic.write_bytes(metrics_file, render_metrics(doc))
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # The disk is full: give up the room kept for this moment and write again, so the
+        # status that says "no room" reaches monitoring. The room is taken back later.
+        _reserve_path(status_file).unlink(missing_ok=True)
+        atomic.write_json(status_file, doc)
+        atomic.write_bytes(metrics_file, render_metrics(doc))
+    _keep_reserve(status_file)
     return doc
+
+
+RESERVE_BYTES = 256 << 10  # room kept next to the status file for writing it on a full disk
+
+
+def _reserve_path(status_file: Path) -> Path:
+    return status_file.parent / f".{status_file.name}.reserve"
+
+
+def _keep_reserve(status_file: Path) -> None:
+    """Hold RESERVE_BYTES of real blocks (fallocate) that a full disk can give back."""
+    p = _reserve_path(status_file)
+    try:
+        if p.exists() and p.stat().st_blocks * 512 >= RESERVE_BYTES:
+            return
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        finally:
+            os.close(fd)
+    except OSError:
+        p.unlink(missing_ok=True)  # no room for it now: try again on the next write

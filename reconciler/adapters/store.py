@@ -25,6 +25,7 @@ from pathlib import Path
 
 from reconciler.adapters import atomic
 from reconciler.adapters.objects import ObjectStore
+from reconciler.adapters.crashpoint import crash_point
 from reconciler.model.observed import ObservedDataset, ObservedVersion
 
 
@@ -148,6 +149,7 @@ class Store:
         """Switch consumers at `link` to a complete version in one rename."""
         prev = _read_json(self.root / dataset / "link.json").get("path")
         atomic.symlink(self.content_dir(dataset, info_hash), link)
+        crash_point("activating")
         atomic.write_json(self.root / dataset / "link.json", {"path": str(link)})
         if prev and prev != str(link):
             self._remove_link(dataset, Path(prev))
@@ -188,6 +190,7 @@ class Store:
             d = base / info_hash
             if d.exists():
                 freed += _du(d)
+                crash_point("evicting")
                 shutil.rmtree(d)
             _rmdir_if_empty(base, keep={"link.json", "draining.json"})
         return freed + ObjectStore(self.state_dir).prune()  # objects no version links now

@@ -22,7 +22,8 @@ from reconciler.core.hostport import join_hostport, parse_hostport
 log = structlog.get_logger("swarm")
 
 ALERT_MASK = (lt.alert_category.status | lt.alert_category.error | lt.alert_category.peer
-              | lt.alert_category.storage | lt.alert_category.ip_block)
+              | lt.alert_category.storage | lt.alert_category.ip_block
+              | lt.alert_category.file_progress)  # file_completed_alert: save resume data
 RECONNECT_EVERY = 5.0  # seconds between attempts to (re)connect missing inventory peers
 RECONNECT_FAST = 0.5  # ...during the first FAST_FOR seconds after the hash check, when peers
 FAST_FOR = 10.0  # started at the same moment come up and origin shares are decided
@@ -115,6 +116,11 @@ class Swarm:
         self.session = lt.session(session_settings(listen_peer, download, upload))
         self.torrents: dict[str, TorrentState] = {}  # key: v2 info-hash
         self.resume_dir = resume_dir
+        self.resume_due = False  # a file completed: save resume data soon
+        #: Resume data is only as fresh as its last save: after a crash, pieces verified
+        #: since then would be fetched again. So it is used after a clean stop only; after a
+        #: crash libtorrent hashes what is on disk and keeps every good piece.
+        self.trust_resume = True
         #: Applied to every alert text kept or logged: web-seed URLs carry the gateway's
         #: secret (the executor sets Gateway.redact here).
         self.redact: Callable[[str], str] = lambda text: text
@@ -153,7 +159,7 @@ class Swarm:
         return st
 
     def _resume_params(self, info_hash: str, save_path: Path) -> lt.add_torrent_params | None:
-        if self.resume_dir is None:
+        if self.resume_dir is None or not self.trust_resume:
             return None
         f = self.resume_dir / f"{info_hash}.resume"
         try:
@@ -266,12 +272,16 @@ class Swarm:
                 st.moved = False
                 st.error = f"moving to the store failed: {self.redact(a.message())}"
             elif isinstance(a, (lt.torrent_error_alert, lt.file_error_alert)) and st:
-                st.error = self.redact(a.message())
+                # The first error is the cause: a write that failed for lack of space is
+                # followed by hash errors about the data it could not write.
+                st.error = st.error or self.redact(a.message())
                 log.error("torrent error", info_hash=st.info_hash, error=st.error)
             elif isinstance(a, lt.url_seed_alert) and st:
                 st.url_seed_error = self.redact(a.error_message() or a.message())
             elif isinstance(a, lt.hash_failed_alert) and st:
                 st.failed_pieces.append(int(a.piece_index))
+            elif isinstance(a, lt.file_completed_alert) and st:
+                self.resume_due = True
             elif isinstance(a, lt.save_resume_data_alert) and st:
                 st.resume = lt.write_resume_data_buf(a.params)
             elif isinstance(a, (lt.peer_disconnected_alert, lt.peer_error_alert)) and st:
@@ -324,9 +334,15 @@ class Swarm:
             self.pump()
         saved = 0
         for ih, st in waiting.items():
-            if st.resume is not None:
+            if st.resume is None:  # not answered in time: an older file would be stale
+                (self.resume_dir / f"{ih}.resume").unlink(missing_ok=True)
+                continue
+            try:
                 atomic.write_bytes(self.resume_dir / f"{ih}.resume", st.resume)
-                saved += 1
+            except OSError as e:  # a full disk: the next start hashes what is there
+                log.error("cannot save resume data", info_hash=ih, error=str(e))
+                continue
+            saved += 1
         return saved
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ what `core.transfer.decide_pass` returns; `tick()` observes each download once a
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,15 +17,16 @@ from typing import Any, Coroutine
 
 import structlog
 
-from reconciler.adapters import atomic, safepath
+from reconciler.adapters import atomic, disk, safepath
 from reconciler.adapters.config import NodeConfig
+from reconciler.adapters.crashpoint import crash_point
 from reconciler.adapters.gateway import Gateway
 from reconciler.adapters.objects import ObjectStore
 from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
-from reconciler.core import cas, scheduling, transfer
+from reconciler.core import capacity, cas, scheduling, transfer
 from reconciler.core.origin_pool import label as origin_label
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
@@ -38,6 +40,9 @@ from reconciler.torrent.hybrid import lock_extra
 from reconciler.torrent.verify import verify_content
 
 log = structlog.get_logger("executor")
+
+CLEAN_STOP = "clean-stop"  # in stateDir/resume/: the resume data there is up to date
+RESUME_EVERY = 30.0  # seconds between saves of resume data and byte counters while downloading
 
 
 @dataclass
@@ -54,6 +59,8 @@ class _Download:
     frozen: frozenset[int] = frozenset()  # pieces of files linked from objects/: never written
     linked: tuple[str, ...] = ()  # those files (paths in the torrent)
     waiting: str | None = None  # paused by the scheduler (core/scheduling.py): why
+    base_origin: int = 0  # bytesFromOrigin/-Peers of earlier processes (staging metadata)
+    base_peers: int = 0
 
 
 class Executor:
@@ -79,6 +86,8 @@ class Executor:
         self.requeue_after = transfer.PASS_INTERVAL
         self.wants_pass = False  # a download finished or a torrent arrived: pass again now
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._saved_at = time.monotonic()
+        self._saving: asyncio.Task[Any] | None = None
         self.log = log.bind(node=cfg.node)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -87,9 +96,16 @@ class Executor:
         await self.gateway.start()
         resume = self.cfg.state_dir / "resume"
         resume.mkdir(parents=True, exist_ok=True)
+        removed = disk.clean_orphans(self.cfg.state_dir)
+        if removed:
+            self.log.info("removed what an earlier process left", paths=removed[:20],
+                          count=len(removed))
         self.swarm = Swarm(self.peer_listen, self.cfg.bandwidth.download,
                            self.cfg.bandwidth.upload, resume_dir=resume)
         self.swarm.redact = self.gateway.redact  # web-seed URLs carry the gateway's secret
+        clean = resume / CLEAN_STOP
+        self.swarm.trust_resume = clean.exists()
+        clean.unlink(missing_ok=True)
 
     async def close(self) -> None:
         await self.pinner.close()
@@ -102,6 +118,10 @@ class Executor:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.swarm is not None:
             saved = await self.swarm.save_resume_data()
+            try:
+                atomic.write_bytes(self.cfg.state_dir / "resume" / CLEAN_STOP, b"")
+            except OSError as e:
+                self.log.error("cannot mark a clean stop", error=str(e))
             self.log.info("session closed", resume_saved=saved)
             self.swarm.close()
             self.swarm = None
@@ -153,6 +173,7 @@ class Executor:
             plan, observed, {ih: dl.job.stage for ih, dl in self.downloads.items()},
             self.cfg.grace_period, time.time(), max_active=self.cfg.max_active_downloads,
             paused=frozenset(ih for ih, dl in self.downloads.items() if dl.waiting))
+        decision = self._admit(plan, observed, decision)
         old, self.statuses = self.statuses, {}
         for name, row in decision.rows.items():
             self.statuses[name] = self._status_of(name, row, old.get(name))
@@ -163,12 +184,45 @@ class Executor:
                          if r.pinning and r.target is not None}
         log_ = self.log.bind(revision=state.revision)
         for eff in decision.effects:
-            self._apply_pass_effect(eff, log_)
+            try:
+                self._apply_pass_effect(eff, log_)
+            except OSError as e:  # e.g. ENOSPC writing metadata: this dataset fails, not the node
+                who: str | None = getattr(eff, "dataset", None) or getattr(
+                    getattr(eff, "target", None), "name", None)
+                failure = transfer.classify_torrent_error(str(e))
+                log_.error("dataset failed", dataset=who, error=str(e),
+                           reason=failure.reason.value, effect=type(eff).__name__)
+                if who is not None and who in self.statuses:
+                    self._update(who, phase="Failed", error=f"{type(eff).__name__}: {e}")
         self.pinner.ensure(state, self.assignments, self.origins)
         self.pinner.cache.prune(state)
         self._sync_torrents(dict(decision.wanted))
         self.requeue_after = decision.requeue_after
         return plan
+
+    def _admit(self, plan: Plan, observed: dict[str, Any], decision: transfer.PassDecision
+               ) -> transfer.PassDecision:
+        """cache.limit and cache.minFree (core/capacity.py): evict for, or refuse, the
+        downloads this pass starts."""
+        starts = [e for e in decision.effects if isinstance(e, transfer.StartJob)]
+        if not starts:
+            return decision
+        use = disk.usage(self.cfg.state_dir)
+        free, size = disk.statvfs(self.cfg.state_dir)
+        # Downloads already under way will still write what they lack: count it as taken.
+        ahead = sum(max(0, dl.torrent.total_bytes - use.present.get((dl.target.name, ih), 0))
+                    for ih, dl in self.downloads.items() if dl.job.stage is Stage.FETCHING)
+        room = capacity.Room(use.used + ahead, free - ahead, self.cfg.cache_limit,
+                             capacity.min_free_bytes(self.cfg.min_free, size))
+        need = {}
+        for e in starts:
+            t = e.target
+            if t.info_hash and t.dataset.lock:
+                have = use.present.get((t.name, t.info_hash), 0)
+                need[InfoHash(t.info_hash)] = max(0, t.dataset.lock.total_bytes - have)
+        pool = capacity.candidates(plan, observed, use.sizes, use.mtimes,
+                                   frozenset(self.downloads), time.time())
+        return capacity.admit(decision, room, pool, need)
 
     def _status_of(self, name: DatasetName, row: transfer.Row, old: DatasetStatus | None
                    ) -> DatasetStatus:
@@ -177,11 +231,19 @@ class Executor:
         if row.pinning and row.target is not None:
             return self._unpinned_status(row.target)
         counted = row.target is not None
+        # Totals of the version, earlier processes included (its metadata), when it has them.
+        kept = self._counters(name, row.info_hash) if counted and row.info_hash else {}
         return DatasetStatus(
             row.phase, row.version, row.path, row.info_hash,
             bytes_total=row.bytes_total, bytes_done=row.bytes_total if row.complete else 0,
-            bytes_from_origin=self.gateway.bytes_served.get(name, 0) if counted else 0,
-            bytes_from_peers=self.peer_bytes.get(name, 0) if counted else 0, error=row.error)
+            bytes_from_origin=max(self.gateway.bytes_served.get(name, 0) if counted else 0,
+                                  int(kept.get("bytesFromOrigin", 0))),
+            bytes_from_peers=max(self.peer_bytes.get(name, 0) if counted else 0,
+                                 int(kept.get("bytesFromPeers", 0))), error=row.error)
+
+    def _counters(self, name: str, ih: str) -> dict[str, Any]:
+        meta = _read_meta(self.store.root / name / f"{ih}.json")
+        return meta if meta.get("complete") else _read_meta(self.store.staging / name / f"{ih}.json")
 
     def _update(self, name: str, **changes: Any) -> DatasetStatus:
         """Statuses are immutable: a change is a new value in `statuses`."""
@@ -204,6 +266,8 @@ class Executor:
             self._pause(eff, log_)
         elif isinstance(eff, scheduling.Resume):
             self._resume(eff, log_)
+        elif isinstance(eff, transfer.Note):
+            getattr(log_, eff.level)(eff.event, **dict(eff.fields))
         elif isinstance(eff, transfer.Evict):
             freed = self.store.evict(eff.dataset, eff.info_hash)
             log_.info("evicted", dataset=eff.dataset, version=eff.version, reason=eff.reason,
@@ -258,6 +322,9 @@ class Executor:
 
     def _activate(self, t: Target) -> None:
         assert t.info_hash is not None
+        prev = self.store.observe_dataset(t.name).active
+        if prev is not None and prev != t.info_hash:
+            disk.mark_inactive(self.store.version_dir(t.name, prev))
         try:
             safepath.check_link(Path(t.path), self.cfg.allowed_roots, self.store.root)
             self.store.activate(t.name, t.info_hash, Path(t.path))
@@ -322,6 +389,11 @@ class Executor:
             self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, frozen))
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()),
                        frozen=frozen, linked=tuple(linked))
+        meta = self.store.staging / t.name / f"{ih}.json"
+        counted = _read_meta(meta)
+        dl.base_origin = max(0, int(counted.get("bytesFromOrigin", 0))
+                             - self.gateway.bytes_served.get(t.name, 0))
+        dl.base_peers = int(counted.get("bytesFromPeers", 0))
         self.downloads[ih] = dl
         self._probe(dl)
         self._update(t.name, phase="Fetching")
@@ -433,6 +505,8 @@ class Executor:
         self.swarm.pump()
         self.swarm.connect_peers()
         now = time.monotonic()
+        self._check_room()
+        self._save_progress_if_due(now)
         for ih, dl in list(self.downloads.items()):
             name = dl.target.name
             s = self.statuses.get(name)
@@ -522,19 +596,79 @@ class Executor:
         for ih, cap in scheduling.rate_caps(running, self.cfg.bandwidth.download).items():
             self.swarm.set_download_limit(ih, cap)
 
+    def _check_room(self) -> None:
+        """cache.minFree while downloads run: under it (someone else filled the disk), they
+        stop as Failed (NoRoom); the next pass starts them again once there is room."""
+        fetching = [dl for dl in self.downloads.values() if dl.job.stage is Stage.FETCHING]
+        if not fetching:
+            return
+        try:
+            free, size = disk.statvfs(self.cfg.state_dir)
+        except OSError:
+            return
+        short = capacity.running_short(free, capacity.min_free_bytes(self.cfg.min_free, size))
+        if short is None:
+            return
+        for dl in fetching:
+            dl.job, effects = transfer.fail(dl.job, short)
+            self._update(dl.target.name, phase="Failed", error=short.message, download_rate=0)
+            try:
+                dl.torrent.handle.pause()
+            except RuntimeError:
+                pass
+            for eff in effects:
+                self._apply_job_effect(dl, eff)
+
+    def _save_progress_if_due(self, now: float) -> None:
+        """Resume data and byte counters every RESUME_EVERY seconds and when a file completes,
+        so a kill -9 costs at most that much re-download (and no counted bytes)."""
+        assert self.swarm is not None
+        due = self.swarm.resume_due or now - self._saved_at >= RESUME_EVERY
+        if not due or (self._saving is not None and not self._saving.done()):
+            return
+        if not any(dl.job.stage is Stage.FETCHING for dl in self.downloads.values()):
+            self._saved_at = now
+            return
+        self.swarm.resume_due = False
+        self._saved_at = now
+        self._saving = self._spawn(self.save_progress())
+
+    async def save_progress(self) -> None:
+        """Write resume data (atomically) and each download's byte totals into its staging
+        metadata."""
+        assert self.swarm is not None
+        try:
+            await self.swarm.save_resume_data(timeout=5.0)
+        except OSError as e:
+            self.log.error("cannot save resume data", error=str(e))
+        for ih, dl in list(self.downloads.items()):
+            s = self.statuses.get(dl.target.name)
+            meta = self.store.staging / dl.target.name / f"{ih}.json"
+            doc = _read_meta(meta)
+            if s is None or s.info_hash != ih or not doc:
+                continue
+            doc.update(bytesFromOrigin=s.bytes_from_origin, bytesFromPeers=s.bytes_from_peers)
+            try:
+                atomic.write_json(meta, doc)
+            except OSError as e:
+                self.log.error("cannot save byte counters", dataset=dl.target.name,
+                               error=str(e))
+
     def _observe(self, dl: _Download, s: DatasetStatus) -> Seen:
         """One look at libtorrent, the gateway and the verifier; also refreshes the counters
         of the status (the rules decide phase and error)."""
         assert self.swarm is not None and self.state is not None
         st, t = dl.torrent, dl.target
         ts = st.handle.status()
-        origin = self.gateway.bytes_served.get(t.name, 0)
+        served = self.gateway.bytes_served.get(t.name, 0)
+        origin = dl.base_origin + served
         done = s.bytes_done
         if dl.job.stage is Stage.FETCHING:
             done = min(_have_bytes(ts, st), s.bytes_total)
         elif dl.job.stage is Stage.MOVING:
             done = s.bytes_total
-        self.peer_bytes[DatasetName(t.name)] = max(0, ts.total_payload_download - origin)
+        self.peer_bytes[DatasetName(t.name)] = dl.base_peers + max(
+            0, ts.total_payload_download - served)
         s = self._update(t.name, bytes_done=done, bytes_from_origin=origin,
                          bytes_from_peers=self.peer_bytes[DatasetName(t.name)],
                          download_rate=ts.download_payload_rate,
@@ -586,10 +720,12 @@ class Executor:
             assert t.dataset.lock is not None
             dl.verify = self._spawn(asyncio.to_thread(
                 verify_content, dl.torrent_bytes, save / t.dataset.lock.name))
+            crash_point("verifying")
         elif isinstance(eff, transfer.Recheck):
             self.swarm.force_recheck(ih)
         elif isinstance(eff, transfer.Move):
             self.swarm.move(ih, self.store.version_dir(t.name, ih))
+            crash_point("moving")
         elif isinstance(eff, transfer.Complete):
             lock = t.dataset.lock
             assert lock is not None
@@ -601,7 +737,14 @@ class Executor:
             except OSError as e:
                 self.log.warning("cannot share stored files", dataset=t.name, error=str(e))
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
+            crash_point("completing")
             s = self.statuses[t.name]
+            meta = self.store.root / t.name / f"{ih}.json"
+            try:  # the version's byte totals outlive this process
+                atomic.write_json(meta, {**_read_meta(meta), "bytesFromOrigin": s.bytes_from_origin,
+                                         "bytesFromPeers": s.bytes_from_peers})
+            except OSError as e:
+                self.log.error("cannot save byte counters", dataset=t.name, error=str(e))
             self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
                           bytes_from_origin=s.bytes_from_origin,
                           bytes_from_peers=s.bytes_from_peers)
@@ -656,6 +799,14 @@ class Executor:
             missing += sum(1 for ip in st.peers
                            if ip not in self.seen_peers and ip not in self.absent_peers)
         return missing
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _have_bytes(ts: Any, st: TorrentState) -> int:

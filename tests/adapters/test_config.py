@@ -295,3 +295,17 @@ def test_a_fifo_as_config_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     [e] = _error(fifo)  # would block forever on open(), read() if it were read
     assert e["field"] == "(file)" and "not a regular file" in e["message"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("", 0.05), ("cache: {minFree: 0}\n", 0), ("cache: {minFree: 10GiB}\n", 10 * 1024**3),
+    ('cache: {minFree: "12.5%"}\n', 0.125), ("cache: {minFree: 1%}\n", 0.01)])
+def test_min_free(tmp_path: Path, text: str, expected: int | float) -> None:
+    cfg = load_config(_write(tmp_path, MINIMAL + text))
+    assert cfg.min_free == expected and type(cfg.min_free) is type(expected)
+
+
+@pytest.mark.parametrize("value", ['"150%"', "lots"])
+def test_bad_min_free_is_located(tmp_path: Path, value: str) -> None:
+    [e] = _error(_write(tmp_path, MINIMAL + f"cache:\n  minFree: {value}\n"))
+    assert (e["line"], e["field"]) == ("5", "cache.minFree")

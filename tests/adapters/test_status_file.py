@@ -287,7 +287,29 @@ def test_write_status_writes_both_files_and_round_trips(tmp_path: Path) -> None:
     assert "syncbit_dataset_phase" in _families(metrics_file.read_bytes())
     leftovers = [p.name for d in (status_file.parent, metrics_file.parent) for p in d.iterdir()
                  if p.name.startswith(".")]
-    assert leftovers == []
+    assert leftovers == [".status.json.reserve"]  # room kept for writing on a full disk
+
+
+def test_a_full_disk_gives_up_the_reserve_to_write_the_status(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from reconciler.adapters import atomic, status_file as sf
+
+    status = tmp_path / "status.json"
+    write_status(status, tmp_path / "m.prom", REPORTS["Progressing"]())
+    reserve = tmp_path / ".status.json.reserve"
+    assert reserve.stat().st_blocks * 512 >= sf.RESERVE_BYTES
+    real = atomic.write_bytes
+
+    def full_unless_reserve_gone(path, data, mode=0o644):  # type: ignore[no-untyped-def]
+        if reserve.exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data, mode)
+
+    monkeypatch.setattr(atomic, "write_bytes", full_unless_reserve_gone)
+    monkeypatch.setattr(sf, "_keep_reserve", lambda p: None)
+    doc = write_status(status, tmp_path / "m.prom", REPORTS["Progressing"]())
+    assert read_status(status) == doc and not reserve.exists()
 
 
 def test_write_status_keeps_transition_times_from_the_file(tmp_path: Path) -> None:
