@@ -32,9 +32,23 @@ def _bytes(st: os.stat_result) -> int:
 
 
 def usage(state_dir: Path) -> Usage:
-    """Bytes of `store/` and `staging/`, each inode once (hard links count once)."""
+    """Bytes of `store/`, `staging/` and `objects/`, each inode once (hard links count once)."""
     seen: set[tuple[int, int]] = set()
     used = 0
+    # objects/ holds one more link to each unique file; eviction prunes it with the last version
+    in_objects: set[tuple[int, int]] = set()
+    objects = state_dir / "objects"
+    for f in (objects.rglob("*") if objects.is_dir() else ()):
+        try:
+            st = f.lstat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            ino = (st.st_dev, st.st_ino)
+            in_objects.add(ino)
+            if ino not in seen:
+                seen.add(ino)
+                used += _bytes(st)
     sizes: dict[VersionKey, int] = {}
     present: dict[VersionKey, int] = {}
     mtimes: dict[VersionKey, float] = {}
@@ -72,8 +86,11 @@ def usage(state_dir: Path) -> Usage:
                             ino, [b, 0, st.st_nlink])[1] += 1
     for key, inodes in per_version.items():
         present[key] = present.get(key, 0) + sum(b for b, _, _ in inodes.values())
-        # evicting the version frees an inode only if every link to it is inside it
-        sizes[key] = sizes.get(key, 0) + sum(b for b, n, nlink in inodes.values() if n >= nlink)
+        # evicting the version frees an inode only if every link to it is inside it, or in
+        # objects/ (pruned once no version links it)
+        sizes[key] = sizes.get(key, 0) + sum(
+            b for ino, (b, n, nlink) in inodes.items()
+            if n + (1 if ino in in_objects else 0) >= nlink)
     return Usage(used, sizes, present, mtimes)
 
 

@@ -40,3 +40,16 @@ def test_orphans_are_removed_and_a_cut_short_move_is_finished(tmp_path: Path) ->
     assert moved.exists() and not left.exists()
     assert (tmp_path / "store" / "d" / "B" / "d" / "two").read_bytes() == b"xx"
     assert not (tmp_path / "staging" / "d" / "B").exists()
+
+
+def test_the_object_link_does_not_keep_a_version_from_freeing_its_files(tmp_path: Path) -> None:
+    """objects/ holds one more link to every unique file; evicting the last version that
+    links it prunes the object too, so that version frees the bytes."""
+    a = _file(tmp_path / "store" / "d" / "A" / "d" / "f", 8192)
+    obj = tmp_path / "objects" / "ab" / ("ab" + "0" * 62)
+    obj.parent.mkdir(parents=True)
+    os.link(a, obj)
+    orphan = _file(tmp_path / "objects" / "cd" / ("cd" + "0" * 62), 4096)  # no version links it
+    u = disk.usage(tmp_path)
+    assert u.sizes[("d", "A")] == 8192
+    assert u.used == 8192 + orphan.stat().st_size
