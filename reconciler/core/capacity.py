@@ -81,10 +81,11 @@ def choose(room: Room, need: int, candidates: list[Candidate]
 
 def candidates(plan: Plan, observed: Mapping[str, ObservedDataset],
                sizes: Mapping[VersionKey, int], mtimes: Mapping[VersionKey, float],
-               busy: frozenset[str], now: float) -> list[Candidate]:
+               busy: frozenset[str], now: float, grace_period: float = 0.0) -> list[Candidate]:
     """Complete versions that may go under pressure: kept previous versions of datasets placed
-    here (not their active one, not the desired one) and every version of a dataset no longer
-    placed here. `mtimes`: when a version stopped being active (the shell keeps it on the
+    here (not their active one, not the desired one) and the versions of a dataset no longer
+    placed here once its `gracePeriod` is over (DESIGN §4: eviction respects it; a download
+    that cannot fit meanwhile is Failed and retried when the grace period ends). `mtimes`: when a version stopped being active (the shell keeps it on the
     version's directory); a draining dataset's active version last served when it started
     draining."""
     out: list[Candidate] = []
@@ -100,8 +101,11 @@ def candidates(plan: Plan, observed: Mapping[str, ObservedDataset],
                 continue
             if t is not None and (ih == t.info_hash or ih == obs.active):
                 continue
+            since = obs.draining_since if obs.draining_since is not None else now
+            if t is None and now - since < grace_period:
+                continue  # still seeded to its new holders
             if t is None and ih == obs.active:
-                last = obs.draining_since if obs.draining_since is not None else now
+                last = since
                 reason = "no longer placed on this node"
             else:
                 last = mtimes.get((name, ih), v.completed_at or 0.0)

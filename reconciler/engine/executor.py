@@ -221,7 +221,8 @@ class Executor:
                 have = use.present.get((t.name, t.info_hash), 0)
                 need[InfoHash(t.info_hash)] = max(0, t.dataset.lock.total_bytes - have)
         pool = capacity.candidates(plan, observed, use.sizes, use.mtimes,
-                                   frozenset(self.downloads), time.time())
+                                   frozenset(self.downloads), time.time(),
+                                   self.cfg.grace_period)
         return capacity.admit(decision, room, pool, need)
 
     def _status_of(self, name: DatasetName, row: transfer.Row, old: DatasetStatus | None

@@ -75,13 +75,15 @@ def test_min_free_counts_like_the_limit():
     assert cap.min_free_bytes(0.05, 1000) == 50 and cap.min_free_bytes(7, 1000) == 7
 
 
-def test_an_unplaced_dataset_can_go_before_its_grace_period_ends_under_pressure():
+def test_an_unplaced_dataset_goes_under_pressure_only_after_its_grace_period():
     s = state([node("n1", 1), node("n2", 2)],
               [dataset("y", Placement(nodes=("n2",)), ih=A),
                dataset("x", Placement(nodes=("n1",)), ih=NEW, size=10 * MiB)])
     observed = {"y": ObservedDataset("y", {A: v(A, "v1", 1.0)}, A, "/data/ds/y", 50.0)}
     plan = make_plan(s, "n1", ["/data"], observed)
     d = decide_pass(plan, observed, {}, 600, 60.0)
+    assert cap.candidates(plan, observed, {("y", A): 10 * MiB}, {}, frozenset(), 60.0,
+                          grace_period=600) == []  # still draining: not a candidate
     pool = cap.candidates(plan, observed, {("y", A): 10 * MiB}, {}, frozenset(), 60.0)
     assert [(c.dataset, c.last_active) for c in pool] == [("y", 50.0)]
     out = cap.admit(d, cap.Room(10 * MiB, 1 << 40, 15 * MiB, 0), pool, {NEW: 10 * MiB})
