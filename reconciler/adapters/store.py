@@ -22,6 +22,7 @@ import time
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reconciler.adapters import atomic
 from reconciler.adapters.objects import ObjectStore
@@ -124,6 +125,29 @@ class Store:
                 if m is not None and not os.path.islink(p):
                     os.chmod(p, m)
 
+    def _meta_path(self, dataset: str, info_hash: str) -> Path:
+        """The version's metadata: the store's once complete, else the staging one."""
+        done = self.root / dataset / f"{info_hash}.json"
+        return done if _read_json(done).get("complete") else \
+            self.staging / dataset / f"{info_hash}.json"
+
+    def counters(self, dataset: str, info_hash: str) -> tuple[int, int]:
+        """(bytesFromOrigin, bytesFromPeers) the version's metadata kept across processes;
+        zeros when it has none or cannot be read."""
+        try:
+            meta = _read_json(self._meta_path(dataset, info_hash))
+        except OSError:
+            return 0, 0
+        return int(meta.get("bytesFromOrigin", 0)), int(meta.get("bytesFromPeers", 0))
+
+    def save_counters(self, dataset: str, info_hash: str, origin: int, peers: int) -> None:
+        """Keep the version's byte totals in its metadata (if it has metadata yet); OSError
+        when it cannot be written."""
+        path = self._meta_path(dataset, info_hash)
+        meta = _read_json(path)
+        if meta:
+            atomic.write_json(path, {**meta, "bytesFromOrigin": origin, "bytesFromPeers": peers})
+
     def mark_complete(self, dataset: str, info_hash: str, version: str, name: str,
                       bytes_total: int) -> None:
         """Record a verified version that now lives in `version_dir`."""
@@ -196,11 +220,12 @@ class Store:
         return freed + ObjectStore(self.state_dir).prune()  # objects no version links now
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _du(path: Path) -> int:

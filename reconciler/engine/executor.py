@@ -9,7 +9,6 @@ what `core.transfer.decide_pass` returns; `tick()` observes each download once a
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -233,18 +232,14 @@ class Executor:
             return self._unpinned_status(row.target)
         counted = row.target is not None
         # Totals of the version, earlier processes included (its metadata), when it has them.
-        kept = self._counters(name, row.info_hash) if counted and row.info_hash else {}
+        kept = self.store.counters(name, row.info_hash) if counted and row.info_hash else (0, 0)
         return DatasetStatus(
             row.phase, row.version, row.path, row.info_hash,
             bytes_total=row.bytes_total, bytes_done=row.bytes_total if row.complete else 0,
             bytes_from_origin=max(self.gateway.bytes_served.get(name, 0) if counted else 0,
-                                  int(kept.get("bytesFromOrigin", 0))),
-            bytes_from_peers=max(self.peer_bytes.get(name, 0) if counted else 0,
-                                 int(kept.get("bytesFromPeers", 0))), error=row.error)
-
-    def _counters(self, name: str, ih: str) -> dict[str, Any]:
-        meta = _read_meta(self.store.root / name / f"{ih}.json")
-        return meta if meta.get("complete") else _read_meta(self.store.staging / name / f"{ih}.json")
+                                  kept[0]),
+            bytes_from_peers=max(self.peer_bytes.get(name, 0) if counted else 0, kept[1]),
+            error=row.error)
 
     def _update(self, name: str, **changes: Any) -> DatasetStatus:
         """Statuses are immutable: a change is a new value in `statuses`."""
@@ -390,11 +385,9 @@ class Executor:
             self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, frozen))
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()),
                        frozen=frozen, linked=tuple(linked))
-        meta = self.store.staging / t.name / f"{ih}.json"
-        counted = _read_meta(meta)
-        dl.base_origin = max(0, int(counted.get("bytesFromOrigin", 0))
-                             - self.gateway.bytes_served.get(t.name, 0))
-        dl.base_peers = int(counted.get("bytesFromPeers", 0))
+        origin, peers = self.store.counters(t.name, ih)
+        dl.base_origin = max(0, origin - self.gateway.bytes_served.get(t.name, 0))
+        dl.base_peers = peers
         self.downloads[ih] = dl
         self._probe(dl)
         self._update(t.name, phase="Fetching")
@@ -644,13 +637,11 @@ class Executor:
             self.log.error("cannot save resume data", error=str(e))
         for ih, dl in list(self.downloads.items()):
             s = self.statuses.get(dl.target.name)
-            meta = self.store.staging / dl.target.name / f"{ih}.json"
-            doc = _read_meta(meta)
-            if s is None or s.info_hash != ih or not doc:
+            if s is None or s.info_hash != ih:
                 continue
-            doc.update(bytesFromOrigin=s.bytes_from_origin, bytesFromPeers=s.bytes_from_peers)
             try:
-                atomic.write_json(meta, doc)
+                self.store.save_counters(dl.target.name, ih, s.bytes_from_origin,
+                                         s.bytes_from_peers)
             except OSError as e:
                 self.log.error("cannot save byte counters", dataset=dl.target.name,
                                error=str(e))
@@ -740,10 +731,8 @@ class Executor:
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
             crash_point("completing")
             s = self.statuses[t.name]
-            meta = self.store.root / t.name / f"{ih}.json"
             try:  # the version's byte totals outlive this process
-                atomic.write_json(meta, {**_read_meta(meta), "bytesFromOrigin": s.bytes_from_origin,
-                                         "bytesFromPeers": s.bytes_from_peers})
+                self.store.save_counters(t.name, ih, s.bytes_from_origin, s.bytes_from_peers)
             except OSError as e:
                 self.log.error("cannot save byte counters", dataset=t.name, error=str(e))
             self.log.info("verified", dataset=t.name, version=t.dataset.version, info_hash=ih,
@@ -800,14 +789,6 @@ class Executor:
             missing += sum(1 for ip in st.peers
                            if ip not in self.seen_peers and ip not in self.absent_peers)
         return missing
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _have_bytes(ts: Any, st: TorrentState) -> int:
