@@ -17,10 +17,15 @@ from threaded_server import ThreadedServer, write_body
 
 class OriginServer(ThreadedServer):
     def __init__(self, root: Path, host: str = "127.0.0.1", token: str | None = None,
-                 rate: int | None = None) -> None:
+                 rate: int | None = None, conn_rate: int | None = None,
+                 latency: float = 0.0) -> None:
         super().__init__()
         self.root = root
         self.rate = rate  # bytes/s for the whole server, None = unthrottled
+        self.conn_rate = conn_rate  # bytes/s for each response, like an object store's cap
+        self.latency = latency  # seconds before each response, like a first-byte latency
+        self.active = 0  # GETs being answered now...
+        self.max_active = 0  # ...and the most at once
         self.host = host
         self.token = token
         self.port = 0
@@ -62,6 +67,8 @@ class OriginServer(ThreadedServer):
         headers = {"ETag": etag, "Accept-Ranges": "bytes"}
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        if self.latency:
+            await asyncio.sleep(self.latency)
         if request.method == "HEAD":
             return web.Response(status=status, headers={**headers, "Content-Length": str(len(body))})
         resp = web.StreamResponse(status=status, headers=headers)
@@ -72,7 +79,15 @@ class OriginServer(ThreadedServer):
             self._count(min(1024, len(body)))
             await asyncio.sleep(600)  # bounded; the test stops the server long before
             return resp
-        await write_body(resp, body, self.rate, self._throttle, self._count)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.conn_rate:
+                await write_body(resp, body, self.conn_rate, asyncio.Lock(), self._count)
+            else:
+                await write_body(resp, body, self.rate, self._throttle, self._count)
+        finally:
+            self.active -= 1
         return resp
 
     def _content(self, f: Path) -> tuple[bytes, str]:
