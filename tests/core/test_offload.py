@@ -30,7 +30,15 @@ def test_origin_share_is_owned_missing_pieces_no_peer_has():
     own = ["me", "other", "me", "me", "other", "me"]
     d = decide_offload("me", IH, have, available, ["me", "other"], owner_of=own)
     assert d.origin == {0, 2, 5}  # piece 3 is available from a peer
-    assert d.priorities == (4, 0, 4, 0, 0, 4)
+    # The share first; piece 3 from the peer meanwhile; 1 and 4 wait for their owner.
+    assert d.priorities == (7, 0, 7, 1, 0, 7)
+
+
+def test_pieces_held_keep_the_default_priority_while_the_share_is_fetched():
+    d = decide_offload("me", IH, [True, False, False], [0, 1, 0], ["me", "other"],
+                       owner_of=["other", "other", "me"])
+    assert d.origin == {2}
+    assert d.priorities == (4, 1, 7)
 
 
 def test_without_an_origin_share_everything_comes_from_peers():

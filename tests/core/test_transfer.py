@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from factories import dataset, node, state
-from reconciler.core import transfer as tr
+from reconciler.core import offload, transfer as tr
 from reconciler.core.plan import make_plan
 from reconciler.core.transfer import (Job, Seen, Stage, decide_pass, share_origin, step_job)
 from reconciler.model.desired import Placement
@@ -157,7 +157,7 @@ def test_stuck_pieces_come_from_the_origin_whoever_owns_them():
     assert all(before.priorities[p] == 0 for p in theirs)
     later = tr.STUCK_AFTER + 1  # no progress since 0.0: pieces nobody has are fetched anyway
     after = [e for e in share_origin(j, seen(), later)[1] if isinstance(e, tr.SetPriorities)][0]
-    assert all(after.priorities[p] == 4 for p in theirs)
+    assert all(after.priorities[p] == offload.OWN for p in theirs)
 
 
 # -- one pass ---------------------------------------------------------------------------------
