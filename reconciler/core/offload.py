@@ -5,13 +5,19 @@ while peers hold the same pieces (2.1-2.6x origin amplification for 3 nodes, see
 notes), so the web seed is only enabled for pieces that this node *owns* and that no connected
 peer has:
 
-- every run of contiguous pieces (about 1 MiB, see `run_length`) has one owner among the live
-  target nodes, chosen by rendezvous hashing of `sha256("<infohash>:<run>:<node>")`; every
-  node computes the same owners from the same live set, so each byte leaves the origin about
-  once per cluster;
-- a piece some connected peer already has is never fetched from the origin;
-- when a node dies, its pieces re-home to the survivors (the live set shrank), so no shard is
-  left unfetched; a piece stuck with no source for `stuck_after` seconds is fetched anyway.
+- every run of contiguous pieces (about 1 MiB, see `run_length`) has one owner among the
+  dataset's *target* nodes (the placement, from git and the lock: the same on every node),
+  chosen by rendezvous hashing of `sha256("<infohash>:<run>:<node>")`. Who happens to be
+  connected does not matter, so every node computes the same owners at any fleet size and each
+  byte leaves the origin about once per cluster;
+- liveness only re-homes: a target with an explicit death signal (`dead`: its peer port refuses
+  connections, or its API stopped answering; engine/executor.py) loses its runs to the next
+  node in that run's own rendezvous order, which every node computes the same too;
+- a piece some connected peer already has is never fetched from the origin; a piece stuck with
+  no source for `stuck_after` seconds is fetched anyway (core/transfer.py).
+
+Connectivity is bounded (`neighbours`): a node connects to a few target nodes per dataset, a
+symmetric, connected overlay chosen from the info-hash alone, and pieces travel over it.
 
 Everything here is pure: the executor feeds observations in and applies the decision.
 """
@@ -19,12 +25,18 @@ Everything here is pure: the executor feeds observations in and applies the deci
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 
 RUN_BYTES = 1 << 20  # aim for origin requests of about this size
 MIN_RUNS_PER_NODE = 16  # ...but enough runs per node that shares stay even
+
+#: Overlay degree: the target peers a node connects to per dataset (`neighbours`). A dataset
+#: with at most DEGREE + 1 target nodes is a full mesh. 8 = a ring (2) + 3 chord pairs (6):
+#: diameter 3-5 at 1,000 nodes (bench/offload_sim.py), and 30 datasets cost 240 connections.
+DEGREE = 8
 
 
 def run_length(num_pieces: int, piece_size: int, targets: int) -> int:
@@ -37,22 +49,121 @@ def run_length(num_pieces: int, piece_size: int, targets: int) -> int:
     return max(1, min(by_size, by_count))
 
 
+def _score(info_hash: str, chunk: int, node: str) -> bytes:
+    return hashlib.sha256(f"{info_hash}:{chunk}:{node}".encode()).digest()
+
+
 def piece_owner(info_hash: str, piece: int, live: Sequence[str], run: int = 1) -> str:
-    """The owner of the run that holds `piece`: rendezvous hashing over the live nodes."""
+    """The owner of the run that holds `piece`: rendezvous hashing over `live` (the target
+    nodes without an explicit death signal)."""
     chunk = piece // run
-    return max(live, key=lambda n: hashlib.sha256(f"{info_hash}:{chunk}:{n}".encode()).digest())
+    return max(live, key=lambda n: _score(info_hash, chunk, n))
 
 
-def owners(info_hash: str, num_pieces: int, live: Iterable[str], run: int = 1) -> list[str]:
-    nodes = sorted(set(live))
+def ranking(info_hash: str, chunk: int, targets: Iterable[str], depth: int | None = None
+            ) -> list[str]:
+    """The rendezvous order of run `chunk`: its owner first, then who takes it over when the
+    owner dies, and so on (`depth` first entries only, if given)."""
+    nodes = sorted(set(targets))
+    key = lambda n: _score(info_hash, chunk, n)  # noqa: E731
+    if depth is not None and depth < len(nodes):
+        return heapq.nlargest(depth, nodes, key=key)
+    return sorted(nodes, key=key, reverse=True)
+
+
+def owners(info_hash: str, num_pieces: int, targets: Iterable[str], run: int = 1,
+           dead: Collection[str] = ()) -> list[str]:
+    """The owner of every piece: per run, the first node of its rendezvous order over
+    `targets` that is not `dead`. Equal to rendezvous hashing over the survivors, so a death
+    moves only the dead node's runs, each to its own next-ranked node. If every target is
+    dead, the first of them is named (nobody fetches: the stuck fallback does)."""
+    nodes = sorted(set(targets))
+    alive = [n for n in nodes if n not in dead] or nodes[:1]
     by_chunk: dict[int, str] = {}
     out = []
     for p in range(num_pieces):
         c = p // run
         if c not in by_chunk:
-            by_chunk[c] = piece_owner(info_hash, p, nodes, run)
+            by_chunk[c] = piece_owner(info_hash, p, alive, run)
         out.append(by_chunk[c])
     return out
+
+
+def watched(me: str, info_hash: str, num_runs: int, targets: Iterable[str], depth: int = 3
+            ) -> frozenset[str]:
+    """The target nodes whose death `me` must learn of: per run, those ranked above `me` when
+    `me` is among the first `depth` of its rendezvous order (it takes the run over if they all
+    die). At 1,000 targets and 16 runs a node, that is about 2 x 16 x depth nodes, not 999; a
+    run whose first `depth` nodes all die is left to the stuck fallback."""
+    out: set[str] = set()
+    nodes = sorted(set(targets) | {me})
+    for c in range(num_runs):
+        top = ranking(info_hash, c, nodes, depth)
+        if me in top:
+            out.update(top[:top.index(me)])
+    return frozenset(out)
+
+
+#: Up to this many target nodes, a node watches all of them (`watch_list`).
+WATCH_ALL = 32
+#: ...beyond, the nodes ranked above it in the runs where it is among the first WATCH_DEPTH.
+WATCH_DEPTH = 3
+
+
+def watch_list(me: str, info_hash: str, num_pieces: int, piece_size: int,
+               targets: Iterable[str]) -> frozenset[str]:
+    """The target peers whose liveness this node probes for one download (see `watched`)."""
+    nodes = sorted(set(targets) | {me})
+    if len(nodes) <= WATCH_ALL:
+        return frozenset(n for n in nodes if n != me)
+    run = run_length(num_pieces, piece_size, len(nodes))
+    return watched(me, info_hash, -(-num_pieces // run), nodes, WATCH_DEPTH)
+
+
+def _ring(info_hash: str, targets: Iterable[str]) -> list[str]:
+    return sorted(set(targets),
+                  key=lambda n: hashlib.sha256(f"{info_hash}:ring:{n}".encode()).digest())
+
+
+def chord_offsets(info_hash: str, n: int, degree: int = DEGREE) -> list[int]:
+    """Ring offsets of the overlay: 1 (the ring: the overlay is connected whatever else
+    happens), then up to degree/2 - 1 distinct pseudo-random offsets in [2, n/2) derived from
+    the info-hash (chords: a short diameter, like a random regular graph)."""
+    half = max(1, degree // 2)
+    offsets = [1]
+    i = 0
+    span = n // 2 - 2  # offsets 2 .. n//2 - 1; n//2 itself would be one edge, not two
+    while len(offsets) < half and span > 0 and i < 64 * half:
+        h = int.from_bytes(hashlib.sha256(f"{info_hash}:chord:{i}".encode()).digest()[:8], "big")
+        o = 2 + h % span
+        if o not in offsets:
+            offsets.append(o)
+        i += 1
+        if len(offsets) - 1 >= span:
+            break
+    return offsets
+
+
+def overlay(info_hash: str, targets: Iterable[str], degree: int = DEGREE
+            ) -> dict[str, frozenset[str]]:
+    """Every target's peers for this torrent: all the others when there are at most
+    `degree + 1` targets; else a circulant graph over the targets in a hash order of the
+    info-hash: the two ring neighbours plus the nodes at +-offset for each chord offset.
+    Symmetric (b is a peer of a iff a is one of b), at most `degree` peers a node, connected
+    (the ring), and the same on every node that has the same targets. One sort: O(n log n)."""
+    nodes = _ring(info_hash, targets)
+    n = len(nodes)
+    if n - 1 <= degree:
+        return {me: frozenset(x for x in nodes if x != me) for me in nodes}
+    offsets = chord_offsets(info_hash, n, degree)
+    return {me: frozenset(nodes[(i + s * o) % n] for o in offsets for s in (1, -1)) - {me}
+            for i, me in enumerate(nodes)}
+
+
+def neighbours(info_hash: str, me: str, targets: Iterable[str], degree: int = DEGREE
+               ) -> frozenset[str]:
+    """The target peers `me` connects to for this torrent (see `overlay`)."""
+    return overlay(info_hash, set(targets) | {me}, degree)[me]
 
 
 #: libtorrent piece priorities while this node's web seed is on. Its origin share goes first; a
@@ -78,11 +189,12 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
            owner_of: Sequence[str] | None = None) -> OffloadDecision:
     """Pieces to take from the origin and the priorities that keep the web seed on them only.
 
-    `available[p]` counts connected peers (not web seeds) that have piece p; `live` is this
-    node plus the target peers currently connected; `stuck` are pieces without a source for too
-    long. While the web seed is on, the origin share has priority OWN, pieces a peer has
-    FROM_PEERS, and every other missing piece NOT_NOW, because libtorrent would otherwise fetch
-    those from the web seed too; they come from peers once a peer has them.
+    `available[p]` counts connected peers (not web seeds) that have piece p; `live` is the
+    target nodes without a death signal (this node included); `owner_of` (default: `owners`
+    over `live`) names each piece's owner; `stuck` are pieces without a source for too long.
+    While the web seed is on, the origin share has priority OWN, pieces a peer has FROM_PEERS,
+    and every other missing piece NOT_NOW, because libtorrent would otherwise fetch those from
+    the web seed too; they come from peers once a peer has them.
     """
     live = sorted(set(live) | {me})
     own = owner_of if owner_of is not None else owners(info_hash, len(have), live)

@@ -13,7 +13,7 @@ typed `Failure`. A failed download is dropped and started again by the next pass
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence, Union
 
 from reconciler.core import offload
@@ -25,8 +25,14 @@ from reconciler.model.ids import DatasetName, InfoHash, NodeName
 from reconciler.model.observed import ObservedDataset
 from reconciler.model.status import Phase
 
-PROBE = 3.0  # seconds to wait for target peers before deciding who fetches what from the origin
-PEER_DEAD_AFTER = 3.0  # a target peer unseen this long no longer owns origin pieces
+PEER_DEAD_AFTER = 10.0
+"""Seconds a target peer's peer port must refuse (or fail to accept) every connection before
+the peer counts as dead and its origin runs move to the next node of each run's rendezvous
+order (core/offload.py). The signal is explicit: a peer merely not connected to us is alive
+(at fleet scale a node connects to a few targets only). Long enough for peers started at the
+same moment on a busy machine to come up (the peer port listens within a few seconds of the
+start), short enough that a killed node's share moves on well before STUCK_AFTER."""
+PROBE_EVERY = 2.0  # seconds between liveness probes of one watched peer (per node, not dataset)
 STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
 STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
 STALL_FLOOR = 1024  # bytes/s: less received than this over STALL_AFTER from the origin is a stall
@@ -197,9 +203,8 @@ class Job:
     last_done: int = -1
     last_change: float = 0.0  # monotonic time bytes_done last moved
     checked_at: float | None = None  # when the first hash check had finished
-    owners_for: tuple[NodeName, ...] = ()  # the live set `owner_of` was computed for
+    owners_for: tuple[NodeName, ...] | None = None  # the dead targets `owner_of` excludes
     owner_of: tuple[NodeName, ...] = ()  # per piece: the node that takes it from the origin
-    last_seen: Mapping[NodeName, float] = field(default_factory=dict)
     rx_mark: int = 0  # bytes received when the current stall window started
     rx_mark_at: float = 0.0  # monotonic start of the current stall window
     failure: Failure | None = None
@@ -217,7 +222,7 @@ class Seen:
     me: NodeName
     targets: tuple[NodeName, ...]  # the dataset's target nodes in the inventory (with me)
     peer_ip: Mapping[NodeName, str]  # other target nodes -> their peer IP
-    absent: frozenset[NodeName]  # target nodes whose peer port refused connections
+    absent: frozenset[NodeName]  # target nodes that are dead (PEER_DEAD_AFTER of refusals)
     bytes_done: int
     bytes_total: int
     complete: bool  # libtorrent has every piece and is not checking
@@ -325,38 +330,45 @@ def _blame(job: Job, seen: Seen) -> list[Effect]:
     return out
 
 
-def live_set(job: Job, seen: Seen, now: float) -> tuple[Job, tuple[NodeName, ...]]:
-    """This node plus the target peers connected within PEER_DEAD_AFTER seconds."""
-    last_seen = dict(job.last_seen)
-    for n, ip in seen.peer_ip.items():
-        if ip in seen.connected:
-            last_seen[n] = now
-    live = tuple(sorted({seen.me} | {n for n, t in last_seen.items()
-                                     if now - t <= PEER_DEAD_AFTER}))
-    return replace(job, last_seen=last_seen), live
+def live_set(seen: Seen) -> tuple[NodeName, ...]:
+    """The target nodes without a death signal, this node included. Not who is connected: at
+    fleet scale a node connects to a few targets only, and connections come and go on a busy
+    machine; owners computed from connections differ from node to node (issue 16)."""
+    return tuple(sorted({seen.me} | (set(seen.targets) - seen.absent)))
+
+
+def peer_dead(failing_since: float | None, now: float) -> bool:
+    """The liveness rule: a peer is dead once every probe of its peer port since
+    `failing_since` (the first failure after the last success, or None) has failed, for
+    PEER_DEAD_AFTER seconds. One success makes it alive again at once."""
+    return failing_since is not None and now - failing_since >= PEER_DEAD_AFTER
 
 
 def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     """Which missing pieces this node takes from the origin (core/offload.py), and the order
     of the effects: the web seed must never see raised priorities of pieces other nodes take
     from the origin, or libtorrent sends it one more range request for them, which the origin
-    starts serving before the hang-up (measured: up to 1.25x origin bytes)."""
+    starts serving before the hang-up (measured: up to 1.25x origin bytes).
+
+    Owners come from the targets (the same on every node), so nothing waits for peers to
+    connect; a dead target's runs go to the next node of each run's rendezvous order."""
     if not seen.checked:
         return job, []
     checked_at = job.checked_at if job.checked_at is not None else now
-    job, live = live_set(replace(job, checked_at=checked_at), seen, now)
-    waiting_for = set(seen.peer_ip) - set(live) - seen.absent
-    if waiting_for and now - checked_at < PROBE:
-        return job, []  # give the other targets a moment to connect before sharing out the origin
+    job = replace(job, checked_at=checked_at)
+    dead = tuple(sorted((set(seen.targets) & seen.absent) - {seen.me}))
+    live = live_set(seen)
     effects: list[Effect] = []
-    if live != job.owners_for:
-        run = offload.run_length(len(seen.have), seen.piece_size, len(seen.targets))
+    if dead != job.owners_for or len(job.owner_of) != len(seen.have):
+        targets = sorted(set(seen.targets) | {seen.me})
+        run = offload.run_length(len(seen.have), seen.piece_size, len(targets))
         owner_of = tuple(NodeName(n) for n in offload.owners(job.info_hash, len(seen.have),
-                                                             live, run))
-        job = replace(job, owners_for=live, owner_of=owner_of)
+                                                             targets, run, dead))
+        job = replace(job, owners_for=dead, owner_of=owner_of)
+        mine = sum(1 for o in owner_of if o == seen.me)
         effects.append(Note("origin shares", "info", (
-            ("live", list(live)), ("absent", sorted(seen.absent)),
-            ("waited", round(now - checked_at, 2)))))
+            ("targets", len(targets)), ("dead", list(dead)), ("run", run),
+            ("ownPieces", mine), ("pieces", len(owner_of)))))
     stuck: list[int] = []
     if now - job.last_change > STUCK_AFTER:
         stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
