@@ -34,8 +34,9 @@ RUN_BYTES = 1 << 20  # aim for origin requests of about this size
 MIN_RUNS_PER_NODE = 16  # ...but enough runs per node that shares stay even
 
 #: Overlay degree: the target peers a node connects to per dataset (`neighbours`). A dataset
-#: with at most DEGREE + 1 target nodes is a full mesh. 8 = a ring (2) + 3 chord pairs (6):
-#: diameter 3-5 at 1,000 nodes (bench/offload_sim.py), and 30 datasets cost 240 connections.
+#: with at most DEGREE + 1 target nodes is a full mesh. 8 = four random rings of 2 each: an
+#: expander, diameter 5-6 at 1,000 nodes (bench/offload_sim.py); 30 datasets cost at most 240
+#: connections a node.
 DEGREE = 8
 
 
@@ -120,44 +121,31 @@ def watch_list(me: str, info_hash: str, num_pieces: int, piece_size: int,
     return watched(me, info_hash, -(-num_pieces // run), nodes, WATCH_DEPTH)
 
 
-def _ring(info_hash: str, targets: Iterable[str]) -> list[str]:
+def _ring(info_hash: str, targets: Iterable[str], k: int = 0) -> list[str]:
     return sorted(set(targets),
-                  key=lambda n: hashlib.sha256(f"{info_hash}:ring:{n}".encode()).digest())
-
-
-def chord_offsets(info_hash: str, n: int, degree: int = DEGREE) -> list[int]:
-    """Ring offsets of the overlay: 1 (the ring: the overlay is connected whatever else
-    happens), then up to degree/2 - 1 distinct pseudo-random offsets in [2, n/2) derived from
-    the info-hash (chords: a short diameter, like a random regular graph)."""
-    half = max(1, degree // 2)
-    offsets = [1]
-    i = 0
-    span = n // 2 - 2  # offsets 2 .. n//2 - 1; n//2 itself would be one edge, not two
-    while len(offsets) < half and span > 0 and i < 64 * half:
-        h = int.from_bytes(hashlib.sha256(f"{info_hash}:chord:{i}".encode()).digest()[:8], "big")
-        o = 2 + h % span
-        if o not in offsets:
-            offsets.append(o)
-        i += 1
-        if len(offsets) - 1 >= span:
-            break
-    return offsets
+                  key=lambda n: hashlib.sha256(f"{info_hash}:ring:{k}:{n}".encode()).digest())
 
 
 def overlay(info_hash: str, targets: Iterable[str], degree: int = DEGREE
             ) -> dict[str, frozenset[str]]:
     """Every target's peers for this torrent: all the others when there are at most
-    `degree + 1` targets; else a circulant graph over the targets in a hash order of the
-    info-hash: the two ring neighbours plus the nodes at +-offset for each chord offset.
-    Symmetric (b is a peer of a iff a is one of b), at most `degree` peers a node, connected
-    (the ring), and the same on every node that has the same targets. One sort: O(n log n)."""
-    nodes = _ring(info_hash, targets)
+    `degree + 1` targets; else the union of degree/2 rings, each the targets in their own hash
+    order of the info-hash, every node linked to its two ring neighbours. Symmetric (b is a
+    peer of a iff a is one of b), at most `degree` peers a node, connected (any one ring is),
+    the same on every node that has the same targets, and, being a union of random
+    Hamiltonian cycles, an expander: diameter about log n (bench/offload_sim.py). degree/2
+    sorts: O(degree n log n)."""
+    nodes = sorted(set(targets))
     n = len(nodes)
     if n - 1 <= degree:
         return {me: frozenset(x for x in nodes if x != me) for me in nodes}
-    offsets = chord_offsets(info_hash, n, degree)
-    return {me: frozenset(nodes[(i + s * o) % n] for o in offsets for s in (1, -1)) - {me}
-            for i, me in enumerate(nodes)}
+    out: dict[str, set[str]] = {me: set() for me in nodes}
+    for k in range(max(1, degree // 2)):
+        ring = _ring(info_hash, nodes, k)
+        for i, me in enumerate(ring):
+            out[me].add(ring[i - 1])
+            out[me].add(ring[(i + 1) % n])
+    return {me: frozenset(v - {me}) for me, v in out.items()}
 
 
 def neighbours(info_hash: str, me: str, targets: Iterable[str], degree: int = DEGREE

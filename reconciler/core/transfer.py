@@ -221,7 +221,7 @@ class Seen:
 
     me: NodeName
     targets: tuple[NodeName, ...]  # the dataset's target nodes in the inventory (with me)
-    peer_ip: Mapping[NodeName, str]  # other target nodes -> their peer IP
+    peer_ip: Mapping[NodeName, str]  # overlay neighbours (the peers we dial) -> their peer IP
     absent: frozenset[NodeName]  # target nodes that are dead (PEER_DEAD_AFTER of refusals)
     bytes_done: int
     bytes_total: int

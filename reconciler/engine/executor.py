@@ -55,6 +55,7 @@ class _Download:
     job: Job
     verify: asyncio.Task[list[str]] | None = None
     watch: frozenset[str] = frozenset()  # target peers whose death re-homes runs to us
+    near: frozenset[str] = frozenset()  # its overlay neighbours (core/offload.py `overlay`)
     frozen: frozenset[int] = frozenset()  # pieces of files linked from objects/: never written
     linked: tuple[str, ...] = ()  # those files (paths in the torrent)
     waiting: str | None = None  # paused by the scheduler (core/scheduling.py): why
@@ -395,6 +396,7 @@ class Executor:
         a = self.assignments.get(t.name)
         dl.watch = offload.watch_list(self.node, ih, st.num_pieces, st.piece_size,
                                       a.nodes if a else ())
+        dl.near = offload.neighbours(ih, self.node, a.nodes if a else ())
         self.downloads[ih] = dl
         self._probe()
         self._update(t.name, phase="Fetching")
@@ -703,8 +705,9 @@ class Executor:
                          upload_rate=ts.upload_payload_rate, peers=ts.num_peers)
         a = self.assignments.get(t.name)
         targets = tuple(NodeName(n) for n in (a.nodes if a else ()) if n in self.state.nodes)
-        peer_ip = {n: split_hostport(self.state.nodes[n].peer)[0]
-                   for n in targets if n != self.node}
+        # The overlay neighbours only: per tick, the cost must not grow with the targets.
+        peer_ip = {NodeName(n): split_hostport(self.state.nodes[n].peer)[0]
+                   for n in dl.near if n in self.state.nodes}
         view = self.swarm.peer_view(st.info_hash) if st.checked else None
         if view is not None:
             self.seen_peers.update(view.connected)

@@ -93,7 +93,7 @@ def test_owners_are_constant_within_a_run():
 
 # -- issue 16: owners from the targets, re-homing by rank, a bounded overlay -----------------
 
-from reconciler.core.offload import (DEGREE, chord_offsets, neighbours, overlay, ranking,  # noqa: E402
+from reconciler.core.offload import (DEGREE, neighbours, overlay, ranking,  # noqa: E402
                                      watch_list, watched)
 
 
@@ -152,7 +152,7 @@ def test_small_datasets_are_a_full_mesh():
 
 def test_the_overlay_has_a_short_diameter_at_a_thousand_nodes():
     g = _graph(1000)
-    assert all(len(v) == DEGREE for v in g.values())
+    assert all(DEGREE - 2 <= len(v) <= DEGREE for v in g.values())
     dist = {"node-0": 0}
     frontier = ["node-0"]
     while frontier:
@@ -163,13 +163,7 @@ def test_the_overlay_has_a_short_diameter_at_a_thousand_nodes():
                     dist[b] = dist[a] + 1
                     nxt.append(b)
         frontier = nxt
-    assert len(dist) == 1000 and max(dist.values()) <= 8
-
-
-def test_chord_offsets_are_distinct_and_below_half_the_ring():
-    offs = chord_offsets(IH, 1000)
-    assert offs[0] == 1 and len(set(offs)) == len(offs) == DEGREE // 2
-    assert all(1 <= o < 500 for o in offs)
+    assert len(dist) == 1000 and max(dist.values()) <= 7
 
 
 def test_a_node_watches_who_it_would_take_runs_over_from():
