@@ -4,7 +4,7 @@
     python -m bench.offload_sim --nodes 1000 --scenario die
 
 It runs the product's own pure rules (reconciler/core/offload.py), not a re-implementation:
-`run_length` and `ranking`/`owners` decide who fetches each run from the origin (checked
+`run_length` and `Rendezvous`/`owners` decide who fetches each run from the origin (checked
 against `owners` itself, and the per-node origin share against `decide_offload`, on sampled
 nodes every round), `overlay` decides who connects to whom, `DEGREE` caps connections.
 
@@ -115,7 +115,8 @@ def simulate(n: int, scenario: str = "all", pieces: int = 1000, origin: int = 20
     run = offload.run_length(pieces, piece_size, n)
     runs = -(-pieces // run)
     depth = min(n, 12)
-    ranks = [[idx[m] for m in offload.ranking(ih, c, names, depth)] for c in range(runs)]
+    rv = offload.Rendezvous(ih, names)
+    ranks = [[idx[m] for m in rv.top(c, depth)] for c in range(runs)]
     graph = offload.overlay(ih, names)
     nbrs = [[idx[b] for b in graph[m]] for m in names]
     max_degree = max(len(v) for v in nbrs)

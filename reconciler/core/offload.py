@@ -24,10 +24,11 @@ Everything here is pure: the executor feeds observations in and applies the deci
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import heapq
+import itertools
 from dataclasses import dataclass
-from typing import Collection, Iterable, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
 
 
 RUN_BYTES = 1 << 20  # aim for origin requests of about this size
@@ -50,42 +51,86 @@ def run_length(num_pieces: int, piece_size: int, targets: int) -> int:
     return max(1, min(by_size, by_count))
 
 
+#: Plain rendezvous hashing scores every run at every target: runs x targets hashes, at
+#: least 16 n^2 (MIN_RUNS_PER_NODE runs a node), 16 M sha256 and tens of seconds per dataset
+#: at 1,000 targets. Beyond WINDOW targets, a run is ranked among the WINDOW targets that follow
+#: its point on a hash ring of the targets, then among the next WINDOW, and so on: runs x
+#: WINDOW hashes. Up to WINDOW targets it is plain rendezvous hashing over all of them.
+WINDOW = 16
+
+
 def _score(info_hash: str, chunk: int, node: str) -> bytes:
     return hashlib.sha256(f"{info_hash}:{chunk}:{node}".encode()).digest()
 
 
+def _point(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+class Rendezvous:
+    """The rendezvous order of every run of one torrent over its target nodes: the run's owner
+    first, then who takes it over when the owner dies, and so on. Built once per torrent and
+    target set (one hash a target); the same on every node."""
+
+    def __init__(self, info_hash: str, targets: Iterable[str]) -> None:
+        self.info_hash = info_hash
+        self.nodes = sorted(set(targets))
+        self.ring: list[str] = []
+        self.points: list[int] = []
+        if len(self.nodes) > WINDOW:
+            pts = sorted((_point(f"{info_hash}:node:{n}"), n) for n in self.nodes)
+            self.points = [p for p, _ in pts]
+            self.ring = [n for _, n in pts]
+
+    def order(self, chunk: int) -> Iterator[str]:
+        """Run `chunk`'s nodes, best first (lazily: window by window)."""
+        key = lambda n: _score(self.info_hash, chunk, n)  # noqa: E731
+        if not self.ring:
+            yield from sorted(self.nodes, key=key, reverse=True)
+            return
+        n = len(self.ring)
+        start = bisect.bisect(self.points, _point(f"{self.info_hash}:run:{chunk}"))
+        for w in range(0, n, WINDOW):
+            window = [self.ring[(start + w + i) % n] for i in range(min(WINDOW, n - w))]
+            yield from sorted(window, key=key, reverse=True)
+
+    def owner(self, chunk: int, dead: Collection[str] = ()) -> str:
+        """The first node of the run's order that is not dead (all dead: the first target)."""
+        for x in self.order(chunk):
+            if x not in dead:
+                return x
+        return self.nodes[0]
+
+    def top(self, chunk: int, depth: int) -> list[str]:
+        return list(itertools.islice(self.order(chunk), depth))
+
+
 def piece_owner(info_hash: str, piece: int, live: Sequence[str], run: int = 1) -> str:
-    """The owner of the run that holds `piece`: rendezvous hashing over `live` (the target
-    nodes without an explicit death signal)."""
-    chunk = piece // run
-    return max(live, key=lambda n: _score(info_hash, chunk, n))
+    """The owner of the run that holds `piece`: rendezvous hashing over `live`."""
+    return Rendezvous(info_hash, live).owner(piece // run)
 
 
 def ranking(info_hash: str, chunk: int, targets: Iterable[str], depth: int | None = None
             ) -> list[str]:
-    """The rendezvous order of run `chunk`: its owner first, then who takes it over when the
-    owner dies, and so on (`depth` first entries only, if given)."""
-    nodes = sorted(set(targets))
-    key = lambda n: _score(info_hash, chunk, n)  # noqa: E731
-    if depth is not None and depth < len(nodes):
-        return heapq.nlargest(depth, nodes, key=key)
-    return sorted(nodes, key=key, reverse=True)
+    """The rendezvous order of run `chunk` (`depth` first entries only, if given)."""
+    rv = Rendezvous(info_hash, targets)
+    return rv.top(chunk, depth if depth is not None else len(rv.nodes))
 
 
 def owners(info_hash: str, num_pieces: int, targets: Iterable[str], run: int = 1,
            dead: Collection[str] = ()) -> list[str]:
     """The owner of every piece: per run, the first node of its rendezvous order over
-    `targets` that is not `dead`. Equal to rendezvous hashing over the survivors, so a death
-    moves only the dead node's runs, each to its own next-ranked node. If every target is
-    dead, the first of them is named (nobody fetches: the stuck fallback does)."""
-    nodes = sorted(set(targets))
-    alive = [n for n in nodes if n not in dead] or nodes[:1]
+    `targets` that is not `dead`, so a death moves only the dead node's runs, each to its own
+    next-ranked node (up to WINDOW targets: rendezvous hashing over the survivors). If every
+    target is dead, the first of them is named (nobody fetches: the stuck fallback does)."""
+    rv = Rendezvous(info_hash, targets)
+    dead_set = frozenset(dead)
     by_chunk: dict[int, str] = {}
     out = []
     for p in range(num_pieces):
         c = p // run
         if c not in by_chunk:
-            by_chunk[c] = piece_owner(info_hash, p, alive, run)
+            by_chunk[c] = rv.owner(c, dead_set)
         out.append(by_chunk[c])
     return out
 
@@ -97,9 +142,9 @@ def watched(me: str, info_hash: str, num_runs: int, targets: Iterable[str], dept
     die). At 1,000 targets and 16 runs a node, that is about 2 x 16 x depth nodes, not 999; a
     run whose first `depth` nodes all die is left to the stuck fallback."""
     out: set[str] = set()
-    nodes = sorted(set(targets) | {me})
+    rv = Rendezvous(info_hash, set(targets) | {me})
     for c in range(num_runs):
-        top = ranking(info_hash, c, nodes, depth)
+        top = rv.top(c, depth)
         if me in top:
             out.update(top[:top.index(me)])
     return frozenset(out)

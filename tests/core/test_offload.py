@@ -176,3 +176,24 @@ def test_a_node_watches_who_it_would_take_runs_over_from():
             assert set(top[:top.index("n5")]) <= w
     small = watch_list("n1", IH, 100, 16384, [f"n{i}" for i in range(8)])
     assert small == {f"n{i}" for i in range(8)} - {"n1"}
+
+
+def test_beyond_the_window_runs_are_ranked_among_the_next_targets_on_a_ring():
+    from reconciler.core.offload import WINDOW, Rendezvous
+    targets = [f"n{i}" for i in range(10 * WINDOW)]
+    rv = Rendezvous(IH, targets)
+    for c in range(50):
+        order = list(rv.order(c))
+        assert sorted(order) == sorted(targets)  # every target, once
+        first = order[:WINDOW]
+        assert first == sorted(first, key=lambda n: __import__("hashlib").sha256(
+            f"{IH}:{c}:{n}".encode()).digest(), reverse=True)
+    base = owners(IH, 2000, targets)
+    dead = {"n3", "n77", "n100"}
+    after = owners(IH, 2000, targets, dead=dead)
+    for p, (b, a) in enumerate(zip(base, after)):
+        assert a == next(x for x in rv.order(p) if x not in dead)
+        assert a == b or b in dead  # only the dead nodes' runs move
+    counts = Counter(base)
+    assert len(counts) > 0.9 * len(targets) and max(counts.values()) < 3 * 2000 / len(targets)
+    assert owners(IH, 2000, list(reversed(targets))) == base
