@@ -123,10 +123,24 @@ def test_a_node_killed_holding_owned_runs_leaves_nothing_unfetched(tmp_path):
         fleet.origin.stop()
 
 
-def main(nodes: int = 8, datasets: int = 30, runs: int = 1, timeout: float = 150) -> None:
-    """The fleet measurement: every node Ready, origin bytes / dataset bytes, wall time."""
+class _Kept:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> str:
+        Path(self.path).mkdir(parents=True, exist_ok=False)
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def main(nodes: int = 8, datasets: int = 30, runs: int = 1, timeout: float = 150,
+         keep: str | None = None) -> None:
+    """The fleet measurement: every node Ready, origin bytes / dataset bytes, wall time.
+    `keep`: a directory to run in and leave (node logs), instead of a temporary one."""
     for _ in range(runs):
-        with tempfile.TemporaryDirectory() as d:
+        with (tempfile.TemporaryDirectory() if keep is None else _Kept(keep)) as d:
             fleet = make_fleet(Path(d), nodes, datasets, first_ip=221)
             try:
                 t0 = time.monotonic()

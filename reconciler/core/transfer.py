@@ -205,6 +205,7 @@ class Job:
     checked_at: float | None = None  # when the first hash check had finished
     owners_for: tuple[NodeName, ...] | None = None  # the dead targets `owner_of` excludes
     owner_of: tuple[NodeName, ...] = ()  # per piece: the node that takes it from the origin
+    stuck_noted: bool = False  # the stuck fallback's log line was written (once per episode)
     rx_mark: int = 0  # bytes received when the current stall window started
     rx_mark_at: float = 0.0  # monotonic start of the current stall window
     failure: Failure | None = None
@@ -374,6 +375,13 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
     d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
                                job.owner_of)
+    others = [p for p in d.origin if job.owner_of[p] != seen.me]
+    if others and not job.stuck_noted:
+        effects.append(Note("no progress: pieces without a source come from the origin",
+                            "warning", (("pieces", len(others)),
+                                        ("since", round(now - job.last_change, 1)))))
+    if bool(others) != job.stuck_noted:
+        job = replace(job, stuck_noted=bool(others))
     if d.origin:
         effects += [SetPriorities(job.info_hash, d.priorities), WebSeed(job.info_hash, True)]
     else:

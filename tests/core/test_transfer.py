@@ -133,7 +133,7 @@ def test_owners_come_from_the_targets_not_from_who_is_connected():
     assert j.owner_of == full.owner_of
     assert set(j.owner_of) == {ME, N2, N3}
     # a peer that drops its connection keeps its runs: only a death signal moves them
-    j2, eff = share_origin(full, seen(connected=frozenset({"127.0.0.2"})), now=100.0)
+    j2, eff = share_origin(full, seen(connected=frozenset({"127.0.0.2"})), now=5.0)
     assert j2.owner_of == full.owner_of and "Note" not in kinds(eff)
 
 
