@@ -21,7 +21,7 @@ The model (one dataset, `placement: {all: true}`; see bench/README.md "Fleet sca
   from the next round on (store and forward), pieces are picked in a random order per
   connection (rarest-first is not modelled: pessimistic).
 - Liveness: a node that is not running (not started yet, or dead) counts as dead for
-  ownership after `--detect` rounds (transfer.PEER_DEAD_AFTER: its peer port refuses); its
+  ownership after `detect` rounds (transfer.PEER_REFUSED_FOR: its peer port refuses); its
   runs then move to each run's next-ranked node, and back when it runs again.
 
 Fluid bound in this model: every piece leaves the origin at least once (P/O rounds), every node
@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 
 from reconciler.core import offload
-from reconciler.core.transfer import PEER_DEAD_AFTER, STUCK_AFTER
+from reconciler.core.transfer import PEER_REFUSED_FOR, STUCK_AFTER
 
 ROUND_SECONDS = 0.5  # the real time a round stands for, to map the product's timeouts
 
@@ -93,7 +93,7 @@ def simulate(n: int, scenario: str = "all", pieces: int = 1000, origin: int = 20
              max_rounds: int = 2000) -> Result:
     t0 = time.monotonic()
     rng = random.Random(seed)
-    detect = detect if detect is not None else round(PEER_DEAD_AFTER / ROUND_SECONDS)
+    detect = detect if detect is not None else round(PEER_REFUSED_FOR / ROUND_SECONDS)
     stuck = stuck if stuck is not None else round(STUCK_AFTER / ROUND_SECONDS)
     ih = hashlib.sha256(f"sim:{n}:{seed}".encode()).hexdigest()
     names = [f"node-{i:05d}" for i in range(n)]
@@ -276,7 +276,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     print(f"P={args.pieces} pieces, origin {args.origin}/round, node {args.up}/round each way, "
-          f"overlay degree {offload.DEGREE}, detect {round(PEER_DEAD_AFTER / ROUND_SECONDS)} "
+          f"overlay degree {offload.DEGREE}, detect {round(PEER_REFUSED_FOR / ROUND_SECONDS)} "
           f"rounds, stuck {round(STUCK_AFTER / ROUND_SECONDS)} rounds "
           f"(a round = {ROUND_SECONDS} s)")
     print("| N | scenario | origin x | rounds | fluid bound | slowest / bound | late / (P/D) "

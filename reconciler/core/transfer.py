@@ -25,13 +25,19 @@ from reconciler.model.ids import DatasetName, InfoHash, NodeName
 from reconciler.model.observed import ObservedDataset
 from reconciler.model.status import Phase
 
+PEER_REFUSED_FOR = 3.0
+"""Seconds a target peer's peer port must refuse every connection (RST: nothing listens
+there, so the process is not running) before the peer counts as dead and its origin runs move
+to the next node of each run's rendezvous order (core/offload.py). The kernel refuses at once
+however busy the machine is; the window covers peers started at the same moment that do not
+listen yet, and a peer wrongly declared dead while it starts costs little: its runs come back
+to it as soon as it accepts a connection, and what its stand-in fetched meanwhile it takes
+from peers."""
 PEER_DEAD_AFTER = 10.0
-"""Seconds a target peer's peer port must refuse (or fail to accept) every connection before
-the peer counts as dead and its origin runs move to the next node of each run's rendezvous
-order (core/offload.py). The signal is explicit: a peer merely not connected to us is alive
-(at fleet scale a node connects to a few targets only). Long enough for peers started at the
-same moment on a busy machine to come up (the peer port listens within a few seconds of the
-start), short enough that a killed node's share moves on well before STUCK_AFTER."""
+"""Seconds a target peer's peer port must fail to accept any connection (timeouts, or errors
+other than a refusal: a host that is down or unreachable) before the peer counts as dead.
+The signal is explicit either way: a peer merely not connected to us is alive (at fleet scale
+a node connects to a few targets only, and connections come and go on a busy machine)."""
 PROBE_EVERY = 2.0  # seconds between liveness probes of one watched peer (per node, not dataset)
 STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
 STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
@@ -223,7 +229,7 @@ class Seen:
     me: NodeName
     targets: tuple[NodeName, ...]  # the dataset's target nodes in the inventory (with me)
     peer_ip: Mapping[NodeName, str]  # overlay neighbours (the peers we dial) -> their peer IP
-    absent: frozenset[NodeName]  # target nodes that are dead (PEER_DEAD_AFTER of refusals)
+    absent: frozenset[NodeName]  # target nodes that are dead (`peer_dead`)
     bytes_done: int
     bytes_total: int
     complete: bool  # libtorrent has every piece and is not checking
@@ -338,11 +344,14 @@ def live_set(seen: Seen) -> tuple[NodeName, ...]:
     return tuple(sorted({seen.me} | (set(seen.targets) - seen.absent)))
 
 
-def peer_dead(failing_since: float | None, now: float) -> bool:
+def peer_dead(failing_since: float | None, now: float, refused: bool = False) -> bool:
     """The liveness rule: a peer is dead once every probe of its peer port since
     `failing_since` (the first failure after the last success, or None) has failed, for
-    PEER_DEAD_AFTER seconds. One success makes it alive again at once."""
-    return failing_since is not None and now - failing_since >= PEER_DEAD_AFTER
+    PEER_REFUSED_FOR seconds if the last failures were refusals, else PEER_DEAD_AFTER. One
+    success makes it alive again at once."""
+    if failing_since is None:
+        return False
+    return now - failing_since >= (PEER_REFUSED_FOR if refused else PEER_DEAD_AFTER)
 
 
 def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:

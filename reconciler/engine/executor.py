@@ -80,6 +80,7 @@ class Executor:
         # Liveness, per peer node (not per dataset): since when every probe failed (None: the
         # last one succeeded), and the one probe task per watched peer.
         self.failing_since: dict[NodeName, float | None] = {}
+        self.refused: dict[NodeName, bool] = {}  # its last probe was refused (not a timeout)
         self._probes: dict[NodeName, asyncio.Task[Any]] = {}
         self.seen_peers: set[str] = set()  # peer IPs that have been connected at some point
         self.state: DesiredState | None = None
@@ -422,8 +423,10 @@ class Executor:
     def _probe(self) -> None:
         """One liveness probe task per watched peer node, whatever the number of datasets: it
         connects to the peer's peer port every PROBE_EVERY seconds (every half second while it
-        fails) and notes since when every attempt failed (transfer.peer_dead decides). A
-        probe ends when no download in flight watches its peer any more."""
+        fails) and notes since when every attempt failed and whether the last was refused
+        (transfer.peer_dead decides). The peer port, not the node API: `--once` serves the API
+        only while it builds a torrent. A probe ends when no download in flight watches its
+        peer any more."""
         assert self.state is not None
         state = self.state
         watching = self._watching()
@@ -443,11 +446,12 @@ class Executor:
                 while name in self._watching():
                     try:
                         _, w = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-                    except (OSError, asyncio.TimeoutError):
+                    except (OSError, asyncio.TimeoutError) as e:
                         now = time.monotonic()
                         if self.failing_since.get(name) is None:
                             self.failing_since[name] = now
-                        if transfer.peer_dead(self.failing_since[name], now) \
+                        self.refused[name] = isinstance(e, ConnectionRefusedError)
+                        if transfer.peer_dead(self.failing_since[name], now, self.refused[name]) \
                                 and host not in self.absent_peers:
                             self.absent_peers.add(host)
                             self.log.warning("peer dead", peer=name,
@@ -463,6 +467,7 @@ class Executor:
                     await asyncio.sleep(transfer.PROBE_EVERY)
                 self._probes.pop(name, None)
                 self.failing_since.pop(name, None)  # unknown again: a new probe decides
+                self.refused.pop(name, None)
 
             self._probes[name] = self._spawn(probe(NodeName(name), host, port))
 
@@ -473,7 +478,7 @@ class Executor:
     def _dead(self) -> frozenset[NodeName]:
         now = time.monotonic()
         return frozenset(n for n, since in self.failing_since.items()
-                         if transfer.peer_dead(since, now))
+                         if transfer.peer_dead(since, now, self.refused.get(n, False)))
 
     def _sync_torrents(self, wanted: dict[InfoHash, DatasetName]) -> None:
         """Seed complete versions that must be held; drop torrents nothing wants any more."""

@@ -149,10 +149,14 @@ def test_a_dead_peer_loses_its_runs_to_each_runs_next_node():
     assert j3.owner_of == j.owner_of
 
 
-def test_liveness_needs_refusals_for_the_whole_window():
+def test_liveness_needs_failures_for_the_whole_window():
     assert not tr.peer_dead(None, 100.0)
     assert not tr.peer_dead(10.0, 10.0 + tr.PEER_DEAD_AFTER - 0.1)
     assert tr.peer_dead(10.0, 10.0 + tr.PEER_DEAD_AFTER)
+    # a refusal (nothing listens) is a stronger signal than a timeout: a shorter window
+    assert tr.PEER_REFUSED_FOR < tr.PEER_DEAD_AFTER
+    assert not tr.peer_dead(10.0, 10.0 + tr.PEER_REFUSED_FOR - 0.1, refused=True)
+    assert tr.peer_dead(10.0, 10.0 + tr.PEER_REFUSED_FOR, refused=True)
 
 
 def test_every_node_computes_the_same_disjoint_shares_whatever_it_is_connected_to():
