@@ -1,0 +1,348 @@
+"""`syncbit-reconcile --once` as an unprivileged user, the way syncbit-reconcile.service runs it
+(User=syncbit, no capabilities, UMask=0027): it reads a state repo owned by another user
+(root here, syncbit-state in production: git's "dubious ownership" check must not stop it),
+writes only the store it owns and its allowed roots, converges one dataset from an HTTP origin
+and one from a peer (a second node, a root daemon seeding it), and cannot write anywhere else.
+
+The tests run as root and drop to a uid/gid that no account uses, with setpriv(1):
+`--reuid --regid --clear-groups`, no capabilities (bounding and inheritable sets empty),
+no_new_privs, umask 0027. The child needs to read the interpreter, the venv and this checkout;
+where an ancestor directory is closed to other users (e.g. a Python under /root, mode 0700),
+the child runs in a private mount namespace in which that directory is replaced by a tmpfs
+holding only bind mounts of the needed entries (same paths, nothing else of it visible).
+Without root, setpriv, or (when needed) unshare, the tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness import (Daemon, NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml,
+                     pseudo_random, tree_digest, write_data)
+from origin_server import OriginServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WEIGHTS = {"model-00001.safetensors": pseudo_random(600_000, "u1"),
+           "model-00002.safetensors": pseudo_random(250_000, "u2"), "config.json": b"{}\n"}
+SHARED = {"tokenizer.json": pseudo_random(400_000, "u3"), "vocab.txt": b"a\nb\n" * 1000}
+SMALL = {"small.bin": pseudo_random(20_000, "u4")}
+
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                       reason="needs root to drop to an unprivileged uid with setpriv"),
+    pytest.mark.skipif(shutil.which("setpriv") is None,
+                       reason="setpriv not found (util-linux: apt-get install util-linux)"),
+]
+
+
+def _free_ids(n: int) -> list[int]:
+    """`n` ids used by no user and no group of this machine."""
+    out = []
+    for i in range(61000, 62000):  # bounded
+        try:
+            pwd.getpwuid(i)
+            continue
+        except KeyError:
+            pass
+        try:
+            grp.getgrgid(i)
+            continue
+        except KeyError:
+            pass
+        out.append(i)
+        if len(out) == n:
+            return out
+    pytest.skip("no free uid/gid in 61000-61999")
+
+
+def _closed(d: Path) -> bool:
+    """A directory other users cannot traverse (x for others missing)."""
+    try:
+        return not os.stat(d).st_mode & stat.S_IXOTH
+    except OSError:
+        return False
+
+
+def _blockers(paths: list[Path]) -> dict[Path, set[str]]:
+    """Closed ancestor directories of `paths` -> the entries below them that the child needs."""
+    out: dict[Path, set[str]] = {}
+    for p in paths:
+        p = Path(os.path.abspath(p))
+        parts = p.parts
+        for i in range(1, len(parts)):
+            d = Path(*parts[:i])
+            if _closed(d):
+                out.setdefault(d, set()).add(parts[i])
+    return out
+
+
+def _shadow_script(blockers: dict[Path, set[str]], scratch: Path) -> str:
+    """sh commands (run as root in a private mount namespace) that replace each closed
+    directory by a 0755 tmpfs holding bind mounts of the needed entries, shallowest first."""
+    lines = ["set -e"]
+    for n, (d, names) in enumerate(sorted(blockers.items(), key=lambda kv: len(kv[0].parts))):
+        keep = scratch / f"keep{n}"
+        lines.append(f"mkdir -p {shlex.quote(str(keep))}")
+        entries = [(d / name, keep / name, "mkdir -p" if (d / name).is_dir() else "touch")
+                   for name in sorted(names)]
+        for src, tmp, make in entries:
+            lines += [f"{make} {shlex.quote(str(tmp))}",
+                      f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(tmp))}"]
+        lines.append(f"mount -t tmpfs -o mode=0755 syncbit-test {shlex.quote(str(d))}")
+        for src, tmp, make in entries:
+            lines += [f"{make} {shlex.quote(str(src))}",
+                      f"mount --bind {shlex.quote(str(tmp))} {shlex.quote(str(src))}"]
+    lines.append('exec "$@"')
+    return "\n".join(lines)
+
+
+# Exec argv[1:] with PR_SET_MDWE(PR_MDWE_REFUSE_EXEC_GAIN) (Linux >= 6.3): no mapping can be
+# made writable+executable, nor gain exec, from here on, across execve too. The kernel's form
+# of MemoryDenyWriteExecute= (systemd's is a seccomp filter with the same rule: no mmap with
+# PROT_WRITE|PROT_EXEC, no mprotect adding PROT_EXEC). Exit 3 where the kernel lacks it.
+_MDWE_EXEC = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:
+    sys.exit(3)
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+
+@dataclass
+class Unprivileged:
+    """Runs commands as uid:gid without capabilities, groups, or new privileges."""
+
+    uid: int
+    gid: int
+    prefix: list[str]
+    consumer: int  # another unused id: a training job's user
+    mdwe: bool = False  # run the reconciler under PR_SET_MDWE
+
+    def argv(self, *cmd: str, groups: tuple[int, ...] = (), uid: int | None = None,
+             gid: int | None = None) -> list[str]:
+        ids = [f"--reuid={self.uid if uid is None else uid}",
+               f"--regid={self.gid if gid is None else gid}"]
+        ids += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
+        wrap = [sys.executable, "-c", _MDWE_EXEC] if self.mdwe else []
+        return [*self.prefix, "setpriv", *ids, "--no-new-privs", "--inh-caps=-all",
+                "--bounding-set=-all", "--", *wrap, *cmd]
+
+    def run(self, *cmd: str, cwd: Path, env: dict[str, str], timeout: float = 150,
+            **kw: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*cmd, **kw), cwd=cwd, env=env,  # type: ignore[arg-type]
+                              capture_output=True, text=True, timeout=timeout, umask=0o027,
+                              stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A scratch directory other users can traverse (pytest's tmp_path is under a 0700
+    directory), removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix="syncbit-unpriv-", dir="/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        # A failed test may leave a mount namespace's scratch dirs: plain dirs on the host.
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def unprivileged(base: Path) -> Unprivileged:
+    uid, consumer = _free_ids(2)
+    needed = [Path(sys.executable), Path(os.path.realpath(sys.executable)), Path(sys.prefix),
+              Path(sys.base_prefix), ROOT, base,
+              *(Path(p) for p in sys.path if p and os.path.isdir(p))]
+    blockers = _blockers(needed)
+    prefix: list[str] = []
+    if blockers:
+        if shutil.which("unshare") is None:
+            pytest.skip(f"{sorted(map(str, blockers))} closed to other users and no unshare")
+        scratch = base / ".ns"
+        scratch.mkdir()
+        prefix = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                  _shadow_script(blockers, scratch), "sh"]
+    u = Unprivileged(uid, uid, prefix, consumer)
+    imports = "import libtorrent, yaml, aiohttp, reconciler.engine.executor"
+    probe = u.run(sys.executable, "-c", imports, cwd=base, env=_env(base))
+    if probe.returncode != 0:
+        pytest.skip(f"uid {uid} cannot run this Python/checkout ({sys.executable}, {ROOT}):"
+                    f" {probe.stderr.strip()[-500:]}")
+    u.mdwe = True
+    probe = u.run(sys.executable, "-c", imports, cwd=base, env=_env(base))
+    if probe.returncode == 3:
+        u.mdwe = False  # kernel < 6.3: no PR_SET_MDWE; the rest still runs
+        print("PR_SET_MDWE unsupported by this kernel: running without it")
+    else:
+        assert probe.returncode == 0, f"imports fail under PR_SET_MDWE: {probe.stderr}"
+    return u
+
+
+def _env(home: Path) -> dict[str, str]:
+    """What the unit gives the service: a HOME in its state directory, no root environment."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+            "LANG": "C.UTF-8", "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1", "SYNCBIT_LOG_LEVEL": "info"}
+
+
+def _owned_by(top: Path, uid: int) -> list[Path]:
+    out = []
+    for dirpath, dirs, files in os.walk(top):
+        for name in [*dirs, *files]:
+            p = Path(dirpath) / name
+            if os.lstat(p).st_uid == uid:
+                out.append(p)
+    return out
+
+
+def _snapshot(d: Path) -> dict[str, tuple[int, int, int, int]]:
+    return {str(p.relative_to(d)): (s.st_mode, s.st_uid, s.st_size, s.st_mtime_ns)
+            for p in [d, *d.rglob("*")] for s in [os.lstat(p)]}
+
+
+@pytest.fixture
+def origins(base: Path) -> Iterator[tuple[OriginServer, OriginServer]]:
+    a = OriginServer(write_data(base / "origin-a", {**WEIGHTS, **SMALL})).start()
+    b = OriginServer(write_data(base / "origin-b", SHARED)).start()
+    try:
+        yield a, b
+    finally:
+        for server in (a, b):
+            if not server._loop.is_closed():  # the test may have stopped it already
+                server.stop()
+
+
+def test_unprivileged_once_converges_from_origin_and_peer_and_writes_nowhere_else(
+        base: Path, unprivileged: Unprivileged, origins: tuple[OriginServer, OriginServer]
+) -> None:
+    u = unprivileged
+    origin_a, origin_b = origins
+
+    # The state repo belongs to root (as it belongs to syncbit-state on a node), readable by all.
+    repo = StateRepo.create(base / "state")
+    repo.write("nodes.yaml", nodes_yaml(["seed", "worker"], first_ip=151))
+    repo.write("datasets.yaml",
+               dataset_yaml("weights", http_source(origin_a.url, WEIGHTS),
+                            placement={"nodes": ("worker",)}, path="models/weights")
+               + "---\n"
+               + dataset_yaml("shared", http_source(origin_b.url, SHARED), path="shared"))
+    assert repo.lock().returncode == 0
+    v1 = repo.commit("two datasets")
+
+    # The seed: a root daemon that fetches `shared` from origin B and keeps seeding it.
+    seed = NodeHome("seed", base / "seed", repo.root).write_config()
+    daemon = Daemon(seed)
+    try:
+        _scenario(base, u, repo, v1, daemon, origin_a, origin_b)
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.logs()[-3000:]
+
+
+def _scenario(base: Path, u: Unprivileged, repo: StateRepo, v1: str, daemon: Daemon,
+              origin_a: OriginServer, origin_b: OriginServer) -> None:
+    daemon.wait_phase("shared", "Ready", v1, timeout=90)
+    origin_b.stop()  # from now on `shared` exists only on the seed
+
+    # The worker, as an operator sets it up: config root's and readable, stateDir and the
+    # allowed root `data` owned by the service user, mode 0750 (StateDirectoryMode=0750);
+    # a second allowed root `locked` that stays root's (a mistake the sandbox contains),
+    # with a file of root's in it.
+    locked = base / "locked"
+    locked.mkdir(mode=0o755)
+    (locked / "keep.txt").write_text("root's\n")
+    outside = base / "outside"
+    outside.mkdir()
+    outside.chmod(0o1777)  # writable by anyone, like /tmp: only the reconciler refuses
+    worker = NodeHome("worker", base / "worker", repo.root,
+                      {"allowedRoots": [str(base / "worker" / "data"), str(locked)]}
+                      ).write_config()
+    for d in (worker.state_dir, worker.data):
+        d.mkdir(mode=0o750)
+        os.chown(d, u.uid, u.gid)
+    locked_before = _snapshot(locked)
+    env = _env(worker.state_dir)
+    once = [sys.executable, "-m", "reconciler", "--once", "--config", str(worker.config),
+            "--timeout", "90"]
+
+    # 1. Converge: `weights` from origin A, `shared` from the seed (its origin is gone).
+    r = u.run(*once, cwd=worker.state_dir, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    status = worker.status()
+    # The revision is the git commit: git read the root-owned repo (safe.directory).
+    assert status["lastAppliedRevision"] == v1
+    ds = status["datasets"]
+    assert tree_digest(worker.data / "models" / "weights") == {
+        name: hashlib.sha256(data).hexdigest() for name, data in WEIGHTS.items()}
+    assert tree_digest(worker.data / "shared") == tree_digest(base / "origin-b")
+    w_size, s_size = sum(map(len, WEIGHTS.values())), sum(map(len, SHARED.values()))
+    assert (ds["weights"]["phase"], ds["weights"]["bytesFromOrigin"]) == ("Ready", w_size)
+    # All of `shared` from the peer (payload plus piece padding), nothing from an origin.
+    assert (ds["shared"]["phase"], ds["shared"]["bytesFromOrigin"]) == ("Ready", 0)
+    assert ds["shared"]["bytesFromPeers"] >= s_size
+
+    # Everything it wrote is its own, under its stateDir and data, and (UMask=0027) its
+    # data files are not world-readable: consumers read through the group.
+    mine = _owned_by(base, u.uid)
+    assert mine and all(p.is_relative_to(worker.state_dir) or p.is_relative_to(worker.data)
+                        for p in mine), [str(p) for p in mine
+                                         if not p.is_relative_to(worker.base)]
+    data_file = (worker.data / "models" / "weights" / "config.json").resolve()
+    assert data_file.is_relative_to(worker.state_dir / "store")
+    st = os.stat(data_file)
+    assert (st.st_uid, st.st_gid) == (u.uid, u.gid)
+    assert st.st_mode & 0o040 and not st.st_mode & 0o007, oct(st.st_mode)  # 0440 or 0640
+    link = str(worker.data / "models" / "weights" / "config.json")
+    reader = u.run("cat", link, cwd=base, env=env, uid=u.consumer, gid=u.consumer,
+                   groups=(u.gid,))
+    assert (reader.returncode, reader.stdout) == (0, "{}\n"), reader.stderr
+    stranger = u.run("cat", link, cwd=base, env=env, uid=u.consumer, gid=u.consumer)
+    assert stranger.returncode != 0 and "Permission denied" in stranger.stderr
+
+    # 2. Datasets it must not place: a path outside the allowed roots (in a directory
+    # anyone may write) and one in the root-owned allowed root.
+    repo.write("bad.yaml",
+               dataset_yaml("escape", http_source(origin_a.url, SMALL),
+                             placement={"nodes": ("worker",)}, path=str(outside / "escape"))
+               + "---\n"
+               + dataset_yaml("intruder", http_source(origin_a.url, SMALL),
+                              placement={"nodes": ("worker",)}, path=str(locked / "model")))
+    assert repo.lock("escape", "intruder").returncode == 0  # origin B is gone: not `shared`
+    v2 = repo.commit("two datasets it cannot place")
+    r = u.run(*once, cwd=worker.state_dir, env=env)
+    assert r.returncode != 0, r.stdout + r.stderr
+    status = worker.status()
+    assert status["lastAppliedRevision"] == v2
+    ds = status["datasets"]
+    print("escape:", ds["escape"]["error"], "\nintruder:", ds["intruder"]["error"])
+    assert ds["escape"]["phase"] == "Failed"
+    assert "is not under the node's allowedRoots" in ds["escape"]["error"], ds["escape"]
+    assert ds["intruder"]["phase"] == "Failed"
+    assert "Permission denied" in ds["intruder"]["error"], ds["intruder"]
+    assert ds["weights"]["phase"] == ds["shared"]["phase"] == "Ready"
+    assert list(outside.iterdir()) == []
+    assert _snapshot(locked) == locked_before
+    assert (locked / "keep.txt").read_text() == "root's\n"
+    mine = _owned_by(base, u.uid)
+    assert all(p.is_relative_to(worker.state_dir) or p.is_relative_to(worker.data)
+               for p in mine), [str(p) for p in mine if not p.is_relative_to(worker.base)]
+    # The state repo is exactly what was committed.
+    git = subprocess.run(["git", "-C", str(repo.root), "status", "--porcelain",
+                          "--ignored"], capture_output=True, text=True, check=True)
+    assert git.stdout == ""
