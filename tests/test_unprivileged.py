@@ -1,8 +1,14 @@
 """`syncbit-reconcile --once` as an unprivileged user, the way syncbit-reconcile.service runs it
-(User=syncbit, no capabilities, UMask=0027): it reads a state repo owned by another user
-(root here, syncbit-state in production: git's "dubious ownership" check must not stop it),
-writes only the store it owns and its allowed roots, converges one dataset from an HTTP origin
-and one from a peer (a second node, a root daemon seeding it), and cannot write anywhere else.
+(User=syncbit with supplementary group syncbit-state, no capabilities, UMask=0027): it reads a
+state repo owned by another user through its group only (root's here, syncbit-state's in
+production; git's "dubious ownership" check must not stop it), converges one dataset from an
+HTTP origin and one from a peer (a second node, a root daemon seeding it), leaves its data
+readable by its group (the consumers) and nobody else, and writes nowhere but its stateDir and
+allowed roots.
+
+When the kernel has PR_SET_MDWE (Linux >= 6.3) the reconciler runs under it: the kernel's
+MemoryDenyWriteExecute, proving that Python, libtorrent and git need no writable+executable
+memory.
 
 The tests run as root and drop to a uid/gid that no account uses, with setpriv(1):
 `--reuid --regid --clear-groups`, no capabilities (bounding and inheritable sets empty),
@@ -132,6 +138,7 @@ class Unprivileged:
     gid: int
     prefix: list[str]
     consumer: int  # another unused id: a training job's user
+    state_gid: int  # the state repo's group (syncbit-state in production): u's supplementary one
     mdwe: bool = False  # run the reconciler under PR_SET_MDWE
 
     def argv(self, *cmd: str, groups: tuple[int, ...] = (), uid: int | None = None,
@@ -142,6 +149,12 @@ class Unprivileged:
         wrap = [sys.executable, "-c", _MDWE_EXEC] if self.mdwe else []
         return [*self.prefix, "setpriv", *ids, "--no-new-privs", "--inh-caps=-all",
                 "--bounding-set=-all", "--", *wrap, *cmd]
+
+    def reconcile(self, *cmd: str, cwd: Path, env: dict[str, str], timeout: float = 150
+                  ) -> subprocess.CompletedProcess[str]:
+        """As the service: its user and group, plus the state repo's group (the unit's
+        User=syncbit, a member of syncbit-state)."""
+        return self.run(*cmd, cwd=cwd, env=env, timeout=timeout, groups=(self.state_gid,))
 
     def run(self, *cmd: str, cwd: Path, env: dict[str, str], timeout: float = 150,
             **kw: object) -> subprocess.CompletedProcess[str]:
@@ -165,7 +178,7 @@ def base() -> Iterator[Path]:
 
 @pytest.fixture
 def unprivileged(base: Path) -> Unprivileged:
-    uid, consumer = _free_ids(2)
+    uid, consumer, state_gid = _free_ids(3)
     needed = [Path(sys.executable), Path(os.path.realpath(sys.executable)), Path(sys.prefix),
               Path(sys.base_prefix), ROOT, base,
               *(Path(p) for p in sys.path if p and os.path.isdir(p))]
@@ -178,7 +191,7 @@ def unprivileged(base: Path) -> Unprivileged:
         scratch.mkdir()
         prefix = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                   _shadow_script(blockers, scratch), "sh"]
-    u = Unprivileged(uid, uid, prefix, consumer)
+    u = Unprivileged(uid, uid, prefix, consumer, state_gid)
     imports = "import libtorrent, yaml, aiohttp, reconciler.engine.executor"
     probe = u.run(sys.executable, "-c", imports, cwd=base, env=_env(base))
     if probe.returncode != 0:
@@ -209,6 +222,16 @@ def _owned_by(top: Path, uid: int) -> list[Path]:
             if os.lstat(p).st_uid == uid:
                 out.append(p)
     return out
+
+
+def _share_with_group(repo: Path, gid: int) -> None:
+    """The state repo as syncbit-state-sync leaves it under UMask=0027: readable by its group
+    only (here root's repo with group `gid`; in production syncbit-state's)."""
+    for p in [repo, *repo.rglob("*")]:
+        if not p.is_symlink():
+            os.chown(p, -1, gid)
+            mode = os.stat(p).st_mode
+            os.chmod(p, (mode & 0o700) | ((mode & 0o500) >> 3))  # g=u-w, o=
 
 
 def _snapshot(d: Path) -> dict[str, tuple[int, int, int, int]]:
@@ -244,6 +267,9 @@ def test_unprivileged_once_converges_from_origin_and_peer_and_writes_nowhere_els
                + dataset_yaml("shared", http_source(origin_b.url, SHARED), path="shared"))
     assert repo.lock().returncode == 0
     v1 = repo.commit("two datasets")
+    _share_with_group(repo.root, u.state_gid)
+    closed = u.run("cat", str(repo.root / "nodes.yaml"), cwd=base, env=_env(base))
+    assert closed.returncode != 0, "the state repo must be readable through its group only"
 
     # The seed: a root daemon that fetches `shared` from origin B and keeps seeding it.
     seed = NodeHome("seed", base / "seed", repo.root).write_config()
@@ -281,8 +307,14 @@ def _scenario(base: Path, u: Unprivileged, repo: StateRepo, v1: str, daemon: Dae
     once = [sys.executable, "-m", "reconciler", "--once", "--config", str(worker.config),
             "--timeout", "90"]
 
+    # git itself refuses a repository of another owner ("dubious ownership"); the reconciler
+    # passes safe.directory for its read-only `rev-parse` (reconciler/desired/revision.py).
+    plain = u.reconcile("git", "-C", str(repo.root), "rev-parse", "HEAD", cwd=worker.state_dir,
+                        env=env)
+    assert plain.returncode != 0 and "dubious ownership" in plain.stderr, plain
+
     # 1. Converge: `weights` from origin A, `shared` from the seed (its origin is gone).
-    r = u.run(*once, cwd=worker.state_dir, env=env)
+    r = u.reconcile(*once, cwd=worker.state_dir, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     status = worker.status()
     # The revision is the git commit: git read the root-owned repo (safe.directory).
@@ -325,7 +357,8 @@ def _scenario(base: Path, u: Unprivileged, repo: StateRepo, v1: str, daemon: Dae
                               placement={"nodes": ("worker",)}, path=str(locked / "model")))
     assert repo.lock("escape", "intruder").returncode == 0  # origin B is gone: not `shared`
     v2 = repo.commit("two datasets it cannot place")
-    r = u.run(*once, cwd=worker.state_dir, env=env)
+    _share_with_group(repo.root, u.state_gid)
+    r = u.reconcile(*once, cwd=worker.state_dir, env=env)
     assert r.returncode != 0, r.stdout + r.stderr
     status = worker.status()
     assert status["lastAppliedRevision"] == v2
