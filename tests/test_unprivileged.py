@@ -6,9 +6,14 @@ HTTP origin and one from a peer (a second node, a root daemon seeding it), leave
 readable by its group (the consumers) and nobody else, and writes nowhere but its stateDir and
 allowed roots.
 
-When the kernel has PR_SET_MDWE (Linux >= 6.3) the reconciler runs under it: the kernel's
-MemoryDenyWriteExecute, proving that Python, libtorrent and git need no writable+executable
-memory.
+Two more layers of the unit, where this machine can apply them without systemd:
+- PR_SET_MDWE (Linux >= 6.3): the kernel's MemoryDenyWriteExecute, so Python, libtorrent and
+  git are shown to need no writable+executable memory;
+- the unit's own seccomp filters (SystemCallFilter=, SystemCallErrorNumber=,
+  MemoryDenyWriteExecute=, RestrictAddressFamilies= read from systemd/syncbit-reconcile.service
+  and expanded with `systemd-analyze syscall-filter`), applied with libseccomp's Python binding
+  (Debian: python3-seccomp) when installed.
+The test prints which layers ran, and checks that each one denies what it should.
 
 The tests run as root and drop to a uid/gid that no account uses, with setpriv(1):
 `--reuid --regid --clear-groups`, no capabilities (bounding and inheritable sets empty),
@@ -21,12 +26,15 @@ Without root, setpriv, or (when needed) unshare, the tests skip and say why.
 
 from __future__ import annotations
 
+import errno
 import grp
 import hashlib
+import json
 import os
 import pwd
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -100,7 +108,8 @@ def _blockers(paths: list[Path]) -> dict[Path, set[str]]:
 def _shadow_script(blockers: dict[Path, set[str]], scratch: Path) -> str:
     """sh commands (run as root in a private mount namespace) that replace each closed
     directory by a 0755 tmpfs holding bind mounts of the needed entries, shallowest first."""
-    lines = ["set -e"]
+    # The scratch dirs traversable whatever the child's umask, which is restored for it.
+    lines = ["set -e", 'child_umask="$(umask)"', "umask 022"]
     for n, (d, names) in enumerate(sorted(blockers.items(), key=lambda kv: len(kv[0].parts))):
         keep = scratch / f"keep{n}"
         lines.append(f"mkdir -p {shlex.quote(str(keep))}")
@@ -113,7 +122,7 @@ def _shadow_script(blockers: dict[Path, set[str]], scratch: Path) -> str:
         for src, tmp, make in entries:
             lines += [f"{make} {shlex.quote(str(src))}",
                       f"mount --bind {shlex.quote(str(tmp))} {shlex.quote(str(src))}"]
-    lines.append('exec "$@"')
+    lines += ['umask "$child_umask"', 'exec "$@"']
     return "\n".join(lines)
 
 
@@ -130,6 +139,85 @@ os.execvp(sys.argv[1], sys.argv[1:])
 """
 
 
+# Exec argv[2:] under the seccomp rules systemd builds from a unit (libseccomp's Python binding,
+# Debian package python3-seccomp): argv[1] is JSON {"allow": [syscalls], "errno": n,
+# "families": [AF numbers], "mdwe": bool}. Two filters, like systemd: one allow list (anything
+# else fails with errno), one for MemoryDenyWriteExecute= (no mmap with PROT_WRITE|PROT_EXEC,
+# no mprotect/pkey_mprotect adding PROT_EXEC, no shmat with SHM_EXEC) and
+# RestrictAddressFamilies= (socket() of another family fails with EAFNOSUPPORT).
+_SECCOMP_EXEC = """
+import errno, json, os, sys
+import seccomp
+spec = json.loads(sys.argv[1])
+g = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+deny = seccomp.ERRNO(errno.EPERM)
+if spec["mdwe"]:
+    W, X = 0x2, 0x4
+    g.add_rule(deny, "mmap", seccomp.Arg(2, seccomp.MASKED_EQ, W | X, W | X))
+    g.add_rule(deny, "mprotect", seccomp.Arg(2, seccomp.MASKED_EQ, X, X))
+    g.add_rule(deny, "pkey_mprotect", seccomp.Arg(2, seccomp.MASKED_EQ, X, X))
+    g.add_rule(deny, "shmat", seccomp.Arg(2, seccomp.MASKED_EQ, 0o100000, 0o100000))
+for family in range(64):
+    if family not in spec["families"]:
+        g.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.EQ, family))
+g.load()
+f = seccomp.SyscallFilter(defaction=seccomp.ERRNO(spec["errno"]))
+for name in spec["allow"]:
+    try:
+        f.add_rule(seccomp.ALLOW, name)
+    except (RuntimeError, ValueError, OSError):
+        pass  # not a system call of this architecture
+f.load()
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _expand(group: str, seen: set[str]) -> set[str]:
+    """The system calls of a systemd group (@name), recursively; a plain name is itself."""
+    if not group.startswith("@"):
+        return {group}
+    out = subprocess.run(["systemd-analyze", "syscall-filter", group], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    names: set[str] = set()
+    for line in out.splitlines()[1:]:
+        tok = line.split("#")[0].strip()
+        if tok and tok not in seen:
+            seen.add(tok)
+            names |= _expand(tok, seen)
+    return names
+
+
+def _unit_seccomp(unit: Path) -> dict[str, object] | None:
+    """The seccomp spec of `unit`'s SystemCallFilter= lines (in order: the first sets an allow
+    list, `~` removes, later lines add), RestrictAddressFamilies= and MemoryDenyWriteExecute=;
+    None without systemd-analyze."""
+    if shutil.which("systemd-analyze") is None:
+        return None
+    keys: dict[str, list[str]] = {}
+    for line in unit.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            k, _, v = line.partition("=")
+            keys.setdefault(k.strip(), []).append(v.strip())
+    allow: set[str] = set()
+    for value in keys["SystemCallFilter"]:
+        deny = value.startswith("~")
+        names = set().union(*(_expand(n, set()) for n in value.lstrip("~").split()))
+        allow = allow - names if deny else allow | names
+    families = [int(getattr(socket, f)) for f in keys["RestrictAddressFamilies"][-1].split()]
+    err = keys.get("SystemCallErrorNumber", ["EPERM"])[-1]
+    return {"allow": sorted(allow), "errno": int(getattr(errno, err)), "families": families,
+            "mdwe": keys.get("MemoryDenyWriteExecute", ["false"])[-1] == "true"}
+
+
+def _seccomp_python() -> str | None:
+    """A Python with libseccomp's binding (python3-seccomp), if this machine has one."""
+    for py in (sys.executable, "/usr/bin/python3"):
+        if os.path.exists(py) and subprocess.run(
+                [py, "-c", "import seccomp"], capture_output=True, timeout=60).returncode == 0:
+            return py
+    return None
+
+
 @dataclass
 class Unprivileged:
     """Runs commands as uid:gid without capabilities, groups, or new privileges."""
@@ -140,13 +228,14 @@ class Unprivileged:
     consumer: int  # another unused id: a training job's user
     state_gid: int  # the state repo's group (syncbit-state in production): u's supplementary one
     mdwe: bool = False  # run the reconciler under PR_SET_MDWE
+    seccomp: list[str] | None = None  # the launcher applying syncbit-reconcile.service's filters
 
     def argv(self, *cmd: str, groups: tuple[int, ...] = (), uid: int | None = None,
              gid: int | None = None) -> list[str]:
         ids = [f"--reuid={self.uid if uid is None else uid}",
                f"--regid={self.gid if gid is None else gid}"]
         ids += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
-        wrap = [sys.executable, "-c", _MDWE_EXEC] if self.mdwe else []
+        wrap = [*(self.seccomp or []), *([sys.executable, "-c", _MDWE_EXEC] if self.mdwe else [])]
         return [*self.prefix, "setpriv", *ids, "--no-new-privs", "--inh-caps=-all",
                 "--bounding-set=-all", "--", *wrap, *cmd]
 
@@ -204,7 +293,38 @@ def unprivileged(base: Path) -> Unprivileged:
         print("PR_SET_MDWE unsupported by this kernel: running without it")
     else:
         assert probe.returncode == 0, f"imports fail under PR_SET_MDWE: {probe.stderr}"
+    # systemd's own seccomp filters of the unit, where libseccomp's binding is installed.
+    spec = _unit_seccomp(ROOT / "systemd" / "syncbit-reconcile.service")
+    py = _seccomp_python()
+    if spec is None or py is None:
+        print("no systemd-analyze or python3-seccomp: running without the unit's seccomp filters")
+    else:
+        u.seccomp = [py, "-c", _SECCOMP_EXEC, json.dumps(spec)]
+        probe = u.run(sys.executable, "-c", imports, cwd=base, env=_env(base))
+        assert probe.returncode == 0, f"imports fail under the unit's seccomp filters: {probe}"
+    if u.mdwe or u.seccomp:
+        # The layers bite: no W+X memory, no @resources call, no packet socket.
+        r = u.run(sys.executable, "-c", _SANDBOX_PROBE, cwd=base, env=_env(base))
+        expected = {"wx": "denied", "affinity": "denied" if u.seccomp else "ok",
+                    "packet": "denied" if u.seccomp else r.stdout.split("packet=")[-1].strip()}
+        got = dict(kv.split("=") for kv in r.stdout.split())
+        assert got == expected, (got, r.stderr)
+    print(f"sandbox layers: PR_SET_MDWE={u.mdwe}, the unit's seccomp filters={bool(u.seccomp)}")
     return u
+
+
+_SANDBOX_PROBE = """
+import mmap, os, socket
+def attempt(name, f):
+    try:
+        f()
+        print(name + "=ok")
+    except OSError:
+        print(name + "=denied")
+attempt("wx", lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC))
+attempt("affinity", lambda: os.sched_setaffinity(0, os.sched_getaffinity(0)))
+attempt("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close())
+"""
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -257,7 +377,8 @@ def test_unprivileged_once_converges_from_origin_and_peer_and_writes_nowhere_els
     u = unprivileged
     origin_a, origin_b = origins
 
-    # The state repo belongs to root (as it belongs to syncbit-state on a node), readable by all.
+    # The state repo belongs to another user (root here, syncbit-state on a node), readable
+    # through its group only.
     repo = StateRepo.create(base / "state")
     repo.write("nodes.yaml", nodes_yaml(["seed", "worker"], first_ip=151))
     repo.write("datasets.yaml",
