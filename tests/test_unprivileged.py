@@ -231,11 +231,12 @@ class Unprivileged:
     seccomp: list[str] | None = None  # the launcher applying syncbit-reconcile.service's filters
 
     def argv(self, *cmd: str, groups: tuple[int, ...] = (), uid: int | None = None,
-             gid: int | None = None) -> list[str]:
+             gid: int | None = None, seccomp: list[str] | None = None) -> list[str]:
         ids = [f"--reuid={self.uid if uid is None else uid}",
                f"--regid={self.gid if gid is None else gid}"]
         ids += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
-        wrap = [*(self.seccomp or []), *([sys.executable, "-c", _MDWE_EXEC] if self.mdwe else [])]
+        filters = self.seccomp if seccomp is None else seccomp
+        wrap = [*(filters or []), *([sys.executable, "-c", _MDWE_EXEC] if self.mdwe else [])]
         return [*self.prefix, "setpriv", *ids, "--no-new-privs", "--inh-caps=-all",
                 "--bounding-set=-all", "--", *wrap, *cmd]
 
@@ -500,3 +501,56 @@ def _scenario(base: Path, u: Unprivileged, repo: StateRepo, v1: str, daemon: Dae
     git = subprocess.run(["git", "-C", str(repo.root), "status", "--porcelain",
                           "--ignored"], capture_output=True, text=True, check=True)
     assert git.stdout == ""
+
+
+def test_state_sync_as_its_own_user_publishes_a_checkout_only_the_reconciler_reads(
+        base: Path, unprivileged: Unprivileged) -> None:
+    """syncbit-state-sync as `syncbit-state` (here the id state_gid, umask 0027, the state-sync
+    unit's own seccomp filters where available) mirrors a remote owned by another user and
+    publishes `current` in its state directory; the reconciler's user reads it through the
+    group (revision = the commit, despite the foreign owner), a consumer cannot."""
+    u = unprivileged
+    state_user = u.state_gid
+    remote = StateRepo.create(base / "remote")
+    remote.write("nodes.yaml", nodes_yaml(["worker"], first_ip=161))
+    head = remote.commit("inventory")
+    root = base / "var-lib-syncbit-state"  # StateDirectory=syncbit-state, 0750
+    root.mkdir(mode=0o750)
+    os.chown(root, state_user, state_user)
+    # The remote is a local path of another owner: trusted in syncbit-state's home (README).
+    (root / ".gitconfig").write_text(f"[safe]\n\tdirectory = {remote.root}/.git\n")
+    env = {**_env(root), "SYNCBIT_STATE_REPO": str(remote.root),
+           "SYNCBIT_STATE_ROOT": str(root)}
+    spec = _unit_seccomp(ROOT / "systemd" / "syncbit-state-sync.service")
+    py = _seccomp_python()
+    filters = [py, "-c", _SECCOMP_EXEC, json.dumps(spec)] if spec and py and u.seccomp else []
+
+    def sync() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            u.argv("bash", str(ROOT / "systemd" / "syncbit-state-sync"), uid=state_user,
+                   gid=state_user, seccomp=filters),
+            cwd=root, env=env, capture_output=True, text=True, timeout=150, umask=0o027,
+            stdin=subprocess.DEVNULL, check=False)
+
+    r = sync()
+    assert r.returncode == 0, r.stdout + r.stderr
+    link = root / "current"
+    checkout = Path(os.readlink(link))
+    assert link.is_symlink() and checkout.parent == root
+    st = os.stat(checkout / "nodes.yaml")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (state_user, state_user, 0o640)
+    head2 = remote.commit("again")
+    r = sync()
+    assert r.returncode == 0 and "updated" in r.stdout, r.stdout + r.stderr
+
+    read = ("import sys; from pathlib import Path; "
+            "from reconciler.desired.revision import state_revision; "
+            "print(state_revision(Path(sys.argv[1])), Path(sys.argv[1], 'nodes.yaml').exists())")
+    got = u.reconcile(sys.executable, "-c", read, str(link), cwd=base, env=_env(base))
+    assert got.returncode == 0 and got.stdout.split() == [head2, "True"], got
+    assert head2 != head
+    consumer = u.run("cat", str(link / "nodes.yaml"), cwd=base, env=_env(base),
+                     uid=u.consumer, gid=u.consumer, groups=(u.gid,))
+    assert consumer.returncode != 0 and "Permission denied" in consumer.stderr
+    # Everything it wrote is in its state directory.
+    assert all(p.is_relative_to(root) for p in _owned_by(base, state_user))
