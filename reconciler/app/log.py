@@ -35,7 +35,7 @@ _MIN_SECRET = 6  # shorter environment values are too likely to occur by chance
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host -> scheme://<redacted>@host
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]+@"), rf"\1{REDACTED}@"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@"), rf"\1{REDACTED}@"),
     # `Authorization: Bearer x`, `Cookie: x`, `X-Api-Key: x` in text (headers, curl lines, reprs)
     (re.compile(r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|"
                 r"x-amz-security-token)(['\"]?\s*[:=]\s*['\"]?)[^'\"\n,}]+"),
