@@ -17,7 +17,7 @@ REASONS = ("timeout", "http_4xx", "http_5xx", "short_read", "connection", "hash_
 _lock = threading.Lock()
 _counts: Counter[tuple[str, str, str]] = Counter()
 
-_HTTP = re.compile(r"\b(?:HTTP|status)\s*([1-5])\d\d\b", re.IGNORECASE)
+_HTTP = re.compile(r"\b(?:HTTP/?[\d.]*\s*|status\s*)?([1-5])\d\d\b(?=\s+[A-Za-z]|$|[:;,)])")
 
 
 def reason_of(message: str) -> str:
@@ -27,12 +27,12 @@ def reason_of(message: str) -> str:
         return "hash_mismatch"
     if "timeout" in m or "timed out" in m:
         return "timeout"
+    if "the origin sent" in m or "short read" in m or "bytes were read" in m:
+        return "short_read"
     http = _HTTP.search(message)
     if http:
         return "http_4xx" if http.group(1) == "4" else "http_5xx" if http.group(1) == "5" \
             else "other"
-    if "the origin sent" in m or "short read" in m or "bytes were read" in m:
-        return "short_read"
     if any(w in m for w in ("connect", "refused", "reset", "unreachable", "resolve",
                             "name or service")):
         return "connection"

@@ -162,6 +162,7 @@ class NodeMetrics:
         self._counted: str | None = None  # startedAt of the last pass counted
         self._store: tuple[int, int] | None = None  # (bytes, free)
         self._scanned_at: float | None = None
+        self._shape: object = None  # the datasets' (name, version, phase) at the last walk
         self._durations = Histogram("syncbit_pass_duration_seconds",
                                     METRICS["syncbit_pass_duration_seconds"][1], ["node"],
                                     buckets=PASS_BUCKETS, registry=None)
@@ -206,12 +207,13 @@ class NodeMetrics:
             return
         now = time.monotonic()
         try:
+            shape = _shape(self._doc)
             if (self._store is not None and self._scanned_at is not None
-                    and now - self._scanned_at < STORE_SCAN_EVERY):
+                    and shape == self._shape and now - self._scanned_at < STORE_SCAN_EVERY):
                 # free space is one statvfs; the walk for the bytes held only every so often
                 self._store = (self._store[0], disk.statvfs(self.state_dir)[0])
                 return
-            self._scanned_at = now
+            self._scanned_at, self._shape = now, shape
             self._store = (disk.usage(self.state_dir).used, disk.statvfs(self.state_dir)[0])
         except OSError:
             self._store = None
@@ -241,6 +243,15 @@ class NodeMetrics:
         if doc is not None and doc is not self._doc:
             self.observe(doc)
         return generate_latest(self.registry)
+
+
+def _shape(doc: Mapping[str, object] | None) -> object:
+    """What, when it changes, changes the store's size: a version arrives, completes, goes."""
+    datasets = doc.get("datasets") if doc is not None else None
+    if not isinstance(datasets, dict):
+        return None
+    return tuple(sorted((n, d.get("version"), d.get("phase")) for n, d in datasets.items()
+                        if isinstance(d, dict)))
 
 
 class _Extra(Collector):
