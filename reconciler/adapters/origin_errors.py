@@ -17,7 +17,9 @@ REASONS = ("timeout", "http_4xx", "http_5xx", "short_read", "connection", "hash_
 _lock = threading.Lock()
 _counts: Counter[tuple[str, str, str]] = Counter()
 
-_HTTP = re.compile(r"\b(?:HTTP/?[\d.]*\s*|status\s*)?([1-5])\d\d\b(?=\s+[A-Za-z]|$|[:;,)])")
+#: An HTTP status code: `HTTP 503`, `status 500`, `404 Not Found`; not a port (`host:443`).
+_HTTP = re.compile(r"(?<![:\d.])\b(?:HTTP/?[\d.]*\s*|status\s*)?([1-5])\d\d\b"
+                   r"(?=\s+[A-Za-z]|$|[:;,)])")
 
 
 def reason_of(message: str) -> str:
