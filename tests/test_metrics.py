@@ -139,6 +139,9 @@ def test_every_metric_from_a_running_node_and_the_dashboard_uses_only_those(tmp_
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     exprs += [v.get("query", "") for v in dash["templating"]["list"] if v.get("type") == "query"]
+    for e in exprs:  # no PromQL engine here: at least balanced brackets and quotes
+        assert all(e.count(a) == e.count(b) for a, b in ("()", "{}", "[]")), e
+        assert e.count('"') % 2 == 0, e
     used = {n for e in exprs for n in re.findall(r"\bsyncbit_\w+", e)}
     assert used and used <= exposed, sorted(used - exposed)
     titles = " ".join(p["title"].lower() for p in dash["panels"])

@@ -100,13 +100,13 @@ def test_page_of_a_three_node_cluster_while_a_dataset_converges(tmp_path, daemon
         repo.commit("v1")
         api = (repo.root / "nodes.yaml").read_text().split("api: ")[1].split("\n")[0].strip('"')
         homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in NAMES]
-        procs = [daemons(h) for h in homes]
         total = sum(len(v) for v in FILES.values())
 
         with sync_playwright() as p:
-            browser = p.chromium.launch(**LAUNCH)
+            browser = p.chromium.launch(**LAUNCH)  # before the daemons: the page sees them move
             try:
                 page = browser.new_page()
+                procs = [daemons(h) for h in homes]
                 def opened() -> bool:
                     try:
                         r = page.goto(f"http://{api}/")
