@@ -77,13 +77,21 @@ async def _fetch_one(session: aiohttp.ClientSession, name: str, api: str, timeou
     return {"status": doc}
 
 
+ERROR_DETAIL_MAX = 200  # characters of another API's `{"error": ...}` passed on
+
+
 def _error_detail(body: bytes) -> str:
+    """The `error` of a syncbit API's JSON answer, shortened: whatever answers at a `spec.api`
+    address, only this much of its body is ever passed on."""
     try:
         doc = json.loads(body)
     except ValueError:
         return ""
     msg = doc.get("error") if isinstance(doc, dict) else None
-    return f": {msg}" if isinstance(msg, str) and msg else ""
+    if not isinstance(msg, str) or not msg:
+        return ""
+    msg = " ".join(msg.split())
+    return ": " + (msg if len(msg) <= ERROR_DETAIL_MAX else msg[:ERROR_DETAIL_MAX] + "...")
 
 
 def _connect_error(e: aiohttp.ClientConnectorError) -> str:

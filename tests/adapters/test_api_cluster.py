@@ -111,3 +111,44 @@ async def test_no_state_yet_cluster_503_page_served_with_a_strict_csp(api_server
     assert "connect-src 'self'" in csp and headers["X-Frame-Options"] == "DENY"
     html = body.decode()
     assert 'fetch("/cluster"' in html and "http://" not in html and "https://" not in html
+
+
+async def test_whatever_answers_at_a_spec_api_address_passes_on_little(api_servers) -> None:
+    """Not a syncbit node (an internal service a committer pointed spec.api at): nothing of its
+    body but a shortened JSON `error`; a 200 that is not a NodeStatus of that node: nothing."""
+    from aiohttp import web
+
+    async def secret(request: web.Request) -> web.Response:
+        if request.path != "/status":
+            return web.json_response({"never": "asked"})
+        return web.json_response({"error": "x" * 5000, "other": "internal data"}, status=404)
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({"kind": "Something", "internal": "data"})
+    runners = []
+    ports = []
+    for handler in (secret, ok):
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handler)
+        r = web.AppRunner(app)
+        await r.setup()
+        site = web.TCPSite(r, "127.0.0.1", 0)
+        await site.start()
+        runners.append(r)
+        ports.append(r.addresses[0][1])
+    try:
+        st = state([node("a"), dataclasses.replace(node("b"), api=f"127.0.0.1:{ports[0]}"),
+                    dataclasses.replace(node("c"), api=f"127.0.0.1:{ports[1]}")],
+                   [dataset("llama")])
+        a = await api_servers(Holder(doc("a", "Ready", 1000, 1000, 0)), desired=st)
+        code, _, body = await get(a.url + "/cluster")
+        v = json.loads(body)
+        assert code == 200
+        assert v["nodes"]["b"]["status"] is None
+        assert v["nodes"]["b"]["error"] == "HTTP 404: " + "x" * 200 + "..."
+        assert v["nodes"]["c"] == {"api": f"127.0.0.1:{ports[1]}", "status": None,
+                                   "error": "invalid response: not a NodeStatus document"}
+        assert "internal" not in body.decode()
+    finally:
+        for r in runners:
+            await r.cleanup()

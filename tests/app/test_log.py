@@ -83,3 +83,16 @@ def test_secrets_from_the_environment_are_redacted_wherever_they_appear() -> Non
     r = Redactor({"ORIGIN_TOKEN": TOKEN, "HOME": "/root", "SHORT_TOKEN": "abc"})
     ev = r(None, "info", {"event": f"x{TOKEN}y", "path": "/root/abc"})
     assert ev == {"event": f"x{REDACTED}y", "path": "/root/abc"}
+
+
+def test_console_lines_on_a_terminal_are_readable_and_redacted(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("ORIGIN_TOKEN", TOKEN)
+    logging_setup.configure(json=False, level="info", node="gpu-07")
+    try:
+        structlog.get_logger("t").warning("origin read failed", dataset="llama",
+                                          error=f"Authorization: Bearer {TOKEN}")
+    finally:
+        logging_setup.set_node(None)
+    err = capsys.readouterr().err
+    assert not err.lstrip().startswith("{") and "origin read failed" in err
+    assert "node=gpu-07" in err and "dataset=llama" in err and TOKEN not in err
