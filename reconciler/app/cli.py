@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_lock(args.dir, args.datasets)
         cfg = load_config(config_path(args.config))
         structlog.contextvars.bind_contextvars(node=cfg.node)  # on every log line
+        logging_setup.set_node(cfg.node)  # ... also those logged from threads
         if args.command == "plan" or args.dry_run:
             return cmd_plan(cfg, args.json)
         if args.command == "status":
