@@ -376,3 +376,35 @@ def test_libtorrent_session_verifies_all_pieces(tmp_path: Path) -> None:
         assert all(handle.status(lt.status_flags_t.query_pieces).pieces)
     finally:
         del ses
+
+
+@pytest.mark.parametrize("piece_size", [P16, MiB, 4 * MiB])
+def test_batched_and_threaded_hashing_matches_libtorrent(tmp_path: Path, piece_size: int) -> None:
+    """Files of many 4 MiB hashing batches (more than a hasher keeps in flight), fed in chunks
+    of uneven sizes that straddle pieces and batches: the pool, the calling thread and
+    libtorrent agree byte for byte."""
+    files = {"big": _data(21 * MiB + 5), "exact": _data(8 * MiB), "small": _data(5000),
+             "empty": b""}
+    expected = libtorrent_torrent(tmp_path, "ds", files, piece_size)
+    rng = random.Random(piece_size)
+    for parallel in (True, False):
+        hashed = []
+        for rel, data in files.items():
+            h = FileHasher(piece_size, parallel=parallel)
+            pos = 0
+            while pos < len(data):
+                n = rng.choice([1, 1000, BLOCK_SIZE, 70000, MiB + 3, 5 * MiB])
+                h.update(data[pos:pos + n])
+                pos += n
+            hashed.append((rel, h.finish()))
+        assert build_torrent("ds", piece_size, hashed) == expected, parallel
+
+
+def test_info_hashes_equal_libtorrent_create_torrent(tmp_path: Path) -> None:
+    """The v1 and v2 info-hashes libtorrent computes for its own torrent and for ours."""
+    files = {"a.bin": _data(6 * MiB + 1), "b/c.bin": _data(300 * KiB)}
+    piece = choose_piece_size(sum(len(d) for d in files.values()))
+    ref = lt.torrent_info(lt.bdecode(libtorrent_torrent(tmp_path, "ds", files, piece)))
+    ours = lt.torrent_info(lt.bdecode(our_torrent("ds", files, piece, chunk=3 * MiB)))
+    assert str(ours.info_hashes().v1) == str(ref.info_hashes().v1)
+    assert str(ours.info_hashes().v2) == str(ref.info_hashes().v2)
