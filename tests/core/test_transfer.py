@@ -46,6 +46,21 @@ def test_a_complete_download_turns_the_web_seed_off_and_is_verified():
     assert eff == [tr.WebSeed(IH, False), tr.StartVerify(IH)]
 
 
+def test_verification_reads_back_only_the_files_libtorrent_did_not_hash():
+    """Pieces loaded from trusted resume data were not hashed in this process: the files
+    holding them are read back; the pieces libtorrent hashed itself (downloaded, or found
+    by its check) are not read a second time."""
+    files = (("a.bin", 3 * 16384), ("empty", 0), ("b.bin", 100), ("c.bin", 16384 + 1))
+    s = seen(complete=True, files=files, trusted_pieces=(0, 3))
+    j, eff = step_job(job(), s, now=1.0)
+    assert j.stage is Stage.VERIFYING
+    assert eff == [tr.WebSeed(IH, False), tr.StartVerify(IH, read=("a.bin", "b.bin"))]
+    assert tr.unhashed_files(replace(s, trusted_pieces=(5, 4, 4))) == ("c.bin",)
+    assert tr.unhashed_files(replace(s, trusted_pieces=(99,))) == ()  # past the end
+    _, eff = step_job(job(), replace(s, trusted_pieces=()), now=1.0)
+    assert eff[-1] == tr.StartVerify(IH, read=())  # every piece hashed by libtorrent
+
+
 def test_verification_runs_until_its_result_then_moves_and_completes():
     j = job(stage=Stage.VERIFYING, verify_rounds=1)
     assert step_job(j, seen(), 1.0) == (replace(j, last_done=0, last_change=1.0), [])
