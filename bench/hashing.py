@@ -12,8 +12,10 @@ libtorrent's `set_piece_hashes` reads them):
 3. `build_lock` over `--files` files of the same total size (a `file` source), against
    libtorrent on the same directory.
 
-Each figure is the best of `--repeat` runs, in MiB/s, with ratios to libtorrent. The machine
-may be shared: `nproc` is printed, and multi-core figures are only as good as the cores free.
+Each figure is the best of `--repeat` runs: wall MiB/s, its ratio to libtorrent, and MiB per
+CPU-second of the whole process (all threads; what hashing costs, whatever the load). The
+machine may be shared: `nproc` and the load average are printed, and multi-core figures are
+only as good as the cores that were free.
 """
 
 from __future__ import annotations
@@ -128,12 +130,17 @@ def hash_with(make: Callable[[], object], path: Path) -> FileHashes:
     return h.finish()  # type: ignore[attr-defined, no-any-return]
 
 
-def best(repeat: int, fn: Callable[[], object]) -> tuple[float, object]:
-    times, result = [], None
+CPU: dict[str, float] = {}  # label -> least CPU seconds of the process (all its threads)
+
+
+def best(repeat: int, fn: Callable[[], object], label: str = "") -> tuple[float, object]:
+    times, cpus, result = [], [], None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = fn()
         times.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    CPU[label] = min(cpus)
     return min(times), result
 
 
@@ -150,20 +157,21 @@ def main() -> None:
     args = ap.parse_args()
     size = args.size_mib * MiB
     tmp = Path(tempfile.mkdtemp(prefix="syncbit-bench-hash-", dir=args.dir))
-    print(f"nproc {os.cpu_count()}, usable {hash_workers()}; {args.size_mib} MiB; "
-          f"best of {args.repeat}")
+    print(f"nproc {os.cpu_count()}, usable {hash_workers()}, load average "
+          f"{os.getloadavg()[0]:.1f}; {args.size_mib} MiB; best of {args.repeat}")
     try:
         one = tmp / "one" / "ds"
         write_files(one, {"big.bin": size})
         piece = choose_piece_size(size)
         rows: list[tuple[str, float]] = []
-        t_lt, ref = best(args.repeat, lambda: libtorrent_hybrid(one, piece))
-        rows.append(("libtorrent create_torrent, 1 file", t_lt))
+        label = "libtorrent create_torrent, 1 file"
+        t_lt, ref = best(args.repeat, lambda: libtorrent_hybrid(one, piece), label)
+        rows.append((label, t_lt))
         want = info_hash(ref)  # type: ignore[arg-type]
         for label, make in (("FileHasher old (acde1ac), 1 file", lambda: OldFileHasher(piece)),
                             ("FileHasher new, 1 thread, 1 file", lambda: FileHasher(piece, parallel=False)),
                             ("FileHasher new, pool, 1 file", lambda: FileHasher(piece))):
-            t, h = best(args.repeat, lambda make=make: hash_with(make, one / "big.bin"))
+            t, h = best(args.repeat, lambda make=make: hash_with(make, one / "big.bin"), label)
             got = info_hash(build_torrent("ds", piece, [("big.bin", h)]))  # type: ignore[list-item]
             assert got == want, f"{label}: info-hash {got} != libtorrent's {want}"
             rows.append((label, t))
@@ -171,24 +179,27 @@ def main() -> None:
         many = tmp / "many" / "ds"
         n = max(1, args.files)
         write_files(many, {f"f{i:02d}.bin": size // n for i in range(n)})
+        label = f"libtorrent create_torrent, {n} files"
         t_lt_many, ref_many = best(args.repeat, lambda: libtorrent_hybrid(
-            many, choose_piece_size(size // n * n)))
-        rows.append((f"libtorrent create_torrent, {n} files", t_lt_many))
+            many, choose_piece_size(size // n * n)), label)
+        rows.append((label, t_lt_many))
         d = Dataset(name="ds", version="1", source=FileSource(str(many)),
                     placement=Placement(all=True), path="ds")
 
         async def lock() -> bytes:
             async with OriginContext(tmp) as ctx:
                 return await build_lock(d, ctx)
-        t_lock, torrent = best(args.repeat, lambda: asyncio.run(lock()))
+        label = f"build_lock, {n} files (file source)"
+        t_lock, torrent = best(args.repeat, lambda: asyncio.run(lock()), label)
         assert info_hash(torrent) == info_hash(ref_many), "build_lock differs from libtorrent"  # type: ignore[arg-type]
-        rows.append((f"build_lock, {n} files (file source)", t_lock))
+        rows.append((label, t_lock))
 
         base = {1: t_lt, 2: t_lt_many}
-        print(f"{'':40} {'MiB/s':>8} {'x libtorrent':>13}")
-        for i, (label, t) in enumerate(rows):
+        print(f"{'':40} {'MiB/s':>8} {'x libtorrent':>13} {'MiB/CPU-s':>10}")
+        for label, t in rows:
             ref_t = base[1] if "1 file" in label else base[2]
-            print(f"{label:40} {size / MiB / t:8.0f} {ref_t / t:13.2f}")
+            print(f"{label:40} {size / MiB / t:8.0f} {ref_t / t:13.2f} "
+                  f"{size / MiB / max(CPU[label], 1e-9):10.0f}")
         old, new1, newp = rows[1][1], rows[2][1], rows[3][1]
         print(f"FileHasher new/old: 1 thread {old / new1:.2f}x, pool {old / newp:.2f}x")
     finally:
