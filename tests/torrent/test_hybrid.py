@@ -408,3 +408,41 @@ def test_info_hashes_equal_libtorrent_create_torrent(tmp_path: Path) -> None:
     ours = lt.torrent_info(lt.bdecode(our_torrent("ds", files, piece, chunk=3 * MiB)))
     assert str(ours.info_hashes().v1) == str(ref.info_hashes().v1)
     assert str(ours.info_hashes().v2) == str(ref.info_hashes().v2)
+
+
+@pytest.mark.parametrize("wrong", ["v1", "v2"])
+def test_libtorrent_checks_both_v1_and_v2_hashes_of_a_hybrid_torrent(tmp_path: Path,
+                                                                     wrong: str) -> None:
+    """What verification relies on (core/transfer.py, torrent/verify.py): libtorrent's hash
+    check of a hybrid torrent refuses a piece whose SHA-1 matches but whose v2 hashes do not,
+    and the reverse, so a piece it accepted matches both of the lock's hashes."""
+    from dataclasses import replace
+
+    good, other = _data(4 * P16 + 100, "good"), bytearray(_data(4 * P16 + 100, "good"))
+    other[5] ^= 1  # piece 0 differs
+    ours, theirs = hash_file(good, P16), hash_file(bytes(other), P16)
+    mixed = (replace(ours, v1_pieces=theirs.v1_pieces) if wrong == "v1" else
+             replace(ours, piece_layer=theirs.piece_layer, pieces_root=theirs.pieces_root))
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "f.bin").write_bytes(good)
+    (tmp_path / "ds" / "g.bin").write_bytes(b"x" * 10)
+    torrent = build_torrent("ds", P16, [("f.bin", mixed), ("g.bin", hash_file(b"x" * 10, P16))])
+    ses = lt.session({"listen_interfaces": "127.0.0.1:0", "enable_dht": False,
+                      "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False})
+    try:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(torrent)
+        atp.save_path = str(tmp_path)
+        handle = ses.add_torrent(atp)
+        deadline = time.monotonic() + 30
+        status = handle.status()
+        while time.monotonic() < deadline:  # checked: downloading what it did not find
+            status = handle.status()
+            if status.state == lt.torrent_status.downloading:
+                break
+            time.sleep(0.02)
+        assert status.state == lt.torrent_status.downloading, status.state
+        have = list(handle.status(lt.status_flags_t.query_pieces).pieces)
+        assert have == [False] + [True] * (len(have) - 1)
+    finally:
+        del ses
