@@ -22,6 +22,7 @@ download from a fast origin).
 
 from __future__ import annotations
 
+import bisect
 import enum
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence, Union
@@ -300,12 +301,20 @@ def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
 def unhashed_files(seen: Seen) -> tuple[str, ...]:
     """The files holding a piece libtorrent did not hash itself (`Seen.trusted_pieces`), in
     torrent order: the ones a finished download's verification reads back."""
-    paths = set()
-    for piece in seen.trusted_pieces:
-        where = piece_range(seen.files, seen.piece_size, piece)
-        if where is not None:
-            paths.add(where[0])
-    return tuple(p for p, _ in seen.files if p in paths)
+    trusted = sorted(set(seen.trusted_pieces))
+    if not trusted or seen.piece_size <= 0:
+        return ()
+    out: list[str] = []
+    first = 0  # each non-empty file starts on a piece boundary (origin_pool.piece_range)
+    for path, size in seen.files:
+        if size <= 0:
+            continue
+        end = first + -(-size // seen.piece_size)
+        i = bisect.bisect_left(trusted, first)
+        if i < len(trusted) and trusted[i] < end:
+            out.append(path)
+        first = end
+    return tuple(out)
 
 
 def stall(job: Job, seen: Seen, now: float) -> Failure | None:

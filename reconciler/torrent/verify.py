@@ -62,6 +62,7 @@ def verify_content(torrent: bytes, content_dir: Path, read: Collection[str] | No
     info = cast(_Dict, cast(_Dict, lt.bdecode(torrent))[b"info"])
     piece_size = cast(int, info[b"piece length"])
     stamps = stamps or {}
+    wanted = None if read is None else frozenset(read)
     bad: list[str] = []
     for parts, leaf in _walk(info[b"file tree"]):
         rel = "/".join(parts)
@@ -72,7 +73,7 @@ def verify_content(torrent: bytes, content_dir: Path, read: Collection[str] | No
             if now[1] != length:
                 bad.append(rel)
                 continue
-            if length == 0 or (read is not None and rel not in read
+            if length == 0 or (wanted is not None and rel not in wanted
                                and stamps.get(rel, now) == now):
                 continue
             hasher = FileHasher(piece_size)

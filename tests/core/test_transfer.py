@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from factories import dataset, node, state
 from reconciler.core import transfer as tr
+from reconciler.core.origin_pool import piece_range
 from reconciler.core.plan import make_plan
 from reconciler.core.transfer import (Job, Seen, Stage, decide_pass, share_origin, step_job)
 from reconciler.model.desired import Placement
@@ -57,6 +58,15 @@ def test_verification_reads_back_only_the_files_libtorrent_did_not_hash():
     assert eff == [tr.WebSeed(IH, False), tr.StartVerify(IH, read=("a.bin", "b.bin"))]
     assert tr.unhashed_files(replace(s, trusted_pieces=(5, 4, 4))) == ("c.bin",)
     assert tr.unhashed_files(replace(s, trusted_pieces=(99,))) == ()  # past the end
+    assert tr.unhashed_files(replace(s, trusted_pieces=(2, 1))) == ("a.bin",)
+    # the same as asking origin_pool.piece_range piece by piece, for any set of pieces
+    many = tuple((f"f{i}", (i % 5) * 10000) for i in range(40))
+    s2 = replace(s, files=many)
+    for pieces in [(0,), (3, 4, 5), tuple(range(0, 60, 7)), tuple(range(60))]:
+        want = {piece_range(many, 16384, p)[0] for p in pieces  # type: ignore[index]
+                if piece_range(many, 16384, p) is not None}
+        got = tr.unhashed_files(replace(s2, trusted_pieces=pieces))
+        assert got == tuple(f for f, _ in many if f in want), pieces
     _, eff = step_job(job(), replace(s, trusted_pieces=()), now=1.0)
     assert eff[-1] == tr.StartVerify(IH, read=())  # every piece hashed by libtorrent
 
