@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from ruamel.yaml import YAML
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
@@ -78,6 +77,7 @@ def _bar(name: str) -> Iterator[Callable[[int, int], None] | None]:
     if not sys.stderr.isatty():
         yield None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
     from reconciler.app.ui import err
     with Progress(TextColumn(f"{name:<20} hashing"), BarColumn(), DownloadColumn(binary_units=True),
                   TransferSpeedColumn(), console=err, transient=True) as bar:
