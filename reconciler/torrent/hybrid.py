@@ -100,26 +100,29 @@ class FileHashes:
 _BATCH = 4 << 20  # bytes of whole pieces per hashing task (or one piece, if larger)
 _INFLIGHT = 4  # hashing tasks one FileHasher keeps queued before update() waits for the oldest
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+_pools_lock = threading.Lock()
 
 
 def hash_workers() -> int:
-    """Threads of the shared hashing pool: one per CPU this process may run on."""
+    """CPUs this process may run on (what hashing is sized for)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
 
 
-def _shared_pool() -> ThreadPoolExecutor:
-    """One pool for every FileHasher of the process, so hashing many files at once uses every
-    core without starting more threads than there are cores."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(hash_workers(), thread_name_prefix="syncbit-hash")
-        return _pool
+def _shared_pools() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+    """The SHA-1 pool and the SHA-256 leaf pool every FileHasher of the process shares, each
+    with half the CPUs (at least one thread): many files hashed at once use every core, and
+    no more threads than that compete for the GIL."""
+    global _pools
+    with _pools_lock:
+        if _pools is None:
+            half = max(1, (hash_workers() + 1) // 2)
+            _pools = (ThreadPoolExecutor(half, thread_name_prefix="syncbit-sha1"),
+                      ThreadPoolExecutor(half, thread_name_prefix="syncbit-sha256"))
+        return _pools
 
 
 def _full_root(leaves: list[bytes]) -> bytes:
@@ -153,17 +156,18 @@ class FileHasher:
     hybrid pad file after it implies) and the v2 SHA-256 piece layer and pieces root, so that a
     streamed source never has to be stored or read twice.
 
-    Pieces are independent, so whole pieces are hashed in batches (about 4 MiB) on a thread
-    pool shared by every hasher of the process (`parallel=True`, the default), the SHA-1 of a
-    batch and its SHA-256 leaves as two tasks: hashlib releases the GIL while it hashes, so one
-    file uses two cores or more (batches in flight run side by side), and several files hashed
-    at once share the pool. SHA-1 runs as one call per piece; the leaves are one call per 16 KiB
-    block, which is why they are not also split among threads: two threads taking turns at the
-    GIL every 16 KiB spent more CPU than they saved (measured, bench/hashing.py). At most
-    `_INFLIGHT` batches per hasher are queued (update() then waits for the oldest), which bounds
-    its memory. `update` keeps a reference to the bytes it is given until they are hashed, so
-    a mutable buffer (bytearray, memoryview) is copied first. `parallel=False` hashes in the
-    calling thread.
+    Pieces are independent, so whole pieces are hashed in batches (about 4 MiB) on thread
+    pools shared by every hasher of the process (`parallel=True`, the default): a batch's
+    SHA-1 on one pool, its SHA-256 leaves and piece roots on the other (hashlib releases the
+    GIL while it hashes). One file so takes SHA-1 and SHA-256 side by side on two cores, and
+    several files hashed at once spread over every core. SHA-1 is one call per piece; the
+    leaves are one call per 16 KiB block, so the GIL changes hands every few microseconds in
+    a leaf thread: keeping those threads to half the CPUs, beside SHA-1 threads that rarely
+    want the GIL, was 1.4x faster than letting any thread take any task on a loaded 2-core
+    machine (bench/hashing.py, in-memory variant). At most `_INFLIGHT` batches per hasher are
+    queued (update() then waits for the oldest), which bounds its memory. `update` keeps a
+    reference to the bytes it is given until they are hashed, so a mutable buffer (bytearray,
+    memoryview) is copied first. `parallel=False` hashes in the calling thread.
     """
 
     def __init__(self, piece_size: int, *, parallel: bool = True) -> None:
@@ -171,7 +175,7 @@ class FileHasher:
         self._piece_size = piece_size
         self._blocks_per_piece = piece_size // BLOCK_SIZE
         self._batch = max(piece_size, _BATCH // piece_size * piece_size)
-        self._pool = _shared_pool() if parallel else None
+        self._pools = _shared_pools() if parallel else None
         self._size = 0
         self._pending: list[bytes] = []  # bytes not yet handed to hashing, in order
         self._pending_len = 0
@@ -205,14 +209,15 @@ class FileHasher:
         self._pending_len = len(rest)
         for start in range(0, whole, self._batch):
             part = view[start:min(whole, start + self._batch)]
-            if self._pool is None:
+            if self._pools is None:
                 self._v1 += _sha1_pieces(part, self._piece_size)
                 self._layer += _v2_roots(part, self._piece_size)
                 continue
             while len(self._queued) >= _INFLIGHT:
                 self._take_oldest()
-            self._queued.append((self._pool.submit(_sha1_pieces, part, self._piece_size),
-                                 self._pool.submit(_v2_roots, part, self._piece_size)))
+            sha1, sha256 = self._pools
+            self._queued.append((sha1.submit(_sha1_pieces, part, self._piece_size),
+                                 sha256.submit(_v2_roots, part, self._piece_size)))
 
     def _take_oldest(self) -> None:
         v1, v2 = self._queued.popleft()
