@@ -10,7 +10,9 @@ libtorrent's `set_piece_hashes` reads them):
    16 KiB block, one thread; a copy is kept below as `OldFileHasher`), the new one in the
    calling thread only (`parallel=False`), and the new one on its thread pool, on the same file;
 3. `build_lock` over `--files` files of the same total size (a `file` source), against
-   libtorrent on the same directory.
+   libtorrent on the same directory;
+4. `verify_content` on those files: the full read-back a finished download used to get, and
+   the size checks it gets now when libtorrent hashed every piece itself.
 
 Each figure is the best of `--repeat` runs: wall MiB/s, its ratio to libtorrent, and MiB per
 CPU-second of the whole process (all threads; what hashing costs, whatever the load). The
@@ -37,6 +39,7 @@ from reconciler.core.lockfile import BLOCK_SIZE, merkle_root, next_pow2, zero_ro
 from reconciler.engine.locking import build_lock
 from reconciler.model.desired import Dataset, FileSource, Placement
 from reconciler.torrent.hybrid import FileHasher, FileHashes, build_torrent, choose_piece_size, hash_workers
+from reconciler.torrent.verify import verify_content
 
 MiB = 1 << 20
 READ = 4 * MiB
@@ -130,18 +133,11 @@ def hash_with(make: Callable[[], object], path: Path) -> FileHashes:
     return h.finish()  # type: ignore[attr-defined, no-any-return]
 
 
-CPU: dict[str, float] = {}  # label -> least CPU seconds of the process (all its threads)
-
-
-def best(repeat: int, fn: Callable[[], object], label: str = "") -> tuple[float, object]:
-    times, cpus, result = [], [], None
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        result = fn()
-        times.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    CPU[label] = min(cpus)
-    return min(times), result
+def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of the whole process, result) of one call."""
+    t, c = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - t, time.process_time() - c, result
 
 
 def info_hash(torrent: bytes) -> str:
@@ -149,59 +145,76 @@ def info_hash(torrent: bytes) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--files", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None, help="where to write the test files")
     args = ap.parse_args()
     size = args.size_mib * MiB
+    n = max(1, args.files)
     tmp = Path(tempfile.mkdtemp(prefix="syncbit-bench-hash-", dir=args.dir))
-    print(f"nproc {os.cpu_count()}, usable {hash_workers()}, load average "
-          f"{os.getloadavg()[0]:.1f}; {args.size_mib} MiB; best of {args.repeat}")
+    load = os.getloadavg()[0]
     try:
-        one = tmp / "one" / "ds"
+        one, many = tmp / "one" / "ds", tmp / "many" / "ds"
         write_files(one, {"big.bin": size})
-        piece = choose_piece_size(size)
-        rows: list[tuple[str, float]] = []
-        label = "libtorrent create_torrent, 1 file"
-        t_lt, ref = best(args.repeat, lambda: libtorrent_hybrid(one, piece), label)
-        rows.append((label, t_lt))
-        want = info_hash(ref)  # type: ignore[arg-type]
-        for label, make in (("FileHasher old (acde1ac), 1 file", lambda: OldFileHasher(piece)),
-                            ("FileHasher new, 1 thread, 1 file", lambda: FileHasher(piece, parallel=False)),
-                            ("FileHasher new, pool, 1 file", lambda: FileHasher(piece))):
-            t, h = best(args.repeat, lambda make=make: hash_with(make, one / "big.bin"), label)
-            got = info_hash(build_torrent("ds", piece, [("big.bin", h)]))  # type: ignore[list-item]
-            assert got == want, f"{label}: info-hash {got} != libtorrent's {want}"
-            rows.append((label, t))
-
-        many = tmp / "many" / "ds"
-        n = max(1, args.files)
         write_files(many, {f"f{i:02d}.bin": size // n for i in range(n)})
-        label = f"libtorrent create_torrent, {n} files"
-        t_lt_many, ref_many = best(args.repeat, lambda: libtorrent_hybrid(
-            many, choose_piece_size(size // n * n)), label)
-        rows.append((label, t_lt_many))
+        piece, piece_many = choose_piece_size(size), choose_piece_size(size // n * n)
         d = Dataset(name="ds", version="1", source=FileSource(str(many)),
                     placement=Placement(all=True), path="ds")
 
         async def lock() -> bytes:
             async with OriginContext(tmp) as ctx:
                 return await build_lock(d, ctx)
-        label = f"build_lock, {n} files (file source)"
-        t_lock, torrent = best(args.repeat, lambda: asyncio.run(lock()), label)
-        assert info_hash(torrent) == info_hash(ref_many), "build_lock differs from libtorrent"  # type: ignore[arg-type]
-        rows.append((label, t_lock))
 
-        base = {1: t_lt, 2: t_lt_many}
-        print(f"{'':40} {'MiB/s':>8} {'x libtorrent':>13} {'MiB/CPU-s':>10}")
-        for label, t in rows:
-            ref_t = base[1] if "1 file" in label else base[2]
-            print(f"{label:40} {size / MiB / t:8.0f} {ref_t / t:13.2f} "
-                  f"{size / MiB / max(CPU[label], 1e-9):10.0f}")
-        old, new1, newp = rows[1][1], rows[2][1], rows[3][1]
-        print(f"FileHasher new/old: 1 thread {old / new1:.2f}x, pool {old / newp:.2f}x")
+        ref_one = libtorrent_hybrid(one, piece)
+        ref_many = libtorrent_hybrid(many, piece_many)
+        torrent = asyncio.run(lock())
+        assert info_hash(torrent) == info_hash(ref_many), "build_lock differs from libtorrent"
+
+        def file_hasher(make: Callable[[], object]) -> Callable[[], object]:
+            def run() -> object:
+                h = hash_with(make, one / "big.bin")
+                got = info_hash(build_torrent("ds", piece, [("big.bin", h)]))
+                assert got == info_hash(ref_one), "FileHasher differs from libtorrent"
+                return h
+            return run
+
+        LT1, LTN = "libtorrent create_torrent, 1 file", f"libtorrent create_torrent, {n} files"
+        OLD, NEW1, NEWP = ("FileHasher old (acde1ac), 1 file", "FileHasher new, 1 thread, 1 file",
+                           "FileHasher new, pool, 1 file")
+        cases: dict[str, tuple[str, Callable[[], object]]] = {
+            LT1: (LT1, lambda: libtorrent_hybrid(one, piece)),
+            OLD: (LT1, file_hasher(lambda: OldFileHasher(piece))),
+            NEW1: (LT1, file_hasher(lambda: FileHasher(piece, parallel=False))),
+            NEWP: (LT1, file_hasher(lambda: FileHasher(piece))),
+            LTN: (LTN, lambda: libtorrent_hybrid(many, piece_many)),
+            f"build_lock, {n} files (file source)": (LTN, lambda: asyncio.run(lock())),
+            # What a finished download's verification costs: the full read-back it used to
+            # be, and the size checks it is now when libtorrent hashed every piece itself.
+            f"verify_content, full read-back, {n} files": (
+                LTN, lambda: verify_content(torrent, many)),
+            f"verify_content, sizes only, {n} files": (
+                LTN, lambda: verify_content(torrent, many, read=())),
+        }
+        wall: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        for _ in range(args.repeat):  # interleaved, so a burst of load hits every case alike
+            for label, (_, fn) in cases.items():
+                w, c, result = timed(fn)
+                if label.startswith("verify_content"):
+                    assert result == [], result
+                wall[label] = min(wall.get(label, w), w)
+                cpu[label] = min(cpu.get(label, c), c)
+
+        print(f"nproc {os.cpu_count()}, usable {hash_workers()}, load average {load:.1f} "
+              f"-> {os.getloadavg()[0]:.1f}; {args.size_mib} MiB; best of {args.repeat}")
+        print(f"{'':42} {'MiB/s':>8} {'x libtorrent':>13} {'MiB/CPU-s':>10}")
+        for label, (ref, _) in cases.items():
+            print(f"{label:42} {size / MiB / wall[label]:8.0f} "
+                  f"{wall[ref] / wall[label]:13.2f} {size / MiB / max(cpu[label], 1e-9):10.0f}")
+        print(f"FileHasher new/old (wall): 1 thread {wall[OLD] / wall[NEW1]:.2f}x, "
+              f"pool {wall[OLD] / wall[NEWP]:.2f}x")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
