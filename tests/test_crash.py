@@ -144,7 +144,7 @@ def test_a_file_changed_in_staging_during_a_clean_stop_is_read_back_and_fetched_
     re-checked and fetched again, never activated."""
     files = {"a.bin": pseudo_random(1 * MiB, "a"), "b.bin": pseudo_random(5 * MiB, "b")}
     root = write_data(tmp_path / "origin", files)
-    server = OriginServer(root, rate=1 * MiB).start()
+    server = OriginServer(root).start()
     try:
         repo = StateRepo.create(tmp_path / "state")
         repo.write("nodes.yaml", nodes_yaml(["n1"]))
@@ -153,6 +153,8 @@ def test_a_file_changed_in_staging_during_a_clean_stop_is_read_back_and_fetched_
         assert repo.lock().returncode == 0
         repo.commit()
         home = NodeHome("n1", tmp_path / "n1", repo.root).write_config()
+        # b.bin gone from the origin: the first run gets a.bin only, and cannot finish
+        (root / "b.bin").rename(tmp_path / "b.bin.away")
         # SIGINT: the run is cancelled and closes the session cleanly (resume data saved,
         # the clean-stop mark written), once a.bin is complete in staging
         proc = home.start_once(timeout=60)
@@ -175,6 +177,8 @@ def test_a_file_changed_in_staging_during_a_clean_stop_is_read_back_and_fetched_
         assert a is not None, log[-3000:]
         assert (home.state_dir / "resume" / "clean-stop").exists(), log[-3000:]
         assert home.status()["datasets"]["d"]["phase"] != "Ready"
+        assert list((home.state_dir / "resume").glob("*.resume")), log[-3000:]
+        (tmp_path / "b.bin.away").rename(root / "b.bin")
         st = a.stat()
         data = bytearray(a.read_bytes())
         data[4321] ^= 0xFF

@@ -1,6 +1,7 @@
 """`syncbit-reconcile lock`: pin datasets to exact bytes.
 
-Each source file is read once, streaming, into the hybrid-torrent hasher; the torrent is written
+Each source file is read once, streaming, into the hybrid-torrent hasher (several files at a
+time, a large one as concurrent range requests: engine/locking.py); the torrent is written
 under the state repo (`locks/<dataset>.torrent` unless `spec.lock` already names a path) and
 `spec.lock` is set by a one-line edit of the YAML text, at the position ruamel.yaml's composer
 reports, so the user's comments and layout stay exactly as they were.
