@@ -36,7 +36,7 @@ from reconciler.model.desired import DesiredState
 from reconciler.model.ids import DatasetName, InfoHash, NodeName
 from reconciler.model.status import DatasetStatus
 from reconciler.torrent.hybrid import lock_extra
-from reconciler.torrent.verify import verify_content
+from reconciler.torrent.verify import Stamp, stamp, verify_content
 
 log = structlog.get_logger("executor")
 
@@ -60,6 +60,12 @@ class _Download:
     waiting: str | None = None  # paused by the scheduler (core/scheduling.py): why
     base_origin: int = 0  # bytesFromOrigin/-Peers of earlier processes (staging metadata)
     base_peers: int = 0
+    # Verification (core/transfer.py, torrent/verify.py): was the torrent added with resume
+    # data libtorrent trusts (no hash check), and then which pieces it held once loaded
+    # (None: not known yet); the stamps of the files linked from objects/ after the check.
+    resumed: bool = False
+    trusted: tuple[int, ...] | None = None
+    stamps: dict[str, Stamp] = field(default_factory=dict)
 
 
 class Executor:
@@ -379,12 +385,16 @@ class Executor:
         save = self.store.begin(t.name, ih, d.version)
         linked = self._link_objects(ih, save / lock.name, torrent, log_)
         url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels)
+        # Resume data the swarm will trust (no hash check of what it lists); a superset is
+        # fine (Swarm may still refuse it): it only means more is read back at the end.
+        resumed = (self.swarm.trust_resume and self.swarm.resume_dir is not None
+                   and (self.swarm.resume_dir / f"{ih}.resume").exists())
         st = self.swarm.add(ih, torrent, save, lock.total_bytes)
         frozen = cas.frozen_pieces(lock.files, st.piece_size, linked)
         if frozen:  # before libtorrent's check ends: it must never fetch (write) these pieces
             self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, frozen))
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()),
-                       frozen=frozen, linked=tuple(linked))
+                       frozen=frozen, linked=tuple(linked), resumed=resumed)
         origin, peers = self.store.counters(t.name, ih)
         dl.base_origin = max(0, origin - self.gateway.bytes_served.get(t.name, 0))
         dl.base_peers = peers
@@ -556,11 +566,18 @@ class Executor:
         lock = dl.target.dataset.lock
         have = tuple(bool(h) for h in dl.torrent.handle.status().pieces)
         broken = cas.broken_links(lock.files, dl.torrent.piece_size, dl.linked, have)
-        dl.linked = ()
+        linked, dl.linked = dl.linked, ()
+        top = Path(dl.torrent.handle.status().save_path) / lock.name
         if not broken:
+            # Found whole, and never written again: verification reads one back only if
+            # its stamp changes before the version completes (torrent/verify.py).
+            for path in linked:
+                try:
+                    dl.stamps[path] = stamp(top / path)
+                except OSError:
+                    dl.stamps[path] = (0, -1, 0)  # gone: read back, and so refused
             return False
         ih, name = dl.torrent.info_hash, dl.target.name
-        top = Path(dl.torrent.handle.status().save_path) / lock.name
         self._drop_torrent(InfoHash(ih))
         roots = {f.path: f.root for f in cas.file_roots(dl.torrent_bytes)}
         objects = ObjectStore(self.cfg.state_dir)
@@ -682,6 +699,10 @@ class Executor:
             else:
                 verify_result = tuple(dl.verify.result())
             dl.verify = None
+        if dl.trusted is None and st.checked:
+            dl.trusted = tuple(i for i, h in enumerate(ts.pieces) if h) if dl.resumed else ()
+        trusted = dl.trusted if dl.trusted is not None else (
+            tuple(range(st.num_pieces)) if dl.resumed else ())
         lock = t.dataset.lock
         return Seen(
             me=self.node, targets=targets, peer_ip=peer_ip,
@@ -697,7 +718,8 @@ class Executor:
             failed_pieces=failed, torrent_error=st.error,
             origin_error=self.gateway.errors.get(t.name) or (
                 f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None),
-            verify_result=verify_result, moved=st.moved is True, web_seed_on=st.url is not None,
+            verify_result=verify_result, trusted_pieces=trusted,
+            moved=st.moved is True, web_seed_on=st.url is not None,
             bytes_received=int(ts.total_payload_download))
 
     def _apply_job_effect(self, dl: _Download, eff: Effect) -> None:
@@ -710,11 +732,17 @@ class Executor:
         elif isinstance(eff, transfer.StartVerify):
             save = Path(dl.torrent.handle.status().save_path)
             assert t.dataset.lock is not None
+            self.log.info("verifying", dataset=t.name, info_hash=ih, read_back=len(eff.read),
+                          files=list(eff.read[:5]))
             dl.verify = self._spawn(asyncio.to_thread(
-                verify_content, dl.torrent_bytes, save / t.dataset.lock.name))
+                verify_content, dl.torrent_bytes, save / t.dataset.lock.name, eff.read,
+                dict(dl.stamps)))
             crash_point("verifying")
         elif isinstance(eff, transfer.Recheck):
             self.swarm.force_recheck(ih)
+            dl.resumed, dl.trusted = False, ()  # libtorrent hashes every piece again
+            # ... linked files included: once it has, look for broken links again.
+            dl.linked, dl.stamps = tuple(dl.stamps), {}
         elif isinstance(eff, transfer.Move):
             self.swarm.move(ih, self.store.version_dir(t.name, ih))
             crash_point("moving")
