@@ -64,12 +64,16 @@ class Host:
 
 
 def cleanup_leftovers() -> list[str]:
-    """Delete every namespace and link whose name starts with PREFIX (after a crash); returns
+    """Delete every namespace and link whose name starts with PREFIX (after a crash: the
+    processes an earlier run left inside those namespaces are killed by pid first); returns
     what it removed."""
     removed = []
     for line in _run("ip", "netns", "list").stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         if name.startswith(PREFIX):
+            for pid in _run("ip", "netns", "pids", name, check=False).stdout.split():
+                _run("kill", "-9", pid, check=False)
+                removed.append(f"pid {pid}")
             _run("ip", "netns", "delete", name, check=False)
             removed.append(name)
     for line in _run("ip", "-o", "link", "show").stdout.splitlines():

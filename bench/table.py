@@ -1,0 +1,133 @@
+"""Console tables of a bench.swarm results document (rich if installed, else plain text).
+
+Works on the JSON document (not on live objects) so that a saved run prints the same again:
+
+    python -m bench.table bench/results/<file>-swarm.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+MIB = 1 << 20
+
+
+def _f(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def _mib(x: float | None) -> str:
+    return "-" if x is None else f"{x / MIB:.1f}"
+
+
+class _Plain:
+    """The subset of rich.table.Table used here, as fixed-width text."""
+
+    def __init__(self, title: str) -> None:
+        self.title, self.cols, self.rows = title, [], []  # type: ignore[var-annotated]
+
+    def add_column(self, name: str, **_: object) -> None:
+        self.cols.append(name)
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append(list(cells))
+
+    def render(self) -> str:
+        w = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
+             for i, c in enumerate(self.cols)]
+        line = lambda cells: "  ".join(c.rjust(w[i]) for i, c in enumerate(cells))  # noqa: E731
+        return "\n".join([self.title, line(self.cols), *(line(r) for r in self.rows)])
+
+
+def _table(title: str, cols: list[str]) -> Any:
+    try:
+        from rich.table import Table
+        t: Any = Table(title=title, title_justify="left")
+    except ImportError:
+        t = _Plain(title)
+    for c in cols:
+        t.add_column(c, justify="right")
+    return t
+
+
+def _show(t: Any) -> None:
+    if isinstance(t, _Plain):
+        print(t.render())
+        return
+    from rich.console import Console
+    Console(width=160).print(t)
+
+
+def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    p, s = doc["params"], doc["summary"]
+    m = doc["runs"][0]
+    rows = [("nodes", str(s["nodes"])),
+            ("dataset", f"{_mib(s['bytes'])} MiB in {p['files']} files"),
+            ("links", f"origin {_mib(p['origin_rate'])} MiB/s, nodes {_mib(p['node_rate'])} MiB/s"
+                      + (f", slow node 1/{p['slow_node']:g}" if p["slow_node"] else "")),
+            ("origin per connection", (f"{p['origin_conn_rate'] / 1024:.0f} KiB/s"
+                                       if p["origin_conn_rate"] else "uncapped")
+             + f", first byte +{p['origin_latency_ms']:g} ms"),
+            ("stagger", f"{p['stagger']:g} s"),
+            ("T_lb (fluid lower bound)", f"{s['lower_bound_seconds']:.2f} s"),
+            ("seconds (all Ready)", _f(s["seconds"])),
+            ("seconds / T_lb", _f(s["lower_bound_ratio"])),
+            ("origin amplification", _f(s["origin_amplification"], "{:.3f}")),
+            ("origin busy", _f(m["first"]["origin_bytes"] / (p["origin_rate"] * s["seconds"])
+                               if s["seconds"] else None, "{:.0%}")
+             + " of its uplink while converging"),
+            ("first origin byte", _f(m["first"]["origin_first_byte_s"]) + " s"),
+            ("naive curl (max node)", _f(s["naive_seconds"])),
+            ("aria2c -x16 (max node)", _f(s["aria2_seconds"]))]
+    if "slow_node" in doc:
+        sn = doc["slow_node"]
+        rows += [("others' max, with slow node", _f(sn["others_with_slow_s"])),
+                 ("max, slow node absent (N-1)", _f(sn["others_without_slow_s"])),
+                 ("ratio with / without", _f(sn["ratio"], "{:.3f}"))]
+    ro = m.get("rollout")
+    if ro:
+        per = [n["wire_down"] / ro["size"] for n in ro["nodes"]]
+        rows += [("rollout: changed", f"{_mib(ro['size'])} MiB"),
+                 ("rollout: seconds (all Ready)", _f(ro["seconds"])),
+                 ("rollout: T_lb", _f(m["rollout_lower_bound_seconds"])),
+                 ("rollout: origin sent / changed", _f(ro["origin_bytes"] / ro["size"], "{:.3f}")),
+                 ("rollout: node received / changed", f"{min(per):.2f}-{max(per):.2f}"
+                                                      " (link bytes; see per-node)")]
+    return rows
+
+
+def print_run(doc: dict[str, Any]) -> None:
+    t = _table("bench.swarm summary", ["what", "value"])
+    for k, v in summary_rows(doc):
+        t.add_row(k, v)
+    _show(t)
+    for run in doc["runs"]:
+        for key in ("first", "rollout"):
+            ph = run.get(key)
+            if not ph:
+                continue
+            t = _table(f"{run['label']}: {ph['version']} ({_mib(ph['size'])} MiB to every node)."
+                       " Times in s from the common start; status = the node's status.json; "
+                       "link = bytes on its veth (IP, incl. headers)",
+                       ["node", "MiB/s", "start", "Ready", "Ready-start", "status origin MiB",
+                        "status peers MiB", "link down MiB", "link up MiB", "down/size", "data"])
+            for n in ph["nodes"]:
+                took = None if n["ready_s"] is None or n["start_s"] is None \
+                    else n["ready_s"] - n["start_s"]
+                t.add_row(n["name"] + (" (slow)" if n["name"] in run["slow"] else ""),
+                          _mib(n["down"]), _f(n["start_s"]), _f(n["ready_s"]), _f(took),
+                          _mib(n["bytes_from_origin"]), _mib(n["bytes_from_peers"]),
+                          _mib(n["wire_down"]), _mib(n["wire_up"]),
+                          _f(n["wire_down"] / ph["size"]), "ok" if n["data_ok"] else "FAIL")
+            _show(t)
+        for b in run["baselines"]:
+            print(f"{run['label']}: baseline {b['tool']}: max {_f(b['seconds'])} s, per node "
+                  f"{b['per_node']}, origin sent {_mib(b['origin_bytes'])} MiB, "
+                  f"{'ok' if b['ok'] else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    print_run(json.loads(Path(sys.argv[1]).read_text()))
