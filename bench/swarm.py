@@ -23,7 +23,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
