@@ -19,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from bench.dataset import Version, tree_digest
@@ -50,6 +51,7 @@ class NodeResult:
     wire_down: int = 0  # bytes its link delivered to it during the phase (IP, incl. headers)
     wire_up: int = 0  # bytes it sent
     data_ok: bool | None = None
+    events: dict[str, float] = field(default_factory=dict)  # first time of each log event
 
 
 @dataclass
@@ -125,6 +127,25 @@ def _wire(h: Host) -> tuple[int, int]:
     return int((stats / "tx_bytes").read_text()), int((stats / "rx_bytes").read_text())
 
 
+def first_events(log: Path, t0_wall: float) -> dict[str, float]:
+    """Seconds from t0 to the first occurrence of every log event after t0 (the daemon logs
+    JSON lines): where a node's time went (start-up, first peer, verify, activation)."""
+    out: dict[str, float] = {}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+            t = datetime.fromisoformat(ev["timestamp"]).timestamp() - t0_wall
+        except (ValueError, KeyError, TypeError):
+            continue
+        if t >= -0.5 and ev.get("event") not in out:
+            out[str(ev.get("event"))] = round(t, 2)
+    return out
+
+
 class Cluster:
     """N daemons, one per node host, against one origin; `converge()` measures one phase."""
 
@@ -191,7 +212,7 @@ class Cluster:
         first_new = len(self.procs)
         if commit:
             self.repo.commit(v.name)
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         deadline = t0 + timeout + stagger * (len(self.hosts) - 1)
         while time.monotonic() < deadline:
             now = time.monotonic() - t0
@@ -226,6 +247,7 @@ class Cluster:
             nr.bytes_from_peers = int(d.get("bytesFromPeers") or 0)  # type: ignore[call-overload]
             down, up = _wire(self.hosts[i])
             nr.wire_down, nr.wire_up = down - wire0[i][0], up - wire0[i][1]
+            nr.events = first_events(self.homes[i].base / "daemon.log", t0_wall)
         return ph
 
     def verify(self, ph: Phase, v: Version) -> None:

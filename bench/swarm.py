@@ -54,7 +54,7 @@ class Params:
     slow_node: float  # 0 = none; else the last node's links are this many times slower
     stagger: float
     rollout: float  # 0 = none; else the fraction of files changed in the next version
-    baselines: bool
+    baselines: tuple[str, ...]  # of "curl", "aria2c"
     timeout: float
 
 
@@ -94,7 +94,7 @@ def _rates(p: Params, n: int, slow: bool) -> list[int]:
             for i in range(n)]
 
 
-def run_cluster(p: Params, label: str, n: int, slow: bool, with_baselines: bool,
+def run_cluster(p: Params, label: str, n: int, slow: bool, tools: tuple[str, ...],
                 workdir: Path, v1: Version, v2: Version | None) -> RunResult:
     """A fresh network and cluster of `n` nodes (the last one slow if `slow`), torn down at the
     end whatever happens."""
@@ -124,11 +124,10 @@ def run_cluster(p: Params, label: str, n: int, slow: bool, with_baselines: bool,
                 res.rollout_lower_bound_seconds = fluid_lower_bound(
                     v2.changed_bytes, p.origin_rate, rates, rates)
             cluster.stop_daemons()
-            if with_baselines:
-                for tool in ("curl", "aria2c"):
-                    say(f"[{label}] baseline: {tool} on every node ...")
-                    res.baselines.append(baselines.run(tool, hosts, v1, cluster.origin, run_dir,
-                                                       p.timeout * 4))
+            for tool in tools:
+                say(f"[{label}] baseline: {tool} on every node ...")
+                res.baselines.append(baselines.run(tool, hosts, v1, cluster.origin, run_dir,
+                                                   p.timeout * 4))
             return res
         finally:
             if cluster is not None:
@@ -176,6 +175,10 @@ def parse_args(argv: list[str] | None) -> tuple[Params, argparse.Namespace]:
                     help="node i starts i x S seconds after the first (a late joiner)")
     ap.add_argument("--rollout", type=float, default=0.0, metavar="FRACTION",
                     help="after Ready, commit a version with this fraction of the files changed")
+    ap.add_argument("--baselines", default="curl,aria2c",
+                    help="comma-separated baselines to run after the cluster: curl, aria2c "
+                         "(default both; a single curl connection against --origin-conn-rate "
+                         "takes S / conn-rate, which may be long)")
     ap.add_argument("--no-baselines", action="store_true", help="skip curl and aria2c")
     ap.add_argument("--timeout", type=float, default=300.0,
                     help="per phase, seconds (default 300)")
@@ -186,9 +189,11 @@ def parse_args(argv: list[str] | None) -> tuple[Params, argparse.Namespace]:
         ap.error("--nodes and --files >= 1; --slow-node needs FACTOR >= 1 and --nodes >= 2")
     if not 0 <= a.rollout <= 1:
         ap.error("--rollout is a fraction of the files, 0..1")
+    tools = () if a.no_baselines else tuple(t for t in a.baselines.split(",") if t)
+    if set(tools) - {"curl", "aria2c"}:
+        ap.error("--baselines: curl, aria2c")
     return Params(a.nodes, a.size, a.files, a.origin_rate, a.origin_conn_rate, a.origin_latency,
-                  a.node_rate, a.slow_node, a.stagger, a.rollout, not a.no_baselines,
-                  a.timeout), a
+                  a.node_rate, a.slow_node, a.stagger, a.rollout, tools, a.timeout), a
 
 
 def summary(r: RunResult) -> dict[str, Any]:
@@ -219,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run_cluster(p, "main", p.nodes, bool(p.slow_node), p.baselines, workdir,
                                 v1, v2))
         if p.slow_node:
-            runs.append(run_cluster(p, "without-slow", p.nodes - 1, False, False, workdir, v1,
-                                    None))
+            runs.append(run_cluster(p, "without-slow", p.nodes - 1, False, (), workdir, v1, None))
     finally:
         if not os.environ.get("SYNCBIT_BENCH_KEEP"):
             shutil.rmtree(workdir, ignore_errors=True)
