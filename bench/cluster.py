@@ -52,6 +52,7 @@ class NodeResult:
     wire_up: int = 0  # bytes it sent
     data_ok: bool | None = None
     events: dict[str, float] = field(default_factory=dict)  # first time of each log event
+    series: list[tuple[float, int]] = field(default_factory=list)  # (s, link bytes down) ~1/s
 
 
 @dataclass
@@ -63,7 +64,8 @@ class Phase:
     seconds: float | None = None  # common start to the last node Ready (None: not all Ready)
     origin_bytes: int = 0  # body bytes the origin sent during the phase
     origin_first_byte_s: float | None = None
-    origin_series: list[tuple[float, int]] = field(default_factory=list)  # (s, bytes) per poll
+    # (s, bytes sent, responses in flight) at every poll: origin throughput and concurrency
+    origin_series: list[tuple[float, int, int]] = field(default_factory=list)
     timed_out: bool = False
     nodes: list[NodeResult] = field(default_factory=list)
 
@@ -220,8 +222,12 @@ class Cluster:
                     now >= (len(self.procs) - first_new) * stagger:
                 ph.nodes[len(self.procs)].start_s = now
                 self._start(len(self.procs))
-            sent = self.origin.stats()["bytes"]
-            ph.origin_series.append((round(now, 2), sent))
+            st = self.origin.stats()
+            sent = st["bytes"]
+            ph.origin_series.append((round(now, 2), sent, st["open"]))
+            if len(ph.origin_series) % 5 == 1:  # every ~1 s: how each node's download went
+                for h, nr, w0 in zip(self.hosts, ph.nodes, wire0):
+                    nr.series.append((round(now, 2), _wire(h)[0] - w0[0]))
             if sent and ph.origin_first_byte_s is None:
                 ph.origin_first_byte_s = now
             for i, nr in enumerate(ph.nodes):
