@@ -99,6 +99,34 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+EVENTS = ("daemon starting", "fetching", "origin shares", "verified", "activated")
+
+
+def _events_table(label: str, ph: dict[str, Any]) -> Any:
+    """When each node logged the steps that matter (s from the common start)."""
+    t = _table(f"{label}: {ph['version']}: first log line of each step (s from the common start)",
+               ["node", *EVENTS, "Ready (status)"])
+    for n in ph["nodes"]:
+        ev = n.get("events") or {}
+        t.add_row(n["name"], *(_f(ev.get(e)) for e in EVENTS), _f(n["ready_s"]))
+    return t
+
+
+def timeline(ph: dict[str, Any], step: float = 2.0) -> str:
+    """The origin's throughput (MiB/s) per `step` s window, with the most responses it had in
+    flight in that window when recorded: was the scarce link busy, and through how many
+    connections?"""
+    out, t0, b0, most = [], 0.0, 0, 0
+    for point in ph.get("origin_series") or []:
+        t, b = point[0], point[1]
+        most = max(most, point[2] if len(point) > 2 else 0)
+        if t - t0 >= step:
+            out.append(f"{t0:.0f}-{t:.0f}s {(b - b0) / (t - t0) / MIB:.1f}"
+                       + (f" ({most})" if most else ""))
+            t0, b0, most = t, b, 0
+    return "origin MiB/s per window (max responses in flight): " + ", ".join(out)
+
+
 def print_run(doc: dict[str, Any]) -> None:
     t = _table("bench.swarm summary", ["what", "value"])
     for k, v in summary_rows(doc):
@@ -123,6 +151,8 @@ def print_run(doc: dict[str, Any]) -> None:
                           _mib(n["wire_down"]), _mib(n["wire_up"]),
                           _f(n["wire_down"] / ph["size"]), "ok" if n["data_ok"] else "FAIL")
             _show(t)
+            _show(_events_table(run["label"], ph))
+            print(timeline(ph))
         for b in run["baselines"]:
             print(f"{run['label']}: baseline {b['tool']}: max {_f(b['seconds'])} s, per node "
                   f"{b['per_node']}, origin sent {_mib(b['origin_bytes'])} MiB, "
