@@ -3,6 +3,7 @@
 Works on the JSON document (not on live objects) so that a saved run prints the same again:
 
     python -m bench.table bench/results/<file>-swarm.json
+    python -m bench.table --markdown bench/results/*-swarm.json   # the README's results rows
 """
 
 from __future__ import annotations
@@ -159,5 +160,69 @@ def print_run(doc: dict[str, Any]) -> None:
                   f"{'ok' if b['ok'] else 'FAIL'}")
 
 
+def scenario(doc: dict[str, Any]) -> str:
+    """A short name of what a run measured, from its parameters."""
+    p = doc["params"]
+    parts = []
+    if p["slow_node"]:
+        parts.append(f"slow node 1/{p['slow_node']:g}")
+    if p["stagger"]:
+        parts.append(f"stagger {p['stagger']:g} s")
+    if p["rollout"]:
+        parts.append(f"rollout {p['rollout']:.0%}")
+    if p["origin_conn_rate"] or p["origin_latency_ms"]:
+        parts.append(f"origin {p['origin_conn_rate'] // 1024} KiB/s per conn, "
+                     f"+{p['origin_latency_ms']:g} ms")
+    return ", ".join(parts) or "all at once"
+
+
+MARKDOWN_HEAD = ["results file", "scenario", "N", "S MiB", "T_lb s", "seconds", "ratio", "amp",
+                 "naive s", "aria2 s", "first origin B s", "origin busy", "extra"]
+
+
+def markdown_row(name: str, doc: dict[str, Any]) -> list[str]:
+    """One row of the README's results table."""
+    s, p, m = doc["summary"], doc["params"], doc["runs"][0]
+    extra = []
+    if "slow_node" in doc:
+        sn = doc["slow_node"]
+        extra.append(f"others {_f(sn['others_with_slow_s'])} s with slow node / "
+                     f"{_f(sn['others_without_slow_s'])} s without = {_f(sn['ratio'])}")
+    if m.get("rollout"):
+        ro = m["rollout"]
+        per = [n["wire_down"] / ro["size"] for n in ro["nodes"]]
+        extra.append(f"rollout {_mib(ro['size'])} MiB: {_f(ro['seconds'])} s (T_lb "
+                     f"{_f(m['rollout_lower_bound_seconds'])}), origin/changed "
+                     f"{ro['origin_bytes'] / ro['size']:.2f}, node received/changed "
+                     f"{min(per):.2f}-{max(per):.2f}")
+    if p["stagger"]:
+        took = [n["ready_s"] - n["start_s"] for n in m["first"]["nodes"]
+                if n["ready_s"] is not None and n["start_s"] is not None]
+        extra.append("per node Ready-start " + "/".join(f"{t:.1f}" for t in took) + " s")
+    busy = (m["first"]["origin_bytes"] / (p["origin_rate"] * s["seconds"])
+            if s["seconds"] else None)
+    return [name, scenario(doc), str(s["nodes"]), _mib(s["bytes"]),
+            _f(s["lower_bound_seconds"], "{:.1f}"), _f(s["seconds"], "{:.1f}"),
+            _f(s["lower_bound_ratio"]), _f(s["origin_amplification"], "{:.3f}"),
+            _f(s["naive_seconds"], "{:.1f}"), _f(s["aria2_seconds"], "{:.1f}"),
+            _f(m["first"]["origin_first_byte_s"], "{:.1f}"), _f(busy, "{:.0%}"),
+            "; ".join(extra)]
+
+
+def main(argv: list[str]) -> None:
+    """`python -m bench.table FILE` prints a saved run; `--markdown FILE...` one README row
+    per file."""
+    if argv[:1] == ["--markdown"]:
+        print("| " + " | ".join(MARKDOWN_HEAD) + " |")
+        print("|" + "|".join("---" for _ in MARKDOWN_HEAD) + "|")
+        for f in argv[1:]:
+            row = markdown_row(Path(f).name.removesuffix("-swarm.json"),
+                               json.loads(Path(f).read_text()))
+            print("| " + " | ".join(row) + " |")
+        return
+    for f in argv:
+        print_run(json.loads(Path(f).read_text()))
+
+
 if __name__ == "__main__":
-    print_run(json.loads(Path(sys.argv[1]).read_text()))
+    main(sys.argv[1:])
