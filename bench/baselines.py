@@ -77,9 +77,9 @@ def run(tool: str, hosts: list[Host], v: Version, origin: OriginProcess, workdir
             p.wait(10)
     res.origin_bytes = origin.stats()["bytes"]
     res.per_node = [None if d is None or d < 0 else round(d, 2) for d in done]
-    res.ok = all(d is not None for d in res.per_node) and all(
-        (out / f).stat().st_size == n for out in outs for f, n in v.sizes.items()
-        if (out / f).exists()) and all((out / f).exists() for out in outs for f in v.sizes)
+    complete = all((out / f).is_file() and (out / f).stat().st_size == n
+                   for out in outs for f, n in v.sizes.items())
+    res.ok = None not in res.per_node and complete
     res.seconds = max(d for d in res.per_node if d is not None) if res.ok else None
     for out in outs:
         shutil.rmtree(out, ignore_errors=True)

@@ -91,6 +91,7 @@ class OriginProcess:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
                     raise RuntimeError(f"origin did not start, see {log}") from None
                 time.sleep(0.1)
 
@@ -159,13 +160,17 @@ class Cluster:
         self._logs: list[object] = []
         self.origin = OriginProcess(origin_host, first.root.parent, conn_rate, latency_ms,
                                     workdir / "origin.log")
-        self.repo = StateRepo.create(workdir / "state")
-        self.repo.write("nodes.yaml", "---\n".join(
-            node_yaml(h.name, h.ip, PEER_PORT, API_PORT) for h in nodes))
-        self.homes = [NodeHome(h.name, workdir / h.name, self.repo.root).write_config()
-                      for h in nodes]
-        self.prepare(first)
-        self.repo.commit(first.name)
+        try:
+            self.repo = StateRepo.create(workdir / "state")
+            self.repo.write("nodes.yaml", "---\n".join(
+                node_yaml(h.name, h.ip, PEER_PORT, API_PORT) for h in nodes))
+            self.homes = [NodeHome(h.name, workdir / h.name, self.repo.root).write_config()
+                          for h in nodes]
+            self.prepare(first)
+            self.repo.commit(first.name)
+        except BaseException:  # the caller has no Cluster to close yet
+            self.origin.stop()
+            raise
 
     def prepare(self, v: Version) -> None:
         """Write the Dataset at version `v` and lock it with the origin's caps and shaper lifted

@@ -128,8 +128,13 @@ class Network:
              *tbf_args(up))
 
     def close(self) -> None:
+        """Delete every namespace (and so its veth pair) and the bridge. A process still inside
+        a namespace (its owner failed to stop it) is killed by pid first: deleting the name
+        alone would leave it running, unreachable."""
         for h in self.hosts.values():
-            _run("ip", "netns", "delete", h.netns, check=False)  # deletes its veth pair too
+            for pid in _run("ip", "netns", "pids", h.netns, check=False).stdout.split():
+                _run("kill", "-9", pid, check=False)
+            _run("ip", "netns", "delete", h.netns, check=False)
             _run("ip", "link", "delete", h.outer, check=False)
         self.hosts.clear()
         if self._bridge:
