@@ -210,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     p, a = parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("bench.swarm needs root (ip netns, veth, tc)")
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python then raises no
+    # KeyboardInterrupt; the benchmark must clean up whoever stops it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _terminate)
     left = cleanup_leftovers()
     if left:
         say(f"removed leftovers of an earlier run: {left}")
