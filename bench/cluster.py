@@ -83,7 +83,7 @@ class OriginProcess:
                        host.ip, "--port", str(ORIGIN_PORT), "--conn-rate", str(conn_rate),
                        "--latency-ms", str(latency_ms)]),
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+            env=_env(), cwd=ROOT)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -122,6 +122,13 @@ class OriginProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self._log.close()
+
+
+def _env() -> dict[str, str]:
+    """The environment of every process the bench starts: this checkout first on the path, so
+    the daemons run the product of the tree being benchmarked, not whatever is installed."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "SYNCBIT_LOG_LEVEL": "info"}
 
 
 def _wire(h: Host) -> tuple[int, int]:
@@ -183,7 +190,7 @@ class Cluster:
         self.net.shape(self.origin_host, UNSHAPED, UNSHAPED)
         self.origin.lifted(True)
         try:
-            lock = self.repo.lock()
+            lock = self.repo.lock(env=_env())
             if lock.returncode != 0:
                 raise RuntimeError(f"lock failed: {lock.stdout}{lock.stderr}")
         finally:
@@ -197,7 +204,7 @@ class Cluster:
         self.procs.append(subprocess.Popen(
             h.argv([sys.executable, "-m", "reconciler", "--config", str(home.config)]),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "SYNCBIT_LOG_LEVEL": "info"}, cwd=home.base))
+            env=_env(), cwd=home.base))
 
     def _status(self, i: int) -> dict[str, object]:
         try:
