@@ -15,3 +15,5 @@ run --nodes 4 --size 64MiB --stagger 10 --no-baselines       # node i starts 10*
 run --nodes 4 --size 64MiB --rollout 0.1 --no-baselines      # then v2 with 1 of 10 files changed
 run --nodes 1 --size 96MiB --files 4 --origin-conn-rate 128KiB --origin-latency 50 \
     --baselines aria2c --timeout 900                         # one node, per-connection capped origin
+run --nodes 4 --size 64MiB --origin-conn-rate 128KiB --origin-latency 50 \
+    --baselines aria2c                                       # 4 nodes, per-connection capped origin

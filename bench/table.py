@@ -153,7 +153,7 @@ def print_run(doc: dict[str, Any]) -> None:
                           _f(n["wire_down"] / ph["size"]), "ok" if n["data_ok"] else "FAIL")
             _show(t)
             _show(_events_table(run["label"], ph))
-            print(timeline(ph))
+            print(timeline(ph, max(2.0, (ph["seconds"] or 0) / 20)))  # about 20 windows
         for b in run["baselines"]:
             print(f"{run['label']}: baseline {b['tool']}: max {_f(b['seconds'])} s, per node "
                   f"{b['per_node']}, origin sent {_mib(b['origin_bytes'])} MiB, "
