@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from reconciler.adapters.config import ConfigError, NodeConfig, config_path, load_config
 from reconciler.adapters.state_lock import StateDirBusy
 from reconciler.app.exit_codes import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from reconciler.app.ui import WaitProgress
 
 COMMANDS = ("plan", "validate", "lock", "status", "wait")
 
@@ -339,6 +343,18 @@ def cmd_wait(cfg: NodeConfig, dataset: str, timeout: float | None) -> int:
     The status file says what the running reconciler serves; the state repo says what it
     must serve. Ready at an older version is not ready. A dataset not declared, or not placed
     on this node, fails at once: nothing will ever make it Ready here."""
+    view = None
+    if sys.stderr.isatty():  # a progress bar on a terminal; rich is not even loaded otherwise
+        from reconciler.app.ui import WaitProgress
+        view = WaitProgress(dataset)
+    with view if view is not None else contextlib.nullcontext():
+        code, message = _wait_until(cfg, dataset, timeout, view)
+    print(message, file=sys.stdout if code == EXIT_READY else sys.stderr)
+    return code
+
+
+def _wait_until(cfg: NodeConfig, dataset: str, timeout: float | None,
+                view: "WaitProgress | None") -> tuple[int, str]:
     from reconciler.adapters.status_file import read_status
     from reconciler.desired.revision import state_revision
 
@@ -353,24 +369,22 @@ def cmd_wait(cfg: NodeConfig, dataset: str, timeout: float | None) -> int:
         if revision is None or revision != seen_revision:
             seen_revision, want = revision, _wanted(cfg, dataset)
         if isinstance(want, str):
-            print(f"{dataset}: {want}", file=sys.stderr)
-            return EXIT_NOT_READY
+            return EXIT_NOT_READY, f"{dataset}: {want}"
         doc = read_status(cfg.status_file) or {}
         datasets = doc.get("datasets")
         found = datasets.get(dataset) if isinstance(datasets, dict) else None
         d: dict[str, object] = found if isinstance(found, dict) else {}
         current = want is not None and d.get("version") == want.version \
             and (want.info_hash is None or d.get("infoHash") == want.info_hash)
+        if view is not None:
+            view.update(d if current else {}, "" if current else _waiting_for(d, want))
         if current and d.get("phase") == "Ready":
-            print(f"{dataset}: Ready at {d.get('path')} (version {d.get('version')})")
-            return EXIT_READY
+            return EXIT_READY, f"{dataset}: Ready at {d.get('path')} (version {d.get('version')})"
         if current and d.get("phase") == "Failed":
-            print(f"{dataset}: Failed: {d.get('error')}", file=sys.stderr)
-            return EXIT_NOT_READY
+            return EXIT_NOT_READY, f"{dataset}: Failed: {d.get('error')}"
         if deadline is not None and time.monotonic() >= deadline:
-            print(f"{dataset}: timed out after {timeout:g}s; {_waiting_for(d, want)}",
-                  file=sys.stderr)
-            return EXIT_NOT_READY
+            return EXIT_NOT_READY, (f"{dataset}: timed out after {timeout:g}s; "
+                                    f"{_waiting_for(d, want)}")
         time.sleep(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic())))
 
 
