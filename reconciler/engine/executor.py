@@ -60,6 +60,9 @@ class _Download:
     waiting: str | None = None  # paused by the scheduler (core/scheduling.py): why
     base_origin: int = 0  # bytesFromOrigin/-Peers of earlier processes (staging metadata)
     base_peers: int = 0
+    # The gateway counts per dataset: what it had counted before this version began belongs
+    # to earlier versions (a rollout's v2 must not show v1's origin bytes, nor 0 from peers).
+    served_base: int = 0
     # Verification (core/transfer.py, torrent/verify.py): was the torrent added with resume
     # data libtorrent trusts (no hash check), and then which pieces it held once loaded
     # (None: not known yet); the stamps of the files linked from objects/ after the check.
@@ -81,6 +84,9 @@ class Executor:
         self.seeding: dict[InfoHash, DatasetName] = {}  # complete versions in the session
         self.statuses: dict[str, DatasetStatus] = {}
         self.peer_bytes: dict[DatasetName, int] = {}  # bytes from peers, this process
+        # The gateway's count for a dataset when its last download ended: bytes after it (the
+        # next version's, its torrent build included) belong to the next version.
+        self._served_done: dict[str, int] = {}
         self.absent_peers: set[str] = set()  # peer IPs that refused connections (not running)
         self.seen_peers: set[str] = set()  # peer IPs that have been connected at some point
         self.state: DesiredState | None = None
@@ -242,9 +248,7 @@ class Executor:
         return DatasetStatus(
             row.phase, row.version, row.path, row.info_hash,
             bytes_total=row.bytes_total, bytes_done=row.bytes_total if row.complete else 0,
-            bytes_from_origin=max(self.gateway.bytes_served.get(name, 0) if counted else 0,
-                                  kept[0]),
-            bytes_from_peers=max(self.peer_bytes.get(name, 0) if counted else 0, kept[1]),
+            bytes_from_origin=kept[0], bytes_from_peers=kept[1],
             error=row.error)
 
     def _update(self, name: str, **changes: Any) -> DatasetStatus:
@@ -396,7 +400,10 @@ class Executor:
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()),
                        frozen=frozen, linked=tuple(linked), resumed=resumed)
         origin, peers = self.store.counters(t.name, ih)
-        dl.base_origin = max(0, origin - self.gateway.bytes_served.get(t.name, 0))
+        dl.served_base = self._served_done.get(t.name, 0)
+        # Saved totals may already hold what this process served this version (a restarted
+        # download): count those bytes once.
+        dl.base_origin = max(0, origin - self._served(dl))
         dl.base_peers = peers
         self.downloads[ih] = dl
         self._probe(dl)
@@ -484,9 +491,14 @@ class Executor:
             return (self.root / d.lock.path).read_bytes()
         return None
 
+    def _served(self, dl: _Download) -> int:
+        """Origin bytes the gateway read for this version in this process."""
+        return max(0, self.gateway.bytes_served.get(dl.target.name, 0) - dl.served_base)
+
     def _drop_torrent(self, ih: InfoHash) -> None:
         dl = self.downloads.pop(ih, None)
         if dl is not None:
+            self._served_done[dl.target.name] = self.gateway.bytes_served.get(dl.target.name, 0)
             if dl.verify is not None:
                 dl.verify.cancel()
             self.gateway.unregister(dl.target.name, ih)
@@ -669,7 +681,7 @@ class Executor:
         assert self.swarm is not None and self.state is not None
         st, t = dl.torrent, dl.target
         ts = st.handle.status()
-        served = self.gateway.bytes_served.get(t.name, 0)
+        served = self._served(dl)
         origin = dl.base_origin + served
         done = s.bytes_done
         if dl.job.stage is Stage.FETCHING:
@@ -759,6 +771,7 @@ class Executor:
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
             crash_point("completing")
             s = self.statuses[t.name]
+            self._served_done[t.name] = self.gateway.bytes_served.get(t.name, 0)
             try:  # the version's byte totals outlive this process
                 self.store.save_counters(t.name, ih, s.bytes_from_origin, s.bytes_from_peers)
             except OSError as e:
