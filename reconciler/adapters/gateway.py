@@ -35,6 +35,7 @@ from urllib.parse import quote
 import structlog
 from aiohttp import web
 
+from reconciler.adapters import origin_errors
 from reconciler.adapters.sources import Origin, OriginError
 from reconciler.core.origin_pool import OriginPool, ServedLog
 from reconciler.adapters.ratelimit import TokenBucket
@@ -113,6 +114,7 @@ class Gateway:
             entry.pool.mark_bad(i, now, f"{reason} ({path} bytes {first}-{last})")
             log.warning("origin marked bad", dataset=dataset, origin=entry.pool.names[i],
                         file=path, first=first, last=last, reason=reason)
+            origin_errors.record(dataset, entry.pool.names[i], reason)
         if blamed and not entry.pool.available(now):
             self.errors[dataset] = entry.pool.summary()
         return [entry.pool.names[i] for i in blamed]
@@ -233,6 +235,7 @@ class Gateway:
                 concluded = True
                 log.warning("origin read failed", dataset=entry.dataset, origin=pool.names[i],
                             file=path, error=str(e))
+                origin_errors.record(entry.dataset, pool.names[i], str(e))
             except ConnectionResetError:
                 # libtorrent hung up (end game, completion, its web seed switched off): not the
                 # origin's fault, and nothing to report.

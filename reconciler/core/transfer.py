@@ -8,10 +8,21 @@ rule is tested in microseconds (tests/core/test_transfer.py) instead of through 
 A download moves through `Stage`s: FETCHING -> VERIFYING -> MOVING -> DONE, or FAILED with a
 typed `Failure`. A failed download is dropped and started again by the next pass
 (level-triggered retry).
+
+What VERIFYING reads: libtorrent hashes every piece of a hybrid torrent against the lock's v1
+(SHA-1) and v2 (SHA-256 merkle) hashes, both when it arrives and when a check finds it on disk
+(a restart after a crash, objects linked in, a recheck). The one way a piece becomes "had"
+without libtorrent hashing it in this process is resume data, which libtorrent trusts after a
+clean stop (`Seen.trusted_pieces`). So a finished download's verification reads back only the
+files holding such pieces (`unhashed_files`), and checks every other file's size and that
+what it linked from the object store is unchanged since the check (the shell's part); reading
+every file back again, as before, cost a second full read of the data (19% of the CPU of a
+download from a fast origin).
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence, Union
@@ -109,9 +120,12 @@ class SetPriorities:
 
 @dataclass(frozen=True)
 class StartVerify:
-    """Read every file back and compare its pieces root with the lock (in a worker)."""
+    """Check the version on disk against the lock, in a worker: every file there with its
+    lock size, and `read` (the files libtorrent did not hash itself) read back and their
+    pieces roots compared with the lock."""
 
     info_hash: InfoHash
+    read: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,6 +257,9 @@ class Seen:
     torrent_error: str | None = None
     origin_error: str | None = None  # the gateway's or the web seed's last error
     verify_result: tuple[str, ...] | None = None  # bad files once a verification finished
+    # Pieces libtorrent holds without having hashed them in this process: loaded from resume
+    # data after a clean stop (a superset is fine: it only means more is read back).
+    trusted_pieces: tuple[int, ...] = ()
     moved: bool = False  # the move into the store has finished
     web_seed_on: bool = False  # this node is reading from the origin now
     bytes_received: int = 0  # payload received so far, partial pieces included
@@ -262,7 +279,8 @@ def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         job = replace(job, error=seen.origin_error)
         if seen.complete:
             job = replace(job, stage=Stage.VERIFYING, verify_rounds=job.verify_rounds + 1)
-            return job, [*effects, WebSeed(job.info_hash, False), StartVerify(job.info_hash)]
+            return job, [*effects, WebSeed(job.info_hash, False),
+                         StartVerify(job.info_hash, unhashed_files(seen))]
         stalled = stall(job, seen, now)
         if stalled is not None:
             job, more = fail(job, stalled)
@@ -290,6 +308,25 @@ def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     if not seen.moved:
         return job, effects
     return replace(job, stage=Stage.DONE), [*effects, Complete(job.info_hash)]
+
+
+def unhashed_files(seen: Seen) -> tuple[str, ...]:
+    """The files holding a piece libtorrent did not hash itself (`Seen.trusted_pieces`), in
+    torrent order: the ones a finished download's verification reads back."""
+    trusted = sorted(set(seen.trusted_pieces))
+    if not trusted or seen.piece_size <= 0:
+        return ()
+    out: list[str] = []
+    first = 0  # each non-empty file starts on a piece boundary (origin_pool.piece_range)
+    for path, size in seen.files:
+        if size <= 0:
+            continue
+        end = first + -(-size // seen.piece_size)
+        i = bisect.bisect_left(trusted, first)
+        if i < len(trusted) and trusted[i] < end:
+            out.append(path)
+        first = end
+    return tuple(out)
 
 
 def stall(job: Job, seen: Seen, now: float) -> Failure | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Coroutine
 
@@ -36,7 +36,7 @@ from reconciler.model.desired import DesiredState
 from reconciler.model.ids import DatasetName, InfoHash, NodeName
 from reconciler.model.status import DatasetStatus
 from reconciler.torrent.hybrid import lock_extra
-from reconciler.torrent.verify import verify_content
+from reconciler.torrent.verify import Stamp, stamp, verify_content
 
 log = structlog.get_logger("executor")
 
@@ -61,6 +61,15 @@ class _Download:
     waiting: str | None = None  # paused by the scheduler (core/scheduling.py): why
     base_origin: int = 0  # bytesFromOrigin/-Peers of earlier processes (staging metadata)
     base_peers: int = 0
+    # The gateway counts per dataset: what it had counted before this version began belongs
+    # to earlier versions (a rollout's v2 must not show v1's origin bytes, nor 0 from peers).
+    served_base: int = 0
+    # Verification (core/transfer.py, torrent/verify.py): was the torrent added with resume
+    # data libtorrent trusts (no hash check), and then which pieces it held once loaded
+    # (None: not known yet); the stamps of the files linked from objects/ after the check.
+    resumed: bool = False
+    trusted: tuple[int, ...] | None = None
+    stamps: dict[str, Stamp] = field(default_factory=dict)
 
 
 class Executor:
@@ -76,6 +85,9 @@ class Executor:
         self.seeding: dict[InfoHash, DatasetName] = {}  # complete versions in the session
         self.statuses: dict[str, DatasetStatus] = {}
         self.peer_bytes: dict[DatasetName, int] = {}  # bytes from peers, this process
+        # The gateway's count for a dataset when its last download ended: bytes after it (the
+        # next version's, its torrent build included) belong to the next version.
+        self._served_done: dict[str, int] = {}
         self.absent_peers: set[str] = set()  # peer IPs of dead peers (not running)
         # Liveness, per peer node (not per dataset): since when every probe failed (None: the
         # last one succeeded), and the one probe task per watched peer.
@@ -242,9 +254,7 @@ class Executor:
         return DatasetStatus(
             row.phase, row.version, row.path, row.info_hash,
             bytes_total=row.bytes_total, bytes_done=row.bytes_total if row.complete else 0,
-            bytes_from_origin=max(self.gateway.bytes_served.get(name, 0) if counted else 0,
-                                  kept[0]),
-            bytes_from_peers=max(self.peer_bytes.get(name, 0) if counted else 0, kept[1]),
+            bytes_from_origin=kept[0], bytes_from_peers=kept[1],
             error=row.error)
 
     def _update(self, name: str, **changes: Any) -> DatasetStatus:
@@ -385,14 +395,21 @@ class Executor:
         save = self.store.begin(t.name, ih, d.version)
         linked = self._link_objects(ih, save / lock.name, torrent, log_)
         url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels)
+        # Resume data the swarm will trust (no hash check of what it lists); a superset is
+        # fine (Swarm may still refuse it): it only means more is read back at the end.
+        resumed = (self.swarm.trust_resume and self.swarm.resume_dir is not None
+                   and (self.swarm.resume_dir / f"{ih}.resume").exists())
         st = self.swarm.add(ih, torrent, save, lock.total_bytes)
         frozen = cas.frozen_pieces(lock.files, st.piece_size, linked)
         if frozen:  # before libtorrent's check ends: it must never fetch (write) these pieces
             self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, frozen))
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()),
-                       frozen=frozen, linked=tuple(linked))
+                       frozen=frozen, linked=tuple(linked), resumed=resumed)
         origin, peers = self.store.counters(t.name, ih)
-        dl.base_origin = max(0, origin - self.gateway.bytes_served.get(t.name, 0))
+        dl.served_base = self._served_done.get(t.name, 0)
+        # Saved totals may already hold what this process served this version (a restarted
+        # download): count those bytes once.
+        dl.base_origin = max(0, origin - self._served(dl))
         dl.base_peers = peers
         a = self.assignments.get(t.name)
         dl.watch = offload.watch_list(self.node, ih, st.num_pieces, st.piece_size,
@@ -517,9 +534,14 @@ class Executor:
             return (self.root / d.lock.path).read_bytes()
         return None
 
+    def _served(self, dl: _Download) -> int:
+        """Origin bytes the gateway read for this version in this process."""
+        return max(0, self.gateway.bytes_served.get(dl.target.name, 0) - dl.served_base)
+
     def _drop_torrent(self, ih: InfoHash) -> None:
         dl = self.downloads.pop(ih, None)
         if dl is not None:
+            self._served_done[dl.target.name] = self.gateway.bytes_served.get(dl.target.name, 0)
             if dl.verify is not None:
                 dl.verify.cancel()
             self.gateway.unregister(dl.target.name, ih)
@@ -599,11 +621,18 @@ class Executor:
         lock = dl.target.dataset.lock
         have = tuple(bool(h) for h in dl.torrent.handle.status().pieces)
         broken = cas.broken_links(lock.files, dl.torrent.piece_size, dl.linked, have)
-        dl.linked = ()
+        linked, dl.linked = dl.linked, ()
+        top = Path(dl.torrent.handle.status().save_path) / lock.name
         if not broken:
+            # Found whole, and never written again: verification reads one back only if
+            # its stamp changes before the version completes (torrent/verify.py).
+            for path in linked:
+                try:
+                    dl.stamps[path] = stamp(top / path)
+                except OSError:
+                    dl.stamps[path] = (0, -1, 0)  # gone: read back, and so refused
             return False
         ih, name = dl.torrent.info_hash, dl.target.name
-        top = Path(dl.torrent.handle.status().save_path) / lock.name
         self._drop_torrent(InfoHash(ih))
         roots = {f.path: f.root for f in cas.file_roots(dl.torrent_bytes)}
         objects = ObjectStore(self.cfg.state_dir)
@@ -695,7 +724,7 @@ class Executor:
         assert self.swarm is not None and self.state is not None
         st, t = dl.torrent, dl.target
         ts = st.handle.status()
-        served = self.gateway.bytes_served.get(t.name, 0)
+        served = self._served(dl)
         origin = dl.base_origin + served
         done = s.bytes_done
         if dl.job.stage is Stage.FETCHING:
@@ -726,6 +755,10 @@ class Executor:
             else:
                 verify_result = tuple(dl.verify.result())
             dl.verify = None
+        if dl.trusted is None and st.checked:
+            dl.trusted = tuple(i for i, h in enumerate(ts.pieces) if h) if dl.resumed else ()
+        trusted = dl.trusted if dl.trusted is not None else (
+            tuple(range(st.num_pieces)) if dl.resumed else ())
         lock = t.dataset.lock
         return Seen(
             me=self.node, targets=targets, peer_ip=peer_ip,
@@ -741,7 +774,8 @@ class Executor:
             failed_pieces=failed, torrent_error=st.error,
             origin_error=self.gateway.errors.get(t.name) or (
                 f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None),
-            verify_result=verify_result, moved=st.moved is True, web_seed_on=st.url is not None,
+            verify_result=verify_result, trusted_pieces=trusted,
+            moved=st.moved is True, web_seed_on=st.url is not None,
             bytes_received=int(ts.total_payload_download))
 
     def _apply_job_effect(self, dl: _Download, eff: Effect) -> None:
@@ -754,11 +788,17 @@ class Executor:
         elif isinstance(eff, transfer.StartVerify):
             save = Path(dl.torrent.handle.status().save_path)
             assert t.dataset.lock is not None
+            self.log.info("verifying", dataset=t.name, info_hash=ih, read_back=len(eff.read),
+                          files=list(eff.read[:5]))
             dl.verify = self._spawn(asyncio.to_thread(
-                verify_content, dl.torrent_bytes, save / t.dataset.lock.name))
+                verify_content, dl.torrent_bytes, save / t.dataset.lock.name, eff.read,
+                dict(dl.stamps)))
             crash_point("verifying")
         elif isinstance(eff, transfer.Recheck):
             self.swarm.force_recheck(ih)
+            dl.resumed, dl.trusted = False, ()  # libtorrent hashes every piece again
+            # ... linked files included: once it has, look for broken links again.
+            dl.linked, dl.stamps = tuple(dl.stamps), {}
         elif isinstance(eff, transfer.Move):
             self.swarm.move(ih, self.store.version_dir(t.name, ih))
             crash_point("moving")
@@ -775,6 +815,7 @@ class Executor:
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
             crash_point("completing")
             s = self.statuses[t.name]
+            self._served_done[t.name] = self.gateway.bytes_served.get(t.name, 0)
             try:  # the version's byte totals outlive this process
                 self.store.save_counters(t.name, ih, s.bytes_from_origin, s.bytes_from_peers)
             except OSError as e:

@@ -23,7 +23,7 @@ from reconciler.adapters import lastgood
 from reconciler.adapters.api import ApiServer, inventory_hosts
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.state_lock import StateDirLock
-from reconciler.adapters.status_file import now_rfc3339, read_status, write_status
+from reconciler.adapters.status_file import NodeMetrics, now_rfc3339, read_status, write_status
 from reconciler.core.conditions import pass_result
 from reconciler.core.placement import datasets_for_node, place
 from reconciler.core.transfer import PASS_INTERVAL
@@ -89,6 +89,7 @@ class Runner:
         self._written_at = 0.0
         self._written_phases: dict[str, str] = {}
         self._was_busy = False
+        self.metrics = NodeMetrics(cfg.state_dir)  # metricsFile and the API's /metrics
         self.log = log.bind(node=cfg.node)
 
     # -- passes --------------------------------------------------------------------------------
@@ -96,6 +97,7 @@ class Runner:
     async def run_pass(self) -> PassOutcome:
         """One level-triggered pass from the whole desired state and the store."""
         self.pass_started, self.pass_finished = now_rfc3339(), None
+        self.metrics.pass_started(self.pass_started)
         loaded = load(self.cfg)
         self.observed = loaded.revision
         state, root = self._choose_state(loaded)
@@ -149,6 +151,7 @@ class Runner:
         inventory = inventory_hosts(a for n in state.nodes.values() for a in (n.api, n.peer))
         if self.api is not None:
             self.api.set_inventory(inventory)  # /v1/... answers this pass's inventory only
+            self.api.set_desired(state)  # /cluster asks this pass's inventory
         if self.api is not None or self.api_policy == "never":
             return
         if self.api_policy == "when-pinning":
@@ -156,7 +159,8 @@ class Runner:
             if not any(state.datasets[n].lock is None for n in placed):
                 return
         listen = api_listen(self.cfg, state)
-        api = ApiServer(listen, lambda: self.doc, metadata=self._pin_answer, inventory=inventory)
+        api = ApiServer(listen, lambda: self.doc, metadata=self._pin_answer, inventory=inventory,
+                        metrics=self.metrics, desired=state)
         try:
             await api.start()
         except (OSError, ValueError) as e:
@@ -207,7 +211,8 @@ class Runner:
         report = NodeReport(self.cfg.node, self.observed, self.applied, self.pass_started,
                             self.pass_finished, self.result(), statuses, self.rejected)
         try:
-            self.doc = write_status(self.cfg.status_file, self.cfg.metrics_file, report)
+            self.doc = write_status(self.cfg.status_file, self.cfg.metrics_file, report,
+                                    self.metrics)
         except OSError as e:
             self.log.error("cannot write status", error=str(e))
         self._written_at = time.monotonic()

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from factories import dataset, node, state
 from reconciler.core import offload, transfer as tr
+from reconciler.core.origin_pool import piece_range
 from reconciler.core.plan import make_plan
 from reconciler.core.transfer import (Job, Seen, Stage, decide_pass, share_origin, step_job)
 from reconciler.model.desired import Placement
@@ -44,6 +45,30 @@ def test_a_complete_download_turns_the_web_seed_off_and_is_verified():
     j, eff = step_job(job(), seen(complete=True, bytes_done=PIECES * 16384), now=1.0)
     assert j.stage is Stage.VERIFYING and j.verify_rounds == 1
     assert eff == [tr.WebSeed(IH, False), tr.StartVerify(IH)]
+
+
+def test_verification_reads_back_only_the_files_libtorrent_did_not_hash():
+    """Pieces loaded from trusted resume data were not hashed in this process: the files
+    holding them are read back; the pieces libtorrent hashed itself (downloaded, or found
+    by its check) are not read a second time."""
+    files = (("a.bin", 3 * 16384), ("empty", 0), ("b.bin", 100), ("c.bin", 16384 + 1))
+    s = seen(complete=True, files=files, trusted_pieces=(0, 3))
+    j, eff = step_job(job(), s, now=1.0)
+    assert j.stage is Stage.VERIFYING
+    assert eff == [tr.WebSeed(IH, False), tr.StartVerify(IH, read=("a.bin", "b.bin"))]
+    assert tr.unhashed_files(replace(s, trusted_pieces=(5, 4, 4))) == ("c.bin",)
+    assert tr.unhashed_files(replace(s, trusted_pieces=(99,))) == ()  # past the end
+    assert tr.unhashed_files(replace(s, trusted_pieces=(2, 1))) == ("a.bin",)
+    # the same as asking origin_pool.piece_range piece by piece, for any set of pieces
+    many = tuple((f"f{i}", (i % 5) * 10000) for i in range(40))
+    s2 = replace(s, files=many)
+    for pieces in [(0,), (3, 4, 5), tuple(range(0, 60, 7)), tuple(range(60))]:
+        want = {piece_range(many, 16384, p)[0] for p in pieces  # type: ignore[index]
+                if piece_range(many, 16384, p) is not None}
+        got = tr.unhashed_files(replace(s2, trusted_pieces=pieces))
+        assert got == tuple(f for f, _ in many if f in want), pieces
+    _, eff = step_job(job(), replace(s, trusted_pieces=()), now=1.0)
+    assert eff[-1] == tr.StartVerify(IH, read=())  # every piece hashed by libtorrent
 
 
 def test_verification_runs_until_its_result_then_moves_and_completes():
