@@ -49,6 +49,11 @@ PEER_DEAD_AFTER = 10.0
 other than a refusal: a host that is down or unreachable) before the peer counts as dead.
 The signal is explicit either way: a peer merely not connected to us is alive (at fleet scale
 a node connects to a few targets only, and connections come and go on a busy machine)."""
+CONNECT_WAIT = 3.0
+"""Seconds after the hash check that a download waits for its overlay neighbours (the peers it
+dials: `Seen.peer_ip`) to connect before its first origin request, unless they all connected
+or are dead: a node joining a swarm that already holds the data must see that its neighbours
+have the pieces, and take nothing from the origin. Owners do not depend on it."""
 PROBE_EVERY = 2.0  # seconds between liveness probes of one watched peer (per node, not dataset)
 STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
 STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
@@ -403,6 +408,10 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         return job, []
     checked_at = job.checked_at if job.checked_at is not None else now
     job = replace(job, checked_at=checked_at)
+    waiting_for = {n for n, ip in seen.peer_ip.items()
+                   if ip not in seen.connected and n not in seen.absent}
+    if waiting_for and now - checked_at < CONNECT_WAIT:
+        return job, []  # give the neighbours a moment: they may hold the pieces already
     dead = tuple(sorted((set(seen.targets) & seen.absent) - {seen.me}))
     live = live_set(seen)
     effects: list[Effect] = []

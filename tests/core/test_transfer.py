@@ -150,10 +150,22 @@ def test_nothing_is_shared_out_before_the_hash_check():
     assert share_origin(job(), seen(checked=False), 5.0) == (job(), [])
 
 
-def test_owners_come_from_the_targets_not_from_who_is_connected():
+def test_the_neighbours_are_given_a_moment_to_connect_before_the_first_origin_request():
     alone = seen(connected=frozenset())
     j, eff = share_origin(job(), alone, now=0.0)
-    assert j.owners_for == () and "WebSeed" in kinds(eff)  # no waiting for connections
+    assert eff == [] and j.checked_at == 0.0
+    j, eff = share_origin(j, alone, now=tr.CONNECT_WAIT - 0.1)
+    assert eff == []
+    # all connected, or the missing ones dead: no wait
+    assert "WebSeed" in kinds(share_origin(job(), seen(), now=0.0)[1])
+    gone = seen(connected=frozenset({"127.0.0.2"}), absent=frozenset({N3}))
+    assert "WebSeed" in kinds(share_origin(job(), gone, now=0.0)[1])
+
+
+def test_owners_come_from_the_targets_not_from_who_is_connected():
+    alone = seen(connected=frozenset())
+    j, eff = share_origin(job(checked_at=0.0), alone, now=tr.CONNECT_WAIT)
+    assert j.owners_for == () and "WebSeed" in kinds(eff)  # nobody came: the share all the same
     full, _ = share_origin(job(), seen(), now=0.0)
     assert j.owner_of == full.owner_of
     assert set(j.owner_of) == {ME, N2, N3}
@@ -190,7 +202,7 @@ def test_every_node_computes_the_same_disjoint_shares_whatever_it_is_connected_t
     for i, me in enumerate(targets):
         conn = frozenset(["127.0.0.2"]) if i == 0 else frozenset()  # all different views
         s = seen(me=me, targets=targets, connected=conn)
-        j, eff = share_origin(job(), s, now=0.0)
+        j, eff = share_origin(job(checked_at=0.0), s, now=tr.CONNECT_WAIT)
         prio = [e for e in eff if isinstance(e, tr.SetPriorities)][0].priorities
         shares.append({p for p, x in enumerate(prio) if x == offload.OWN})
     assert sorted(p for sh in shares for p in sh) == list(range(PIECES))
