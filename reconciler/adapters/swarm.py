@@ -92,7 +92,10 @@ def allow_list(addresses: Iterable[str]) -> lt.ip_filter:
     f.add_rule("0.0.0.0", "255.255.255.255", 1)
     f.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1)
     for a in sorted(set(addresses)):
-        ip = str(ipaddress.ip_address(a))
+        try:
+            ip = str(ipaddress.ip_address(a))
+        except ValueError:  # a host name: libtorrent filters addresses, so it stays blocked
+            continue
         f.add_rule(ip, ip, 0)
     return f
 
