@@ -83,6 +83,7 @@ class _Entry:
     sizes: dict[str, int]
     origins: list[Origin]  # the source first, then the mirrors
     pool: OriginPool
+    info_hash: str = ""
     served: ServedLog = field(default_factory=ServedLog)
 
 
@@ -103,7 +104,7 @@ class Gateway:
     _runner: web.AppRunner | None = None
     _active: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     #: Requests reading from an origin now, by (torrent, file): what a duplicate can follow.
-    _reading: dict[tuple[int, str], list[_Relay]] = field(
+    _reading: dict[tuple[str, str, str], list[_Relay]] = field(
         default_factory=lambda: defaultdict(list))
     _kept: _Kept = field(default_factory=lambda: _Kept(KEPT_BYTES))  # bytes relayed last
     _seq: int = 0  # requests started so far: a request waits only for older ones
@@ -125,7 +126,7 @@ class Gateway:
         names = list(labels) if labels is not None else [
             "source" if i == 0 else f"mirrors[{i - 1}]" for i in range(len(origins))]
         self._entries[(dataset, info_hash)] = _Entry(dataset, name, dict(files), origins,
-                                                     OriginPool(names))
+                                                     OriginPool(names), info_hash)
         return f"http://{self.host}:{self.port}/{self.secret}/{quote(dataset)}/{info_hash}"
 
     def redact(self, text: str) -> str:
@@ -140,7 +141,7 @@ class Gateway:
         entry = self._entries.get((dataset, info_hash))
         if entry is None:
             return []
-        self._kept.drop((id(entry), path), first, last + 1)  # never serve those bytes again
+        self._kept.drop((dataset, info_hash, path), first, last + 1)  # never serve them again
         now = time.monotonic()
         blamed = sorted(entry.served.blame(path, first, last))
         for i in blamed:
@@ -158,10 +159,9 @@ class Gateway:
         await self.limit.take(n)
 
     def unregister(self, dataset: str, info_hash: str) -> None:
-        entry = self._entries.pop((dataset, info_hash), None)
-        if entry is not None:
-            for path in entry.sizes:
-                self._kept.drop((id(entry), path), 0, entry.sizes[path])
+        # Kept bytes stay (LRU): a version registered again (a suspended download resuming)
+        # takes what was read ahead for it; an infohash names its bytes.
+        self._entries.pop((dataset, info_hash), None)
 
     async def start(self) -> None:
         app = web.Application()
@@ -259,15 +259,19 @@ def seed_urls(url: str, count: int = SEED_URLS) -> list[str]:
     return [url] + [f"{url}.s{k}" for k in range(1, max(1, count))]
 
 
+_Key = tuple[str, str, str]  # (dataset, infohash, file)
+
+
 class _Kept:
-    """The last `limit` bytes relayed, as chunks by (torrent, file) and offset."""
+    """The last `limit` bytes read from origins, as chunks by (dataset, infohash, file) and
+    offset: relayed, or read ahead for a request that ended first."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.size = limit, 0
-        self.files: dict[tuple[int, str], dict[int, bytes]] = defaultdict(dict)
-        self.order: deque[tuple[tuple[int, str], int]] = deque()
+        self.files: dict[_Key, dict[int, bytes]] = defaultdict(dict)
+        self.order: deque[tuple[_Key, int]] = deque()
 
-    def add(self, key: tuple[int, str], offset: int, chunk: bytes) -> None:
+    def add(self, key: _Key, offset: int, chunk: bytes) -> None:
         if not chunk or offset in self.files[key]:
             return
         self.files[key][offset] = chunk
@@ -278,18 +282,18 @@ class _Kept:
             old = self.files.get(k, {}).pop(off, None)
             self.size -= len(old) if old is not None else 0
 
-    def at(self, key: tuple[int, str], pos: int) -> bytes:
+    def at(self, key: _Key, pos: int) -> bytes:
         """Kept bytes from `pos` on (one chunk's worth; empty if none)."""
         for off, chunk in self.files.get(key, {}).items():
             if off <= pos < off + len(chunk):
                 return chunk[pos - off:]
         return b""
 
-    def next_start(self, key: tuple[int, str], pos: int, stop: int) -> int:
+    def next_start(self, key: _Key, pos: int, stop: int) -> int:
         """Where the first kept chunk after `pos` begins, or `stop`."""
         return min((off for off in self.files.get(key, {}) if pos < off < stop), default=stop)
 
-    def drop(self, key: tuple[int, str], first: int, stop: int) -> None:
+    def drop(self, key: _Key, first: int, stop: int) -> None:
         chunks = self.files.get(key, {})
         for off in [o for o, c in chunks.items() if o < stop and first < o + len(c)]:
             self.size -= len(chunks.pop(off))
@@ -332,7 +336,7 @@ class _Relay:
     def __init__(self, gw: Gateway, entry: _Entry, path: str, request: web.Request,
                  resp: web.StreamResponse, start: int, stop: int) -> None:
         self.gw, self.entry, self.path = gw, entry, path
-        self.key = (id(entry), path)
+        self.key = (entry.dataset, entry.info_hash, path)
         self.request, self.resp = request, resp
         self.pos, self.stop = start, stop
         self.followers: list[_Follower] = []
@@ -406,7 +410,7 @@ class _Relay:
         stream = cast(AsyncGenerator[bytes, None], read_parallel(
             self.entry.origins[i], self.path, self.pos, end - self.pos,
             streams=self.gw.origin_connections, slots=self.gw.slots, on_bytes=self._count,
-            throttle=self.gw.limit.take))
+            throttle=self.gw.limit.take, on_unread=lambda at, chunk: self._unread(i, at, chunk)))
         try:
             async for chunk in stream:
                 await self._deliver(chunk[:end - self.pos])
@@ -429,6 +433,13 @@ class _Relay:
                 pool.abandon(i)
             self.entry.served.record(self.path, began, self.pos - 1, i)
             await stream.aclose()  # cancels the origin reads still in flight
+
+    def _unread(self, i: int, at: int, chunk: bytes) -> None:
+        """Bytes origin `i` sent that this request did not relay (it ended, or an earlier
+        part failed): kept for the next request that wants them, and blamed on `i` if they
+        fail a hash check then."""
+        self.gw._kept.add(self.key, at, chunk)
+        self.entry.served.record(self.path, at, at + len(chunk) - 1, i)
 
     def _count(self, n: int) -> None:
         # Counted as it arrives from the origin, relayed or not: what the origin spent.

@@ -125,11 +125,18 @@ async def test_a_client_hanging_up_cancels_the_origin_reads(tmp_path, servers):
                 if a.active == 0 and not gw._active:
                     break
                 await asyncio.sleep(0.05)
+            assert a.active == 0 and not gw._active
+            assert a.bytes_sent < len(DATA)
+            assert gw.bytes_served["ds"] <= a.bytes_sent  # counted as received, never more
+            # What was read ahead is kept: asked again (a download resuming), the file costs
+            # the origin only the bytes it had not sent yet.
+            a.conn_rate = None
+            async with aiohttp.ClientSession() as client:
+                async with client.get(f"{url}/ds/f.bin") as r:
+                    assert await r.read() == DATA
+            assert gw.bytes_served["ds"] == len(DATA)
         finally:
             await gw.stop()
-    assert a.active == 0 and not gw._active
-    assert a.bytes_sent < len(DATA)
-    assert gw.bytes_served["ds"] <= a.bytes_sent  # counted as received, never more
 
 
 async def test_every_seed_url_serves_the_torrent_and_others_are_unknown(tmp_path, servers):

@@ -28,6 +28,7 @@ class _Part:
         self.offset, self.length = offset, length
         self.chunks: list[bytes] = []
         self.received = 0
+        self.taken = 0  # bytes the reader has taken
         self.done = False
         self.error: BaseException | None = None
         self.changed = asyncio.Event()
@@ -70,13 +71,15 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
                         slots: asyncio.Semaphore | None = None,
                         on_bytes: Callable[[int], None] | None = None,
                         throttle: Callable[[int], Awaitable[None]] | None = None,
+                        on_unread: Callable[[int, bytes], None] | None = None,
                         min_part: int = MIN_PART, max_part: int = MAX_PART,
                         ) -> AsyncIterator[bytes]:
     """`length` bytes of `path` from `offset`, in order, read through up to `streams`
     concurrent range requests. `on_bytes(n)` sees every byte read from the origin as it
     arrives (delivered or not: what the origin spent), and `throttle(n)` (a rate limit) is
     awaited after each chunk before its connection reads on. Close the generator to cancel
-    the reads still in flight."""
+    the reads still in flight; `on_unread(offset, chunk)` then gets every byte read from the
+    origin that the reader did not take (a failing part, or the reader closing early)."""
     parts = [_Part(a, n) for a, n in split_range(offset, length, streams, min_part, max_part)]
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -86,7 +89,9 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
                     _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle)))
             while True:
                 while part.chunks:
-                    yield part.chunks.pop(0)
+                    chunk = part.chunks.pop(0)
+                    part.taken += len(chunk)
+                    yield chunk
                 if part.done:
                     break
                 part.changed.clear()
@@ -99,3 +104,9 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
+        if on_unread is not None:
+            for part in parts[:len(tasks)]:
+                at = part.offset + part.taken
+                for chunk in part.chunks:
+                    on_unread(at, chunk)
+                    at += len(chunk)
