@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--origin-connections", type=int, default=None,
                     help="originConnections in the node config (default: the product's)")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--logs", help="write each syncbit run's output to this directory")
     ap.add_argument("--show-requests", action="store_true",
                     help="print the sizes of syncbit's origin range requests")
     ap.add_argument("--timeout", type=float, default=600)
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             first = len(server.requests)
             s_s, s_conns, s_sent = _measure(server, lambda: done.append(
                 home.once("--timeout", f"{args.timeout:g}", timeout=args.timeout + 60)))
+            if args.logs:
+                Path(args.logs).mkdir(parents=True, exist_ok=True)
+                (Path(args.logs) / f"node-{r}.log").write_text(done[0].stdout + done[0].stderr)
             good = done[0].returncode == 0 and tree_digest(home.data / "ds") == tree_digest(root)
             if not good:
                 print(done[0].stderr[-2000:], file=sys.stderr)

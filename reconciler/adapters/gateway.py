@@ -69,6 +69,9 @@ REDACTED = "<secret>"
 #: The bytes relayed last (all files together) are kept in memory this long: libtorrent's end
 #: game asks a second web-seed URL for blocks it has asked of the first, often just relayed.
 KEPT_BYTES = 32 << 20
+#: Each aligned stretch of a file this long chooses its origin on its own: libtorrent's
+#: requests are up to 16 MiB, and the source and mirrors share the load by stretch.
+SPREAD = 4 << 20
 
 
 def private_loopback() -> str:
@@ -144,6 +147,7 @@ class Gateway:
         self._kept.drop((dataset, info_hash, path), first, last + 1)  # never serve them again
         now = time.monotonic()
         blamed = sorted(entry.served.blame(path, first, last))
+        self._kept.drop_origins(dataset, info_hash, set(blamed))
         for i in blamed:
             entry.pool.mark_bad(i, now, f"{reason} ({path} bytes {first}-{last})")
             log.warning("origin marked bad", dataset=dataset, origin=entry.pool.names[i],
@@ -268,26 +272,26 @@ class _Kept:
 
     def __init__(self, limit: int) -> None:
         self.limit, self.size = limit, 0
-        self.files: dict[_Key, dict[int, bytes]] = defaultdict(dict)
+        self.files: dict[_Key, dict[int, tuple[bytes, int]]] = defaultdict(dict)
         self.order: deque[tuple[_Key, int]] = deque()
 
-    def add(self, key: _Key, offset: int, chunk: bytes) -> None:
+    def add(self, key: _Key, offset: int, chunk: bytes, origin: int) -> None:
         if not chunk or offset in self.files[key]:
             return
-        self.files[key][offset] = chunk
+        self.files[key][offset] = (chunk, origin)
         self.order.append((key, offset))
         self.size += len(chunk)
         while self.size > self.limit and self.order:
             k, off = self.order.popleft()
             old = self.files.get(k, {}).pop(off, None)
-            self.size -= len(old) if old is not None else 0
+            self.size -= len(old[0]) if old is not None else 0
 
-    def at(self, key: _Key, pos: int) -> bytes:
-        """Kept bytes from `pos` on (one chunk's worth; empty if none)."""
-        for off, chunk in self.files.get(key, {}).items():
+    def at(self, key: _Key, pos: int) -> tuple[bytes, int]:
+        """Kept bytes from `pos` on (one chunk's worth; empty if none) and their origin."""
+        for off, (chunk, origin) in self.files.get(key, {}).items():
             if off <= pos < off + len(chunk):
-                return chunk[pos - off:]
-        return b""
+                return chunk[pos - off:], origin
+        return b"", -1
 
     def next_start(self, key: _Key, pos: int, stop: int) -> int:
         """Where the first kept chunk after `pos` begins, or `stop`."""
@@ -295,8 +299,15 @@ class _Kept:
 
     def drop(self, key: _Key, first: int, stop: int) -> None:
         chunks = self.files.get(key, {})
-        for off in [o for o, c in chunks.items() if o < stop and first < o + len(c)]:
-            self.size -= len(chunks.pop(off))
+        for off in [o for o, (c, _) in chunks.items() if o < stop and first < o + len(c)]:
+            self.size -= len(chunks.pop(off)[0])
+
+    def drop_origins(self, dataset: str, info_hash: str, origins: set[int]) -> None:
+        """Everything these origins sent for this torrent (they sent bad bytes)."""
+        for key, chunks in self.files.items():
+            if key[:2] == (dataset, info_hash):
+                for off in [o for o, (_, i) in chunks.items() if i in origins]:
+                    self.size -= len(chunks.pop(off)[0])
 
 
 class _Follower:
@@ -340,6 +351,8 @@ class _Relay:
         self.request, self.resp = request, resp
         self.pos, self.stop = start, stop
         self.followers: list[_Follower] = []
+        self.origin: int | None = None  # the origin being read now
+        self.prefer: int | None = None  # the origin of the bytes taken from others so far
         gw._seq += 1
         self.seq = gw._seq
 
@@ -348,14 +361,23 @@ class _Relay:
         reading.append(self)
         try:
             while self.pos < self.stop:
-                kept = self.gw._kept.at(self.key, self.pos)
+                # Only bytes of an origin usable now, and then the rest from that origin too:
+                # a piece mixing two origins' bytes that fails its check would blame both.
+                usable = self.entry.pool.candidates(f"{self.path}:{self.pos}", time.monotonic())
+                kept, origin = self.gw._kept.at(self.key, self.pos)
                 leader = self._leader()
-                if kept:
+                if kept and origin in usable:
+                    self.prefer = origin
                     await self._deliver(kept[:self.stop - self.pos], keep=False)
-                elif leader is not None:
+                elif leader is not None and leader.origin in usable:
+                    self.prefer = leader.origin
                     await self._follow(leader)
                 else:
-                    await self._read_origins(self._next_start())
+                    end = self._next_start()
+                    if len(usable) > 1:  # the source and mirrors share the load by stretch
+                        end = min(end, self._spread_end())
+                    await self._read_origins(end)
+                    self.prefer = None
         finally:
             reading.remove(self)
             if not reading:
@@ -370,6 +392,11 @@ class _Relay:
         """An older request reading, from an origin, the bytes from this one's position on."""
         return max((r for r in self._older() if r.pos <= self.pos < r.stop),
                    key=lambda r: r.stop, default=None)
+
+    def _spread_end(self) -> int:
+        """Where this position's SPREAD-aligned stretch of the file ends: each stretch picks
+        its origin on its own (OriginPool spreads stretches over the source and mirrors)."""
+        return (self.pos // SPREAD + 1) * SPREAD
 
     def _next_start(self) -> int:
         """Where kept bytes or an older request's reading begin after this position."""
@@ -394,7 +421,11 @@ class _Relay:
     async def _read_origins(self, end: int) -> None:
         """Bytes up to `end` from the origins: the source or a mirror, failing over."""
         pool = self.entry.pool
-        candidates = pool.candidates(f"{self.path}:{self.pos}", time.monotonic())
+        stretch = self.pos // SPREAD * SPREAD
+        candidates = pool.candidates(f"{self.path}:{stretch}", time.monotonic())
+        if self.prefer in candidates:
+            candidates.remove(self.prefer)
+            candidates.insert(0, self.prefer)
         for attempt, i in enumerate(candidates[:MAX_ATTEMPTS]):
             if attempt:
                 await asyncio.sleep(min(BACKOFF_MAX, BACKOFF * 2 ** (attempt - 1)))
@@ -407,6 +438,7 @@ class _Relay:
         """Read up to `end` from origin `i`; False when it failed (recorded in the pool)."""
         pool, began, verdict = self.entry.pool, self.pos, False
         pool.begin(i, time.monotonic())
+        self.origin = i
         stream = cast(AsyncGenerator[bytes, None], read_parallel(
             self.entry.origins[i], self.path, self.pos, end - self.pos,
             streams=self.gw.origin_connections, slots=self.gw.slots, on_bytes=self._count,
@@ -429,6 +461,7 @@ class _Relay:
                         origin=pool.names[i], file=self.path, error=str(e))
             return False
         finally:
+            self.origin = None
             if not verdict:
                 pool.abandon(i)
             self.entry.served.record(self.path, began, self.pos - 1, i)
@@ -438,7 +471,7 @@ class _Relay:
         """Bytes origin `i` sent that this request did not relay (it ended, or an earlier
         part failed): kept for the next request that wants them, and blamed on `i` if they
         fail a hash check then."""
-        self.gw._kept.add(self.key, at, chunk)
+        self.gw._kept.add(self.key, at, chunk, i)
         self.entry.served.record(self.path, at, at + len(chunk) - 1, i)
 
     def _count(self, n: int) -> None:
@@ -448,8 +481,8 @@ class _Relay:
     async def _deliver(self, chunk: bytes, keep: bool = True) -> None:
         for f in self.followers:  # first: they keep their copy if our client hangs up
             f.feed(self.pos, chunk)
-        if keep:  # read from an origin: kept for the end game's repeats
-            self.gw._kept.add(self.key, self.pos, chunk)
+        if keep and self.origin is not None:  # from an origin: kept for end-game repeats
+            self.gw._kept.add(self.key, self.pos, chunk, self.origin)
         if not self.resp.prepared:  # headers go once the origin has answered
             await self.resp.prepare(self.request)
         await self.resp.write(chunk)
