@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Markdown tables from a swarm_bench.py results file (as pasted into bench/README.md).
+"""Markdown tables from a bench/loopback.py results file (as pasted into bench/README.md).
 
 "amp" is what the origin sent / dataset bytes, "status amp" the nodes' summed `bytesFromOrigin`
 (what their gateways relayed) / dataset bytes, "S3 server amp" SeaweedFS's own count (--source s3).
 
-    /work/venv/bin/python bench/report.py bench/results/<timestamp>.json [--per-node]
+    python bench/report.py bench/results/<timestamp>.json [--per-node]
 """
 
 from __future__ import annotations

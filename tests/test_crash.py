@@ -135,3 +135,61 @@ def test_killed_during_an_eviction_finishes_it_on_restart(world):
     assert not (home.state_dir / "store" / "d" / old).exists()
     assert tree_digest(home.data / "d") == tree_digest(v2)
     _no_orphans(home)
+
+
+def test_a_file_changed_in_staging_during_a_clean_stop_is_read_back_and_fetched_again(tmp_path):
+    """After a clean stop libtorrent trusts its resume data and hashes nothing on disk, so the
+    finished download's verification reads back the files it had then (core/transfer.py
+    `unhashed_files`): one changed in place meanwhile (same size, same mtime) is caught,
+    re-checked and fetched again, never activated."""
+    files = {"a.bin": pseudo_random(1 * MiB, "a"), "b.bin": pseudo_random(5 * MiB, "b")}
+    root = write_data(tmp_path / "origin", files)
+    server = OriginServer(root).start()
+    try:
+        repo = StateRepo.create(tmp_path / "state")
+        repo.write("nodes.yaml", nodes_yaml(["n1"]))
+        repo.write("ds.yaml", dataset_yaml("d", http_source(server.url, sorted(files)),
+                                           extra="  keepVersions: 0\n"))
+        assert repo.lock().returncode == 0
+        repo.commit()
+        home = NodeHome("n1", tmp_path / "n1", repo.root).write_config()
+        # b.bin gone from the origin: the first run gets a.bin only, and cannot finish
+        (root / "b.bin").rename(tmp_path / "b.bin.away")
+        # SIGINT: the run is cancelled and closes the session cleanly (resume data saved,
+        # the clean-stop mark written), once a.bin is complete in staging
+        proc = home.start_once(timeout=60)
+        a: Path | None = None
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                found = list((home.state_dir / "staging" / "d").glob("*/d/a.bin"))
+                if found and found[0].read_bytes() == files["a.bin"]:
+                    a = found[0]
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        log = (home.base / "once.log").read_text()
+        assert a is not None, log[-3000:]
+        assert (home.state_dir / "resume" / "clean-stop").exists(), log[-3000:]
+        assert home.status()["datasets"]["d"]["phase"] != "Ready"
+        assert list((home.state_dir / "resume").glob("*.resume")), log[-3000:]
+        (tmp_path / "b.bin.away").rename(root / "b.bin")
+        st = a.stat()
+        data = bytearray(a.read_bytes())
+        data[4321] ^= 0xFF
+        a.write_bytes(bytes(data))
+        os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+        res = home.once(timeout=120)
+        assert res.returncode == 0, res.stderr[-3000:]
+        out = res.stdout + res.stderr
+        assert '"read_back": 1' in out or '"read_back": 2' in out, out[-3000:]
+        assert "verification found bad files" in out, out[-3000:]
+        assert tree_digest(home.data / "d") == tree_digest(root)
+        assert home.status()["datasets"]["d"]["phase"] == "Ready"
+    finally:
+        server.stop()

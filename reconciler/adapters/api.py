@@ -16,7 +16,10 @@ answers inventory addresses only; refusals are logged as one summary line per in
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import hashlib
+import importlib.resources
 import ipaddress
 import resource
 import time
@@ -27,7 +30,9 @@ from typing import Any, Awaitable, Callable, Iterable, Union, cast
 import structlog
 from aiohttp import web
 
-from reconciler.adapters.status_file import render_metrics
+from reconciler.adapters.cluster_view import CachedCluster
+from reconciler.adapters.status_file import NodeMetrics, render_metrics
+from reconciler.model.desired import DesiredState
 from reconciler.core.hostport import parse_hostport
 from reconciler.core.timefmt import rfc3339_to_epoch
 
@@ -129,7 +134,8 @@ class ApiServer:
 
     def __init__(self, listen: str, get_status: Callable[[], dict | None], *,
                  stale_after: float = 300.0, metadata: MetadataProvider | None = None,
-                 inventory: Iterable[str] | None = None,
+                 inventory: Iterable[str] | None = None, metrics: NodeMetrics | None = None,
+                 desired: DesiredState | None = None,
                  header_timeout: float = HEADER_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
                  request_timeout: float = REQUEST_TIMEOUT,
                  max_connections: int | None = None, max_per_address: int = MAX_PER_ADDRESS,
@@ -138,6 +144,9 @@ class ApiServer:
         self.port = self._listen_port  # the bound port once started (port 0 picks one)
         self._get_status = get_status
         self._metadata = metadata
+        self._node_metrics = metrics
+        self._desired = desired
+        self._cluster = CachedCluster()
         self.stale_after = stale_after
         self._runner: web.AppRunner | None = None
         self._last_doc: dict | None = None  # the running pass's document seen last
@@ -190,6 +199,10 @@ class ApiServer:
         self._inventory = frozenset(ips)
         self._loopback_inventory = any(ipaddress.ip_address(a).is_loopback for a in ips)
 
+    def set_desired(self, state: DesiredState) -> None:
+        """The revision this node converges to: its inventory is whom `/cluster` asks."""
+        self._desired = state
+
     def admits(self, remote: str | None) -> bool:
         """May `remote` call the peer endpoints? Inventory addresses, and the default loopback
         sources when the inventory itself is on loopback (one machine: the nodes' own requests
@@ -209,6 +222,8 @@ class ApiServer:
         app.router.add_get("/status", self._status)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/cluster", self._cluster_view)
+        app.router.add_get("/", self._page)
         app.router.add_get("/v1/metadata/{dataset}/{key}", self._torrent)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
                                keepalive_timeout=self.idle_timeout)
@@ -390,13 +405,34 @@ class ApiServer:
         if doc is None:
             return _json({"error": NO_STATUS}, 503)
         try:
-            body = render_metrics(doc)
+            body = (self._node_metrics.render(doc) if self._node_metrics is not None
+                    else render_metrics(doc))
         except Exception as e:  # a malformed document: say so instead of a bare 500
             log.error("cannot render metrics", error=f"{type(e).__name__}: {e}")
             return _json({"error": f"cannot render metrics: {type(e).__name__}"}, 500)
         resp = web.Response(body=body, status=200)
         resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
         resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    async def _cluster_view(self, request: web.Request) -> web.Response:
+        doc = self._current()
+        state = self._desired
+        if state is None:
+            return _json({"error": NO_STATUS if doc is None else "no good revision yet",
+                          "node": doc.get("node") if doc else None}, 503)
+        view = await self._cluster.get(state, doc)
+        return _json({"node": doc.get("node") if doc else None,
+                      "rejected": doc.get("rejected") if doc else None, **view}, 200)
+
+    async def _page(self, request: web.Request) -> web.Response:
+        html, csp = _page()
+        resp = web.Response(body=html, status=200, content_type="text/html", charset="utf-8")
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["Content-Security-Policy"] = csp
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["X-Frame-Options"] = "DENY"
         return resp
 
     async def _torrent(self, request: web.Request) -> web.Response:
@@ -509,6 +545,26 @@ class _GatedSite(web.BaseSite):
     def filenos(self) -> set[int]:
         server = cast("asyncio.Server | None", self._server)
         return {s.fileno() for s in server.sockets} if server is not None else set()
+
+
+_PAGE: tuple[bytes, str] | None = None
+
+
+def _page() -> tuple[bytes, str]:
+    """web/index.html (package data) and its Content-Security-Policy: nothing may load from
+    elsewhere, only this page's own inline script (by its hash) runs, it may call this API."""
+    global _PAGE
+    if _PAGE is None:
+        html = importlib.resources.files("reconciler.adapters.web").joinpath(
+            "index.html").read_bytes()
+        text = html.decode()
+        script = text.split("<script>", 1)[1].split("</script>", 1)[0]
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        csp = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
+               "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+               "frame-ancestors 'none'")
+        _PAGE = (html, csp)
+    return _PAGE
 
 
 def _json(doc: dict, status: int) -> web.Response:

@@ -45,6 +45,7 @@ from urllib.parse import quote
 import structlog
 from aiohttp import web
 
+from reconciler.adapters import origin_errors
 from reconciler.adapters.sources import Origin, OriginError
 from reconciler.adapters.sources.parallel import read_parallel
 from reconciler.core.origin_pool import OriginPool, ServedLog
@@ -152,6 +153,7 @@ class Gateway:
             entry.pool.mark_bad(i, now, f"{reason} ({path} bytes {first}-{last})")
             log.warning("origin marked bad", dataset=dataset, origin=entry.pool.names[i],
                         file=path, first=first, last=last, reason=reason)
+            origin_errors.record(dataset, entry.pool.names[i], reason)
         if blamed and not entry.pool.available(now):
             self.errors[dataset] = entry.pool.summary()
         return [entry.pool.names[i] for i in blamed]
@@ -459,6 +461,7 @@ class _Relay:
             verdict = True
             log.warning("origin read failed", dataset=self.entry.dataset,
                         origin=pool.names[i], file=self.path, error=str(e))
+            origin_errors.record(self.entry.dataset, pool.names[i], str(e))
             return False
         finally:
             self.origin = None

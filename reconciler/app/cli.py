@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from reconciler.adapters.config import ConfigError, NodeConfig, config_path, load_config
 from reconciler.adapters.state_lock import StateDirBusy
 from reconciler.app.exit_codes import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from reconciler.app.ui import WaitProgress
 
 COMMANDS = ("plan", "validate", "lock", "status", "wait")
 
@@ -22,10 +26,84 @@ def _config_arg(p: argparse.ArgumentParser, top: bool = False) -> None:
                    help="node config (default: $SYNCBIT_CONFIG, else /etc/syncbit/config.yaml)")
 
 
+EPILOG_MAIN = """\
+examples:
+  syncbit-reconcile --config /etc/syncbit/config.yaml      # the daemon (what systemd runs)
+  syncbit-reconcile --once --timeout 600                   # converge once; exit 0 when all Ready
+  syncbit-reconcile plan                                   # what a pass would change here
+  syncbit-reconcile validate /srv/syncbit-state            # a state repo's CI check
+  syncbit-reconcile status --cluster                       # every node, through its API
+  syncbit-reconcile wait llama-70b --timeout 7200          # an init container's readiness gate
+
+exit codes: 0 ready/ok, 1 not ready (or invalid, timed out), 2 usage or node-config error,
+3 revision rejected. `syncbit-reconcile COMMAND --help` shows each command's examples.
+"""
+
+EPILOG_PLAN = """\
+examples:
+  syncbit-reconcile plan --config /etc/syncbit/config.yaml
+  syncbit-reconcile plan --json | jq '.actions[] | select(.kind == "fetch") | .dataset'
+  syncbit-reconcile --dry-run                              # the same as plan
+
+exit codes: 0 planned; 1 this node is not in the inventory; 2 node-config error;
+3 revision rejected (the errors are printed, FILE:LINE:COL: FIELD: MESSAGE).
+"""
+
+EPILOG_VALIDATE = """\
+examples:
+  syncbit-reconcile validate .                             # in the state repo's CI
+  syncbit-reconcile validate /srv/syncbit-state 2>warnings.txt
+  syncbit-reconcile validate --config /etc/syncbit/config.yaml   # a node config
+  syncbit-reconcile validate examples/desired-state --config examples/node-a.yaml
+
+Errors go to stdout, one per line: FILE:LINE:COL: FIELD: MESSAGE. Warnings (placement that
+cannot be satisfied as written: more replicas than matching nodes, a selector next to nodes:,
+...) go to stderr prefixed "warning: " and do not change the exit code.
+exit codes: 0 valid (warnings or not); 1 invalid; 2 DIR or P is not a file/directory, usage.
+"""
+
+EPILOG_LOCK = """\
+examples:
+  syncbit-reconcile lock /srv/syncbit-state                # every dataset with a source
+  syncbit-reconcile lock . llama-70b eval-set              # only these, then: git commit
+  HF_TOKEN=... syncbit-reconcile lock . llama-70b          # credentials from the environment
+
+exit codes: 0 locked; 1 a source failed (the others are still written); 2 usage.
+"""
+
+EPILOG_STATUS = """\
+examples:
+  syncbit-reconcile status                                 # this node's status file, a table
+  syncbit-reconcile status --cluster                       # every Node's GET /status
+  syncbit-reconcile status --json | jq '.datasets[] | select(.phase != "Ready")'
+  watch -c syncbit-reconcile status                        # coloured on a terminal
+
+exit code: 0 (also with no status file yet: a note on stderr, `null` with --json).
+"""
+
+EPILOG_WAIT = """\
+examples:
+  syncbit-reconcile wait llama-70b                         # block until Ready here
+  syncbit-reconcile wait llama-70b --timeout 7200 --config /etc/syncbit/config.yaml
+  syncbit-reconcile wait eval-set --timeout 600 && python train.py
+
+A progress bar shows on a terminal (bytesDone/bytesTotal from the status file).
+exit codes: 0 this node serves the version the current revision declares; 1 timed out,
+Failed, or (at once) the dataset is not declared or not placed on this node; 2 node config.
+"""
+
+
+def _sub(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, help: str,
+         epilog: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",
+                          epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="syncbit-reconcile",
-        description="Converge this node to the datasets its git-synced desired state places on it.")
+        description="Converge this node to the datasets its git-synced desired state places on it.",
+        epilog=EPILOG_MAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_arg(p, top=True)
     p.add_argument("--once", action="store_true", help="converge once, print a summary, exit")
     p.add_argument("--timeout", type=float, metavar="S", help="with --once: give up after S seconds")
@@ -36,26 +114,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable output")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    sp = sub.add_parser("plan", help="show what a pass would change on this node")
+    sp = _sub(sub, "plan", "show what a pass would change on this node", EPILOG_PLAN)
     _config_arg(sp)
-    sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                    help="machine-readable output")
 
-    sv = sub.add_parser("validate", help="check a state repo (for its CI)")
-    sv.add_argument("dir", type=Path, metavar="DIR")
+    sv = _sub(sub, "validate", "check a state repo (for its CI) and/or a node config",
+              EPILOG_VALIDATE)
+    sv.add_argument("dir", type=Path, metavar="DIR", nargs="?", default=None,
+                    help="the state repo (a directory); optional with --config")
+    sv.add_argument("--config", dest="validate_config", type=Path, metavar="P", default=None,
+                    help="validate the node config file P too (as the daemon would load it)")
 
-    sl = sub.add_parser("lock", help="pin datasets: read sources, write torrents, set spec.lock")
-    sl.add_argument("dir", type=Path, metavar="DIR")
-    sl.add_argument("datasets", nargs="*", metavar="DATASET")
+    sl = _sub(sub, "lock", "pin datasets: read sources, write torrents, set spec.lock",
+              EPILOG_LOCK)
+    sl.add_argument("dir", type=Path, metavar="DIR", help="the state repo (a checkout you commit)")
+    sl.add_argument("datasets", nargs="*", metavar="DATASET", help="only these (default: all)")
 
-    ss = sub.add_parser("status", help="this node's status as a table")
+    ss = _sub(sub, "status", "this node's status as a table", EPILOG_STATUS)
     _config_arg(ss)
     ss.add_argument("--cluster", action="store_true", help="every node, through its API")
-    ss.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    ss.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                    help="the status document(s) as JSON")
 
-    sw = sub.add_parser("wait", help="block until DATASET is Ready on this node")
+    sw = _sub(sub, "wait", "block until DATASET is Ready on this node", EPILOG_WAIT)
     _config_arg(sw)
     sw.add_argument("dataset", metavar="DATASET")
-    sw.add_argument("--timeout", type=float, metavar="S", default=argparse.SUPPRESS)
+    sw.add_argument("--timeout", type=float, metavar="S", default=argparse.SUPPRESS,
+                    help="give up after S seconds (exit 1); default: wait forever")
     return p
 
 
@@ -63,7 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "validate":  # logs nothing: no structlog (and the rich it loads)
-            return cmd_validate(args.dir)
+            if args.dir is None and args.validate_config is None:
+                print("usage: syncbit-reconcile validate [-h] [--config P] [DIR]\n"
+                      "syncbit-reconcile validate: error: DIR or --config P is required",
+                      file=sys.stderr)
+                return EXIT_USAGE
+            return cmd_validate(args.dir, args.validate_config)
         import structlog
 
         from reconciler.app import log as logging_setup
@@ -73,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_lock(args.dir, args.datasets)
         cfg = load_config(config_path(args.config))
         structlog.contextvars.bind_contextvars(node=cfg.node)  # on every log line
+        logging_setup.set_node(cfg.node)  # ... also those logged from threads
         if args.command == "plan" or args.dry_run:
             return cmd_plan(cfg, args.json)
         if args.command == "status":
@@ -94,7 +186,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def cmd_validate(root: Path) -> int:
+def cmd_validate(root: Path | None, config: Path | None = None) -> int:
+    """Exit 0 valid, 1 invalid, 2 when DIR/P is missing or of the wrong kind. Warnings (stderr,
+    `warning: ` then FILE:LINE:COL: FIELD: MESSAGE) never change the exit code."""
+    code = 0
+    if config is not None:
+        code = _validate_config(config)
+        if code == EXIT_USAGE:
+            return code
+    if root is not None:
+        code = max(code, _validate_state(root))
+    return code
+
+
+def _validate_config(path: Path) -> int:
+    if not path.is_file():
+        print(f"syncbit-reconcile: {path}: not a file", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        errors = str(e).splitlines()
+        for line in errors:
+            print(line)  # the loader's own FILE:LINE:COL: FIELD: MESSAGE lines
+        print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{path}: valid node config (node {cfg.node}, desiredState {cfg.desired_state})")
+    return 0
+
+
+def _validate_state(root: Path) -> int:
+    from reconciler.core.placement_warnings import placement_warnings
     from reconciler.model.desired import DesiredState
     from reconciler.desired.revision import state_revision
     from reconciler.desired.validate import load_desired_state
@@ -107,6 +229,8 @@ def cmd_validate(root: Path) -> int:
     if isinstance(result, DesiredState):
         print(f"{root}: valid ({len(result.nodes)} nodes, {len(result.datasets)} datasets) "
               f"at revision {result.revision}")
+        for w in placement_warnings(result):
+            print(f"warning: {w}", file=sys.stderr)
         return 0
     for e in result:
         print(e)
@@ -219,6 +343,18 @@ def cmd_wait(cfg: NodeConfig, dataset: str, timeout: float | None) -> int:
     The status file says what the running reconciler serves; the state repo says what it
     must serve. Ready at an older version is not ready. A dataset not declared, or not placed
     on this node, fails at once: nothing will ever make it Ready here."""
+    view = None
+    if sys.stderr.isatty():  # a progress bar on a terminal; rich is not even loaded otherwise
+        from reconciler.app.ui import WaitProgress
+        view = WaitProgress(dataset)
+    with view if view is not None else contextlib.nullcontext():
+        code, message = _wait_until(cfg, dataset, timeout, view)
+    print(message, file=sys.stdout if code == EXIT_READY else sys.stderr)
+    return code
+
+
+def _wait_until(cfg: NodeConfig, dataset: str, timeout: float | None,
+                view: "WaitProgress | None") -> tuple[int, str]:
     from reconciler.adapters.status_file import read_status
     from reconciler.desired.revision import state_revision
 
@@ -233,24 +369,22 @@ def cmd_wait(cfg: NodeConfig, dataset: str, timeout: float | None) -> int:
         if revision is None or revision != seen_revision:
             seen_revision, want = revision, _wanted(cfg, dataset)
         if isinstance(want, str):
-            print(f"{dataset}: {want}", file=sys.stderr)
-            return EXIT_NOT_READY
+            return EXIT_NOT_READY, f"{dataset}: {want}"
         doc = read_status(cfg.status_file) or {}
         datasets = doc.get("datasets")
         found = datasets.get(dataset) if isinstance(datasets, dict) else None
         d: dict[str, object] = found if isinstance(found, dict) else {}
         current = want is not None and d.get("version") == want.version \
             and (want.info_hash is None or d.get("infoHash") == want.info_hash)
+        if view is not None:
+            view.update(d if current else {}, "" if current else _waiting_for(d, want))
         if current and d.get("phase") == "Ready":
-            print(f"{dataset}: Ready at {d.get('path')} (version {d.get('version')})")
-            return EXIT_READY
+            return EXIT_READY, f"{dataset}: Ready at {d.get('path')} (version {d.get('version')})"
         if current and d.get("phase") == "Failed":
-            print(f"{dataset}: Failed: {d.get('error')}", file=sys.stderr)
-            return EXIT_NOT_READY
+            return EXIT_NOT_READY, f"{dataset}: Failed: {d.get('error')}"
         if deadline is not None and time.monotonic() >= deadline:
-            print(f"{dataset}: timed out after {timeout:g}s; {_waiting_for(d, want)}",
-                  file=sys.stderr)
-            return EXIT_NOT_READY
+            return EXIT_NOT_READY, (f"{dataset}: timed out after {timeout:g}s; "
+                                    f"{_waiting_for(d, want)}")
         time.sleep(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic())))
 
 

@@ -8,89 +8,21 @@ a column per dataset. A node that does not answer is a row saying why, never dro
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 from typing import Mapping, cast
 
-import aiohttp
 from rich.table import Table
 
+from reconciler.adapters.cluster_view import MAX_PARALLEL, fetch_cluster
 from reconciler.adapters.config import NodeConfig
 from reconciler.app.exit_codes import EXIT_READY
 from reconciler.model.desired import DesiredState
 from reconciler.core.placement import place
 
-MAX_PARALLEL = 64  # requests in flight at once; each one's timeout starts when it is sent
-
 _PHASE_COLOR = {"Ready": "green", "Fetching": "cyan", "Verifying": "cyan", "Pending": "cyan",
                 "Draining": "yellow", "Failed": "bold red", "Suspended": "magenta"}
 _RESULT_COLOR = {"Converged": "green", "Progressing": "cyan", "Failed": "bold red",
                  "Rejected": "bold red"}
-
-
-async def fetch_cluster(state: DesiredState, timeout: float = 3.0) -> dict[str, dict]:
-    """GET http://<spec.api>/status of every Node in the inventory concurrently; per node either
-    {"status": <doc>} or {"error": "<reason: connection refused / timeout / HTTP 503 ...>"}."""
-    sem = asyncio.Semaphore(MAX_PARALLEL)
-    # trust_env=False: cluster addresses never go through an HTTP proxy from the environment.
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-        async def one(name: str, api: str) -> dict:
-            async with sem:
-                return await _fetch_one(session, name, api, timeout)
-
-        names = sorted(state.nodes)
-        results = await asyncio.gather(*(one(n, state.nodes[n].api) for n in names))
-    return dict(zip(names, results))
-
-
-async def _fetch_one(session: aiohttp.ClientSession, name: str, api: str, timeout: float) -> dict:
-    url = f"http://{api}/status"
-    try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout),
-                               allow_redirects=False) as resp:
-            body = await resp.read()
-            if resp.status != 200:
-                return {"error": f"HTTP {resp.status}" + _error_detail(body)}
-            try:
-                doc = json.loads(body)
-            except ValueError:
-                return {"error": "invalid response: not JSON"}
-    except TimeoutError:  # asyncio's and aiohttp's timeouts are TimeoutError
-        return {"error": f"timeout after {timeout:g}s"}
-    except aiohttp.ClientConnectorError as e:
-        return {"error": _connect_error(e)}
-    except aiohttp.InvalidURL:
-        return {"error": f"invalid spec.api address {api!r}"}
-    except (aiohttp.ClientError, OSError) as e:
-        return {"error": f"{type(e).__name__}: {e}".rstrip(": ")}
-    if not isinstance(doc, dict) or doc.get("kind") != "NodeStatus":
-        return {"error": "invalid response: not a NodeStatus document"}
-    if doc.get("node") != name:
-        return {"error": f"wrong node: the API at {api} answers as {doc.get('node')!r}"}
-    return {"status": doc}
-
-
-def _error_detail(body: bytes) -> str:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return ""
-    msg = doc.get("error") if isinstance(doc, dict) else None
-    return f": {msg}" if isinstance(msg, str) and msg else ""
-
-
-def _connect_error(e: aiohttp.ClientConnectorError) -> str:
-    code = e.os_error.errno if e.os_error is not None else None
-    if code == errno.ECONNREFUSED:
-        return "connection refused"
-    if code == errno.EHOSTUNREACH:
-        return "no route to host"
-    if code == errno.ENETUNREACH:
-        return "network unreachable"
-    if isinstance(e.os_error, OSError) and e.os_error.strerror:
-        return e.os_error.strerror.lower()
-    return str(e.os_error or e)
 
 
 def _unreachable(error: str) -> bool:

@@ -1,6 +1,7 @@
 """`syncbit-reconcile lock`: pin datasets to exact bytes.
 
-Each source file is read once, streaming, into the hybrid-torrent hasher; the torrent is written
+Each source file is read once, streaming, into the hybrid-torrent hasher (several files at a
+time, a large one as concurrent range requests: engine/locking.py); the torrent is written
 under the state repo (`locks/<dataset>.torrent` unless `spec.lock` already names a path) and
 `spec.lock` is set by a one-line edit of the YAML text, at the position ruamel.yaml's composer
 reports, so the user's comments and layout stay exactly as they were.
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from ruamel.yaml import YAML
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
@@ -78,6 +78,7 @@ def _bar(name: str) -> Iterator[Callable[[int, int], None] | None]:
     if not sys.stderr.isatty():
         yield None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
     from reconciler.app.ui import err
     with Progress(TextColumn(f"{name:<20} hashing"), BarColumn(), DownloadColumn(binary_units=True),
                   TransferSpeedColumn(), console=err, transient=True) as bar:

@@ -25,7 +25,7 @@ from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
-from reconciler.core import capacity, cas, scheduling, transfer
+from reconciler.core import capacity, cas, offload, scheduling, transfer
 from reconciler.core.origin_pool import label as origin_label
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
@@ -36,7 +36,7 @@ from reconciler.model.desired import DesiredState
 from reconciler.model.ids import DatasetName, InfoHash, NodeName
 from reconciler.model.status import DatasetStatus
 from reconciler.torrent.hybrid import lock_extra
-from reconciler.torrent.verify import verify_content
+from reconciler.torrent.verify import Stamp, stamp, verify_content
 
 log = structlog.get_logger("executor")
 
@@ -54,12 +54,22 @@ class _Download:
     torrent: TorrentState
     job: Job
     verify: asyncio.Task[list[str]] | None = None
-    absent: set[str] = field(default_factory=set)  # target nodes whose peer port refused us
+    watch: frozenset[str] = frozenset()  # target peers whose death re-homes runs to us
+    near: frozenset[str] = frozenset()  # its overlay neighbours (core/offload.py `overlay`)
     frozen: frozenset[int] = frozenset()  # pieces of files linked from objects/: never written
     linked: tuple[str, ...] = ()  # those files (paths in the torrent)
     waiting: str | None = None  # paused by the scheduler (core/scheduling.py): why
     base_origin: int = 0  # bytesFromOrigin/-Peers of earlier processes (staging metadata)
     base_peers: int = 0
+    # The gateway counts per dataset: what it had counted before this version began belongs
+    # to earlier versions (a rollout's v2 must not show v1's origin bytes, nor 0 from peers).
+    served_base: int = 0
+    # Verification (core/transfer.py, torrent/verify.py): was the torrent added with resume
+    # data libtorrent trusts (no hash check), and then which pieces it held once loaded
+    # (None: not known yet); the stamps of the files linked from objects/ after the check.
+    resumed: bool = False
+    trusted: tuple[int, ...] | None = None
+    stamps: dict[str, Stamp] = field(default_factory=dict)
 
 
 class Executor:
@@ -76,7 +86,15 @@ class Executor:
         self.seeding: dict[InfoHash, DatasetName] = {}  # complete versions in the session
         self.statuses: dict[str, DatasetStatus] = {}
         self.peer_bytes: dict[DatasetName, int] = {}  # bytes from peers, this process
-        self.absent_peers: set[str] = set()  # peer IPs that refused connections (not running)
+        # The gateway's count for a dataset when its last download ended: bytes after it (the
+        # next version's, its torrent build included) belong to the next version.
+        self._served_done: dict[str, int] = {}
+        self.absent_peers: set[str] = set()  # peer IPs of dead peers (not running)
+        # Liveness, per peer node (not per dataset): since when every probe failed (None: the
+        # last one succeeded), and the one probe task per watched peer.
+        self.failing_since: dict[NodeName, float | None] = {}
+        self.refused: dict[NodeName, bool] = {}  # its last probe was refused (not a timeout)
+        self._probes: dict[NodeName, asyncio.Task[Any]] = {}
         self.seen_peers: set[str] = set()  # peer IPs that have been connected at some point
         self.state: DesiredState | None = None
         self.root: Path | None = None
@@ -238,9 +256,7 @@ class Executor:
         return DatasetStatus(
             row.phase, row.version, row.path, row.info_hash,
             bytes_total=row.bytes_total, bytes_done=row.bytes_total if row.complete else 0,
-            bytes_from_origin=max(self.gateway.bytes_served.get(name, 0) if counted else 0,
-                                  kept[0]),
-            bytes_from_peers=max(self.peer_bytes.get(name, 0) if counted else 0, kept[1]),
+            bytes_from_origin=kept[0], bytes_from_peers=kept[1],
             error=row.error)
 
     def _update(self, name: str, **changes: Any) -> DatasetStatus:
@@ -381,17 +397,28 @@ class Executor:
         save = self.store.begin(t.name, ih, d.version)
         linked = self._link_objects(ih, save / lock.name, torrent, log_)
         url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels)
+        # Resume data the swarm will trust (no hash check of what it lists); a superset is
+        # fine (Swarm may still refuse it): it only means more is read back at the end.
+        resumed = (self.swarm.trust_resume and self.swarm.resume_dir is not None
+                   and (self.swarm.resume_dir / f"{ih}.resume").exists())
         st = self.swarm.add(ih, torrent, save, lock.total_bytes)
         frozen = cas.frozen_pieces(lock.files, st.piece_size, linked)
         if frozen:  # before libtorrent's check ends: it must never fetch (write) these pieces
             self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, frozen))
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()),
-                       frozen=frozen, linked=tuple(linked))
+                       frozen=frozen, linked=tuple(linked), resumed=resumed)
         origin, peers = self.store.counters(t.name, ih)
-        dl.base_origin = max(0, origin - self.gateway.bytes_served.get(t.name, 0))
+        dl.served_base = self._served_done.get(t.name, 0)
+        # Saved totals may already hold what this process served this version (a restarted
+        # download): count those bytes once.
+        dl.base_origin = max(0, origin - self._served(dl))
         dl.base_peers = peers
+        a = self.assignments.get(t.name)
+        dl.watch = offload.watch_list(self.node, ih, st.num_pieces, st.piece_size,
+                                      a.nodes if a else ())
+        dl.near = offload.neighbours(ih, self.node, a.nodes if a else ())
         self.downloads[ih] = dl
-        self._probe(dl)
+        self._probe()
         self._update(t.name, phase="Fetching")
         log_.info("fetching", dataset=t.name, version=d.version, info_hash=ih,
                   bytes_total=lock.total_bytes, save_path=str(save))
@@ -412,34 +439,65 @@ class Executor:
             log_.info("linked stored files", info_hash=ih, files=len(linked), new=len(new))
         return linked
 
-    def _probe(self, dl: _Download) -> None:
-        """Find target peers that are not running at all (connection refused), so nobody
-        waits for them to take their share of the origin."""
+    def _probe(self) -> None:
+        """One liveness probe task per watched peer node, whatever the number of datasets: it
+        connects to the peer's peer port every PROBE_EVERY seconds (every half second while it
+        fails) and notes since when every attempt failed and whether the last was refused
+        (transfer.peer_dead decides). The peer port, not the node API: `--once` serves the API
+        only while it builds a torrent. A probe ends when no download in flight watches its
+        peer any more."""
         assert self.state is not None
-        a = self.assignments.get(dl.target.name)
-        peers = {n: self.state.nodes[n].peer for n in (a.nodes if a else ())
-                 if n != self.node and n in self.state.nodes}
+        state = self.state
+        watching = self._watching()
+        for name in watching:
+            task = self._probes.get(name)
+            if task is not None and not task.done():
+                continue
+            node = state.nodes.get(name)
+            if node is None:
+                continue
+            try:
+                host, port = split_hostport(node.peer)
+            except ValueError:
+                continue
 
-        async def probe(name: str, addr: str) -> None:
-            # A peer started at the same moment may not listen yet: it is absent only if it
-            # still refuses connections after most of the probe window.
-            host, port = split_hostport(addr)
-            deadline = time.monotonic() + transfer.PROBE * 0.6
-            while True:
-                try:
-                    _, w = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
-                except (OSError, asyncio.TimeoutError):
-                    if time.monotonic() >= deadline:
-                        dl.absent.add(name)
-                        self.absent_peers.add(host)
-                        return
-                    await asyncio.sleep(0.3)
-                    continue
-                w.close()
-                return
+            async def probe(name: NodeName, host: str, port: int) -> None:
+                while name in self._watching():
+                    try:
+                        _, w = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+                    except (OSError, asyncio.TimeoutError) as e:
+                        now = time.monotonic()
+                        if self.failing_since.get(name) is None:
+                            self.failing_since[name] = now
+                        self.refused[name] = isinstance(e, ConnectionRefusedError)
+                        if transfer.peer_dead(self.failing_since[name], now, self.refused[name]) \
+                                and host not in self.absent_peers:
+                            self.absent_peers.add(host)
+                            self.log.warning("peer dead", peer=name,
+                                             refusing_for=round(now - (self.failing_since[name]
+                                                                      or now), 1))
+                        await asyncio.sleep(0.5)
+                        continue
+                    w.close()
+                    if host in self.absent_peers:
+                        self.log.info("peer alive again", peer=name)
+                    self.failing_since[name] = None
+                    self.absent_peers.discard(host)
+                    await asyncio.sleep(transfer.PROBE_EVERY)
+                self._probes.pop(name, None)
+                self.failing_since.pop(name, None)  # unknown again: a new probe decides
+                self.refused.pop(name, None)
 
-        for name, addr in peers.items():
-            self._spawn(probe(name, addr))
+            self._probes[name] = self._spawn(probe(NodeName(name), host, port))
+
+    def _watching(self) -> set[NodeName]:
+        return {NodeName(n) for dl in self.downloads.values()
+                if dl.job.stage is Stage.FETCHING for n in dl.watch}
+
+    def _dead(self) -> frozenset[NodeName]:
+        now = time.monotonic()
+        return frozenset(n for n, since in self.failing_since.items()
+                         if transfer.peer_dead(since, now, self.refused.get(n, False)))
 
     def _sync_torrents(self, wanted: dict[InfoHash, DatasetName]) -> None:
         """Seed complete versions that must be held; drop torrents nothing wants any more."""
@@ -460,9 +518,11 @@ class Executor:
                 self.swarm.add(ih, torrent, self.store.version_dir(dataset, ih),
                                meta_ok.bytes_total, seed=True)
                 self.seeding[ih] = dataset
+            # A bounded, symmetric, connected overlay (core/offload.py `neighbours`), not
+            # every target: at fleet scale that would be 999 connections per dataset.
             a = self.assignments.get(dataset)
-            peers = [self.state.nodes[n].peer for n in (a.nodes if a else ())
-                     if n != self.node and n in self.state.nodes]
+            near = offload.neighbours(ih, self.node, a.nodes if a else ())
+            peers = [self.state.nodes[n].peer for n in sorted(near) if n in self.state.nodes]
             self.swarm.set_peers(ih, peers)
 
     def _torrent_for(self, dataset: str, ih: str) -> bytes | None:
@@ -476,9 +536,14 @@ class Executor:
             return (self.root / d.lock.path).read_bytes()
         return None
 
+    def _served(self, dl: _Download) -> int:
+        """Origin bytes the gateway read for this version in this process."""
+        return max(0, self.gateway.bytes_served.get(dl.target.name, 0) - dl.served_base)
+
     def _drop_torrent(self, ih: InfoHash) -> None:
         dl = self.downloads.pop(ih, None)
         if dl is not None:
+            self._served_done[dl.target.name] = self.gateway.bytes_served.get(dl.target.name, 0)
             if dl.verify is not None:
                 dl.verify.cancel()
             self.gateway.unregister(dl.target.name, ih)
@@ -558,11 +623,18 @@ class Executor:
         lock = dl.target.dataset.lock
         have = tuple(bool(h) for h in dl.torrent.handle.status().pieces)
         broken = cas.broken_links(lock.files, dl.torrent.piece_size, dl.linked, have)
-        dl.linked = ()
+        linked, dl.linked = dl.linked, ()
+        top = Path(dl.torrent.handle.status().save_path) / lock.name
         if not broken:
+            # Found whole, and never written again: verification reads one back only if
+            # its stamp changes before the version completes (torrent/verify.py).
+            for path in linked:
+                try:
+                    dl.stamps[path] = stamp(top / path)
+                except OSError:
+                    dl.stamps[path] = (0, -1, 0)  # gone: read back, and so refused
             return False
         ih, name = dl.torrent.info_hash, dl.target.name
-        top = Path(dl.torrent.handle.status().save_path) / lock.name
         self._drop_torrent(InfoHash(ih))
         roots = {f.path: f.root for f in cas.file_roots(dl.torrent_bytes)}
         objects = ObjectStore(self.cfg.state_dir)
@@ -654,7 +726,7 @@ class Executor:
         assert self.swarm is not None and self.state is not None
         st, t = dl.torrent, dl.target
         ts = st.handle.status()
-        served = self.gateway.bytes_served.get(t.name, 0)
+        served = self._served(dl)
         origin = dl.base_origin + served
         done = s.bytes_done
         if dl.job.stage is Stage.FETCHING:
@@ -669,8 +741,9 @@ class Executor:
                          upload_rate=ts.upload_payload_rate, peers=ts.num_peers)
         a = self.assignments.get(t.name)
         targets = tuple(NodeName(n) for n in (a.nodes if a else ()) if n in self.state.nodes)
-        peer_ip = {n: split_hostport(self.state.nodes[n].peer)[0]
-                   for n in targets if n != self.node}
+        # The overlay neighbours only: per tick, the cost must not grow with the targets.
+        peer_ip = {NodeName(n): split_hostport(self.state.nodes[n].peer)[0]
+                   for n in dl.near if n in self.state.nodes}
         view = self.swarm.peer_view(st.info_hash) if st.checked else None
         if view is not None:
             self.seen_peers.update(view.connected)
@@ -684,10 +757,14 @@ class Executor:
             else:
                 verify_result = tuple(dl.verify.result())
             dl.verify = None
+        if dl.trusted is None and st.checked:
+            dl.trusted = tuple(i for i, h in enumerate(ts.pieces) if h) if dl.resumed else ()
+        trusted = dl.trusted if dl.trusted is not None else (
+            tuple(range(st.num_pieces)) if dl.resumed else ())
         lock = t.dataset.lock
         return Seen(
             me=self.node, targets=targets, peer_ip=peer_ip,
-            absent=frozenset(NodeName(n) for n in dl.absent),
+            absent=self._dead() & frozenset(targets),
             bytes_done=s.bytes_done, bytes_total=s.bytes_total,
             complete=bool(ts.is_seeding) and ts.state not in (ts.checking_files,
                                                               ts.checking_resume_data),
@@ -699,7 +776,8 @@ class Executor:
             failed_pieces=failed, torrent_error=st.error,
             origin_error=self.gateway.errors.get(t.name) or (
                 f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None),
-            verify_result=verify_result, moved=st.moved is True, web_seed_on=st.url is not None,
+            verify_result=verify_result, trusted_pieces=trusted,
+            moved=st.moved is True, web_seed_on=st.url is not None,
             bytes_received=int(ts.total_payload_download))
 
     def _apply_job_effect(self, dl: _Download, eff: Effect) -> None:
@@ -712,11 +790,17 @@ class Executor:
         elif isinstance(eff, transfer.StartVerify):
             save = Path(dl.torrent.handle.status().save_path)
             assert t.dataset.lock is not None
+            self.log.info("verifying", dataset=t.name, info_hash=ih, read_back=len(eff.read),
+                          files=list(eff.read[:5]))
             dl.verify = self._spawn(asyncio.to_thread(
-                verify_content, dl.torrent_bytes, save / t.dataset.lock.name))
+                verify_content, dl.torrent_bytes, save / t.dataset.lock.name, eff.read,
+                dict(dl.stamps)))
             crash_point("verifying")
         elif isinstance(eff, transfer.Recheck):
             self.swarm.force_recheck(ih)
+            dl.resumed, dl.trusted = False, ()  # libtorrent hashes every piece again
+            # ... linked files included: once it has, look for broken links again.
+            dl.linked, dl.stamps = tuple(dl.stamps), {}
         elif isinstance(eff, transfer.Move):
             self.swarm.move(ih, self.store.version_dir(t.name, ih))
             crash_point("moving")
@@ -733,6 +817,7 @@ class Executor:
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
             crash_point("completing")
             s = self.statuses[t.name]
+            self._served_done[t.name] = self.gateway.bytes_served.get(t.name, 0)
             try:  # the version's byte totals outlive this process
                 self.store.save_counters(t.name, ih, s.bytes_from_origin, s.bytes_from_peers)
             except OSError as e:

@@ -23,12 +23,13 @@ from reconciler.adapters import lastgood
 from reconciler.adapters.api import ApiServer, inventory_hosts
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.state_lock import StateDirLock
-from reconciler.adapters.status_file import now_rfc3339, read_status, write_status
+from reconciler.adapters.status_file import NodeMetrics, now_rfc3339, read_status, write_status
 from reconciler.core.conditions import pass_result
 from reconciler.core.placement import datasets_for_node, place
 from reconciler.core.transfer import PASS_INTERVAL
 from reconciler.engine.executor import Executor
-from reconciler.engine.inputs import Loaded, api_listen, load, node_problem, peer_listen, plan_for
+from reconciler.engine.inputs import (Loaded, api_listen, load, node_problem, peer_listen, placed,
+                                      plan_for)
 from reconciler.engine.pinning import POLL_MAX
 from reconciler.model.desired import DesiredState
 from reconciler.model.status import DatasetStatus, NodeReport, Rejected, Result
@@ -89,32 +90,52 @@ class Runner:
         self._written_at = 0.0
         self._written_phases: dict[str, str] = {}
         self._was_busy = False
+        self.metrics = NodeMetrics(cfg.state_dir)  # metricsFile and the API's /metrics
         self.log = log.bind(node=cfg.node)
 
     # -- passes --------------------------------------------------------------------------------
 
     async def run_pass(self) -> PassOutcome:
-        """One level-triggered pass from the whole desired state and the store."""
+        """One level-triggered pass from the whole desired state and the store.
+
+        The pure, CPU-heavy part (revision, load, validate, keeping the last good revision,
+        placement) runs in a worker thread, so that the event loop keeps serving the API and
+        the gateway (libtorrent seeds from its own threads) during a long pass; the executor
+        then applies the result on the loop, its placement already computed."""
         self.pass_started, self.pass_finished = now_rfc3339(), None
-        loaded = load(self.cfg)
+        self.metrics.pass_started(self.pass_started)
+        started = time.monotonic()
+        self.log.debug("pass started")
+        loaded, state, root = await asyncio.to_thread(self._prepare)
         self.observed = loaded.revision
-        state, root = self._choose_state(loaded)
         if state is None:
-            return self._finish(PASS_INTERVAL)
-        self.problem = node_problem(self.cfg, state)
+            return self._finish(PASS_INTERVAL, started)
         if self.problem:
             self.log.error("node not in inventory", error=self.problem)
-            return self._finish(PASS_INTERVAL)
+            return self._finish(PASS_INTERVAL, started)
         if self.executor is None:
             self.executor = Executor(self.cfg, peer_listen(self.cfg, state))
             await self.executor.start()
         await self._ensure_api(state)
+        on_loop = time.monotonic()
         self.executor.apply(state, root, loaded.root)
+        self.log.debug("plan applied", seconds=round(time.monotonic() - on_loop, 3))
         self.applied = state.revision
         self._was_busy = self.executor.busy()
         if not self._was_busy:
             self.pass_finished = now_rfc3339()
-        return self._finish(0.0 if self.executor.wants_pass else self.executor.requeue_after)
+        return self._finish(0.0 if self.executor.wants_pass else self.executor.requeue_after,
+                            started)
+
+    def _prepare(self) -> tuple[Loaded, DesiredState | None, Path]:
+        """The worker thread's part of a pass; touches no libtorrent and no event loop."""
+        loaded = load(self.cfg)
+        state, root = self._choose_state(loaded)
+        if state is not None:
+            self.problem = node_problem(self.cfg, state)
+            if not self.problem:
+                placed(self.cfg, state)  # remembered: the executor's `place` compares only
+        return loaded, state, root
 
     def _choose_state(self, loaded: Loaded) -> tuple[DesiredState | None, Path]:
         """The newest revision if it is good; else, for the daemon, the last good one."""
@@ -141,14 +162,17 @@ class Runner:
         self.log.info("converging to the last good revision", revision=snap[1].revision)
         return snap[1], snap[0]
 
-    def _finish(self, requeue_after: float) -> PassOutcome:
+    def _finish(self, requeue_after: float, started: float) -> PassOutcome:
         self.write_status()
+        self.log.debug("pass finished", revision=self.observed,
+                       seconds=round(time.monotonic() - started, 3))
         return PassOutcome(self.result(), requeue_after, self.observed or "")
 
     async def _ensure_api(self, state: DesiredState) -> None:
         inventory = inventory_hosts(a for n in state.nodes.values() for a in (n.api, n.peer))
         if self.api is not None:
             self.api.set_inventory(inventory)  # /v1/... answers this pass's inventory only
+            self.api.set_desired(state)  # /cluster asks this pass's inventory
         if self.api is not None or self.api_policy == "never":
             return
         if self.api_policy == "when-pinning":
@@ -156,7 +180,8 @@ class Runner:
             if not any(state.datasets[n].lock is None for n in placed):
                 return
         listen = api_listen(self.cfg, state)
-        api = ApiServer(listen, lambda: self.doc, metadata=self._pin_answer, inventory=inventory)
+        api = ApiServer(listen, lambda: self.doc, metadata=self._pin_answer, inventory=inventory,
+                        metrics=self.metrics, desired=state)
         try:
             await api.start()
         except (OSError, ValueError) as e:
@@ -207,7 +232,8 @@ class Runner:
         report = NodeReport(self.cfg.node, self.observed, self.applied, self.pass_started,
                             self.pass_finished, self.result(), statuses, self.rejected)
         try:
-            self.doc = write_status(self.cfg.status_file, self.cfg.metrics_file, report)
+            self.doc = write_status(self.cfg.status_file, self.cfg.metrics_file, report,
+                                    self.metrics)
         except OSError as e:
             self.log.error("cannot write status", error=str(e))
         self._written_at = time.monotonic()

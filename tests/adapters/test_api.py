@@ -142,8 +142,9 @@ async def test_unknown_paths_404_and_other_methods_405(api_servers) -> None:
     srv = await api_servers(Holder(status_doc()))
     code, _, body = await get(srv.url + "/nope")
     assert code == 404 and "error" in json.loads(body)
-    assert (await get(srv.url + "/"))[0] == 404
-    for path in ("/status", "/healthz", "/metrics"):
+    assert (await get(srv.url + "/nope/"))[0] == 404
+    assert (await get(srv.url + "/"))[0] == 200  # the HTML page (DESIGN §6)
+    for path in ("/status", "/healthz", "/metrics", "/cluster", "/"):
         code, headers, _ = await get(srv.url + path, "POST")
         assert code == 405, path
         assert "GET" in headers["Allow"]

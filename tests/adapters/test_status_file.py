@@ -358,3 +358,70 @@ def test_status_command_before_any_pass_says_so_and_exits_0(tmp_path: Path) -> N
     assert r.returncode == 0 and "no status yet" in r.stderr and r.stdout == ""
     r = run_cli("status", "--json", "--config", str(home.config))
     assert r.returncode == 0 and r.stdout.strip() == "null"
+
+
+# -- NodeMetrics: the process's registry behind metricsFile and /metrics ------------------------
+
+def _samples(body: bytes) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def _one(samples: dict, name: str, **labels: str) -> float | None:
+    vals = [v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items())]
+    assert len(vals) <= 1, (name, labels, vals)
+    return vals[0] if vals else None
+
+
+def test_node_metrics_time_each_finished_pass_once_and_count_it_by_result(tmp_path) -> None:
+    from reconciler.adapters.status_file import NodeMetrics
+    m = NodeMetrics(tmp_path)
+    m.pass_started(T0)
+    running = render_status(_report({"llama": _ready()}, started=T0, finished=None), None)
+    s = _samples(m.render(running))
+    assert _one(s, "syncbit_pass_duration_seconds_count") == 0  # not finished yet
+    assert _one(s, "syncbit_passes_total", result="Converged") == 0
+    done = render_status(_report({"llama": _ready()}, started=T0, finished=T1), None)
+    m.render(done)
+    s = _samples(m.render(dict(done)))  # the same pass seen again: counted once
+    assert _one(s, "syncbit_pass_duration_seconds_count") == 1
+    assert _one(s, "syncbit_passes_total", result="Converged") == 1
+    # a pass not announced with pass_started: timed from its document (whole seconds)
+    rej = Rejected(REV_B, [ValidationError("ds.yaml", 3, 1, "spec", "bad")])
+    s = _samples(m.render(render_status(
+        _report({"llama": _ready()}, rejected=rej, started=T2, finished=T3), None)))
+    assert _one(s, "syncbit_pass_duration_seconds_count") == 2
+    assert _one(s, "syncbit_pass_duration_seconds_sum") == pytest.approx(60.0, abs=1.0)
+    assert _one(s, "syncbit_passes_total", result="Rejected") == 1
+    assert _one(s, "syncbit_revision_rejected") == 1
+    assert _one(s, "syncbit_revision_rejected_info", revision=REV_B, errors="1") == 1
+    assert _one(s, "syncbit_dataset_ready", dataset="llama", version="v1") == 1
+    assert _one(s, "syncbit_dataset_origin_bytes_total", dataset="llama", version="v1") == 40
+    assert _one(s, "syncbit_store_bytes") == 0 and (_one(s, "syncbit_store_free_bytes") or 0) > 0
+
+
+def test_write_status_with_node_metrics_writes_its_registry(tmp_path) -> None:
+    from reconciler.adapters.status_file import NodeMetrics
+    m = NodeMetrics(tmp_path)
+    doc = write_status(tmp_path / "status.json", tmp_path / "syncbit.prom",
+                       _report({"llama": _ready()}), m)
+    body = (tmp_path / "syncbit.prom").read_bytes()
+    assert body == m.render(doc)
+    assert b"syncbit_pass_duration_seconds_bucket" in body and b"syncbit_passes_total" in body
+
+
+@pytest.mark.parametrize("message, reason", [
+    ("http source: http://o/a.bin: 404 Not Found for a.bin", "http_4xx"),
+    ("s3: HTTP 503 Slow Down", "http_5xx"),
+    ("the origin sent 400 of 500 bytes from offset 0", "short_read"),
+    ("timeout after 30s", "timeout"),
+    ("Cannot connect to host o:443", "connection"),
+    ("served bytes that failed a hash check", "hash_mismatch"),
+    ("something else", "other"),
+])
+def test_origin_error_reasons_are_a_few_fixed_words(message: str, reason: str) -> None:
+    from reconciler.adapters.origin_errors import REASONS, reason_of
+    assert reason_of(message) == reason and reason in REASONS

@@ -34,3 +34,31 @@ def test_a_flipped_byte_a_truncated_and_a_missing_file_are_named(tmp_path):
     (src / "sub" / "b.bin").write_bytes(b"short")
     (src / "empty").unlink()
     assert sorted(verify_content(torrent, src)) == ["a.bin", "empty", "sub/b.bin"]
+
+
+def test_only_the_files_asked_for_are_read_but_every_size_is_checked(tmp_path):
+    src, torrent = make(tmp_path)
+    data = bytearray((src / "a.bin").read_bytes())
+    data[5] ^= 1
+    (src / "a.bin").write_bytes(bytes(data))  # same size, other bytes
+    assert verify_content(torrent, src, read=()) == []  # not read back: not seen
+    assert verify_content(torrent, src, read=("a.bin",)) == ["a.bin"]
+    (src / "sub" / "b.bin").write_bytes(b"short")
+    assert verify_content(torrent, src, read=()) == ["sub/b.bin"]  # sizes always
+
+
+def test_a_file_whose_stamp_changed_is_read_back(tmp_path):
+    import os
+    from reconciler.torrent.verify import stamp
+    src, torrent = make(tmp_path)
+    stamps = {"a.bin": stamp(src / "a.bin")}
+    assert verify_content(torrent, src, read=(), stamps=stamps) == []
+    data = bytearray((src / "a.bin").read_bytes())
+    data[5] ^= 1
+    (src / "a.bin").write_bytes(bytes(data))
+    st = (src / "a.bin").stat()
+    os.utime(src / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert verify_content(torrent, src, read=(), stamps=stamps) == ["a.bin"]
+    data[5] ^= 1
+    (src / "a.bin").write_bytes(bytes(data))  # changed back: stamp differs, content good
+    assert verify_content(torrent, src, read=(), stamps=stamps) == []

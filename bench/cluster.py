@@ -1,0 +1,298 @@
+"""The real product on a shaped network: the origin process, a git state repo, one daemon per
+node namespace, and the polling that turns their status files into times.
+
+Why daemons (not `--once`): a fleet runs the daemon; a late joiner and a rollout only make sense
+for processes that stay up and keep seeding.
+
+Everything started here is stopped by `Cluster.close()` (the caller's `finally`), by the Popen
+handle of each process it started, never by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from bench.dataset import Version, tree_digest
+from bench.namespaces import UNSHAPED, Host, Network
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from harness import NodeHome, StateRepo, dataset_yaml, http_source, node_yaml  # noqa: E402
+
+DATASET = "weights"
+ORIGIN_PORT = 8080
+PEER_PORT = 6881
+API_PORT = 9100
+POLL = 0.2  # seconds between two reads of every node's status.json
+
+
+@dataclass
+class NodeResult:
+    name: str
+    ip: str
+    up: int  # bytes/s of its links
+    down: int
+    start_s: float | None = None  # from the common start (t0): when its daemon was started
+    ready_s: float | None = None  # first poll that saw the dataset Ready (at the version wanted)
+    phase: str | None = None
+    error: str | None = None
+    bytes_from_origin: int = 0  # its status.json at the end of the phase
+    bytes_from_peers: int = 0
+    wire_down: int = 0  # bytes its link delivered to it during the phase (IP, incl. headers)
+    wire_up: int = 0  # bytes it sent
+    data_ok: bool | None = None
+    events: dict[str, float] = field(default_factory=dict)  # first time of each log event
+    series: list[tuple[float, int]] = field(default_factory=list)  # (s, link bytes down) ~1/s
+
+
+@dataclass
+class Phase:
+    """One measured convergence: the first version, or a rollout to the next."""
+
+    version: str
+    size: int  # bytes that had to reach every node (dataset, or changed files of a rollout)
+    seconds: float | None = None  # common start to the last node Ready (None: not all Ready)
+    origin_bytes: int = 0  # body bytes the origin sent during the phase
+    origin_first_byte_s: float | None = None
+    # (s, bytes sent, responses in flight) at every poll: origin throughput and concurrency
+    origin_series: list[tuple[float, int, int]] = field(default_factory=list)
+    timed_out: bool = False
+    nodes: list[NodeResult] = field(default_factory=list)
+
+
+class OriginProcess:
+    """bench/origin.py in the origin's namespace, reached over the bridge."""
+
+    def __init__(self, host: Host, root: Path, conn_rate: int, latency_ms: float,
+                 log: Path) -> None:
+        self.host, self.conn_rate, self.latency_ms = host, conn_rate, latency_ms
+        self.url = f"http://{host.ip}:{ORIGIN_PORT}"
+        self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            host.argv([sys.executable, "-m", "bench.origin", "--root", str(root), "--host",
+                       host.ip, "--port", str(ORIGIN_PORT), "--conn-rate", str(conn_rate),
+                       "--latency-ms", str(latency_ms)]),
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=_env(), cwd=ROOT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.stats()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"origin did not start, see {log}") from None
+                time.sleep(0.1)
+
+    def _post(self, path: str, doc: dict[str, object]) -> dict[str, object]:
+        req = urllib.request.Request(self.url + path, json.dumps(doc).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(self.url + "/_stats", timeout=5) as r:
+            return json.loads(r.read())
+
+    def reset(self) -> None:
+        self._post("/_stats/reset", {})
+
+    def lifted(self, lifted: bool) -> None:
+        """Per-connection cap and latency off (True) or back to the configured values."""
+        self._post("/_control", {"conn_rate": 0 if lifted else self.conn_rate,
+                                 "latency_ms": 0 if lifted else self.latency_ms})
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+def _env() -> dict[str, str]:
+    """The environment of every process the bench starts: this checkout first on the path, so
+    the daemons run the product of the tree being benchmarked, not whatever is installed."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "SYNCBIT_LOG_LEVEL": "info"}
+
+
+def _wire(h: Host) -> tuple[int, int]:
+    """(bytes delivered to the host, bytes it sent) so far, from its veth's bridge end."""
+    stats = Path("/sys/class/net") / h.outer / "statistics"
+    return int((stats / "tx_bytes").read_text()), int((stats / "rx_bytes").read_text())
+
+
+def first_events(log: Path, t0_wall: float) -> dict[str, float]:
+    """Seconds from t0 to the first occurrence of every log event after t0 (the daemon logs
+    JSON lines): where a node's time went (start-up, first peer, verify, activation)."""
+    out: dict[str, float] = {}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+            t = datetime.fromisoformat(ev["timestamp"]).timestamp() - t0_wall
+        except (ValueError, KeyError, TypeError):
+            continue
+        if t >= -0.5 and ev.get("event") not in out:
+            out[str(ev.get("event"))] = round(t, 2)
+    return out
+
+
+class Cluster:
+    """N daemons, one per node host, against one origin; `converge()` measures one phase."""
+
+    def __init__(self, net: Network, origin_host: Host, nodes: list[Host], workdir: Path,
+                 first: Version, conn_rate: int, latency_ms: float) -> None:
+        self.net, self.origin_host, self.hosts = net, origin_host, nodes
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[object] = []
+        self.origin = OriginProcess(origin_host, first.root.parent, conn_rate, latency_ms,
+                                    workdir / "origin.log")
+        try:
+            self.repo = StateRepo.create(workdir / "state")
+            self.repo.write("nodes.yaml", "---\n".join(
+                node_yaml(h.name, h.ip, PEER_PORT, API_PORT) for h in nodes))
+            self.homes = [NodeHome(h.name, workdir / h.name, self.repo.root).write_config()
+                          for h in nodes]
+            self.prepare(first)
+            self.repo.commit(first.name)
+        except BaseException:  # the caller has no Cluster to close yet
+            self.origin.stop()
+            raise
+
+    def prepare(self, v: Version) -> None:
+        """Write the Dataset at version `v` and lock it with the origin's caps and shaper lifted
+        (the lock reads every byte once; that read is not part of any measurement); the commit
+        is left to `converge(commit=True)`, after the counters are reset. The daemons act on a
+        new HEAD only, so the uncommitted files in between are not seen."""
+        self.repo.write("ds.yaml", dataset_yaml(
+            DATASET, http_source(f"{self.origin.url}/{v.name}/", list(v.sizes)), version=v.name,
+            path=f"models/{DATASET}"))
+        self.net.shape(self.origin_host, UNSHAPED, UNSHAPED)
+        self.origin.lifted(True)
+        try:
+            lock = self.repo.lock(env=_env())
+            if lock.returncode != 0:
+                raise RuntimeError(f"lock failed: {lock.stdout}{lock.stderr}")
+        finally:
+            self.origin.lifted(False)
+            self.net.shape(self.origin_host, self.origin_host.up, self.origin_host.down)
+
+    def _start(self, i: int) -> None:
+        h, home = self.hosts[i], self.homes[i]
+        log = open(home.base / "daemon.log", "ab")  # noqa: SIM115 (closed in close)
+        self._logs.append(log)
+        self.procs.append(subprocess.Popen(
+            h.argv([sys.executable, "-m", "reconciler", "--config", str(home.config)]),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=_env(), cwd=home.base))
+
+    def _status(self, i: int) -> dict[str, object]:
+        try:
+            doc = self.homes[i].status()
+        except (OSError, ValueError):
+            return {}
+        return (doc.get("datasets") or {}).get(DATASET) or {}
+
+    def converge(self, v: Version, size: int, stagger: float, timeout: float,
+                 commit: bool = False, progress: Callable[[str], None] = lambda s: None
+                 ) -> Phase:
+        """Start the daemons not yet running (node i at i x stagger s) and poll until every node
+        is Ready at `v` or `timeout` s after the last start. Origin and link counters count from
+        this call; `commit` commits the prepared version once they are reset (a rollout)."""
+        ph = Phase(v.name, size)
+        ph.nodes = [NodeResult(h.name, h.ip, h.up, h.down) for h in self.hosts]
+        self.origin.reset()
+        wire0 = [_wire(h) for h in self.hosts]
+        first_new = len(self.procs)
+        if commit:
+            self.repo.commit(v.name)
+        t0, t0_wall = time.monotonic(), time.time()
+        deadline = t0 + timeout + stagger * (len(self.hosts) - 1)
+        while time.monotonic() < deadline:
+            now = time.monotonic() - t0
+            while len(self.procs) < len(self.hosts) and \
+                    now >= (len(self.procs) - first_new) * stagger:
+                ph.nodes[len(self.procs)].start_s = now
+                self._start(len(self.procs))
+            st = self.origin.stats()
+            sent = st["bytes"]
+            ph.origin_series.append((round(now, 2), sent, st["open"]))
+            if len(ph.origin_series) % 5 == 1:  # every ~1 s: how each node's download went
+                for h, nr, w0 in zip(self.hosts, ph.nodes, wire0):
+                    nr.series.append((round(now, 2), _wire(h)[0] - w0[0]))
+            if sent and ph.origin_first_byte_s is None:
+                ph.origin_first_byte_s = now
+            for i, nr in enumerate(ph.nodes):
+                d = self._status(i)
+                if nr.ready_s is None and d.get("phase") == "Ready" and d.get("version") == v.name:
+                    nr.ready_s = now
+                    progress(f"{nr.name} Ready at {now:.1f} s")
+            if all(nr.ready_s is not None for nr in ph.nodes):
+                break
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a daemon exited ({dead[0].returncode}); see {self.workdir}")
+            time.sleep(POLL)
+        else:
+            ph.timed_out = True
+        ready = [nr.ready_s for nr in ph.nodes]
+        ph.seconds = None if None in ready else max(r for r in ready if r is not None)
+        ph.origin_bytes = self.origin.stats()["bytes"]
+        for i, nr in enumerate(ph.nodes):
+            d = self._status(i)
+            nr.phase, nr.error = d.get("phase"), d.get("error")  # type: ignore[assignment]
+            nr.bytes_from_origin = int(d.get("bytesFromOrigin") or 0)  # type: ignore[call-overload]
+            nr.bytes_from_peers = int(d.get("bytesFromPeers") or 0)  # type: ignore[call-overload]
+            down, up = _wire(self.hosts[i])
+            nr.wire_down, nr.wire_up = down - wire0[i][0], up - wire0[i][1]
+            nr.events = first_events(self.homes[i].base / "daemon.log", t0_wall)
+        return ph
+
+    def verify(self, ph: Phase, v: Version) -> None:
+        """Byte-for-byte: every node's tree against the origin's files of `v`."""
+        want = tree_digest(v.root)
+        for home, nr in zip(self.homes, ph.nodes):
+            try:
+                nr.data_ok = tree_digest(home.data / "models" / DATASET) == want
+            except OSError:
+                nr.data_ok = False
+
+    def close(self) -> None:
+        """Stop every daemon and the origin (each by its Popen handle)."""
+        self.stop_daemons()
+        self.origin.stop()
+
+    def stop_daemons(self) -> None:
+        """SIGTERM, then SIGKILL after 30 s; the origin keeps running (for the baselines)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        for log in self._logs:
+            log.close()  # type: ignore[attr-defined]
+        self._logs.clear()

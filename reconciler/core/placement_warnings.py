@@ -1,0 +1,89 @@
+"""Placement that a valid revision asks for but cannot get, found from the state repo alone.
+
+`syncbit-reconcile validate` prints these as warnings (the revision is still valid: every node
+places what it can, DESIGN §3). Pure: it reads the validated model and asks
+`reconciler.core.placement.place` (the same placement every node computes) what it placed,
+so a warning never disagrees with what the nodes will do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from reconciler.core.placement import place
+from reconciler.model.desired import Dataset, DesiredState
+
+
+@dataclass(frozen=True, order=True)
+class PlacementWarning:
+    """One warning, printed like a validation error: `FILE:LINE:COL: FIELD: MESSAGE`."""
+
+    file: str
+    line: int
+    col: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.field}: {self.message}"
+
+
+def _selector_text(selector: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(selector.items())) + "}"
+
+
+def _warn(d: Dataset, field: str, message: str) -> PlacementWarning:
+    pos = d.position
+    return PlacementWarning(pos.file if pos else f"<dataset {d.name}>", pos.line if pos else 1,
+                            pos.col if pos else 1, field, f"dataset {d.name}: {message}")
+
+
+def placement_warnings(state: DesiredState) -> list[PlacementWarning]:
+    """Every dataset whose placement cannot be satisfied as written, sorted by position.
+
+    - `replicas: N` when fewer than N nodes can take it (too few match the selector, one node
+      per `storageGroup`, or not enough `capacity` for its lock's bytes);
+    - `all: true` whose selector matches no node, or whose eligible nodes lack room;
+    - `selector` next to `nodes:` (the selector is ignored: `nodes` names the nodes);
+    - a `nodes:` entry naming no Node document (validation rejects that already; kept here so
+      the function is complete on any model) or a node the selector would not match.
+    """
+    assignments = place(state)
+    out: list[PlacementWarning] = []
+    for name in sorted(state.datasets):
+        d = state.datasets[name]
+        p = d.placement
+        a = assignments.get(name)
+        selector = _selector_text(p.selector) if p.selector else None
+        if p.nodes is not None:
+            unknown = [n for n in p.nodes if n not in state.nodes]
+            for n in unknown:
+                out.append(_warn(d, "spec.placement.nodes",
+                                 f"node '{n}' is not in the inventory (no Node document has "
+                                 "this name): placed on the other nodes only"))
+            if selector:
+                unmatched = sorted(
+                    n for n in p.nodes if n in state.nodes
+                    and any(state.nodes[n].labels.get(k) != v for k, v in p.selector.items()))
+                message = (f"selector {selector} is ignored next to nodes: (nodes names the "
+                           "nodes itself)")
+                if unmatched:
+                    message += f"; it would not match {', '.join(unmatched)}"
+                out.append(_warn(d, "spec.placement.selector", message))
+            continue
+        if a is None:
+            continue
+        where = f" matching selector {selector}" if selector else ""
+        if p.replicas is not None and len(a.nodes) < p.replicas:
+            why = a.shortfall_reason or f"{len(a.nodes)} of {p.replicas} replicas placed"
+            out.append(_warn(d, "spec.placement.replicas",
+                             f"replicas: {p.replicas} cannot be satisfied: {why}"
+                             + (f" ({where.strip()})" if where else "")))
+        elif p.all and not a.nodes and not a.shortfall_reason:
+            out.append(_warn(d, "spec.placement.selector" if selector else "spec.placement.all",
+                             f"all: true places it on no node: no Node{where}"))
+        elif p.all and a.shortfall_reason:
+            out.append(_warn(d, "spec.placement.all",
+                             f"all: true cannot be satisfied: {a.shortfall_reason}"))
+    return sorted(out)
