@@ -371,8 +371,8 @@ class _Relay:
                 if kept and origin in usable:
                     self.prefer = origin
                     await self._deliver(kept[:self.stop - self.pos], keep=False)
-                elif leader is not None and leader.origin in usable:
-                    self.prefer = leader.origin
+                elif leader is not None and (leader.origin is None or leader.origin in usable):
+                    self.prefer = leader.origin  # None: it is between two origins
                     await self._follow(leader)
                 else:
                     end = self._next_start()
