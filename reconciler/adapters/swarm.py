@@ -17,6 +17,7 @@ import libtorrent as lt
 import structlog
 
 from reconciler.adapters import atomic
+from reconciler.adapters.gateway import SEED_URLS, seed_urls
 from reconciler.core.hostport import join_hostport, parse_hostport
 
 log = structlog.get_logger("swarm")
@@ -64,10 +65,16 @@ def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> lt
         "close_redundant_connections": False,
         # Several test nodes may share one address; real nodes have their own.
         "allow_multiple_connections_per_ip": True,
-        # Web-seed requests no larger than an origin share's run (shard.RUN_BYTES): libtorrent's
-        # default is 16 MiB, which would overshoot into pieces another node owns.
-        "urlseed_max_request_bytes": 1 << 20,
+        # Web-seed requests as large as libtorrent makes them (16 MiB, never across a file
+        # boundary): the gateway reads each through many origin connections, so a large request
+        # is what keeps originConnections busy (bench/single_origin.py: 1 MiB requests and 2
+        # URLs left the node at 0.3x aria2c's throughput). Pieces another node owns have
+        # priority 0 (core/offload.py): libtorrent never puts them in a request.
+        "urlseed_max_request_bytes": 16 << 20,
         "urlseed_wait_retry": 5,
+        # libtorrent connects to at most 3 web seeds per torrent by default: every one of our
+        # URLs for a torrent (seed_urls) must get its connection.
+        "max_web_seed_connections": SEED_URLS,
         # The web seed is our loopback gateway, which spreads requests over several origins
         # (source + mirrors): a piece failing its hash check means one origin sent bad bytes,
         # not that the gateway is bad. Banning it (the default) would stop the download; the
@@ -146,6 +153,9 @@ class Swarm:
         #: Applied to every alert text kept or logged: web-seed URLs carry the gateway's
         #: secret (the executor sets Gateway.redact here).
         self.redact: Callable[[str], str] = lambda text: text
+        #: Web-seed URLs per torrent (gateway.seed_urls): libtorrent opens one connection per
+        #: URL and has one request answered at a time on it.
+        self.url_seeds = SEED_URLS
 
     def set_allowed(self, addresses: Iterable[str]) -> None:
         """Inbound and outbound: libtorrent applies the ip_filter to incoming peers, to the
@@ -238,9 +248,11 @@ class Swarm:
         if st.url == url:
             return
         if st.url is not None:
-            st.handle.remove_url_seed(st.url)
+            for u in seed_urls(st.url, self.url_seeds):
+                st.handle.remove_url_seed(u)
         if url is not None:
-            st.handle.add_url_seed(url)
+            for u in seed_urls(url, self.url_seeds):
+                st.handle.add_url_seed(u)
         st.url = url
 
     def prioritize(self, info_hash: str, priorities: tuple[int, ...]) -> None:

@@ -78,7 +78,8 @@ class Executor:
         self.node = NodeName(cfg.node)
         self.store = Store(cfg.state_dir)
         self.peer_listen = peer_listen
-        self.gateway = Gateway(limit=TokenBucket(cfg.bandwidth.origin))
+        self.gateway = Gateway(limit=TokenBucket(cfg.bandwidth.origin),
+                               origin_connections=cfg.origin_connections)
         self.swarm: Swarm | None = None
         self.origins: OriginContext | None = None
         self.downloads: dict[InfoHash, _Download] = {}
@@ -174,7 +175,8 @@ class Executor:
                 or self.origins.publish_roots != self.cfg.publish_roots:
             if self.origins is not None:
                 self._spawn(self.origins.close())
-            self.origins = OriginContext(source_root, self.cfg.publish_roots)
+            self.origins = OriginContext(source_root, self.cfg.publish_roots,
+                                         self.cfg.origin_connections)
         # Unlocked datasets whose torrent is here already (built or fetched) are pinned by it.
         state = with_locks(state, self.pinner.cache.locks(state))
         self.state, self.root = state, root
