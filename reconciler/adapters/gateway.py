@@ -48,7 +48,7 @@ from aiohttp import web
 from reconciler.adapters import origin_errors
 from reconciler.adapters.sources import Origin, OriginError
 from reconciler.adapters.sources.parallel import read_parallel
-from reconciler.core.origin_pool import OriginPool, ServedLog
+from reconciler.core.origin_pool import OriginPool, ServedLog, covers
 from reconciler.adapters.ratelimit import TokenBucket
 
 log = structlog.get_logger("gateway")
@@ -67,6 +67,9 @@ ORIGIN_CONNECTIONS = 64
 #: so two keep a request in flight while the previous one ends (measured: bench/single_origin).
 SEED_URLS = 2
 REDACTED = "<secret>"
+#: The reason phrase of a request outside the node's origin share (libtorrent quotes it in
+#: its url_seed_alert; the swarm knows it is no origin failure).
+NOT_THE_SHARE = "Not In This Node's Origin Share"
 #: The bytes relayed last (all files together) are kept in memory this long: libtorrent's end
 #: game asks a second web-seed URL for blocks it has asked of the first, often just relayed.
 KEPT_BYTES = 32 << 20
@@ -89,6 +92,9 @@ class _Entry:
     pool: OriginPool
     info_hash: str = ""
     served: ServedLog = field(default_factory=ServedLog)
+    #: The byte ranges of each file this node may read from the origin (its share, see
+    #: `allow`); None: any (nothing shared out, e.g. `lock` or a node alone).
+    share: dict[str, tuple[tuple[int, int], ...]] | None = None
 
 
 @dataclass
@@ -100,6 +106,7 @@ class Gateway:
     max_requests: int = MAX_REQUESTS
     max_per_dataset: int = MAX_REQUESTS_PER_DATASET
     refused: int = 0  # requests turned away: wrong secret, or over a concurrency cap
+    declined: int = 0  # requests outside the node's origin share
     bytes_served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[str, str] = field(default_factory=dict)  # dataset -> last origin error
     limit: TokenBucket = field(default_factory=lambda: TokenBucket(0))  # bandwidth.origin
@@ -188,6 +195,17 @@ class Gateway:
             await self._runner.cleanup()
             self._runner = None
 
+    def allow(self, dataset: str, info_hash: str,
+              share: dict[str, tuple[tuple[int, int], ...]] | None) -> None:
+        """Read only these byte ranges from the origin for this torrent (core.origin_pool.
+        piece_ranges of the node's share), or any when None. libtorrent's web seed asks for
+        pieces a peer has (priority FROM_PEERS) once every owned piece is requested; those
+        belong to the peers, so such a request is declined with a 503 and a Retry-After of
+        1 s, and the origin sends each byte about once per cluster whatever libtorrent picks."""
+        entry = self._entries.get((dataset, info_hash))
+        if entry is not None:
+            entry.share = share
+
     async def _guarded(self, request: web.Request) -> web.StreamResponse:
         """The secret (constant time, 404 like any unknown path) and the concurrency caps (503:
         libtorrent retries after urlseed_wait_retry) before anything reaches an origin."""
@@ -229,6 +247,10 @@ class Gateway:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         entry, path, size = self._target(request)
         start, end, status = byte_range(request.headers.get("Range"), size)
+        if entry.share is not None and not covers(entry.share.get(path, ()), start, end):
+            self.declined += 1
+            raise web.HTTPServiceUnavailable(reason=NOT_THE_SHARE, headers={"Retry-After": "1"},
+                                             text="outside this node's origin share\n")
         resp = web.StreamResponse(status=status)
         resp.content_length = end - start + 1
         resp.content_type = "application/octet-stream"

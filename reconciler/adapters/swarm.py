@@ -17,7 +17,7 @@ import libtorrent as lt
 import structlog
 
 from reconciler.adapters import atomic
-from reconciler.adapters.gateway import SEED_URLS, seed_urls
+from reconciler.adapters.gateway import NOT_THE_SHARE, SEED_URLS, seed_urls
 from reconciler.core.hostport import join_hostport, parse_hostport
 
 log = structlog.get_logger("swarm")
@@ -312,7 +312,9 @@ class Swarm:
                 st.error = st.error or self.redact(a.message())
                 log.error("torrent error", info_hash=st.info_hash, error=st.error)
             elif isinstance(a, lt.url_seed_alert) and st:
-                st.url_seed_error = self.redact(a.error_message() or a.message())
+                message = a.error_message() or a.message()
+                if NOT_THE_SHARE not in message:  # the gateway declined: not an origin error
+                    st.url_seed_error = self.redact(message)
             elif isinstance(a, lt.hash_failed_alert) and st:
                 st.failed_pieces.append(int(a.piece_index))
             elif isinstance(a, lt.file_completed_alert) and st:

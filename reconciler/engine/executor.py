@@ -26,7 +26,7 @@ from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
 from reconciler.core import capacity, cas, offload, scheduling, transfer
-from reconciler.core.origin_pool import label as origin_label
+from reconciler.core.origin_pool import label as origin_label, piece_ranges
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
 from reconciler.core.plan import Plan, Target, make_plan
@@ -784,6 +784,10 @@ class Executor:
         assert self.swarm is not None
         t, ih = dl.target, dl.torrent.info_hash
         if isinstance(eff, transfer.WebSeed):
+            lock = t.dataset.lock
+            if eff.on and lock is not None:  # before libtorrent can ask for anything
+                self.gateway.allow(t.name, ih, piece_ranges(lock.files, dl.torrent.piece_size,
+                                                            eff.pieces))
             self.swarm.web_seed(ih, dl.url if eff.on else None)
         elif isinstance(eff, transfer.SetPriorities):
             self.swarm.prioritize(ih, cas.mask(eff.priorities, dl.frozen))
