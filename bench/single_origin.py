@@ -62,6 +62,16 @@ def _aria2c(server: OriginServer, names: list[str], out: Path) -> None:
                    check=True, timeout=900)
 
 
+def _curl(server: OriginServer, names: list[str], out: Path) -> None:
+    """One curl for every file, one after the other on one connection: what a user runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    args: list[str] = []
+    for n in names:
+        (out / n).parent.mkdir(parents=True, exist_ok=True)
+        args += ["-o", str(out / n), f"{server.url}/{n}"]
+    subprocess.run(["curl", "-sf", *args], check=True)
+
+
 def _show_requests(requests: list[tuple[str, str, str | None]]) -> None:
     sizes: dict[int, int] = {}
     for _, _, rng in requests:
@@ -86,10 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show-requests", action="store_true",
                     help="print the sizes of syncbit's origin range requests")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--baseline", choices=("aria2c", "curl"), default="aria2c",
+                    help="the reference (curl: against a fast origin, --conn-kibps 0 --latency 0)")
     args = ap.parse_args(argv)
-    if shutil.which("aria2c") is None:
-        print("aria2c is not installed", file=sys.stderr)
+    if shutil.which(args.baseline) is None:
+        print(f"{args.baseline} is not installed", file=sys.stderr)
         return 2
+    fetch, label = ((_aria2c, ARIA2C_LABEL) if args.baseline == "aria2c"
+                    else (_curl, "curl (one connection)"))
 
     tmp = Path(tempfile.mkdtemp(prefix="single-origin-"))
     files = _files(args.mib, args.files)
@@ -111,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
               f"connection at {args.conn_kibps} KiB/s, {args.latency * 1000:.0f} ms first byte")
         print(f"{'run':<30} {'s':>7} {'MiB/s':>7} {'origin conns':>13} {'origin/dataset':>15}")
         for r in range(args.repeat):
-            out = tmp / f"aria2c-{r}"
-            a_s, a_conns, a_sent = _measure(server, lambda: _aria2c(server, list(files), out))
+            out = tmp / f"{args.baseline}-{r}"
+            a_s, a_conns, a_sent = _measure(server, lambda: fetch(server, list(files), out))
             ok &= tree_digest(out) == tree_digest(root)
-            print(f"{ARIA2C_LABEL:<30} {a_s:7.1f} {total / MiB / a_s:7.2f} "
+            print(f"{label:<30} {a_s:7.1f} {total / MiB / a_s:7.2f} "
                   f"{a_conns:13d} {a_sent / total:15.3f}")
             extra = {} if args.origin_connections is None else {
                 "originConnections": args.origin_connections}
@@ -130,13 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             if not good:
                 print(done[0].stderr[-2000:], file=sys.stderr)
             ok &= good
-            label = "syncbit --once" + (f" (oc={args.origin_connections})"
+            node_label = "syncbit --once" + (f" (oc={args.origin_connections})"
                                         if args.origin_connections else "")
-            print(f"{label:<30} {s_s:7.1f} {total / MiB / s_s:7.2f} {s_conns:13d} "
+            print(f"{node_label:<30} {s_s:7.1f} {total / MiB / s_s:7.2f} {s_conns:13d} "
                   f"{s_sent / total:15.3f}")
             if args.show_requests:
                 _show_requests(server.requests[first:])
-            print(f"ratio syncbit/aria2c throughput: {a_s / s_s:.2f}  (goal >= 0.9)"
+            goal = "0.9" if args.baseline == "aria2c" else "0.5"
+            print(f"ratio syncbit/{args.baseline} throughput: {a_s / s_s:.2f}  (goal >= {goal})"
                   f"{'' if good else '  DATA WRONG'}")
     finally:
         server.stop()

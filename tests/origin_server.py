@@ -57,16 +57,16 @@ class OriginServer(ThreadedServer):
         f = (self.root / request.match_info["path"]).resolve()
         if not f.is_relative_to(self.root.resolve()) or not f.is_file():
             raise web.HTTPNotFound()
-        data, etag = self._content(f)
-        start, end, status = 0, len(data) - 1, 200
+        size, etag = self._stat(f)
+        start, end, status = 0, size - 1, 200
         rng = request.headers.get("Range")
         if rng:
             a, _, b = rng.removeprefix("bytes=").partition("-")
-            start, end, status = int(a), min(int(b), len(data) - 1) if b else len(data) - 1, 206
-        body = data[start:end + 1]
+            start, end, status = int(a), min(int(b), size - 1) if b else size - 1, 206
+        body = self._read(f, start, end + 1 - start)  # only the range: a part costs its size
         headers = {"ETag": etag, "Accept-Ranges": "bytes"}
         if status == 206:
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         if self.latency:
             await asyncio.sleep(self.latency)
         if request.method == "HEAD":
@@ -92,15 +92,21 @@ class OriginServer(ThreadedServer):
             self.active -= 1
         return resp
 
-    def _content(self, f: Path) -> tuple[bytes, str]:
-        """The file's bytes, read on every request (a test may change them), and its ETag."""
-        data = f.read_bytes()
+    def _stat(self, f: Path) -> tuple[int, str]:
+        """The file's size and ETag (its bytes hashed once per (path, mtime, size): a test may
+        change them, and every request sees the change)."""
         st = f.stat()
         key = (str(f), st.st_mtime_ns, st.st_size)
         etag = self._etags.get(key)
         if etag is None:
-            etag = self._etags[key] = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
-        return data, etag
+            etag = self._etags[key] = '"' + hashlib.sha256(f.read_bytes()).hexdigest()[:16] + '"'
+        return st.st_size, etag
+
+    @staticmethod
+    def _read(f: Path, offset: int, length: int) -> bytes:
+        with open(f, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(max(0, length))
 
     def _count(self, n: int) -> None:
         self.bytes_sent += n
