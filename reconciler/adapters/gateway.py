@@ -95,6 +95,7 @@ class _Entry:
     #: The byte ranges of each file this node may read from the origin (its share, see
     #: `allow`); None: any (nothing shared out, e.g. `lock` or a node alone).
     share: dict[str, tuple[tuple[int, int], ...]] | None = None
+    version: str = ""  # the dataset's version, for log lines
 
 
 @dataclass
@@ -128,7 +129,7 @@ class Gateway:
 
     def register(self, dataset: str, info_hash: str, name: str,
                  files: tuple[tuple[str, int], ...], origin: Origin | Sequence[Origin],
-                 labels: Sequence[str] | None = None) -> str:
+                 labels: Sequence[str] | None = None, version: str = "") -> str:
         """Serve one torrent from `origin` (or an ordered list: the source, then its mirrors;
         `labels` name them in logs and errors); returns the web-seed URL to give libtorrent."""
         origins = [origin] if isinstance(origin, Origin) else list(origin)
@@ -137,7 +138,8 @@ class Gateway:
         names = list(labels) if labels is not None else [
             "source" if i == 0 else f"mirrors[{i - 1}]" for i in range(len(origins))]
         self._entries[(dataset, info_hash)] = _Entry(dataset, name, dict(files), origins,
-                                                     OriginPool(names), info_hash)
+                                                     OriginPool(names), info_hash,
+                                                     version=version)
         return f"http://{self.host}:{self.port}/{self.secret}/{quote(dataset)}/{info_hash}"
 
     def redact(self, text: str) -> str:
@@ -481,7 +483,7 @@ class _Relay:
         except OriginError as e:
             pool.failure(i, time.monotonic(), str(e))
             verdict = True
-            log.warning("origin read failed", dataset=self.entry.dataset,
+            log.warning("origin read failed", dataset=self.entry.dataset, version=self.entry.version,
                         origin=pool.names[i], file=self.path, error=str(e))
             origin_errors.record(self.entry.dataset, pool.names[i], str(e))
             return False

@@ -396,7 +396,8 @@ class Executor:
         ih = InfoHash(lock.info_hash)
         save = self.store.begin(t.name, ih, d.version)
         linked = self._link_objects(ih, save / lock.name, torrent, log_)
-        url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels)
+        url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels,
+                                    version=d.version)
         # Resume data the swarm will trust (no hash check of what it lists); a superset is
         # fine (Swarm may still refuse it): it only means more is read back at the end.
         resumed = (self.swarm.trust_resume and self.swarm.resume_dir is not None
@@ -836,7 +837,8 @@ class Executor:
                              file=eff.path, first=eff.first, last=eff.last,
                              origins_marked_bad=blamed)
         elif isinstance(eff, transfer.Note):
-            getattr(self.log, eff.level)(eff.event, dataset=t.name, info_hash=ih,
+            getattr(self.log, eff.level)(eff.event, dataset=t.name,
+                                         version=t.dataset.version, info_hash=ih,
                                          **dict(eff.fields))
         else:  # pragma: no cover - step_job returns only the kinds above
             raise TypeError(f"not a job effect: {eff!r}")

@@ -163,7 +163,8 @@ class Pinner:
                     except (ValueError, OSError) as e:
                         why = str(e)
                 if why is not None:
-                    self.log.warning("metadata from peer refused", dataset=name, peer=peer,
+                    self.log.warning("metadata from peer refused", dataset=name,
+                                     version=w.dataset.version, peer=peer,
                                      error=why)
                     answers[peer] = "failed"
                 else:
@@ -186,7 +187,8 @@ class Pinner:
                     return
                 w.failures += 1
                 retry = RETRY_AFTER[min(w.failures, len(RETRY_AFTER)) - 1]
-                self.log.error("metadata build failed", dataset=name, error=w.error,
+                self.log.error("metadata build failed", dataset=name,
+                               version=w.dataset.version, error=w.error,
                                retry_in=retry)
                 await asyncio.sleep(retry)
                 w.state, unblocked_since, delay = "waiting", None, POLL_FIRST
@@ -205,7 +207,8 @@ class Pinner:
         said = f"{d.kind} {d.node}"
         if said != w.said:
             w.said = said
-            self.log.info(f"metadata: {d.kind}", dataset=w.dataset.name, key=w.key,
+            self.log.info(f"metadata: {d.kind}", dataset=w.dataset.name,
+                          version=w.dataset.version, key=w.key,
                           peer=d.node, reason=d.reason)
 
     async def _ask_peers(self, w: Work) -> tuple[dict[str, PeerState], tuple[str, bytes] | None]:
