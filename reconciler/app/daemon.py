@@ -60,7 +60,8 @@ class Daemon:
                     self._reload_config()
                 if now - last_poll >= REVISION_POLL:
                     last_poll = now
-                    if self._revision() != self.runner.observed:
+                    # In a thread: hashing a repo that is not a git work tree reads every file.
+                    if await asyncio.to_thread(self._revision) != self.runner.observed:
                         self.trigger.set()
                 if self.trigger.is_set() or now >= next_pass:
                     self.trigger.clear()
