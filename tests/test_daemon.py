@@ -4,6 +4,7 @@ them, their HTTP APIs, sd_notify, signals."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import time
@@ -308,3 +309,39 @@ def test_healthz_answers_while_a_long_pass_runs(tmp_path, daemons):
             v2 = repo.commit("again")
     assert answered_during_pass, d.logs()[-3000:]
     until(lambda: d.home.status().get("lastAppliedRevision") == v2 or None, 120, "v2 applied")
+
+
+def test_own_writes_next_to_the_state_repo_do_not_trigger_passes(tmp_path, daemons):
+    """stateDir and the metrics file under the parent of the state repo (which is a symlink,
+    as git-sync makes it): the daemon's own writes never trigger a pass, so an idle daemon
+    does not pass in a loop; a symlink swap still does."""
+    from reconciler.desired.revision import state_revision
+
+    parent = tmp_path / "srv"
+    (parent / "rev1").mkdir(parents=True)
+    (parent / "rev1" / "nodes.yaml").write_text(nodes_yaml(["i1"], first_ip=76))
+    (parent / "repo").symlink_to("rev1")
+    home = NodeHome("i1", tmp_path / "i1", parent / "repo",
+                    {"stateDir": str(parent / "state"),
+                     "metricsFile": str(parent / "syncbit.prom")}).write_config()
+    home_state = parent / "state"
+    d = daemons(home, level="debug")
+    until(lambda: _passes(d)[1] >= 1 and (home_state / "status.json").exists() or None, 60,
+          "the first pass")
+    # A bounded window after convergence: with the old watcher, each pass's status write
+    # triggered the next (one pass per debounce period, a handful in this window).
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:  # bounded by the deadline; the assertion is a count
+        time.sleep(0.5)
+        assert d.proc.poll() is None, d.logs()
+    started, _ = _passes(d)
+    assert started <= 2, f"{started} passes while idle:\n" + d.logs()[-3000:]
+
+    # git-sync's swap: a new directory, then the link replaced by a rename.
+    shutil.copytree(parent / "rev1", parent / "rev2")
+    (parent / "rev2" / "more.yaml").write_text("# a comment-only file changes the revision\n")
+    (parent / "repo.tmp").symlink_to("rev2")
+    (parent / "repo.tmp").rename(parent / "repo")
+    rev2 = state_revision(parent / "rev2")
+    until(lambda: json.loads((home_state / "status.json").read_text()).get(
+        "lastAppliedRevision") == rev2 or None, 60, "the swapped revision")
