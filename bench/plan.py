@@ -65,7 +65,7 @@ def generate(root: Path, datasets: int, nodes: int, files: int, seed: int = 13) 
                 extra += f"  capacity: {rng.choice((2, 4, 8))}TiB\n"
             if i % 11 == 0:
                 extra += f"  storageGroup: nfs-{i // 110}\n"
-            ip = f"10.{i // 65536}.{(i // 256) % 256}.{i % 256 + 1}"
+            ip = f"10.{i // 64516 % 256}.{i // 254 % 254 + 1}.{i % 254 + 1}"  # valid addresses
             docs.append(
                 "apiVersion: syncbit/v1\nkind: Node\nmetadata:\n"
                 f"  name: {node_names[i]}\n  labels:\n"
