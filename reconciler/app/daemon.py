@@ -14,6 +14,7 @@ import asyncio
 import signal
 import time
 from pathlib import Path
+from typing import AsyncIterator
 
 import structlog
 import watchfiles
@@ -60,7 +61,8 @@ class Daemon:
                     self._reload_config()
                 if now - last_poll >= REVISION_POLL:
                     last_poll = now
-                    if self._revision() != self.runner.observed:
+                    # In a thread: hashing a repo that is not a git work tree reads every file.
+                    if await asyncio.to_thread(self._revision) != self.runner.observed:
                         self.trigger.set()
                 if self.trigger.is_set() or now >= next_pass:
                     self.trigger.clear()
@@ -113,22 +115,80 @@ class Daemon:
             return None
 
     async def _watch(self) -> None:
-        """Set the trigger on file changes; re-aim when git-sync swaps the symlink."""
+        """Set the trigger on changes in the state repo; re-aim when git-sync swaps the symlink.
+
+        Two watchers: the state repo (its resolved directory) recursively, and the directory
+        holding `desiredState` non-recursively, for the symlink swap only. Watching that parent
+        recursively, as before, saw every write under it: with stateDir there (say
+        /var/lib/syncbit/{repo,state}) each pass's own status write triggered the next pass,
+        and an idle daemon burnt a third of a core. The daemon's own files (stateDir, the
+        status and metrics files) never trigger a pass, wherever they are."""
         while not self.stop.is_set():
             target = self.cfg.desired_state.resolve()
-            paths = [p for p in (target, self.cfg.desired_state.parent) if p.exists()]
-            if not paths:
+            link = self.cfg.desired_state
+            own = _OwnFiles(self.cfg)
+            default = watchfiles.DefaultFilter()  # .git, editor swap files, ...
+            # Its own stop event: awatch sets the event it is given when it ends, and the
+            # daemon's must be set only to stop the daemon.
+            done = asyncio.Event()
+            watches = []
+            if target.exists():
+                watches.append(watchfiles.awatch(
+                    target, stop_event=done, recursive=True, debounce=1000,
+                    watch_filter=lambda change, path: default(change, path) and own.foreign(path)))
+            if link.parent.exists() and link.parent != target:
+                watches.append(watchfiles.awatch(
+                    link.parent, stop_event=done, recursive=False, debounce=1000,
+                    watch_filter=lambda change, path: _is_entry(path, link) and own.foreign(path)))
+            if not watches:
                 await asyncio.sleep(REVISION_POLL)
                 continue
+            tasks = [asyncio.ensure_future(self._follow(w, target, done)) for w in watches]
+            stop = asyncio.ensure_future(self.stop.wait())
             try:
-                async for _changes in watchfiles.awatch(*paths, stop_event=self.stop,
-                                                        recursive=True, debounce=1000):
-                    self.trigger.set()
-                    if self.cfg.desired_state.resolve() != target:
-                        break
-            except (OSError, RuntimeError) as e:
-                self.log.warning("watching the state repo failed; polling only", error=str(e))
-                await asyncio.sleep(REVISION_POLL)
+                await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                done.set()  # every watcher returns within its step (50 ms)
+                stop.cancel()
+                results = await asyncio.gather(*tasks, return_exceptions=True)
+            for r in results:
+                if isinstance(r, (OSError, RuntimeError)):
+                    self.log.warning("watching the state repo failed; polling only", error=str(r))
+                    await asyncio.sleep(REVISION_POLL)
+                    break
+
+    async def _follow(self, changes: AsyncIterator[set[tuple[watchfiles.Change, str]]],
+                      target: Path, done: asyncio.Event) -> None:
+        """Trigger a pass on every batch of changes; end (and end the other watcher) when the
+        state repo's link points elsewhere, so that both are re-aimed."""
+        async for _changes in changes:
+            self.trigger.set()
+            if self.cfg.desired_state.resolve() != target:
+                done.set()
+                return
+
+
+class _OwnFiles:
+    """What the daemon writes itself: stateDir, the status file, the metrics file."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.files = {str(cfg.status_file.absolute()), str(cfg.metrics_file.absolute())}
+        roots = {cfg.state_dir.absolute()}
+        try:
+            roots.add(cfg.state_dir.resolve())
+        except OSError:
+            pass
+        self.dirs = tuple(str(r) for r in roots)
+
+    def foreign(self, path: str) -> bool:
+        if path in self.files:
+            return False
+        return not any(path == d or path.startswith(d.rstrip("/") + "/") for d in self.dirs)
+
+
+def _is_entry(path: str, link: Path) -> bool:
+    """A change to `desiredState`'s own entry in its parent (git-sync's symlink swap)."""
+    return Path(path).name == link.name
 
 
 def run(config_path: Path, cfg: NodeConfig) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
-from reconciler.model.desired import PRIORITY_RANK, Dataset, DesiredState, Node
+from reconciler.model.desired import PRIORITY_RANK, Dataset, DesiredState, Node, Placement
 
 
 def rendezvous_weight(dataset: str, node: str) -> int:
@@ -21,7 +21,23 @@ def rendezvous_weight(dataset: str, node: str) -> int:
 
 def rank_nodes(dataset: str, nodes: Iterable[str]) -> list[str]:
     """Node names ordered by rendezvous weight for `dataset`, highest first."""
-    return sorted(nodes, key=lambda n: rendezvous_weight(dataset, n), reverse=True)
+    names = list(nodes)
+    return _rank(dataset, names, [n.encode() for n in names])
+
+
+def _rank(dataset: str, names: Sequence[str], encoded: Sequence[bytes]) -> list[str]:
+    """`rank_nodes` with the names already encoded: the digest of `"<dataset>/"` is computed
+    once and copied per node, and the 32-byte digests are compared as they are (big-endian,
+    fixed length: the same order as the integers of `rendezvous_weight`). The sort is stable,
+    so ties (never seen with SHA-256) keep the order given, as before."""
+    prefix = hashlib.sha256(dataset.encode() + b"/")
+    keys: list[bytes] = []
+    for raw in encoded:
+        h = prefix.copy()
+        h.update(raw)
+        keys.append(h.digest())
+    order = sorted(range(len(names)), key=keys.__getitem__, reverse=True)
+    return [names[i] for i in order]
 
 
 def _matches(node: Node, selector: Mapping[str, str]) -> bool:
@@ -38,6 +54,74 @@ class Assignment:
     shortfall_reason: str | None = None
 
 
+# What placement reads of a revision, in the order it reads it: equal keys, equal placement.
+_NodeKey = tuple[str, "int | None", "str | None", Mapping[str, str]]
+_DatasetKey = tuple[str, str, int, Placement]
+_Key = tuple[tuple[_NodeKey, ...], tuple[_DatasetKey, ...]]
+
+
+def _size(d: Dataset) -> int:
+    return d.lock.total_bytes if d.lock else 0
+
+
+def _key(state: DesiredState) -> _Key:
+    return (tuple((n.name, n.capacity, n.storage_group, n.labels) for n in state.nodes.values()),
+            tuple((d.name, d.priority, _size(d), d.placement) for d in state.datasets.values()))
+
+
+class Placer:
+    """`place` with memory across passes, for a daemon that places the same fleet again and
+    again. The answer is always the one `place` computes from scratch (tests compare them):
+
+    - the whole result is reused when everything placement reads (node names, labels,
+      capacities, storage groups; dataset names, priorities, sizes, placements) is equal to
+      the previous call's, compared by value;
+    - otherwise each dataset's ranking is reused when its name and its eligible nodes are
+      equal to the previous call's, so one edited dataset costs one ranking, not all of them;
+    - eligible nodes are computed once per distinct selector, not once per dataset.
+
+    Memory: one result and one ranking per dataset of the last call. Safe to share between
+    threads (state is swapped whole; a race costs only a recomputation).
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[_Key, dict[str, Assignment]] | None = None
+        self._rankings: dict[str, tuple[tuple[str, ...], list[str]]] = {}
+
+    def place(self, state: DesiredState) -> dict[str, Assignment]:
+        key = _key(state)
+        last = self._last
+        if last is not None and last[0] == key:
+            return dict(last[1])
+        previous = self._rankings
+        rankings: dict[str, tuple[tuple[str, ...], list[str]]] = {}
+        eligible_of: dict[tuple[tuple[str, str], ...], tuple[tuple[str, ...], list[bytes]]] = {}
+
+        def ranked(d: Dataset) -> list[str]:
+            selector = tuple(sorted(d.placement.selector.items()))
+            found = eligible_of.get(selector)
+            if found is None:
+                names = tuple(n.name for n in state.nodes.values()
+                              if _matches(n, d.placement.selector))
+                found = eligible_of[selector] = (names, [n.encode() for n in names])
+            names, encoded = found
+            old = previous.get(d.name)
+            if old is not None and (old[0] is names or old[0] == names):
+                rankings[d.name] = (names, old[1])
+                return old[1]
+            order = _rank(d.name, names, encoded)
+            rankings[d.name] = (names, order)
+            return order
+
+        result = _place(state, ranked)
+        self._rankings = rankings
+        self._last = (key, result)
+        return dict(result)
+
+
+_PLACER = Placer()
+
+
 def place(state: DesiredState) -> dict[str, Assignment]:
     """Place every dataset of a revision.
 
@@ -46,10 +130,26 @@ def place(state: DesiredState) -> dict[str, Assignment]:
     from the lock; a dataset without a lock counts as zero bytes until it is locked.
     Suspended datasets are placed like any other: suspension freezes the node's copy, it does
     not move replicas elsewhere.
+
+    Remembers the last answer and the rankings (see `Placer`): the same revision placed again,
+    by the runner and then by the executor or in the next pass, costs a comparison.
     """
+    return _PLACER.place(state)
+
+
+def place_uncached(state: DesiredState) -> dict[str, Assignment]:
+    """`place` computed from scratch, remembering nothing (the reference the tests use)."""
+    def ranked(d: Dataset) -> list[str]:
+        eligible = [n for n in state.nodes.values() if _matches(n, d.placement.selector)]
+        return rank_nodes(d.name, (n.name for n in eligible))
+    return _place(state, ranked)
+
+
+def _place(state: DesiredState, ranked: Callable[[Dataset], list[str]]
+           ) -> dict[str, Assignment]:
     free: dict[str, int | None] = {n.name: n.capacity for n in state.nodes.values()}
     order = sorted(state.datasets.values(), key=lambda d: (PRIORITY_RANK[d.priority], d.name))
-    return {d.name: _place_one(d, state.nodes, free) for d in order}
+    return {d.name: _place_one(d, state.nodes, free, ranked) for d in order}
 
 
 def _fits(free: Mapping[str, int | None], node: str, size: int) -> bool:
@@ -63,8 +163,9 @@ def _take(free: dict[str, int | None], node: str, size: int) -> None:
         free[node] = room - size
 
 
-def _place_one(d: Dataset, nodes: Mapping[str, Node], free: dict[str, int | None]) -> Assignment:
-    size = d.lock.total_bytes if d.lock else 0
+def _place_one(d: Dataset, nodes: Mapping[str, Node], free: dict[str, int | None],
+               ranked_of: Callable[[Dataset], list[str]]) -> Assignment:
+    size = _size(d)
     p = d.placement
     if p.nodes is not None:
         # Explicit placement is the user's call: honour it, but still account the space.
@@ -73,8 +174,8 @@ def _place_one(d: Dataset, nodes: Mapping[str, Node], free: dict[str, int | None
             _take(free, n, size)
         return Assignment(d.name, explicit, len(p.nodes))
 
-    eligible = [n for n in nodes.values() if _matches(n, p.selector)]
-    ranked = rank_nodes(d.name, (n.name for n in eligible))
+    ranked = ranked_of(d)
+    eligible = len(ranked)
     wanted = len(ranked) if p.all else (p.replicas or 0)
     chosen: list[str] = []
     groups: set[str] = set()
@@ -95,7 +196,7 @@ def _place_one(d: Dataset, nodes: Mapping[str, Node], free: dict[str, int | None
 
     reason = None
     if not p.all and len(chosen) < wanted:
-        reason = (f"{len(chosen)} of {wanted} replicas placed: {len(eligible)} eligible nodes"
+        reason = (f"{len(chosen)} of {wanted} replicas placed: {eligible} eligible nodes"
                   + (f", {no_room} without room" if no_room else ""))
     if p.all:
         wanted = len(chosen) + no_room

@@ -15,14 +15,22 @@ Reading never skips and never blocks (DESIGN §3: a repo that cannot be read who
 revision): a directory or file that cannot be read, a `.yaml` that is not a regular file (FIFO,
 socket, device: refused after `stat`, never opened), a symlink leaving the repo, or a file over
 `MAX_FILE_BYTES` (all files together: `MAX_TOTAL_BYTES`) is a `ValidationError`.
+
+Parsing is the expensive part (ruamel's pure-Python round trip), so a `DocumentCache` keeps
+each file's documents keyed by its path and the SHA-256 of the bytes just read: every file is
+still read on every load (a changed file is always seen, whatever its mtime says), and only a
+file whose bytes changed is parsed again.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import stat
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
@@ -33,7 +41,7 @@ from ruamel.yaml.reader import Reader, ReaderError
 
 from reconciler.model.desired import ValidationError
 
-__all__ = ["Document", "LoadResult", "LockRead", "ScanProblem", "StateFiles",
+__all__ = ["Document", "DocumentCache", "LoadResult", "LockRead", "ScanProblem", "StateFiles",
            "RefusedFile", "StateRepoReadError", "iter_state_files", "load_documents", "os_reason",
            "parse_documents", "read_locks", "read_regular_file", "scan_state_files",
            "YAML_FIELD", "FILE_FIELD", "REPO_FIELD", "YAML_SUFFIXES",
@@ -368,6 +376,53 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[Validati
     return docs, errors
 
 
+class DocumentCache:
+    """The parsed documents and syntax errors of recently loaded files, keyed by (relative
+    path, SHA-256 of the bytes). Parsing is a pure function of those two, so a hit gives what
+    parsing would; the documents are shared, and nobody mutates them.
+
+    Least recently used first out, bounded after every load to twice the files of that load
+    (so that loading two trees in turn, the state repo and the last good snapshot, evicts
+    neither, and memory stays bounded by what the recent loads held). Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, bytes],
+                                   tuple[list[Document], list[ValidationError]]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def parse(self, text: str, raw: bytes, file: str
+              ) -> tuple[list[Document], list[ValidationError]]:
+        key = (file, hashlib.sha256(raw).digest())
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found
+            self.misses += 1
+        found = parse_documents(text, file)
+        with self._lock:
+            self._entries[key] = found
+        return found
+
+    def trim(self, files: int) -> None:
+        """After a load of `files` files: keep at most twice that many entries."""
+        with self._lock:
+            while len(self._entries) > 2 * files:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: The cache `load_documents` uses unless told otherwise (one per process).
+DEFAULT_CACHE = DocumentCache()
+
+
 def _decode(data: bytes, file: str) -> str | ValidationError:
     try:
         return data.decode("utf-8-sig")
@@ -403,11 +458,12 @@ def _read_yaml_file(base: Path, path: Path, rel: str, budget: int
         return ValidationError(rel, 1, 1, FILE_FIELD, str(exc))
 
 
-def load_documents(root: Path) -> LoadResult:
+def load_documents(root: Path, cache: DocumentCache | None = DEFAULT_CACHE) -> LoadResult:
     """Every non-empty YAML document under `root`, in file order then document order.
 
     Whatever could not be read (a directory, a file, a file refused by type or size) is an
     error, never a skip: its documents would otherwise vanish from the desired state.
+    `cache`: documents of files whose bytes did not change (None: parse everything).
     """
     base = root.resolve()
     documents: list[Document] = []
@@ -439,9 +495,12 @@ def load_documents(root: Path) -> LoadResult:
         if isinstance(text, ValidationError):
             errors.append(text)
             continue
-        docs, errs = parse_documents(text, rel)
+        docs, errs = (parse_documents(text, rel) if cache is None
+                      else cache.parse(text, raw, rel))
         documents.extend(docs)
         errors.extend(errs)
+    if cache is not None:
+        cache.trim(len(files))
     return LoadResult(documents, errors, files)
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, cast
 from urllib.parse import unquote, urlsplit
@@ -250,9 +252,8 @@ def _lock_of(lock: str, read: LockRead | None, required: bool) -> LockFile | str
         return f"lock '{_clip(lock)}' is invalid: {detail}"
 
 
-def _check_dataset(doc: Document, lock_files: Mapping[str, LockRead],
-                   node_names: set[str] | None, locks: dict[str, LockFile], errors: _Errors,
-                   require_locks: bool) -> None:
+def _check_dataset(doc: Document, errors: _Errors) -> None:
+    """What can be judged from the document alone (see `_check_references` for the rest)."""
     spec = _get(doc.data, "spec")
     if not isinstance(spec, dict):
         return
@@ -266,22 +267,104 @@ def _check_dataset(doc: Document, lock_files: Mapping[str, LockRead],
         errors.add(doc, ("spec", "path"), f"must not contain '..' segments (got '{_clip(path)}')",
                    at_value=True)
 
-    nodes = _get(spec, "placement", "nodes")
-    if node_names is not None and isinstance(nodes, list):
-        for i, name in enumerate(nodes):
-            if isinstance(name, str) and name not in node_names \
-                    and not errors.has(doc, ("spec", "placement", "nodes", i)):
+
+def _check_references(doc: Document, local: "_Local", lock_files: Mapping[str, LockRead],
+                      node_names: set[str] | None, locks: dict[str, LockFile], errors: _Errors,
+                      require_locks: bool) -> None:
+    """A dataset's references to other documents (nodes) and to its lock file."""
+    if node_names is not None:
+        for i, name in local.node_refs:
+            if name not in node_names and not errors.has(doc, ("spec", "placement", "nodes", i)):
                 errors.add(doc, ("spec", "placement", "nodes", i),
                            f"unknown node '{_clip(name)}': no Node document has this name",
                            at_value=True)
 
-    lock = spec.get("lock")
-    if isinstance(lock, str) and lock and not errors.has(doc, ("spec", "lock")):
+    lock = local.lock
+    if lock and not errors.has(doc, ("spec", "lock")):
         result = _lock_of(lock, lock_files.get(lock), require_locks)
         if isinstance(result, str):
             errors.add(doc, ("spec", "lock"), result, at_value=True)
         elif result is not None:
             locks[f"{doc.file}#{doc.index}"] = result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Local:
+    """What one document says on its own: its kind (None: not a Node or Dataset), the errors
+    found in it alone, and its model object if it has none (a Dataset without its lock)."""
+
+    kind: str | None
+    errors: tuple[ValidationError, ...]
+    model: Node | Dataset | None
+    name: str | None = None  # metadata.name, if a string
+    node_refs: tuple[tuple[int, str], ...] = ()  # a Dataset's spec.placement.nodes strings
+    lock: str | None = None  # a Dataset's spec.lock, if a non-empty string
+
+
+def _check_local(doc: Document) -> _Local:
+    errors = _Errors()
+    kind = _check_document_header(doc, errors)
+    if kind is not None:
+        _schema_errors(doc, kind, errors)
+        if kind == "Node":
+            _check_node(doc, errors)
+        else:
+            _check_dataset(doc, errors)
+    model: Node | Dataset | None = None
+    if kind is not None and not errors.items:
+        model = _build_node(doc) if kind == "Node" else _build_dataset(doc, None)
+    name = _get(doc.data, "metadata", "name")
+    node_refs: tuple[tuple[int, str], ...] = ()
+    lock: str | None = None
+    spec = _get(doc.data, "spec")
+    if kind == "Dataset" and isinstance(spec, dict):
+        nodes = _get(spec, "placement", "nodes")
+        if isinstance(nodes, list):
+            node_refs = tuple((i, n) for i, n in enumerate(nodes) if isinstance(n, str))
+        found = spec.get("lock")
+        lock = found if isinstance(found, str) and found else None
+    return _Local(kind, tuple(errors.items), model, name if isinstance(name, str) else None,
+                  node_refs, lock)
+
+
+class ValidationCache:
+    """Each document's `_Local`, keyed by the document object itself: documents come from the
+    loader's `DocumentCache`, which hands out the same object while its file's bytes stay the
+    same, and nobody mutates them. So a pass over an unchanged repo runs no JSON Schema
+    validation at all, and an edited file costs the validation of its own documents.
+
+    Least recently used first out, bounded after every validation to twice the documents of
+    that validation. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[int, tuple[Document, _Local]] = OrderedDict()
+
+    def local(self, doc: Document) -> _Local:
+        key = id(doc)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None and found[0] is doc:
+                self._entries.move_to_end(key)
+                return found[1]
+        result = _check_local(doc)
+        with self._lock:
+            self._entries[key] = (doc, result)  # the document is kept: its id stays its own
+        return result
+
+    def trim(self, documents: int) -> None:
+        with self._lock:
+            while len(self._entries) > 2 * documents:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: The cache `validate_documents` uses unless told otherwise (one per process).
+DEFAULT_VALIDATION_CACHE = ValidationCache()
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,28 +455,33 @@ def _build_dataset(doc: Document, lock: LockFile | None) -> Dataset:
 
 def validate_documents(documents: list[Document], lock_files: Mapping[str, LockRead],
                        revision: str, prior_errors: Iterable[ValidationError] = (), *,
-                       require_locks: bool = True) -> DesiredState | list[ValidationError]:
+                       require_locks: bool = True,
+                       cache: ValidationCache | None = DEFAULT_VALIDATION_CACHE
+                       ) -> DesiredState | list[ValidationError]:
     """Validate parsed documents and the bytes of the locks they name (from
     `loader.load_documents` and `loader.read_locks`): pure, no file is opened here. See
-    `load_desired_state`."""
+    `load_desired_state`. `cache`: what each document says on its own,
+    remembered across calls (None: judge every document again)."""
     errors = _Errors()
     for e in prior_errors:
         errors.append(e)
     documents_incomplete = bool(errors.items)  # some file could not be read or parsed
 
-    typed: list[tuple[Document, str]] = []
+    typed: list[tuple[Document, str, _Local]] = []
     for doc in documents:
-        kind = _check_document_header(doc, errors)
-        if kind is None:
-            continue
-        _schema_errors(doc, kind, errors)
-        typed.append((doc, kind))
+        local = cache.local(doc) if cache is not None else _check_local(doc)
+        for error in local.errors:
+            errors.append(error, doc)
+        if local.kind is not None:
+            typed.append((doc, local.kind, local))
+    if cache is not None:
+        cache.trim(len(documents))
 
     # Duplicate names, per kind: the second occurrence is the error.
     first_seen: dict[tuple[str, str], Document] = {}
-    for doc, kind in typed:
-        name = _get(doc.data, "metadata", "name")
-        if not isinstance(name, str):
+    for doc, kind, local in typed:
+        name = local.name
+        if name is None:
             continue
         first = first_seen.setdefault((kind, name), doc)
         if first is not doc:
@@ -406,11 +494,9 @@ def validate_documents(documents: list[Document], lock_files: Mapping[str, LockR
     node_names = None if documents_incomplete else {
         name for (kind, name) in first_seen if kind == "Node"}
     locks: dict[str, LockFile] = {}
-    for doc, kind in typed:
-        if kind == "Node":
-            _check_node(doc, errors)
-        else:
-            _check_dataset(doc, lock_files, node_names, locks, errors, require_locks)
+    for doc, kind, local in typed:
+        if kind == "Dataset":
+            _check_references(doc, local, lock_files, node_names, locks, errors, require_locks)
 
     if not documents and not errors.items:
         errors.append(ValidationError(".", 1, 1, REPO_FIELD,
@@ -421,13 +507,14 @@ def validate_documents(documents: list[Document], lock_files: Mapping[str, LockR
 
     nodes: dict[str, Node] = {}
     datasets: dict[str, Dataset] = {}
-    for doc, kind in typed:
-        if kind == "Node":
-            node = _build_node(doc)
-            nodes[node.name] = node
+    for doc, kind, local in typed:
+        model = local.model
+        assert model is not None  # every typed document has one: there were no errors
+        if isinstance(model, Node):
+            nodes[model.name] = model
         else:
-            dataset = _build_dataset(doc, locks.get(f"{doc.file}#{doc.index}"))
-            datasets[dataset.name] = dataset
+            lock = locks.get(f"{doc.file}#{doc.index}")
+            datasets[model.name] = model if lock is None else dataclasses.replace(model, lock=lock)
     return DesiredState(revision=revision, nodes=nodes, datasets=datasets)
 
 

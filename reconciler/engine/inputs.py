@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from reconciler.adapters import lastgood
 from reconciler.adapters.config import NodeConfig
 from reconciler.adapters.pin_cache import PinCache
 from reconciler.adapters.store import Store
 from reconciler.core.pinning import with_locks
+from reconciler.core.placement import Assignment, place
 from reconciler.core.plan import Plan, make_plan
 from reconciler.desired.revision import state_revision
 from reconciler.desired.validate import load_desired_state
@@ -50,6 +52,36 @@ def node_problem(cfg: NodeConfig, state: DesiredState) -> str | None:
 def plan_for(cfg: NodeConfig, state: DesiredState) -> Plan:
     state = with_locks(state, PinCache(cfg.state_dir).locks(state))
     return make_plan(state, cfg.node, cfg.allowed_roots, Store(cfg.state_dir).observe())
+
+
+def placed(cfg: NodeConfig, state: DesiredState) -> Mapping[str, Assignment]:
+    """Placement of `state` as the executor will compute it (the torrents this node holds for
+    unlocked datasets standing in for their locks). `place` remembers its last answer, so
+    calling this first, in a worker thread, leaves the executor's call on the event loop only a
+    comparison to do."""
+    return place(with_locks(state, PinCache(cfg.state_dir).locks(state)))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The pure part of a pass, computed without libtorrent: the revision (validated or
+    rejected), placement and this node's plan (None when the revision was rejected)."""
+
+    loaded: Loaded
+    assignments: Mapping[str, Assignment] | None
+    plan: Plan | None
+
+
+def prepare(cfg: NodeConfig) -> Prepared:
+    """Revision, load, validate, place and plan, as a pass does (`bench/plan.py` times it)."""
+    loaded = load(cfg)
+    if loaded.state is None:
+        return Prepared(loaded, None, None)
+    state = with_locks(loaded.state, PinCache(cfg.state_dir).locks(loaded.state))
+    assignments = place(state)
+    plan = make_plan(state, cfg.node, cfg.allowed_roots, Store(cfg.state_dir).observe(),
+                     assignments)
+    return Prepared(loaded, assignments, plan)
 
 
 def peer_listen(cfg: NodeConfig, state: DesiredState) -> str:

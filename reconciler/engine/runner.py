@@ -28,7 +28,8 @@ from reconciler.core.conditions import pass_result
 from reconciler.core.placement import datasets_for_node, place
 from reconciler.core.transfer import PASS_INTERVAL
 from reconciler.engine.executor import Executor
-from reconciler.engine.inputs import Loaded, api_listen, load, node_problem, peer_listen, plan_for
+from reconciler.engine.inputs import (Loaded, api_listen, load, node_problem, peer_listen, placed,
+                                      plan_for)
 from reconciler.engine.pinning import POLL_MAX
 from reconciler.model.desired import DesiredState
 from reconciler.model.status import DatasetStatus, NodeReport, Rejected, Result
@@ -95,18 +96,23 @@ class Runner:
     # -- passes --------------------------------------------------------------------------------
 
     async def run_pass(self) -> PassOutcome:
-        """One level-triggered pass from the whole desired state and the store."""
+        """One level-triggered pass from the whole desired state and the store.
+
+        The pure, CPU-heavy part (revision, load, validate, keeping the last good revision,
+        placement) runs in a worker thread, so that the event loop keeps serving the API and
+        the gateway (libtorrent seeds from its own threads) during a long pass; the executor
+        then applies the result on the loop, its placement already computed."""
         self.pass_started, self.pass_finished = now_rfc3339(), None
         self.metrics.pass_started(self.pass_started)
-        loaded = load(self.cfg)
+        started = time.monotonic()
+        self.log.debug("pass started")
+        loaded, state, root = await asyncio.to_thread(self._prepare)
         self.observed = loaded.revision
-        state, root = self._choose_state(loaded)
         if state is None:
-            return self._finish(PASS_INTERVAL)
-        self.problem = node_problem(self.cfg, state)
+            return self._finish(PASS_INTERVAL, started)
         if self.problem:
             self.log.error("node not in inventory", error=self.problem)
-            return self._finish(PASS_INTERVAL)
+            return self._finish(PASS_INTERVAL, started)
         if self.executor is None:
             self.executor = Executor(self.cfg, peer_listen(self.cfg, state))
             await self.executor.start()
@@ -116,7 +122,18 @@ class Runner:
         self._was_busy = self.executor.busy()
         if not self._was_busy:
             self.pass_finished = now_rfc3339()
-        return self._finish(0.0 if self.executor.wants_pass else self.executor.requeue_after)
+        return self._finish(0.0 if self.executor.wants_pass else self.executor.requeue_after,
+                            started)
+
+    def _prepare(self) -> tuple[Loaded, DesiredState | None, Path]:
+        """The worker thread's part of a pass; touches no libtorrent and no event loop."""
+        loaded = load(self.cfg)
+        state, root = self._choose_state(loaded)
+        if state is not None:
+            self.problem = node_problem(self.cfg, state)
+            if not self.problem:
+                placed(self.cfg, state)  # remembered: the executor's `place` compares only
+        return loaded, state, root
 
     def _choose_state(self, loaded: Loaded) -> tuple[DesiredState | None, Path]:
         """The newest revision if it is good; else, for the daemon, the last good one."""
@@ -143,8 +160,10 @@ class Runner:
         self.log.info("converging to the last good revision", revision=snap[1].revision)
         return snap[1], snap[0]
 
-    def _finish(self, requeue_after: float) -> PassOutcome:
+    def _finish(self, requeue_after: float, started: float) -> PassOutcome:
         self.write_status()
+        self.log.debug("pass finished", revision=self.observed,
+                       seconds=round(time.monotonic() - started, 3))
         return PassOutcome(self.result(), requeue_after, self.observed or "")
 
     async def _ensure_api(self, state: DesiredState) -> None:
