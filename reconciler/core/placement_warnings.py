@@ -22,6 +22,7 @@ class PlacementWarning:
     col: int
     field: str
     message: str
+    dataset: str = ""  # the dataset it is about (also named in the message)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.field}: {self.message}"
@@ -37,7 +38,7 @@ def _selector_text(p: Placement) -> str:
 def _warn(d: Dataset, field: str, message: str) -> PlacementWarning:
     pos = d.position
     return PlacementWarning(pos.file if pos else f"<dataset {d.name}>", pos.line if pos else 1,
-                            pos.col if pos else 1, field, f"dataset {d.name}: {message}")
+                            pos.col if pos else 1, field, f"dataset {d.name}: {message}", d.name)
 
 
 def placement_warnings(state: DesiredState) -> list[PlacementWarning]:
