@@ -174,12 +174,6 @@ def test_a_node_holding_an_unlocked_torrent_places_like_one_that_does_not(tmp_pa
     assert fetches(n2) == set()  # ...and so does the other node, which never held it
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap of the draining mechanism, not of cordon: a Draining node dials the new holders "
-    "(Swarm.set_peers/connect_peers with their addresses) but no connection is made (no "
-    "peer_connect_alert, peers 0 on both sides), and the new holder does not dial it (it is "
-    "not a target). Same with a plain `nodes: [a]` -> `nodes: [b]` edit. Found in issue 14; "
-    "left for the swarm's owners"))
 def test_a_cordoned_node_seeds_its_replica_to_the_next_ranked_node(tmp_path, origin, daemons):
     """Daemons: the node holding the only replica is cordoned; the next-ranked node takes the
     replica over and gets every byte from the cordoned node, which drains (origin gone)."""
@@ -202,10 +196,11 @@ def test_a_cordoned_node_seeds_its_replica_to_the_next_ranked_node(tmp_path, ori
     origin.root.rename(tmp_path / "origin-gone")  # peers are the only source from here on
     try:
         nxt = daemons(homes[ranked[1]])
-        doc = nxt.wait_phase("held", "Ready", rev, timeout=40)
+        doc = nxt.wait_phase("held", "Ready", rev, timeout=90)
     finally:
         (tmp_path / "origin-gone").rename(origin.root)
     held = doc["datasets"]["held"]
     total = sum(map(len, BIG.values()))
-    assert (held["bytesFromOrigin"], held["bytesFromPeers"]) == (0, total)
+    assert held["bytesFromOrigin"] == 0
+    assert held["bytesFromPeers"] >= total  # whole pieces, pad bytes included
     assert top.phase("held") == "Draining"
