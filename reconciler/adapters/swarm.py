@@ -28,6 +28,19 @@ RECONNECT_EVERY = 5.0  # seconds between attempts to (re)connect missing invento
 RECONNECT_FAST = 0.5  # ...during the first FAST_FOR seconds after the hash check, when peers
 FAST_FOR = 10.0  # started at the same moment come up and origin shares are decided
 
+# Connection limits for the fleet (README "Fleet scale"; libtorrent's defaults, notes §10, are
+# for one public torrent: 200 connections in all, 8 uploads at once, 30 new connections/s).
+#: Per torrent: the overlay degree (core/offload.py DEGREE) twice over, for connections in
+#: both directions while duplicates are being resolved.
+MAX_PER_TORRENT = 16
+#: In all: 256 datasets in the session (seeded or fetched; seeds stay connected too, because
+#: close_redundant_connections is off) at the full overlay degree of 8; far below
+#: LimitNOFILE=65536 (systemd/). Measured: the default 200 is short of 30 datasets x 7 peers
+#: (8 nodes x 30 datasets: 1.07x origin and timeouts with it, 1.01-1.02x without; README).
+CONNECTIONS_LIMIT = 2048
+#: New outgoing connections per second: 30 spread a start with 30 datasets x 7 peers over 7 s.
+CONNECTION_SPEED = 500
+
 
 #: Kept importable from here (engine.executor uses it); core.hostport is the one parser.
 split_hostport = parse_hostport
@@ -66,6 +79,12 @@ def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> lt
         # executor tells the gateway instead (TorrentState.failed_pieces), which skips that origin.
         "ban_web_seeds": False,
         "user_agent": "syncbit/0.1 libtorrent/" + lt.__version__,
+        # Fleet scale (see MAX_PER_TORRENT): a node's peers are its overlay neighbours of
+        # every dataset; uploads are not rationed among them (-1: every interested peer is
+        # unchoked; choking is tit-for-tat for strangers, and there are none here).
+        "connections_limit": CONNECTIONS_LIMIT,
+        "connection_speed": CONNECTION_SPEED,
+        "unchoke_slots_limit": -1,
     }
     if host not in ("0.0.0.0", "::"):
         s["outgoing_interfaces"] = host  # peers see our inventory address, not another one
@@ -78,7 +97,10 @@ def allow_list(addresses: Iterable[str]) -> lt.ip_filter:
     f.add_rule("0.0.0.0", "255.255.255.255", 1)
     f.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1)
     for a in sorted(set(addresses)):
-        ip = str(ipaddress.ip_address(a))
+        try:
+            ip = str(ipaddress.ip_address(a))
+        except ValueError:  # a host name: libtorrent filters addresses, so it stays blocked
+            continue
         f.add_rule(ip, ip, 0)
     return f
 
@@ -158,6 +180,7 @@ class Swarm:
             | lt.torrent_flags.disable_lsd
         if seed:
             atp.flags |= lt.torrent_flags.seed_mode
+        atp.max_connections = MAX_PER_TORRENT
         h = self.session.add_torrent(atp)
         st = TorrentState(h, info_hash, total_bytes, ti.num_pieces(), ti.piece_length())
         self.torrents[info_hash] = st

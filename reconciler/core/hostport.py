@@ -6,6 +6,8 @@ them `::1:7070` is ambiguous. The host comes back without brackets, ready for a 
 
 from __future__ import annotations
 
+import ipaddress
+
 MAX_PORT = 65535
 
 
@@ -27,6 +29,12 @@ def parse_hostport(value: str, *, allow_empty_host: bool = False, min_port: int 
         raise ValueError(f"{what} {value!r}: put an IPv6 address in brackets, e.g. [::1]:7070")
     if not host and not allow_empty_host:
         raise ValueError(f"{what} {value!r}: expected host:port, the host is missing")
+    if host and all(c.isdigit() or c == "." for c in host):
+        # No host name is all digits (RFC 1123): this is meant as an IPv4 address.
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{what} {value!r}: {host} is not an IPv4 address") from None
     port = int(port_s)
     if not min_port <= port <= MAX_PORT:
         raise ValueError(f"port must be between {min_port} and {MAX_PORT} (got {port})")

@@ -5,26 +5,40 @@ while peers hold the same pieces (2.1-2.6x origin amplification for 3 nodes, see
 notes), so the web seed is only enabled for pieces that this node *owns* and that no connected
 peer has:
 
-- every run of contiguous pieces (about 1 MiB, see `run_length`) has one owner among the live
-  target nodes, chosen by rendezvous hashing of `sha256("<infohash>:<run>:<node>")`; every
-  node computes the same owners from the same live set, so each byte leaves the origin about
-  once per cluster;
-- a piece some connected peer already has is never fetched from the origin;
-- when a node dies, its pieces re-home to the survivors (the live set shrank), so no shard is
-  left unfetched; a piece stuck with no source for `stuck_after` seconds is fetched anyway.
+- every run of contiguous pieces (about 1 MiB, see `run_length`) has one owner among the
+  dataset's *target* nodes (the placement, from git and the lock: the same on every node),
+  chosen by rendezvous hashing of `sha256("<infohash>:<run>:<node>")`. Who happens to be
+  connected does not matter, so every node computes the same owners at any fleet size and each
+  byte leaves the origin about once per cluster;
+- liveness only re-homes: a target with an explicit death signal (`dead`: its peer port refuses
+  connections, or its API stopped answering; engine/executor.py) loses its runs to the next
+  node in that run's own rendezvous order, which every node computes the same too;
+- a piece some connected peer already has is never fetched from the origin; a piece stuck with
+  no source for `stuck_after` seconds is fetched anyway (core/transfer.py).
+
+Connectivity is bounded (`neighbours`): a node connects to a few target nodes per dataset, a
+symmetric, connected overlay chosen from the info-hash alone, and pieces travel over it.
 
 Everything here is pure: the executor feeds observations in and applies the decision.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
 
 
 RUN_BYTES = 1 << 20  # aim for origin requests of about this size
 MIN_RUNS_PER_NODE = 16  # ...but enough runs per node that shares stay even
+
+#: Overlay degree: the target peers a node connects to per dataset (`neighbours`). A dataset
+#: with at most DEGREE + 1 target nodes is a full mesh. 8 = four random rings of 2 each: an
+#: expander, diameter 5-6 at 1,000 nodes (bench/offload_sim.py); 30 datasets cost at most 240
+#: connections a node.
+DEGREE = 8
 
 
 def run_length(num_pieces: int, piece_size: int, targets: int) -> int:
@@ -37,22 +51,152 @@ def run_length(num_pieces: int, piece_size: int, targets: int) -> int:
     return max(1, min(by_size, by_count))
 
 
+#: Plain rendezvous hashing scores every run at every target: runs x targets hashes, at
+#: least 16 n^2 (MIN_RUNS_PER_NODE runs a node), 16 M sha256 and tens of seconds per dataset
+#: at 1,000 targets. Beyond WINDOW targets, a run is ranked among the WINDOW targets that follow
+#: its point on a hash ring of the targets, then among the next WINDOW, and so on: runs x
+#: WINDOW hashes. Up to WINDOW targets it is plain rendezvous hashing over all of them.
+WINDOW = 16
+
+
+def _score(info_hash: str, chunk: int, node: str) -> bytes:
+    return hashlib.sha256(f"{info_hash}:{chunk}:{node}".encode()).digest()
+
+
+def _point(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+class Rendezvous:
+    """The rendezvous order of every run of one torrent over its target nodes: the run's owner
+    first, then who takes it over when the owner dies, and so on. Built once per torrent and
+    target set (one hash a target); the same on every node."""
+
+    def __init__(self, info_hash: str, targets: Iterable[str]) -> None:
+        self.info_hash = info_hash
+        self.nodes = sorted(set(targets))
+        self.ring: list[str] = []
+        self.points: list[int] = []
+        if len(self.nodes) > WINDOW:
+            pts = sorted((_point(f"{info_hash}:node:{n}"), n) for n in self.nodes)
+            self.points = [p for p, _ in pts]
+            self.ring = [n for _, n in pts]
+
+    def order(self, chunk: int) -> Iterator[str]:
+        """Run `chunk`'s nodes, best first (lazily: window by window)."""
+        key = lambda n: _score(self.info_hash, chunk, n)  # noqa: E731
+        if not self.ring:
+            yield from sorted(self.nodes, key=key, reverse=True)
+            return
+        n = len(self.ring)
+        start = bisect.bisect(self.points, _point(f"{self.info_hash}:run:{chunk}"))
+        for w in range(0, n, WINDOW):
+            window = [self.ring[(start + w + i) % n] for i in range(min(WINDOW, n - w))]
+            yield from sorted(window, key=key, reverse=True)
+
+    def owner(self, chunk: int, dead: Collection[str] = ()) -> str:
+        """The first node of the run's order that is not dead (all dead: the first target)."""
+        for x in self.order(chunk):
+            if x not in dead:
+                return x
+        return self.nodes[0]
+
+    def top(self, chunk: int, depth: int) -> list[str]:
+        return list(itertools.islice(self.order(chunk), depth))
+
+
 def piece_owner(info_hash: str, piece: int, live: Sequence[str], run: int = 1) -> str:
-    """The owner of the run that holds `piece`: rendezvous hashing over the live nodes."""
-    chunk = piece // run
-    return max(live, key=lambda n: hashlib.sha256(f"{info_hash}:{chunk}:{n}".encode()).digest())
+    """The owner of the run that holds `piece`: rendezvous hashing over `live`."""
+    return Rendezvous(info_hash, live).owner(piece // run)
 
 
-def owners(info_hash: str, num_pieces: int, live: Iterable[str], run: int = 1) -> list[str]:
-    nodes = sorted(set(live))
+def ranking(info_hash: str, chunk: int, targets: Iterable[str], depth: int | None = None
+            ) -> list[str]:
+    """The rendezvous order of run `chunk` (`depth` first entries only, if given)."""
+    rv = Rendezvous(info_hash, targets)
+    return rv.top(chunk, depth if depth is not None else len(rv.nodes))
+
+
+def owners(info_hash: str, num_pieces: int, targets: Iterable[str], run: int = 1,
+           dead: Collection[str] = ()) -> list[str]:
+    """The owner of every piece: per run, the first node of its rendezvous order over
+    `targets` that is not `dead`, so a death moves only the dead node's runs, each to its own
+    next-ranked node (up to WINDOW targets: rendezvous hashing over the survivors). If every
+    target is dead, the first of them is named (nobody fetches: the stuck fallback does)."""
+    rv = Rendezvous(info_hash, targets)
+    dead_set = frozenset(dead)
     by_chunk: dict[int, str] = {}
     out = []
     for p in range(num_pieces):
         c = p // run
         if c not in by_chunk:
-            by_chunk[c] = piece_owner(info_hash, p, nodes, run)
+            by_chunk[c] = rv.owner(c, dead_set)
         out.append(by_chunk[c])
     return out
+
+
+def watched(me: str, info_hash: str, num_runs: int, targets: Iterable[str], depth: int = 3
+            ) -> frozenset[str]:
+    """The target nodes whose death `me` must learn of: per run, those ranked above `me` when
+    `me` is among the first `depth` of its rendezvous order (it takes the run over if they all
+    die). At 1,000 targets and 16 runs a node, that is about 2 x 16 x depth nodes, not 999; a
+    run whose first `depth` nodes all die is left to the stuck fallback."""
+    out: set[str] = set()
+    rv = Rendezvous(info_hash, set(targets) | {me})
+    for c in range(num_runs):
+        top = rv.top(c, depth)
+        if me in top:
+            out.update(top[:top.index(me)])
+    return frozenset(out)
+
+
+#: Up to this many target nodes, a node watches all of them (`watch_list`).
+WATCH_ALL = 32
+#: ...beyond, the nodes ranked above it in the runs where it is among the first WATCH_DEPTH.
+WATCH_DEPTH = 3
+
+
+def watch_list(me: str, info_hash: str, num_pieces: int, piece_size: int,
+               targets: Iterable[str]) -> frozenset[str]:
+    """The target peers whose liveness this node probes for one download (see `watched`)."""
+    nodes = sorted(set(targets) | {me})
+    if len(nodes) <= WATCH_ALL:
+        return frozenset(n for n in nodes if n != me)
+    run = run_length(num_pieces, piece_size, len(nodes))
+    return watched(me, info_hash, -(-num_pieces // run), nodes, WATCH_DEPTH)
+
+
+def _ring(info_hash: str, targets: Iterable[str], k: int = 0) -> list[str]:
+    return sorted(set(targets),
+                  key=lambda n: hashlib.sha256(f"{info_hash}:ring:{k}:{n}".encode()).digest())
+
+
+def overlay(info_hash: str, targets: Iterable[str], degree: int = DEGREE
+            ) -> dict[str, frozenset[str]]:
+    """Every target's peers for this torrent: all the others when there are at most
+    `degree + 1` targets; else the union of degree/2 rings, each the targets in their own hash
+    order of the info-hash, every node linked to its two ring neighbours. Symmetric (b is a
+    peer of a iff a is one of b), at most `degree` peers a node, connected (any one ring is),
+    the same on every node that has the same targets, and, being a union of random
+    Hamiltonian cycles, an expander: diameter about log n (bench/offload_sim.py). degree/2
+    sorts: O(degree n log n)."""
+    nodes = sorted(set(targets))
+    n = len(nodes)
+    if n - 1 <= degree:
+        return {me: frozenset(x for x in nodes if x != me) for me in nodes}
+    out: dict[str, set[str]] = {me: set() for me in nodes}
+    for k in range(max(1, degree // 2)):
+        ring = _ring(info_hash, nodes, k)
+        for i, me in enumerate(ring):
+            out[me].add(ring[i - 1])
+            out[me].add(ring[(i + 1) % n])
+    return {me: frozenset(v - {me}) for me, v in out.items()}
+
+
+def neighbours(info_hash: str, me: str, targets: Iterable[str], degree: int = DEGREE
+               ) -> frozenset[str]:
+    """The target peers `me` connects to for this torrent (see `overlay`)."""
+    return overlay(info_hash, set(targets) | {me}, degree)[me]
 
 
 #: libtorrent piece priorities while this node's web seed is on. Its origin share goes first; a
@@ -78,11 +222,12 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
            owner_of: Sequence[str] | None = None) -> OffloadDecision:
     """Pieces to take from the origin and the priorities that keep the web seed on them only.
 
-    `available[p]` counts connected peers (not web seeds) that have piece p; `live` is this
-    node plus the target peers currently connected; `stuck` are pieces without a source for too
-    long. While the web seed is on, the origin share has priority OWN, pieces a peer has
-    FROM_PEERS, and every other missing piece NOT_NOW, because libtorrent would otherwise fetch
-    those from the web seed too; they come from peers once a peer has them.
+    `available[p]` counts connected peers (not web seeds) that have piece p; `live` is the
+    target nodes without a death signal (this node included); `owner_of` (default: `owners`
+    over `live`) names each piece's owner; `stuck` are pieces without a source for too long.
+    While the web seed is on, the origin share has priority OWN, pieces a peer has FROM_PEERS,
+    and every other missing piece NOT_NOW, because libtorrent would otherwise fetch those from
+    the web seed too; they come from peers once a peer has them.
     """
     live = sorted(set(live) | {me})
     own = owner_of if owner_of is not None else owners(info_hash, len(have), live)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence, Union
 
 from reconciler.core import offload
@@ -36,8 +36,25 @@ from reconciler.model.ids import DatasetName, InfoHash, NodeName
 from reconciler.model.observed import ObservedDataset
 from reconciler.model.status import Phase
 
-PROBE = 3.0  # seconds to wait for target peers before deciding who fetches what from the origin
-PEER_DEAD_AFTER = 3.0  # a target peer unseen this long no longer owns origin pieces
+PEER_REFUSED_FOR = 3.0
+"""Seconds a target peer's peer port must refuse every connection (RST: nothing listens
+there, so the process is not running) before the peer counts as dead and its origin runs move
+to the next node of each run's rendezvous order (core/offload.py). The kernel refuses at once
+however busy the machine is; the window covers peers started at the same moment that do not
+listen yet, and a peer wrongly declared dead while it starts costs little: its runs come back
+to it as soon as it accepts a connection, and what its stand-in fetched meanwhile it takes
+from peers."""
+PEER_DEAD_AFTER = 10.0
+"""Seconds a target peer's peer port must fail to accept any connection (timeouts, or errors
+other than a refusal: a host that is down or unreachable) before the peer counts as dead.
+The signal is explicit either way: a peer merely not connected to us is alive (at fleet scale
+a node connects to a few targets only, and connections come and go on a busy machine)."""
+CONNECT_WAIT = 3.0
+"""Seconds after the hash check that a download waits for its overlay neighbours (the peers it
+dials: `Seen.peer_ip`) to connect before its first origin request, unless they all connected
+or are dead: a node joining a swarm that already holds the data must see that its neighbours
+have the pieces, and take nothing from the origin. Owners do not depend on it."""
+PROBE_EVERY = 2.0  # seconds between liveness probes of one watched peer (per node, not dataset)
 STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
 STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
 STALL_FLOOR = 1024  # bytes/s: less received than this over STALL_AFTER from the origin is a stall
@@ -211,9 +228,9 @@ class Job:
     last_done: int = -1
     last_change: float = 0.0  # monotonic time bytes_done last moved
     checked_at: float | None = None  # when the first hash check had finished
-    owners_for: tuple[NodeName, ...] = ()  # the live set `owner_of` was computed for
+    owners_for: tuple[NodeName, ...] | None = None  # the dead targets `owner_of` excludes
     owner_of: tuple[NodeName, ...] = ()  # per piece: the node that takes it from the origin
-    last_seen: Mapping[NodeName, float] = field(default_factory=dict)
+    stuck_noted: bool = False  # the stuck fallback's log line was written (once per episode)
     rx_mark: int = 0  # bytes received when the current stall window started
     rx_mark_at: float = 0.0  # monotonic start of the current stall window
     failure: Failure | None = None
@@ -230,8 +247,8 @@ class Seen:
 
     me: NodeName
     targets: tuple[NodeName, ...]  # the dataset's target nodes in the inventory (with me)
-    peer_ip: Mapping[NodeName, str]  # other target nodes -> their peer IP
-    absent: frozenset[NodeName]  # target nodes whose peer port refused connections
+    peer_ip: Mapping[NodeName, str]  # overlay neighbours (the peers we dial) -> their peer IP
+    absent: frozenset[NodeName]  # target nodes that are dead (`peer_dead`)
     bytes_done: int
     bytes_total: int
     complete: bool  # libtorrent has every piece and is not checking
@@ -362,43 +379,64 @@ def _blame(job: Job, seen: Seen) -> list[Effect]:
     return out
 
 
-def live_set(job: Job, seen: Seen, now: float) -> tuple[Job, tuple[NodeName, ...]]:
-    """This node plus the target peers connected within PEER_DEAD_AFTER seconds."""
-    last_seen = dict(job.last_seen)
-    for n, ip in seen.peer_ip.items():
-        if ip in seen.connected:
-            last_seen[n] = now
-    live = tuple(sorted({seen.me} | {n for n, t in last_seen.items()
-                                     if now - t <= PEER_DEAD_AFTER}))
-    return replace(job, last_seen=last_seen), live
+def live_set(seen: Seen) -> tuple[NodeName, ...]:
+    """The target nodes without a death signal, this node included. Not who is connected: at
+    fleet scale a node connects to a few targets only, and connections come and go on a busy
+    machine; owners computed from connections differ from node to node (issue 16)."""
+    return tuple(sorted({seen.me} | (set(seen.targets) - seen.absent)))
+
+
+def peer_dead(failing_since: float | None, now: float, refused: bool = False) -> bool:
+    """The liveness rule: a peer is dead once every probe of its peer port since
+    `failing_since` (the first failure after the last success, or None) has failed, for
+    PEER_REFUSED_FOR seconds if the last failures were refusals, else PEER_DEAD_AFTER. One
+    success makes it alive again at once."""
+    if failing_since is None:
+        return False
+    return now - failing_since >= (PEER_REFUSED_FOR if refused else PEER_DEAD_AFTER)
 
 
 def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     """Which missing pieces this node takes from the origin (core/offload.py), and the order
     of the effects: the web seed must never see raised priorities of pieces other nodes take
     from the origin, or libtorrent sends it one more range request for them, which the origin
-    starts serving before the hang-up (measured: up to 1.25x origin bytes)."""
+    starts serving before the hang-up (measured: up to 1.25x origin bytes).
+
+    Owners come from the targets (the same on every node), so nothing waits for peers to
+    connect; a dead target's runs go to the next node of each run's rendezvous order."""
     if not seen.checked:
         return job, []
     checked_at = job.checked_at if job.checked_at is not None else now
-    job, live = live_set(replace(job, checked_at=checked_at), seen, now)
-    waiting_for = set(seen.peer_ip) - set(live) - seen.absent
-    if waiting_for and now - checked_at < PROBE:
-        return job, []  # give the other targets a moment to connect before sharing out the origin
+    job = replace(job, checked_at=checked_at)
+    waiting_for = {n for n, ip in seen.peer_ip.items()
+                   if ip not in seen.connected and n not in seen.absent}
+    if waiting_for and now - checked_at < CONNECT_WAIT:
+        return job, []  # give the neighbours a moment: they may hold the pieces already
+    dead = tuple(sorted((set(seen.targets) & seen.absent) - {seen.me}))
+    live = live_set(seen)
     effects: list[Effect] = []
-    if live != job.owners_for:
-        run = offload.run_length(len(seen.have), seen.piece_size, len(seen.targets))
+    if dead != job.owners_for or len(job.owner_of) != len(seen.have):
+        targets = sorted(set(seen.targets) | {seen.me})
+        run = offload.run_length(len(seen.have), seen.piece_size, len(targets))
         owner_of = tuple(NodeName(n) for n in offload.owners(job.info_hash, len(seen.have),
-                                                             live, run))
-        job = replace(job, owners_for=live, owner_of=owner_of)
+                                                             targets, run, dead))
+        job = replace(job, owners_for=dead, owner_of=owner_of)
+        mine = sum(1 for o in owner_of if o == seen.me)
         effects.append(Note("origin shares", "info", (
-            ("live", list(live)), ("absent", sorted(seen.absent)),
-            ("waited", round(now - checked_at, 2)))))
+            ("targets", len(targets)), ("dead", list(dead)), ("run", run),
+            ("ownPieces", mine), ("pieces", len(owner_of)))))
     stuck: list[int] = []
     if now - job.last_change > STUCK_AFTER:
         stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
     d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
                                job.owner_of)
+    others = [p for p in d.origin if job.owner_of[p] != seen.me]
+    if others and not job.stuck_noted:
+        effects.append(Note("no progress: pieces without a source come from the origin",
+                            "warning", (("pieces", len(others)),
+                                        ("since", round(now - job.last_change, 1)))))
+    if bool(others) != job.stuck_noted:
+        job = replace(job, stuck_noted=bool(others))
     if d.origin:
         effects += [SetPriorities(job.info_hash, d.priorities), WebSeed(job.info_hash, True)]
     else:

@@ -25,7 +25,7 @@ from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
-from reconciler.core import capacity, cas, scheduling, transfer
+from reconciler.core import capacity, cas, offload, scheduling, transfer
 from reconciler.core.origin_pool import label as origin_label
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
@@ -54,7 +54,8 @@ class _Download:
     torrent: TorrentState
     job: Job
     verify: asyncio.Task[list[str]] | None = None
-    absent: set[str] = field(default_factory=set)  # target nodes whose peer port refused us
+    watch: frozenset[str] = frozenset()  # target peers whose death re-homes runs to us
+    near: frozenset[str] = frozenset()  # its overlay neighbours (core/offload.py `overlay`)
     frozen: frozenset[int] = frozenset()  # pieces of files linked from objects/: never written
     linked: tuple[str, ...] = ()  # those files (paths in the torrent)
     waiting: str | None = None  # paused by the scheduler (core/scheduling.py): why
@@ -87,7 +88,12 @@ class Executor:
         # The gateway's count for a dataset when its last download ended: bytes after it (the
         # next version's, its torrent build included) belong to the next version.
         self._served_done: dict[str, int] = {}
-        self.absent_peers: set[str] = set()  # peer IPs that refused connections (not running)
+        self.absent_peers: set[str] = set()  # peer IPs of dead peers (not running)
+        # Liveness, per peer node (not per dataset): since when every probe failed (None: the
+        # last one succeeded), and the one probe task per watched peer.
+        self.failing_since: dict[NodeName, float | None] = {}
+        self.refused: dict[NodeName, bool] = {}  # its last probe was refused (not a timeout)
+        self._probes: dict[NodeName, asyncio.Task[Any]] = {}
         self.seen_peers: set[str] = set()  # peer IPs that have been connected at some point
         self.state: DesiredState | None = None
         self.root: Path | None = None
@@ -405,8 +411,12 @@ class Executor:
         # download): count those bytes once.
         dl.base_origin = max(0, origin - self._served(dl))
         dl.base_peers = peers
+        a = self.assignments.get(t.name)
+        dl.watch = offload.watch_list(self.node, ih, st.num_pieces, st.piece_size,
+                                      a.nodes if a else ())
+        dl.near = offload.neighbours(ih, self.node, a.nodes if a else ())
         self.downloads[ih] = dl
-        self._probe(dl)
+        self._probe()
         self._update(t.name, phase="Fetching")
         log_.info("fetching", dataset=t.name, version=d.version, info_hash=ih,
                   bytes_total=lock.total_bytes, save_path=str(save))
@@ -427,34 +437,65 @@ class Executor:
             log_.info("linked stored files", info_hash=ih, files=len(linked), new=len(new))
         return linked
 
-    def _probe(self, dl: _Download) -> None:
-        """Find target peers that are not running at all (connection refused), so nobody
-        waits for them to take their share of the origin."""
+    def _probe(self) -> None:
+        """One liveness probe task per watched peer node, whatever the number of datasets: it
+        connects to the peer's peer port every PROBE_EVERY seconds (every half second while it
+        fails) and notes since when every attempt failed and whether the last was refused
+        (transfer.peer_dead decides). The peer port, not the node API: `--once` serves the API
+        only while it builds a torrent. A probe ends when no download in flight watches its
+        peer any more."""
         assert self.state is not None
-        a = self.assignments.get(dl.target.name)
-        peers = {n: self.state.nodes[n].peer for n in (a.nodes if a else ())
-                 if n != self.node and n in self.state.nodes}
+        state = self.state
+        watching = self._watching()
+        for name in watching:
+            task = self._probes.get(name)
+            if task is not None and not task.done():
+                continue
+            node = state.nodes.get(name)
+            if node is None:
+                continue
+            try:
+                host, port = split_hostport(node.peer)
+            except ValueError:
+                continue
 
-        async def probe(name: str, addr: str) -> None:
-            # A peer started at the same moment may not listen yet: it is absent only if it
-            # still refuses connections after most of the probe window.
-            host, port = split_hostport(addr)
-            deadline = time.monotonic() + transfer.PROBE * 0.6
-            while True:
-                try:
-                    _, w = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
-                except (OSError, asyncio.TimeoutError):
-                    if time.monotonic() >= deadline:
-                        dl.absent.add(name)
-                        self.absent_peers.add(host)
-                        return
-                    await asyncio.sleep(0.3)
-                    continue
-                w.close()
-                return
+            async def probe(name: NodeName, host: str, port: int) -> None:
+                while name in self._watching():
+                    try:
+                        _, w = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+                    except (OSError, asyncio.TimeoutError) as e:
+                        now = time.monotonic()
+                        if self.failing_since.get(name) is None:
+                            self.failing_since[name] = now
+                        self.refused[name] = isinstance(e, ConnectionRefusedError)
+                        if transfer.peer_dead(self.failing_since[name], now, self.refused[name]) \
+                                and host not in self.absent_peers:
+                            self.absent_peers.add(host)
+                            self.log.warning("peer dead", peer=name,
+                                             refusing_for=round(now - (self.failing_since[name]
+                                                                      or now), 1))
+                        await asyncio.sleep(0.5)
+                        continue
+                    w.close()
+                    if host in self.absent_peers:
+                        self.log.info("peer alive again", peer=name)
+                    self.failing_since[name] = None
+                    self.absent_peers.discard(host)
+                    await asyncio.sleep(transfer.PROBE_EVERY)
+                self._probes.pop(name, None)
+                self.failing_since.pop(name, None)  # unknown again: a new probe decides
+                self.refused.pop(name, None)
 
-        for name, addr in peers.items():
-            self._spawn(probe(name, addr))
+            self._probes[name] = self._spawn(probe(NodeName(name), host, port))
+
+    def _watching(self) -> set[NodeName]:
+        return {NodeName(n) for dl in self.downloads.values()
+                if dl.job.stage is Stage.FETCHING for n in dl.watch}
+
+    def _dead(self) -> frozenset[NodeName]:
+        now = time.monotonic()
+        return frozenset(n for n, since in self.failing_since.items()
+                         if transfer.peer_dead(since, now, self.refused.get(n, False)))
 
     def _sync_torrents(self, wanted: dict[InfoHash, DatasetName]) -> None:
         """Seed complete versions that must be held; drop torrents nothing wants any more."""
@@ -475,9 +516,11 @@ class Executor:
                 self.swarm.add(ih, torrent, self.store.version_dir(dataset, ih),
                                meta_ok.bytes_total, seed=True)
                 self.seeding[ih] = dataset
+            # A bounded, symmetric, connected overlay (core/offload.py `neighbours`), not
+            # every target: at fleet scale that would be 999 connections per dataset.
             a = self.assignments.get(dataset)
-            peers = [self.state.nodes[n].peer for n in (a.nodes if a else ())
-                     if n != self.node and n in self.state.nodes]
+            near = offload.neighbours(ih, self.node, a.nodes if a else ())
+            peers = [self.state.nodes[n].peer for n in sorted(near) if n in self.state.nodes]
             self.swarm.set_peers(ih, peers)
 
     def _torrent_for(self, dataset: str, ih: str) -> bytes | None:
@@ -696,8 +739,9 @@ class Executor:
                          upload_rate=ts.upload_payload_rate, peers=ts.num_peers)
         a = self.assignments.get(t.name)
         targets = tuple(NodeName(n) for n in (a.nodes if a else ()) if n in self.state.nodes)
-        peer_ip = {n: split_hostport(self.state.nodes[n].peer)[0]
-                   for n in targets if n != self.node}
+        # The overlay neighbours only: per tick, the cost must not grow with the targets.
+        peer_ip = {NodeName(n): split_hostport(self.state.nodes[n].peer)[0]
+                   for n in dl.near if n in self.state.nodes}
         view = self.swarm.peer_view(st.info_hash) if st.checked else None
         if view is not None:
             self.seen_peers.update(view.connected)
@@ -718,7 +762,7 @@ class Executor:
         lock = t.dataset.lock
         return Seen(
             me=self.node, targets=targets, peer_ip=peer_ip,
-            absent=frozenset(NodeName(n) for n in dl.absent),
+            absent=self._dead() & frozenset(targets),
             bytes_done=s.bytes_done, bytes_total=s.bytes_total,
             complete=bool(ts.is_seeding) and ts.state not in (ts.checking_files,
                                                               ts.checking_resume_data),

@@ -120,7 +120,9 @@ class Runner:
             self.executor = Executor(self.cfg, peer_listen(self.cfg, state))
             await self.executor.start()
         await self._ensure_api(state)
+        on_loop = time.monotonic()
         self.executor.apply(state, root, loaded.root)
+        self.log.debug("plan applied", seconds=round(time.monotonic() - on_loop, 3))
         self.applied = state.revision
         self._was_busy = self.executor.busy()
         if not self._was_busy:

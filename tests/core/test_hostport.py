@@ -18,7 +18,7 @@ def test_valid(value: str, expected: tuple[str, int]) -> None:
 
 
 @pytest.mark.parametrize("value", ["7070", "host:", "host:x", "::1:7070", "h:70000", ":7070",
-                                   "[]:1", "h:٣", "[::1:2"])
+                                   "[]:1", "h:٣", "[::1:2", "10.0.0.256:6881", "1.2.3:80"])
 def test_invalid(value: str) -> None:
     with pytest.raises(ValueError):
         parse_hostport(value)

@@ -89,3 +89,111 @@ def test_owners_are_constant_within_a_run():
     for start in range(0, 100, 10):
         assert len(set(own[start:start + 10])) == 1
     assert own == owners(IH, 100, ["c", "b", "a"], run=10)
+
+
+# -- issue 16: owners from the targets, re-homing by rank, a bounded overlay -----------------
+
+from reconciler.core.offload import (DEGREE, neighbours, overlay, ranking,  # noqa: E402
+                                     watch_list, watched)
+
+
+def test_a_dead_owner_hands_each_run_to_that_runs_next_ranked_node():
+    targets = [f"n{i}" for i in range(10)]
+    base = owners(IH, 400, targets, run=4)
+    after = owners(IH, 400, targets, run=4, dead={"n3", "n7"})
+    for p, (b, a) in enumerate(zip(base, after)):
+        order = [n for n in ranking(IH, p // 4, targets) if n not in {"n3", "n7"}]
+        assert a == order[0]
+        assert a == b or b in {"n3", "n7"}
+    # the same as rendezvous hashing over the survivors
+    assert after == owners(IH, 400, [n for n in targets if n not in {"n3", "n7"}], run=4)
+
+
+def test_with_every_target_dead_someone_is_still_named():
+    assert set(owners(IH, 10, ["a", "b"], dead={"a", "b"})) == {"a"}
+
+
+def test_ranking_depth_is_a_prefix_of_the_full_order():
+    targets = [f"n{i}" for i in range(50)]
+    for c in range(20):
+        assert ranking(IH, c, targets, 3) == ranking(IH, c, targets)[:3]
+
+
+def _graph(n: int, degree: int = DEGREE, ih: str = IH) -> dict[str, frozenset[str]]:
+    g = overlay(ih, [f"node-{i}" for i in range(n)], degree)
+    nodes = sorted(g)
+    for me in nodes[:5]:
+        assert neighbours(ih, me, nodes, degree) == g[me]
+    return g
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 300), st.sampled_from([2, 4, 8, 12]), st.text("0123456789abcdef", min_size=4, max_size=8))
+def test_the_overlay_is_symmetric_bounded_and_connected(n, degree, ih):
+    g = _graph(n, degree, ih)
+    for a, near in g.items():
+        assert a not in near
+        assert len(near) <= degree
+        for b in near:
+            assert a in g[b]  # both ends agree on every connection
+    seen_, todo = {"node-0"}, ["node-0"]
+    while todo:
+        for b in g[todo.pop()]:
+            if b not in seen_:
+                seen_.add(b)
+                todo.append(b)
+    assert len(seen_) == n  # the ring alone connects it
+
+
+def test_small_datasets_are_a_full_mesh():
+    g = _graph(DEGREE + 1)
+    assert all(len(v) == DEGREE for v in g.values())
+
+
+def test_the_overlay_has_a_short_diameter_at_a_thousand_nodes():
+    g = _graph(1000)
+    assert all(DEGREE - 2 <= len(v) <= DEGREE for v in g.values())
+    dist = {"node-0": 0}
+    frontier = ["node-0"]
+    while frontier:
+        nxt = []
+        for a in frontier:
+            for b in g[a]:
+                if b not in dist:
+                    dist[b] = dist[a] + 1
+                    nxt.append(b)
+        frontier = nxt
+    assert len(dist) == 1000 and max(dist.values()) <= 7
+
+
+def test_a_node_watches_who_it_would_take_runs_over_from():
+    targets = [f"n{i}" for i in range(200)]
+    w = watched("n5", IH, 3200, targets, depth=3)
+    assert "n5" not in w and 0 < len(w) <= 2 * 3200 * 3 // 200 * 2
+    for c in range(3200):
+        top = ranking(IH, c, targets, 3)
+        if "n5" in top:
+            assert set(top[:top.index("n5")]) <= w
+    small = watch_list("n1", IH, 100, 16384, [f"n{i}" for i in range(8)])
+    assert small == {f"n{i}" for i in range(8)} - {"n1"}
+
+
+def test_beyond_the_window_runs_are_ranked_among_the_next_targets_on_a_ring():
+    from reconciler.core.offload import WINDOW, Rendezvous
+    targets = [f"n{i}" for i in range(10 * WINDOW)]
+    rv = Rendezvous(IH, targets)
+    for c in range(50):
+        order = list(rv.order(c))
+        assert sorted(order) == sorted(targets)  # every target, once
+        first = order[:WINDOW]
+        assert first == sorted(first, key=lambda n: __import__("hashlib").sha256(
+            f"{IH}:{c}:{n}".encode()).digest(), reverse=True)
+    base = owners(IH, 2000, targets)
+    dead = {"n3", "n77", "n100"}
+    after = owners(IH, 2000, targets, dead=dead)
+    for p, (b, a) in enumerate(zip(base, after)):
+        assert a == next(x for x in rv.order(p) if x not in dead)
+        assert a == b or b in dead  # only the dead nodes' runs move
+    counts = Counter(base)
+    assert len(counts) > 0.9 * len(targets) and max(counts.values()) < 3 * 2000 / len(targets)
+    assert owners(IH, 2000, list(reversed(targets))) == base

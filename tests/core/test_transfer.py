@@ -131,13 +131,16 @@ def test_failed_pieces_blame_the_bytes_of_that_piece():
     assert kinds(eff).count("MarkOriginBad") == 1
 
 
+T0 = 1.0  # any moment after the hash check: nothing waits for peers any more
+
+
 def test_the_web_seed_is_off_before_priorities_rise_and_on_after_they_drop():
-    j, eff = share_origin(job(checked_at=0.0), seen(), now=tr.PROBE)
+    j, eff = share_origin(job(checked_at=0.0), seen(), now=T0)
     sets = [e for e in eff if isinstance(e, (tr.WebSeed, tr.SetPriorities))]
     assert isinstance(sets[0], tr.SetPriorities) and sets[1] == tr.WebSeed(IH, True)
     assert 0 in sets[0].priorities  # others' pieces wait while the web seed is on
     # every missing piece is now at a peer: priorities rise, so the web seed goes off first
-    _, eff = share_origin(j, seen(available=(1,) * PIECES), now=tr.PROBE + 0.1)
+    _, eff = share_origin(j, seen(available=(1,) * PIECES), now=T0 + 0.1)
     sets = [e for e in eff if isinstance(e, (tr.WebSeed, tr.SetPriorities))]
     assert sets[0] == tr.WebSeed(IH, False)
     assert isinstance(sets[1], tr.SetPriorities) and set(sets[1].priorities) == {4}
@@ -147,42 +150,87 @@ def test_nothing_is_shared_out_before_the_hash_check():
     assert share_origin(job(), seen(checked=False), 5.0) == (job(), [])
 
 
-def test_target_peers_that_have_not_connected_yet_are_waited_for():
-    s = seen(connected=frozenset({"127.0.0.2"}))
-    j, eff = share_origin(job(), s, now=0.0)
+def test_the_neighbours_are_given_a_moment_to_connect_before_the_first_origin_request():
+    alone = seen(connected=frozenset())
+    j, eff = share_origin(job(), alone, now=0.0)
     assert eff == [] and j.checked_at == 0.0
-    j, eff = share_origin(j, s, now=tr.PROBE)  # n3 never came: shares go to who is live
-    assert j.owners_for == (ME, N2)
-    assert set(j.owner_of) <= {ME, N2}
+    j, eff = share_origin(j, alone, now=tr.CONNECT_WAIT - 0.1)
+    assert eff == []
+    # all connected, or the missing ones dead: no wait
+    assert "WebSeed" in kinds(share_origin(job(), seen(), now=0.0)[1])
+    gone = seen(connected=frozenset({"127.0.0.2"}), absent=frozenset({N3}))
+    assert "WebSeed" in kinds(share_origin(job(), gone, now=0.0)[1])
 
 
-def test_absent_peers_are_not_waited_for():
-    s = seen(connected=frozenset({"127.0.0.2"}), absent=frozenset({N3}))
-    j, eff = share_origin(job(), s, now=0.0)
-    assert j.owners_for == (ME, N2) and "WebSeed" in kinds(eff)
+def test_owners_come_from_the_targets_not_from_who_is_connected():
+    alone = seen(connected=frozenset())
+    j, eff = share_origin(job(checked_at=0.0), alone, now=tr.CONNECT_WAIT)
+    assert j.owners_for == () and "WebSeed" in kinds(eff)  # nobody came: the share all the same
+    full, _ = share_origin(job(), seen(), now=0.0)
+    assert j.owner_of == full.owner_of
+    assert set(j.owner_of) == {ME, N2, N3}
+    # a peer that drops its connection keeps its runs: only a death signal moves them
+    j2, eff = share_origin(full, seen(connected=frozenset({"127.0.0.2"})), now=5.0)
+    assert j2.owner_of == full.owner_of and "Note" not in kinds(eff)
 
 
-def test_a_peer_unseen_for_longer_than_the_liveness_window_loses_its_share():
-    j, _ = share_origin(job(checked_at=0.0), seen(), now=tr.PROBE)
-    assert j.owners_for == (ME, N2, N3)
-    gone = seen(connected=frozenset({"127.0.0.2"}))
-    j, _ = share_origin(j, gone, now=tr.PROBE + tr.PEER_DEAD_AFTER)  # still within the window
-    assert j.owners_for == (ME, N2, N3)
-    j, eff = share_origin(j, gone, now=tr.PROBE + tr.PEER_DEAD_AFTER + 0.1)
-    assert j.owners_for == (ME, N2) and N3 not in j.owner_of
+def test_a_dead_peer_loses_its_runs_to_each_runs_next_node():
+    j, _ = share_origin(job(), seen(), now=0.0)
+    j2, eff = share_origin(j, seen(absent=frozenset({N3})), now=1.0)
+    assert j2.owners_for == (N3,) and N3 not in j2.owner_of
     assert kinds(eff)[0] == "Note"  # "origin shares" is logged when they change
+    for before, after in zip(j.owner_of, j2.owner_of):
+        assert after == before or before == N3
+    # and back once it answers again
+    j3, _ = share_origin(j2, seen(), now=2.0)
+    assert j3.owner_of == j.owner_of
+
+
+def test_liveness_needs_failures_for_the_whole_window():
+    assert not tr.peer_dead(None, 100.0)
+    assert not tr.peer_dead(10.0, 10.0 + tr.PEER_DEAD_AFTER - 0.1)
+    assert tr.peer_dead(10.0, 10.0 + tr.PEER_DEAD_AFTER)
+    # a refusal (nothing listens) is a stronger signal than a timeout: a shorter window
+    assert tr.PEER_REFUSED_FOR < tr.PEER_DEAD_AFTER
+    assert not tr.peer_dead(10.0, 10.0 + tr.PEER_REFUSED_FOR - 0.1, refused=True)
+    assert tr.peer_dead(10.0, 10.0 + tr.PEER_REFUSED_FOR, refused=True)
+
+
+def test_every_node_computes_the_same_disjoint_shares_whatever_it_is_connected_to():
+    targets = (ME, N2, N3)
+    shares = []
+    for i, me in enumerate(targets):
+        conn = frozenset(["127.0.0.2"]) if i == 0 else frozenset()  # all different views
+        s = seen(me=me, targets=targets, connected=conn)
+        j, eff = share_origin(job(checked_at=0.0), s, now=tr.CONNECT_WAIT)
+        prio = [e for e in eff if isinstance(e, tr.SetPriorities)][0].priorities
+        shares.append({p for p, x in enumerate(prio) if x == offload.OWN})
+    assert sorted(p for sh in shares for p in sh) == list(range(PIECES))
 
 
 def test_stuck_pieces_come_from_the_origin_whoever_owns_them():
-    j, _ = share_origin(job(checked_at=0.0), seen(), now=tr.PROBE)
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
     theirs = [p for p, o in enumerate(j.owner_of) if o != ME]
     assert theirs  # with three owners, some runs belong to the others
-    before = [e for e in share_origin(j, seen(), tr.PROBE + 1)[1]
+    before = [e for e in share_origin(j, seen(), T0 + 1)[1]
               if isinstance(e, tr.SetPriorities)][0]
     assert all(before.priorities[p] == 0 for p in theirs)
     later = tr.STUCK_AFTER + 1  # no progress since 0.0: pieces nobody has are fetched anyway
     after = [e for e in share_origin(j, seen(), later)[1] if isinstance(e, tr.SetPriorities)][0]
     assert all(after.priorities[p] == offload.OWN for p in theirs)
+
+
+def test_a_live_owner_making_progress_is_never_doubled_by_the_stuck_fallback():
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    theirs = [p for p, o in enumerate(j.owner_of) if o != ME]
+    # bytes keep arriving (from the owners, through the swarm): last_change keeps moving
+    t, done = T0, 0
+    while t < 3 * tr.STUCK_AFTER:
+        t += 1.0
+        done += 1
+        j, eff = step_job(j, seen(bytes_done=done), now=t)
+        prio = [e for e in eff if isinstance(e, tr.SetPriorities)][0].priorities
+        assert all(prio[p] == 0 for p in theirs)
 
 
 # -- one pass ---------------------------------------------------------------------------------

@@ -809,7 +809,8 @@ def test_bad_capacity(repo: Path, capacity: str, fragment: str) -> None:
     assert fragment in error.message
 
 
-@pytest.mark.parametrize("addr", ["10.0.0.3", "10.0.0.3:99999", "10.0.0.3:0", "http://h:1"])
+@pytest.mark.parametrize("addr", ["10.0.0.3", "10.0.0.3:99999", "10.0.0.3:0", "http://h:1",
+                                  "10.0.0.256:6881"])
 def test_bad_peer_address(repo: Path, addr: str) -> None:
     write(repo, "n.yaml", f"""
         apiVersion: syncbit/v1
@@ -822,7 +823,8 @@ def test_bad_peer_address(repo: Path, addr: str) -> None:
     error = only_error(repo)
     assert (error.line, error.col, error.field) == (5, 9, "spec.peer")
     assert ("must be host:port" in error.message
-            or "port must be between 1 and 65535" in error.message)
+            or "port must be between 1 and 65535" in error.message
+            or "is not an IPv4 address" in error.message)
 
 
 # ---------------------------------------------------------------------------------------------
