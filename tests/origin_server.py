@@ -86,6 +86,8 @@ class OriginServer(ThreadedServer):
                 await write_body(resp, body, self.conn_rate, asyncio.Lock(), self._count)
             else:
                 await write_body(resp, body, self.rate, self._throttle, self._count)
+        except ConnectionResetError:
+            pass  # the client hung up (aria2c and the gateway do when they have enough)
         finally:
             self.active -= 1
         return resp

@@ -374,3 +374,42 @@ def test_three_simultaneous_once_runs_take_each_byte_from_the_hub_about_once(tmp
     cdn_gets = sum(r.method == "GET" for r in hub.cdn_requests()[cdn_before:])
     # ... and what the nodes' gateways read from it (their status files).
     assert_origin_offload(statuses, total, sent, f"hub ({cdn_gets} CDN GETs)")
+
+
+def test_parallel_ranged_reads_are_byte_exact_and_the_token_stays_on_the_hub(
+        tmp_path, hub, monkeypatch):
+    """The gateway's way of reading (sources.parallel.read_parallel): several ranged GETs of
+    one file at once, each resolved and redirected to the CDN on its own; the bytes come in
+    order and exact, and HF_TOKEN goes only to the endpoint, never to the CDN."""
+    from reconciler.adapters.sources.parallel import read_parallel
+
+    data = CORPUS["model-00001-of-00002.safetensors"]
+    hub.create_repo("org/private", {"model-00001-of-00002.safetensors": data}, private=True)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    path = "model-00001-of-00002.safetensors"
+
+    async def go() -> tuple[bytes, bytes, int]:
+        async with OriginContext(tmp_path) as ctx:
+            origin = open_hf(HfSource("org/private"), ctx)
+            reader = read_parallel(origin, path, 0, len(data), streams=8,
+                                   slots=asyncio.Semaphore(8), min_part=64 << 10)
+            first = await anext(reader)
+            # Not consumed yet, and every part was already asked for: they run at once.
+            for _ in range(200):
+                ranged = [r for r in hub.cdn_requests() if r.range]
+                if len(ranged) >= 8:
+                    break
+                await asyncio.sleep(0.05)
+            rest = b"".join([c async for c in reader])
+            sub = b"".join([c async for c in read_parallel(
+                origin, path, 99_999, 700_001, streams=4, min_part=64 << 10)])
+            return first + rest, sub, len(ranged)
+
+    whole, sub, concurrent = asyncio.run(go())
+    assert whole == data and sub == data[99_999:800_000]
+    assert concurrent >= 8
+    cdn = hub.cdn_requests()
+    assert cdn and all(r.auth is None for r in cdn)
+    resolves = [r for r in hub.requests if r.port == "hub" and "/resolve/" in r.path]
+    assert resolves and all(r.auth == f"Bearer {TOKEN}" for r in resolves)

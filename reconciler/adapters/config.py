@@ -19,6 +19,7 @@ from reconciler.core.units import parse_duration, parse_size
 
 DEFAULT_PATH = Path("/etc/syncbit/config.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/syncbit")
+DEFAULT_ORIGIN_CONNECTIONS = 64  # about what `aria2c -x16 -j4` opens (see the README)
 
 
 class ConfigError(Exception):
@@ -51,6 +52,7 @@ class NodeConfig:
     data_group: int | None = None  # chgrp of stored files (a gid); None: unchanged
     max_active_downloads: int = 4  # downloads running at once; the rest wait (Pending)
     min_free: int | float = 0.05  # cache.minFree: bytes, or a fraction of the filesystem
+    origin_connections: int = DEFAULT_ORIGIN_CONNECTIONS  # concurrent origin range requests, all datasets together
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -131,6 +133,7 @@ def load_config(path: Path) -> NodeConfig:
         data_group=convert(_gid, ("dataGroup",), None),
         max_active_downloads=int(doc.get("maxActiveDownloads", 4)),
         min_free=convert(parse_min_free, ("cache", "minFree"), 0.05),
+        origin_connections=int(doc.get("originConnections", DEFAULT_ORIGIN_CONNECTIONS)),
     )
 
 

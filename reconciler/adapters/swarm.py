@@ -17,6 +17,7 @@ import libtorrent as lt
 import structlog
 
 from reconciler.adapters import atomic
+from reconciler.adapters.gateway import NOT_THE_SHARE, SEED_URLS, seed_urls
 from reconciler.core.hostport import join_hostport, parse_hostport
 
 log = structlog.get_logger("swarm")
@@ -69,10 +70,16 @@ def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> lt
         # new holder listened, from ever reaching it (issue 14, cordon). Retry each time.
         "min_reconnect_time": 1,
         "max_failcount": 1_000_000,
-        # Web-seed requests no larger than an origin share's run (shard.RUN_BYTES): libtorrent's
-        # default is 16 MiB, which would overshoot into pieces another node owns.
-        "urlseed_max_request_bytes": 1 << 20,
+        # Web-seed requests as large as libtorrent makes them (16 MiB, never across a file
+        # boundary): the gateway reads each through many origin connections, so a large request
+        # is what keeps originConnections busy (bench/single_origin.py: 1 MiB requests and 2
+        # URLs left the node at 0.3x aria2c's throughput). Pieces another node owns have
+        # priority 0 (core/offload.py): libtorrent never puts them in a request.
+        "urlseed_max_request_bytes": 16 << 20,
         "urlseed_wait_retry": 5,
+        # libtorrent connects to at most 3 web seeds per torrent by default: every one of our
+        # URLs for a torrent (seed_urls) must get its connection.
+        "max_web_seed_connections": SEED_URLS,
         # The web seed is our loopback gateway, which spreads requests over several origins
         # (source + mirrors): a piece failing its hash check means one origin sent bad bytes,
         # not that the gateway is bad. Banning it (the default) would stop the download; the
@@ -151,6 +158,9 @@ class Swarm:
         #: Applied to every alert text kept or logged: web-seed URLs carry the gateway's
         #: secret (the executor sets Gateway.redact here).
         self.redact: Callable[[str], str] = lambda text: text
+        #: Web-seed URLs per torrent (gateway.seed_urls): libtorrent opens one connection per
+        #: URL and has one request answered at a time on it.
+        self.url_seeds = SEED_URLS
 
     def set_allowed(self, addresses: Iterable[str]) -> None:
         """Inbound and outbound: libtorrent applies the ip_filter to incoming peers, to the
@@ -243,9 +253,11 @@ class Swarm:
         if st.url == url:
             return
         if st.url is not None:
-            st.handle.remove_url_seed(st.url)
+            for u in seed_urls(st.url, self.url_seeds):
+                st.handle.remove_url_seed(u)
         if url is not None:
-            st.handle.add_url_seed(url)
+            for u in seed_urls(url, self.url_seeds):
+                st.handle.add_url_seed(u)
         st.url = url
 
     def prioritize(self, info_hash: str, priorities: tuple[int, ...]) -> None:
@@ -305,7 +317,9 @@ class Swarm:
                 st.error = st.error or self.redact(a.message())
                 log.error("torrent error", info_hash=st.info_hash, error=st.error)
             elif isinstance(a, lt.url_seed_alert) and st:
-                st.url_seed_error = self.redact(a.error_message() or a.message())
+                message = a.error_message() or a.message()
+                if NOT_THE_SHARE not in message:  # the gateway declined: not an origin error
+                    st.url_seed_error = self.redact(message)
             elif isinstance(a, lt.hash_failed_alert) and st:
                 st.failed_pieces.append(int(a.piece_index))
             elif isinstance(a, lt.file_completed_alert) and st:

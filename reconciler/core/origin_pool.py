@@ -174,3 +174,35 @@ def piece_range(files: Iterable[tuple[str, int]], piece_size: int, piece: int
             return path, start, min(size, start + piece_size) - 1
         first_piece += n
     return None
+
+
+def piece_ranges(files: Iterable[tuple[str, int]], piece_size: int, pieces: Iterable[int]
+                 ) -> dict[str, tuple[tuple[int, int], ...]]:
+    """The (first byte, last byte) ranges of each file that `pieces` cover, contiguous ones
+    merged: what the gateway may read from the origin for a node's share (same layout as
+    piece_range)."""
+    starts: list[tuple[int, str, int]] = []  # (first piece, path, size) of non-empty files
+    first_piece = 0
+    for path, size in files:
+        if size > 0:
+            starts.append((first_piece, path, size))
+            first_piece += -(-size // piece_size)
+    out: dict[str, list[tuple[int, int]]] = {}
+    i = 0
+    for piece in sorted(p for p in set(pieces) if 0 <= p < first_piece):
+        while i + 1 < len(starts) and starts[i + 1][0] <= piece:
+            i += 1
+        at, path, size = starts[i]
+        first = (piece - at) * piece_size
+        last = min(size, first + piece_size) - 1
+        ranges = out.setdefault(path, [])
+        if ranges and ranges[-1][1] + 1 == first:
+            ranges[-1] = (ranges[-1][0], last)
+        else:
+            ranges.append((first, last))
+    return {path: tuple(r) for path, r in out.items()}
+
+
+def covers(ranges: Sequence[tuple[int, int]], first: int, last: int) -> bool:
+    """Is [first, last] inside one of `ranges` (merged, sorted: piece_ranges)?"""
+    return any(a <= first and last <= b for a, b in ranges)

@@ -8,7 +8,7 @@ rarely, and small enough that `streams` of them in flight keep the memory bounde
 
 from __future__ import annotations
 
-MIN_PART = 256 << 10  # below this, a part's latency costs more than its transfer saves
+MIN_PART = 128 << 10  # below this, a part's latency costs more than its transfer saves
 MAX_PART = 4 << 20  # what one part may buffer: memory is at most streams × MAX_PART
 
 

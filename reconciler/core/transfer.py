@@ -111,10 +111,13 @@ def classify_torrent_error(message: str) -> Failure:
 
 @dataclass(frozen=True)
 class WebSeed:
-    """Turn the origin (through the gateway) on or off for a torrent."""
+    """Turn the origin (through the gateway) on or off for a torrent. `pieces`: this node's
+    origin share, the only pieces the gateway will read from the origin for it (libtorrent's
+    web seed also takes pieces of priority FROM_PEERS once every owned piece is requested)."""
 
     info_hash: InfoHash
     on: bool
+    pieces: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -438,7 +441,8 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     if bool(others) != job.stuck_noted:
         job = replace(job, stuck_noted=bool(others))
     if d.origin:
-        effects += [SetPriorities(job.info_hash, d.priorities), WebSeed(job.info_hash, True)]
+        effects += [SetPriorities(job.info_hash, d.priorities),
+                    WebSeed(job.info_hash, True, d.origin)]
     else:
         effects += [WebSeed(job.info_hash, False), SetPriorities(job.info_hash, d.priorities)]
     return job, effects

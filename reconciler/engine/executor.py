@@ -26,7 +26,7 @@ from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
 from reconciler.core import capacity, cas, offload, scheduling, transfer
-from reconciler.core.origin_pool import label as origin_label
+from reconciler.core.origin_pool import label as origin_label, piece_ranges
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
 from reconciler.core.plan import Plan, Target, make_plan
@@ -78,7 +78,8 @@ class Executor:
         self.node = NodeName(cfg.node)
         self.store = Store(cfg.state_dir)
         self.peer_listen = peer_listen
-        self.gateway = Gateway(limit=TokenBucket(cfg.bandwidth.origin))
+        self.gateway = Gateway(limit=TokenBucket(cfg.bandwidth.origin),
+                               origin_connections=cfg.origin_connections)
         self.swarm: Swarm | None = None
         self.origins: OriginContext | None = None
         self.downloads: dict[InfoHash, _Download] = {}
@@ -174,7 +175,8 @@ class Executor:
                 or self.origins.publish_roots != self.cfg.publish_roots:
             if self.origins is not None:
                 self._spawn(self.origins.close())
-            self.origins = OriginContext(source_root, self.cfg.publish_roots)
+            self.origins = OriginContext(source_root, self.cfg.publish_roots,
+                                         self.cfg.origin_connections)
         # Unlocked datasets whose torrent is here already (built or fetched) are pinned by it.
         state = with_locks(state, self.pinner.cache.locks(state))
         self.state, self.root = state, root
@@ -782,6 +784,10 @@ class Executor:
         assert self.swarm is not None
         t, ih = dl.target, dl.torrent.info_hash
         if isinstance(eff, transfer.WebSeed):
+            lock = t.dataset.lock
+            if eff.on and lock is not None:  # before libtorrent can ask for anything
+                self.gateway.allow(t.name, ih, piece_ranges(lock.files, dl.torrent.piece_size,
+                                                            eff.pieces))
             self.swarm.web_seed(ih, dl.url if eff.on else None)
         elif isinstance(eff, transfer.SetPriorities):
             self.swarm.prioritize(ih, cas.mask(eff.priorities, dl.frozen))

@@ -309,3 +309,15 @@ def test_min_free(tmp_path: Path, text: str, expected: int | float) -> None:
 def test_bad_min_free_is_located(tmp_path: Path, value: str) -> None:
     [e] = _error(_write(tmp_path, MINIMAL + f"cache:\n  minFree: {value}\n"))
     assert (e["line"], e["field"]) == ("5", "cache.minFree")
+
+
+def test_origin_connections(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, MINIMAL)).origin_connections == 64
+    cfg = load_config(_write(tmp_path, MINIMAL + "originConnections: 8\n"))
+    assert cfg.origin_connections == 8 and type(cfg.origin_connections) is int
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "2.5", "many", "true", "[4]", "100000"])
+def test_bad_origin_connections_is_located(tmp_path: Path, value: str) -> None:
+    [e] = _error(_write(tmp_path, MINIMAL + f"# comment\noriginConnections: {value}\n"))
+    assert (e["line"], e["field"]) == ("5", "originConnections")

@@ -32,7 +32,9 @@ async def test_ranges_are_served_and_counted(tmp_path):
                 assert r.status == 206 and await r.read() == DATA[99990:]
             async with http.get(f"{url}/ds/f.bin") as r:
                 assert r.status == 200 and await r.read() == DATA
-        assert gw.bytes_served["ds"] == 10 + 10 + len(DATA)
+        # The two short ranges (blocks, as in libtorrent's end game) were kept: the whole
+        # file reused them and read only the rest from the origin.
+        assert gw.bytes_served["ds"] == len(DATA)
     finally:
         await gw.stop()
         await ctx.close()
@@ -65,6 +67,29 @@ async def test_origin_failure_is_a_502_and_remembered_for_the_status(tmp_path):
             async with http.get(f"{url}/ds/f.bin", headers={"Range": "bytes=0-9"}) as r:
                 assert r.status == 502
         assert "f.bin" in gw.errors["ds"]
+    finally:
+        await gw.stop()
+        await ctx.close()
+
+
+async def test_requests_outside_the_nodes_origin_share_are_declined(tmp_path):
+    gw, ctx, url = await started(tmp_path)
+    gw.allow("ds", "ih", {"f.bin": ((0, 49_999),)})
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/ds/f.bin", headers={"Range": "bytes=100-199"}) as r:
+                assert r.status == 206 and await r.read() == DATA[100:200]
+            for rng in ("bytes=49990-50009", "bytes=60000-60099"):  # partly, wholly outside
+                async with http.get(f"{url}/ds/f.bin", headers={"Range": rng}) as r:
+                    assert r.status == 503 and r.headers["Retry-After"] == "1"
+                    assert r.reason == "Not In This Node's Origin Share"
+            async with http.get(f"{url}/ds/g.bin") as r:  # no range of g.bin is in the share
+                assert r.status == 503
+        assert gw.bytes_served["ds"] == 100 and gw.declined == 3
+        gw.allow("ds", "ih", None)  # nothing shared out: anything goes
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/ds/g.bin") as r:
+                assert r.status == 200 and await r.read() == b"gg"
     finally:
         await gw.stop()
         await ctx.close()

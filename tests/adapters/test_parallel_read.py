@@ -6,7 +6,7 @@ import pytest
 
 from harness import pseudo_random, write_data
 from origin_server import OriginServer
-from reconciler.adapters.sources import OriginContext, OriginError
+from reconciler.adapters.sources import Origin, OriginContext, OriginError, OriginFile
 from reconciler.adapters.sources.http import HttpOrigin
 from reconciler.adapters.sources.parallel import read_parallel
 from reconciler.model.desired import HttpSource
@@ -74,3 +74,31 @@ async def test_closing_early_cancels_reads_in_flight(tmp_path, origin):
             break
         await asyncio.sleep(0.05)
     assert origin.active == 0
+
+
+class _SlowStart(Origin):
+    """A real in-memory origin whose range starting at `slow_at` answers last: the parts
+    after it arrive first and must wait for it."""
+    kind = "mem"
+
+    def __init__(self, data: bytes, slow_at: int) -> None:
+        self.data, self.slow_at, self.order = data, slow_at, []  # type: list[int]
+
+    async def list_files(self) -> list[OriginFile]:
+        return [OriginFile("f.bin", len(self.data))]
+
+    async def read(self, path, offset=0, length=None):
+        if offset == self.slow_at:
+            await asyncio.sleep(0.3)
+        self.order.append(offset)
+        end = len(self.data) if length is None else offset + length
+        for i in range(offset, end, 10_000):
+            yield self.data[i:min(end, i + 10_000)]
+
+
+async def test_a_slow_part_does_not_reorder_the_bytes():
+    for slow_at in (0, 256 << 10):
+        o = _SlowStart(DATA, slow_at)
+        got = await collect(read_parallel(o, "f.bin", 0, 1 << 20, streams=4))
+        assert got == DATA[:1 << 20]
+        assert o.order[-1] == slow_at  # it really finished last

@@ -174,3 +174,15 @@ async def test_gateway_with_every_origin_failing_reports_all_of_them(tmp_path):
     finally:
         await gw.stop()
         await ctx.close()
+
+
+def test_piece_ranges_merge_contiguous_pieces_per_file() -> None:
+    from reconciler.core.origin_pool import covers, piece_range, piece_ranges
+    files = (("a", 100), ("empty", 0), ("b", 35))  # piece size 16: a = pieces 0-6, b = 7-9
+    got = piece_ranges(files, 16, {0, 1, 3, 6, 7, 9, 42})
+    assert got == {"a": ((0, 31), (48, 63), (96, 99)), "b": ((0, 15), (32, 34))}
+    for p in (0, 1, 3, 6, 7, 9):
+        path, first, last = piece_range(files, 16, p)  # type: ignore[misc]
+        assert covers(got[path], first, last)
+    assert not covers(got["a"], 16, 47) and not covers(got["a"], 0, 48)
+    assert piece_ranges(files, 16, ()) == {}

@@ -137,8 +137,10 @@ T0 = 1.0  # any moment after the hash check: nothing waits for peers any more
 def test_the_web_seed_is_off_before_priorities_rise_and_on_after_they_drop():
     j, eff = share_origin(job(checked_at=0.0), seen(), now=T0)
     sets = [e for e in eff if isinstance(e, (tr.WebSeed, tr.SetPriorities))]
-    assert isinstance(sets[0], tr.SetPriorities) and sets[1] == tr.WebSeed(IH, True)
+    assert isinstance(sets[0], tr.SetPriorities) and sets[1].on
     assert 0 in sets[0].priorities  # others' pieces wait while the web seed is on
+    # ... and the gateway is told the share: exactly the pieces at priority OWN
+    assert sets[1].pieces == {p for p, v in enumerate(sets[0].priorities) if v == offload.OWN}
     # every missing piece is now at a peer: priorities rise, so the web seed goes off first
     _, eff = share_origin(j, seen(available=(1,) * PIECES), now=T0 + 0.1)
     sets = [e for e in eff if isinstance(e, (tr.WebSeed, tr.SetPriorities))]

@@ -16,7 +16,7 @@ from reconciler.adapters.sources.base import Origin, OriginError, OriginFile
 from reconciler.adapters.sources.file import FileOrigin
 from reconciler.adapters.sources.http import HttpOrigin
 from reconciler.adapters.sources.hf import HfSource, open_hf  # imports huggingface_hub lazily
-from reconciler.adapters.sources.s3 import S3Origin
+from reconciler.adapters.sources.s3 import DEFAULT_CONNECTIONS, S3Origin
 
 __all__ = ["Origin", "OriginError", "OriginFile", "open_origin"]
 
@@ -26,23 +26,28 @@ _FACTORIES: dict[type, Callable[..., Origin]] = {
     HttpSource: lambda src, ctx, pinned=None: HttpOrigin(src, ctx.http),
     FileSource: lambda src, ctx, pinned=None: FileOrigin(src, ctx.state_root, ctx.publish_roots),
     HfSource: open_hf,  # the lock's commit pins every read
-    S3Source: lambda src, ctx, pinned=None: S3Origin(src),
+    S3Source: lambda src, ctx, pinned=None: S3Origin(src, ctx.connections),
 }
 
 
 class OriginContext:
-    """Shared resources for origins: one HTTP client session, the state repo root, and on a
-    node the directories `file` sources may read (`publish_roots`; None: unconfined)."""
+    """Shared resources for origins: one HTTP client session, the state repo root, on a node
+    the directories `file` sources may read (`publish_roots`; None: unconfined), and how many
+    requests may be open to origins at once (`connections`, the node's originConnections:
+    the HTTP session's and every S3 client's pool hold that many)."""
 
-    def __init__(self, state_root: Path, publish_roots: Sequence[Path] | None = None) -> None:
+    def __init__(self, state_root: Path, publish_roots: Sequence[Path] | None = None,
+                 connections: int = DEFAULT_CONNECTIONS) -> None:
         self.state_root = state_root
         self.publish_roots = None if publish_roots is None else tuple(publish_roots)
+        self.connections = max(1, connections)
         self._http: aiohttp.ClientSession | None = None
 
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=max(100, self.connections)),
                 timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=120),
                 auto_decompress=False)
         return self._http

@@ -15,7 +15,10 @@ What a source selects:
 Keys ending in `/` (the zero-byte "directory markers" consoles create) are skipped.
 
 boto3 is synchronous: every call runs in a worker thread, and object bodies are streamed one
-chunk per thread hop, never held whole in memory. boto3 is imported on first use only (it
+chunk per thread hop, never held whole in memory. The threads are the origin's own pool, as
+large as its HTTP connection pool (`connections`, the node's `originConnections`): the event
+loop's default executor has min(32, CPUs + 4) threads, which would cap the gateway's concurrent
+range reads at 6 on a 2-core machine. boto3 is imported on first use only (it
 costs a noticeable part of the CLI's start-up), so nodes without S3 sources never load it.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from reconciler.core.paths import is_clean_relative
@@ -39,6 +43,7 @@ _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN
 # Small reads: when libtorrent hangs up, at most this much was read from S3 for nothing
 # (boto3's body.read(n) blocks until n bytes are in).
 READ_CHUNK = 256 << 10
+DEFAULT_CONNECTIONS = 64  # the node's originConnections default
 
 
 class S3Error(OriginError):
@@ -58,12 +63,26 @@ def normalize_prefix(prefix: str | None) -> str:
 class S3Origin(Origin):
     kind = "s3"
 
-    def __init__(self, source: S3Source) -> None:
+    def __init__(self, source: S3Source, connections: int = DEFAULT_CONNECTIONS) -> None:
         self.source = source
         self.bucket = source.bucket
         self.prefix = normalize_prefix(source.prefix)
+        self.connections = max(1, connections)  # concurrent requests: threads and pool
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._threads: ThreadPoolExecutor | None = None
+
+    async def _in_thread(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` on this origin's own thread pool (see the module doc)."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.connections, thread_name_prefix="s3")
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn)
+
+    def close(self) -> None:
+        """Let the idle worker threads go (reads in flight finish first, in the background)."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+            self._threads = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -78,7 +97,8 @@ class S3Origin(Origin):
                 session = boto3.session.Session(profile_name=s.profile) if s.profile \
                     else boto3.session.Session()
                 config = Config(
-                    connect_timeout=10, read_timeout=60, max_pool_connections=32,
+                    connect_timeout=10, read_timeout=60,
+                    max_pool_connections=self.connections,
                     retries={"max_attempts": 3, "mode": "standard"},
                     # S3-compatible stores (MinIO, SeaweedFS, Ceph) want path-style requests.
                     s3={"addressing_style": "path"} if s.endpoint_url else None)
@@ -138,7 +158,7 @@ class S3Origin(Origin):
         def run() -> Any:
             return fn(self._get_client())
         try:
-            return await asyncio.to_thread(run)
+            return await self._in_thread(run)
         except ImportError as e:
             raise OriginError(f"s3 sources need boto3, which is not installed ({e.name})") from None
         except Exception as e:
@@ -232,7 +252,7 @@ class S3Origin(Origin):
 
         async def read(n: int) -> bytes:
             try:
-                return await asyncio.to_thread(chunk, n)
+                return await self._in_thread(lambda: chunk(n))  # type: ignore[no-any-return]
             except Exception as e:
                 if _is_boto_error(e):
                     raise self._error(e, key) from None

@@ -1,0 +1,148 @@
+"""One node against an origin that caps every connection, side by side with aria2c.
+
+    python -m bench.single_origin [--mib 48] [--files 4] [--conn-kibps 128] [--latency 0.05]
+                                  [--origin-connections N] [--repeat 1]
+
+An HTTP origin (tests/origin_server.py) serves a dataset of `--files` files whose total is
+`--mib` MiB, every response capped at `--conn-kibps` KiB/s after `--latency` seconds, like an
+object store or a busy web server. In the same run, against the same server:
+
+1. `aria2c -x16 -s16 -j4` (16 connections per file, 4 files at once): the reference;
+2. `syncbit-reconcile --once` on a one-node cluster (the dataset locked beforehand, with the
+   caps lifted so that locking does not take minutes).
+
+It prints, for each, the seconds, MiB/s, the most origin connections open at once and the bytes
+the origin sent, then the ratio of syncbit's throughput to aria2c's (goal: ≥ 0.9) and the
+origin bytes over the dataset (goal: ≤ 1.05). Exit status 1 if the data is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml,  # noqa: E402
+                     pseudo_random, tree_digest, write_data)
+from origin_server import OriginServer  # noqa: E402
+
+MiB = 1 << 20
+#: 16 connections per file, 4 files at once; -k1M lets aria2c split files under 20 MiB too
+#: (its default min-split-size), so that it really opens up to 64 connections.
+ARIA2C = ["-x16", "-s16", "-j4", "-k1M"]
+ARIA2C_LABEL = "aria2c " + " ".join(ARIA2C)
+
+
+def _files(mib: int, count: int) -> dict[str, bytes]:
+    """`count` files of slightly different sizes (not piece-aligned) totalling `mib` MiB."""
+    total = mib * MiB
+    sizes = [total // count + (i * 37_001 if i < count - 1 else 0) for i in range(count)]
+    sizes[-1] = total - sum(sizes[:-1])
+    return {f"part-{i}.bin": pseudo_random(n, f"so{i}") for i, n in enumerate(sizes)}
+
+
+def _measure(server: OriginServer, run: "callable[[], None]") -> tuple[float, int, int]:  # type: ignore[valid-type]
+    server.max_active, before = 0, server.bytes_sent
+    t0 = time.monotonic()
+    run()
+    return time.monotonic() - t0, server.max_active, server.bytes_sent - before
+
+
+def _aria2c(server: OriginServer, names: list[str], out: Path) -> None:
+    listing = out.parent / "aria2c.txt"
+    listing.write_text("".join(f"{server.url}/{n}\n" for n in names))
+    subprocess.run(["aria2c", *ARIA2C, "--quiet=true", "--allow-overwrite=true",
+                    "--file-allocation=none", "-d", str(out), "-i", str(listing)],
+                   check=True, timeout=900)
+
+
+def _show_requests(requests: list[tuple[str, str, str | None]]) -> None:
+    sizes: dict[int, int] = {}
+    for _, _, rng in requests:
+        if rng:
+            a, _, b = rng.removeprefix("bytes=").partition("-")
+            n = int(b) - int(a) + 1 if b else -1
+            sizes[n] = sizes.get(n, 0) + 1
+    print(f"  origin GETs: {len(requests)}; by size (KiB: count): "
+          + ", ".join(f"{n / 1024:g}: {c}" for n, c in sorted(sizes.items(), key=lambda x: -x[1])[:8]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mib", type=int, default=48)
+    ap.add_argument("--files", type=int, default=4)
+    ap.add_argument("--conn-kibps", type=int, default=128)
+    ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--origin-connections", type=int, default=None,
+                    help="originConnections in the node config (default: the product's)")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--logs", help="write each syncbit run's output to this directory")
+    ap.add_argument("--show-requests", action="store_true",
+                    help="print the sizes of syncbit's origin range requests")
+    ap.add_argument("--timeout", type=float, default=600)
+    args = ap.parse_args(argv)
+    if shutil.which("aria2c") is None:
+        print("aria2c is not installed", file=sys.stderr)
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="single-origin-"))
+    files = _files(args.mib, args.files)
+    total = sum(map(len, files.values()))
+    root = write_data(tmp / "origin", files)
+    server = OriginServer(root).start()
+    ok = True
+    try:
+        repo = StateRepo.create(tmp / "state")
+        repo.write("nodes.yaml", nodes_yaml(["n1"]))
+        repo.write("ds.yaml", dataset_yaml("ds", http_source(server.url, list(files))))
+        res = repo.lock()
+        if res.returncode != 0:
+            print(res.stderr, file=sys.stderr)
+            return 2
+        repo.commit()
+        server.conn_rate, server.latency = args.conn_kibps << 10, args.latency
+        print(f"dataset {total / MiB:.1f} MiB in {len(files)} files; origin caps each "
+              f"connection at {args.conn_kibps} KiB/s, {args.latency * 1000:.0f} ms first byte")
+        print(f"{'run':<30} {'s':>7} {'MiB/s':>7} {'origin conns':>13} {'origin/dataset':>15}")
+        for r in range(args.repeat):
+            out = tmp / f"aria2c-{r}"
+            a_s, a_conns, a_sent = _measure(server, lambda: _aria2c(server, list(files), out))
+            ok &= tree_digest(out) == tree_digest(root)
+            print(f"{ARIA2C_LABEL:<30} {a_s:7.1f} {total / MiB / a_s:7.2f} "
+                  f"{a_conns:13d} {a_sent / total:15.3f}")
+            extra = {} if args.origin_connections is None else {
+                "originConnections": args.origin_connections}
+            home = NodeHome("n1", tmp / f"n1-{r}", repo.root, extra=extra).write_config()
+            done: list[subprocess.CompletedProcess[str]] = []
+            first = len(server.requests)
+            s_s, s_conns, s_sent = _measure(server, lambda: done.append(
+                home.once("--timeout", f"{args.timeout:g}", timeout=args.timeout + 60)))
+            if args.logs:
+                Path(args.logs).mkdir(parents=True, exist_ok=True)
+                (Path(args.logs) / f"node-{r}.log").write_text(done[0].stdout + done[0].stderr)
+            good = done[0].returncode == 0 and tree_digest(home.data / "ds") == tree_digest(root)
+            if not good:
+                print(done[0].stderr[-2000:], file=sys.stderr)
+            ok &= good
+            label = "syncbit --once" + (f" (oc={args.origin_connections})"
+                                        if args.origin_connections else "")
+            print(f"{label:<30} {s_s:7.1f} {total / MiB / s_s:7.2f} {s_conns:13d} "
+                  f"{s_sent / total:15.3f}")
+            if args.show_requests:
+                _show_requests(server.requests[first:])
+            print(f"ratio syncbit/aria2c throughput: {a_s / s_s:.2f}  (goal >= 0.9)"
+                  f"{'' if good else '  DATA WRONG'}")
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
