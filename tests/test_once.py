@@ -84,7 +84,8 @@ def test_fresh_node_converges_http_and_file_datasets(cluster, origin):
     assert doc["lastPass"]["result"] == "Converged"
     assert doc["rejected"] is None
     ready = {c["type"]: c["status"] for c in doc["conditions"]}
-    assert ready == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert ready == {"Ready": "True", "Reconciling": "False", "Stalled": "False",
+                     "PlacementSatisfied": "True"}
     size = sum(map(len, HTTP_FILES.values()))
     d = doc["datasets"]["llm-weights"]
     assert (d["phase"], d["bytesTotal"], d["bytesDone"], d["path"]) == ("Ready", size, size, str(llm))

@@ -19,6 +19,7 @@ from typing import Mapping
 import aiohttp
 
 from reconciler.core.placement import place
+from reconciler.core.placement_warnings import placement_warnings
 from reconciler.model.desired import DesiredState
 
 MAX_PARALLEL = 64  # requests in flight at once; each one's timeout starts when it is sent
@@ -120,6 +121,9 @@ def summarize(results: Mapping[str, dict], state: DesiredState) -> dict[str, obj
     the same totals over every dataset; the datasets under-replicated (placed on a node that
     does not have it Ready, or placed on fewer nodes than asked)."""
     assignments = place(state)
+    warned: dict[str, list[str]] = {}
+    for w in placement_warnings(state):
+        warned.setdefault(w.dataset, []).append(f"{w.field}: {w.message}")
     names = sorted(set(state.datasets) | {
         ds for r in results.values() if isinstance(r.get("status"), dict)
         for ds in (r["status"].get("datasets") or {})})
@@ -150,7 +154,8 @@ def summarize(results: Mapping[str, dict], state: DesiredState) -> dict[str, obj
             "bytesFromOrigin": origin, "bytesFromPeers": peers,
             "originAmplification": round(origin / size, 3) if size else None,
             "underReplicated": d is not None and (ready < len(placed) or len(placed) < wanted),
-            "shortfall": a.shortfall_reason if a is not None else None}
+            "shortfall": a.shortfall_reason if a is not None else None,
+            "placementWarnings": warned.get(name, [])}
         if d is not None:
             tot_origin, tot_peers, tot_size = tot_origin + origin, tot_peers + peers, tot_size + size
     return {"datasets": datasets,
@@ -158,7 +163,8 @@ def summarize(results: Mapping[str, dict], state: DesiredState) -> dict[str, obj
                        "bytesFromPeers": tot_peers,
                        "originAmplification": (round(tot_origin / tot_size, 3)
                                                if tot_size else None)},
-            "underReplicated": sorted(n for n, v in datasets.items() if v["underReplicated"])}
+            "underReplicated": sorted(n for n, v in datasets.items() if v["underReplicated"]),
+            "placementUnsatisfiable": sorted(n for n in warned if n in datasets)}
 
 
 class CachedCluster:

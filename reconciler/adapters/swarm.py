@@ -65,6 +65,11 @@ def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> lt
         "close_redundant_connections": False,
         # Several test nodes may share one address; real nodes have their own.
         "allow_multiple_connections_per_ip": True,
+        # Inventory peers only, dialled every RECONNECT_EVERY by connect_peers: libtorrent's own
+        # backoff (60 s x failures, given up after 3) kept a Draining node, dialled before the
+        # new holder listened, from ever reaching it (issue 14, cordon). Retry each time.
+        "min_reconnect_time": 1,
+        "max_failcount": 1_000_000,
         # Web-seed requests as large as libtorrent makes them (16 MiB, never across a file
         # boundary): the gateway reads each through many origin connections, so a large request
         # is what keeps originConnections busy (bench/single_origin.py: 1 MiB requests and 2

@@ -45,6 +45,8 @@ examples:
   syncbit-reconcile plan --json | jq '.actions[] | select(.kind == "fetch") | .dataset'
   syncbit-reconcile --dry-run                              # the same as plan
 
+Placement the revision cannot satisfy (as `validate` warns) goes to stderr, one
+"warning: " line each (in --json: "warnings"); it does not change the exit code.
 exit codes: 0 planned; 1 this node is not in the inventory; 2 node-config error;
 3 revision rejected (the errors are printed, FILE:LINE:COL: FIELD: MESSAGE).
 """
@@ -259,6 +261,7 @@ def _load_or_reject(cfg: NodeConfig):  # type: ignore[no-untyped-def]
 
 
 def cmd_plan(cfg: NodeConfig, as_json: bool) -> int:
+    from reconciler.core.placement_warnings import placement_warnings
     from reconciler.engine.inputs import node_problem, plan_for
     from reconciler.app.ui import print_plan
 
@@ -270,15 +273,19 @@ def cmd_plan(cfg: NodeConfig, as_json: bool) -> int:
         print(f"syncbit-reconcile: {problem}", file=sys.stderr)
         return EXIT_NOT_READY
     plan = plan_for(cfg, loaded.state)
+    warnings = [str(w) for w in placement_warnings(loaded.state)]
     if as_json:
         acting = [a for a in plan.actions if a.kind != "unchanged"]
         print(json.dumps({"node": plan.node, "revision": plan.revision,
                           "actions": [a.to_json() for a in acting],
+                          "warnings": warnings,
                           "summary": {k: plan.count(k) for k in  # type: ignore[arg-type]
                                       ("fetch", "update", "activate", "evict", "unchanged",
                                        "blocked", "suspended")}}, indent=2))
     else:
         print_plan(plan)
+        for w in warnings:  # as `validate` prints them: stderr, the exit code unchanged
+            print(f"warning: {w}", file=sys.stderr)
     return EXIT_READY
 
 

@@ -2,7 +2,8 @@
 
 Reads the desired state (for the inventory, the datasets and the revision to compare against),
 asks every Node's `spec.api` for `GET /status` concurrently, and shows one table: a row per node,
-a column per dataset. A node that does not answer is a row saying why, never dropped.
+a column per dataset. A node that does not answer is a row saying why, never dropped. Then a
+summary line, and a `warning:` line per placement the revision cannot satisfy (as `validate`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from reconciler.adapters.config import NodeConfig
 from reconciler.app.exit_codes import EXIT_READY
 from reconciler.model.desired import DesiredState
 from reconciler.core.placement import place
+from reconciler.core.placement_warnings import placement_warnings
 
 _PHASE_COLOR = {"Ready": "green", "Fetching": "cyan", "Verifying": "cyan", "Pending": "cyan",
                 "Draining": "yellow", "Failed": "bold red", "Suspended": "magenta"}
@@ -142,8 +144,14 @@ def summary_line(results: Mapping[str, dict], state: DesiredState) -> str:
     return line
 
 
+def warning_lines(state: DesiredState) -> list[str]:
+    """The revision's placement warnings (what `validate` prints), one line each."""
+    return [f"warning: {w}" for w in placement_warnings(state)]
+
+
 def cluster_json(results: Mapping[str, dict], state: DesiredState) -> dict[str, object]:
     return {"revision": state.revision,
+            "warnings": [str(w) for w in placement_warnings(state)],
             "nodes": {n: {"api": state.nodes[n].api if n in state.nodes else None,
                           "status": r.get("status"), "error": r.get("error")}
                       for n, r in sorted(results.items())}}
@@ -175,6 +183,8 @@ def cmd_status_cluster(cfg: NodeConfig, as_json: bool) -> int:
         return EXIT_READY
     out.print(render_cluster(results, state))
     out.print(summary_line(results, state), highlight=False)
+    for line in warning_lines(state):
+        out.print(line, highlight=False, markup=False, style="yellow")
     return EXIT_READY
 
 

@@ -44,11 +44,16 @@ def _conditions(r: NodeReport, previous: Sequence[Mapping[str, object]]) -> list
     stalled = (("True", "RevisionRejected", ready[2]) if r.result == "Rejected"
                else ("True", "Failed", ready[2]) if failed
                else ("False", "Healthy", "no failures"))
+    warnings = r.placement_warnings
+    placement = (("False", "PlacementUnsatisfiable",
+                  f"{len(warnings)} placement warning(s): " + "; ".join(warnings))
+                 if warnings else ("True", "Satisfied", "placement satisfied as written"))
     prev = {c.get("type"): c for c in previous if isinstance(c, dict)}
     now = r.finished_at or r.started_at
     out: list[dict[str, object]] = []
     for type_, (status, reason, message) in (("Ready", ready), ("Reconciling", reconciling),
-                                             ("Stalled", stalled)):
+                                             ("Stalled", stalled),
+                                             ("PlacementSatisfied", placement)):
         old = prev.get(type_)
         kept = old.get("lastTransitionTime") if old and old.get("status") == status else None
         since = kept if isinstance(kept, str) and kept else now

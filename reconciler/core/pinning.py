@@ -41,7 +41,7 @@ def with_locks(state: DesiredState, locks: Mapping[str, LockFile]) -> DesiredSta
     for name, lock in locks.items():
         d = datasets.get(name)
         if d is not None and d.lock is None:
-            datasets[name] = dataclasses.replace(d, lock=lock)
+            datasets[name] = dataclasses.replace(d, lock=lock, pinned_lock=True)
     return dataclasses.replace(state, datasets=datasets)
 
 

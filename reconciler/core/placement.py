@@ -4,6 +4,17 @@ Replica choice is rendezvous (highest-random-weight) hashing, DESIGN §3: nodes 
 `sha256("<dataset>/<node>")` read as a big-endian integer, highest first. Because each node's
 weight depends only on the (dataset, node) pair, adding or removing a node moves only the
 replicas that must move.
+
+Placement reads only what is in git, so every node computes the same answer:
+- a node is *eligible* for `replicas`/`all` when its labels satisfy the selector (equality
+  labels and `matchExpressions`) and it is not `cordoned`; a cordoned node gets no replica of
+  `replicas`/`all`, so its replicas go to the next-ranked eligible nodes (the node then drains
+  them: it seeds what it holds during `gracePeriod`). An explicit `nodes:` list is a
+  deliberate pin, like a pod's `nodeName` on a cordoned Kubernetes node: it still applies.
+- a dataset's size against `capacity` is its lock's bytes when the lock is in git, else
+  `spec.size` if declared, else 0. A torrent a node pinned itself for an unlocked dataset
+  (`Dataset.pinned_lock`) never counts: the nodes that hold it and those that do not would
+  disagree.
 """
 
 from __future__ import annotations
@@ -12,7 +23,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
-from reconciler.model.desired import PRIORITY_RANK, Dataset, DesiredState, Node, Placement
+from reconciler.model.desired import (PRIORITY_RANK, Dataset, DesiredState, Node, Placement,
+                                      Requirement)
 
 
 def rendezvous_weight(dataset: str, node: str) -> int:
@@ -40,8 +52,9 @@ def _rank(dataset: str, names: Sequence[str], encoded: Sequence[bytes]) -> list[
     return [names[i] for i in order]
 
 
-def _matches(node: Node, selector: Mapping[str, str]) -> bool:
-    return all(node.labels.get(k) == v for k, v in selector.items())
+def eligible(node: Node, placement: Placement) -> bool:
+    """Whether `node` may get a replica of a `replicas`/`all` placement."""
+    return not node.cordoned and placement.selects(node.labels)
 
 
 @dataclass(frozen=True)
@@ -52,20 +65,30 @@ class Assignment:
     nodes: tuple[str, ...]
     wanted: int  # replicas asked for (len(nodes) for `nodes`/`all`)
     shortfall_reason: str | None = None
+    # `all: true`: storage groups with an eligible member but none chosen (none had room)
+    unserved_groups: tuple[str, ...] = ()
 
 
 # What placement reads of a revision, in the order it reads it: equal keys, equal placement.
-_NodeKey = tuple[str, "int | None", "str | None", Mapping[str, str]]
+_NodeKey = tuple[str, "int | None", "str | None", bool, Mapping[str, str]]
 _DatasetKey = tuple[str, str, int, Placement]
 _Key = tuple[tuple[_NodeKey, ...], tuple[_DatasetKey, ...]]
+_SelectorKey = tuple[tuple[tuple[str, str], ...], tuple[Requirement, ...]]
 
 
-def _size(d: Dataset) -> int:
-    return d.lock.total_bytes if d.lock else 0
+def placement_size(d: Dataset) -> int:
+    """The bytes `d` takes from a node's `capacity`: from git only (see the module doc)."""
+    if d.lock is not None and not d.pinned_lock:
+        return d.lock.total_bytes
+    return d.size if d.size is not None else 0
+
+
+_size = placement_size
 
 
 def _key(state: DesiredState) -> _Key:
-    return (tuple((n.name, n.capacity, n.storage_group, n.labels) for n in state.nodes.values()),
+    return (tuple((n.name, n.capacity, n.storage_group, n.cordoned, n.labels)
+                  for n in state.nodes.values()),
             tuple((d.name, d.priority, _size(d), d.placement) for d in state.datasets.values()))
 
 
@@ -74,11 +97,13 @@ class Placer:
     again. The answer is always the one `place` computes from scratch (tests compare them):
 
     - the whole result is reused when everything placement reads (node names, labels,
-      capacities, storage groups; dataset names, priorities, sizes, placements) is equal to
+      capacities, storage groups, cordons; dataset names, priorities, sizes from git,
+      placements with their selectors and match expressions) is equal to
       the previous call's, compared by value;
     - otherwise each dataset's ranking is reused when its name and its eligible nodes are
       equal to the previous call's, so one edited dataset costs one ranking, not all of them;
-    - eligible nodes are computed once per distinct selector, not once per dataset.
+    - eligible nodes are computed once per distinct selector (equality labels and match
+      expressions), not once per dataset.
 
     Memory: one result and one ranking per dataset of the last call. Safe to share between
     threads (state is swapped whole; a race costs only a recomputation).
@@ -95,14 +120,15 @@ class Placer:
             return dict(last[1])
         previous = self._rankings
         rankings: dict[str, tuple[tuple[str, ...], list[str]]] = {}
-        eligible_of: dict[tuple[tuple[str, str], ...], tuple[tuple[str, ...], list[bytes]]] = {}
+        eligible_of: dict[_SelectorKey, tuple[tuple[str, ...], list[bytes]]] = {}
 
         def ranked(d: Dataset) -> list[str]:
-            selector = tuple(sorted(d.placement.selector.items()))
+            selector = (tuple(sorted(d.placement.selector.items())),
+                        d.placement.match_expressions)
             found = eligible_of.get(selector)
             if found is None:
                 names = tuple(n.name for n in state.nodes.values()
-                              if _matches(n, d.placement.selector))
+                              if eligible(n, d.placement))
                 found = eligible_of[selector] = (names, [n.encode() for n in names])
             names, encoded = found
             old = previous.get(d.name)
@@ -127,7 +153,8 @@ def place(state: DesiredState) -> dict[str, Assignment]:
 
     Datasets are handled in a fixed order (priority, then name) and consume node `capacity`
     as they are placed, so a full node is skipped for later, lower-priority datasets. Sizes come
-    from the lock; a dataset without a lock counts as zero bytes until it is locked.
+    from git (`placement_size`): the committed lock, else `spec.size`, else zero. Cordoned
+    nodes get no replica of `replicas`/`all`; an explicit `nodes:` list still applies.
     Suspended datasets are placed like any other: suspension freezes the node's copy, it does
     not move replicas elsewhere.
 
@@ -140,8 +167,8 @@ def place(state: DesiredState) -> dict[str, Assignment]:
 def place_uncached(state: DesiredState) -> dict[str, Assignment]:
     """`place` computed from scratch, remembering nothing (the reference the tests use)."""
     def ranked(d: Dataset) -> list[str]:
-        eligible = [n for n in state.nodes.values() if _matches(n, d.placement.selector)]
-        return rank_nodes(d.name, (n.name for n in eligible))
+        names = [n.name for n in state.nodes.values() if eligible(n, d.placement)]
+        return rank_nodes(d.name, names)
     return _place(state, ranked)
 
 
@@ -175,16 +202,17 @@ def _place_one(d: Dataset, nodes: Mapping[str, Node], free: dict[str, int | None
         return Assignment(d.name, explicit, len(p.nodes))
 
     ranked = ranked_of(d)
-    eligible = len(ranked)
+    n_eligible = len(ranked)
     wanted = len(ranked) if p.all else (p.replicas or 0)
     chosen: list[str] = []
     groups: set[str] = set()
-    no_room = 0
+    no_room = same_group = 0
     for name in ranked:
         if len(chosen) >= wanted:
             break
         group = nodes[name].storage_group
         if group is not None and group in groups:
+            same_group += 1
             continue  # one copy per shared filesystem is enough
         if not _fits(free, name, size):
             no_room += 1
@@ -196,13 +224,18 @@ def _place_one(d: Dataset, nodes: Mapping[str, Node], free: dict[str, int | None
 
     reason = None
     if not p.all and len(chosen) < wanted:
-        reason = (f"{len(chosen)} of {wanted} replicas placed: {eligible} eligible nodes"
-                  + (f", {no_room} without room" if no_room else ""))
+        reason = (f"{len(chosen)} of {wanted} replicas placed: {n_eligible} eligible nodes"
+                  + (f", {no_room} without room" if no_room else "")
+                  + (f", {same_group} sharing a storage group with a chosen node"
+                     if same_group else ""))
+    unserved: tuple[str, ...] = ()
     if p.all:
         wanted = len(chosen) + no_room
         if no_room:
             reason = f"{no_room} eligible nodes without room"
-    return Assignment(d.name, tuple(chosen), wanted, reason)
+        unserved = tuple(sorted({g for n in ranked
+                                 if (g := nodes[n].storage_group) is not None} - groups))
+    return Assignment(d.name, tuple(chosen), wanted, reason, unserved)
 
 
 def datasets_for_node(assignments: Mapping[str, Assignment], node: str) -> list[str]:

@@ -32,6 +32,7 @@ from reconciler.model.desired import (
     Node,
     Placement,
     Position,
+    Requirement,
     S3Source,
     Source,
     ValidationError,
@@ -262,10 +263,55 @@ def _check_dataset(doc: Document, errors: _Errors) -> None:
     for i in range(len(mirrors) if isinstance(mirrors, list) else 0):
         _check_source(doc, ("spec", "mirrors", i), errors)
 
+    _check_selector(doc, errors)
+    size = spec.get("size")
+    if size is not None and not errors.has(doc, ("spec", "size")):
+        try:
+            parse_size(size)
+        except ValueError as exc:
+            errors.add(doc, ("spec", "size"), str(exc), at_value=True)
+
     path = spec.get("path")
     if isinstance(path, str) and ".." in path.split("/"):
         errors.add(doc, ("spec", "path"), f"must not contain '..' segments (got '{_clip(path)}')",
                    at_value=True)
+
+
+SELECTOR_KEYS = ("matchLabels", "matchExpressions")  # reserved in a selector: not label names
+_NEEDS_VALUES = ("In", "NotIn")
+
+
+def _check_selector(doc: Document, errors: _Errors) -> None:
+    """`matchExpressions`: `values` required for In/NotIn, forbidden for Exists/DoesNotExist;
+    a label given both as a plain pair and in `matchLabels` with different values."""
+    base: PathT = ("spec", "placement", "selector")
+    selector = _get(doc.data, *base)
+    if not isinstance(selector, dict):
+        return
+    exprs = selector.get("matchExpressions")
+    for i, expr in enumerate(exprs if isinstance(exprs, list) else []):
+        path = base + ("matchExpressions", i)
+        if not isinstance(expr, dict) or errors.has(doc, path + ("operator",)):
+            continue
+        op, values = expr.get("operator"), expr.get("values")
+        if op in _NEEDS_VALUES and not errors.has(doc, path + ("values",)):
+            if values is None:
+                errors.add(doc, path, f"operator {op} needs values: a non-empty list of label "
+                                      "values", field=format_field(path + ("values",)))
+            elif isinstance(values, list) and not values:
+                errors.add(doc, path + ("values",), f"must not be empty for operator {op} "
+                                                    "(as in Kubernetes)", at_value=True)
+        elif op in ("Exists", "DoesNotExist") and values not in (None, []):
+            errors.add(doc, path + ("values",), f"must not be set for operator {op} (it "
+                                                "tests only whether the label key is present)")
+    labels = selector.get("matchLabels")
+    if isinstance(labels, dict):
+        for key, value in labels.items():
+            plain = selector.get(key)
+            if key not in SELECTOR_KEYS and plain is not None and plain != value:
+                errors.add(doc, base + ("matchLabels", key),
+                           f"label '{_clip(str(key))}' is also given as a plain pair with another "
+                           f"value ({_show(plain)}): no node can match both", at_value=True)
 
 
 def _check_references(doc: Document, local: "_Local", lock_files: Mapping[str, LockRead],
@@ -375,6 +421,22 @@ def _str_map(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+def _selector_labels(value: Any) -> dict[str, str]:
+    """The equality labels of a selector: its plain pairs and its `matchLabels`, merged."""
+    if not isinstance(value, dict):
+        return {}
+    out = {str(k): str(v) for k, v in value.items() if k not in SELECTOR_KEYS}
+    out.update(_str_map(value.get("matchLabels")))
+    return out
+
+
+def _requirements(value: Any) -> tuple[Requirement, ...]:
+    exprs = value.get("matchExpressions") if isinstance(value, dict) else None
+    return tuple(Requirement(key=str(e["key"]), operator=e["operator"],
+                             values=_strs(e.get("values")))
+                 for e in (exprs if isinstance(exprs, list) else ()))
+
+
 def _strs(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
@@ -419,6 +481,7 @@ def _build_node(doc: Document) -> Node:
         labels=_str_map(data["metadata"].get("labels")),
         capacity=None if capacity is None else parse_size(capacity),
         storage_group=_opt_str(spec.get("storageGroup")),
+        cordoned=bool(spec.get("cordoned", False)),
         position=_position_of(doc),
     )
 
@@ -437,7 +500,8 @@ def _build_dataset(doc: Document, lock: LockFile | None) -> Dataset:
             nodes=None if nodes is None else _strs(nodes),
             replicas=None if replicas is None else int(replicas),
             all=bool(placement.get("all", False)),
-            selector=_str_map(placement.get("selector")),
+            selector=_selector_labels(placement.get("selector")),
+            match_expressions=_requirements(placement.get("selector")),
         ),
         path=str(spec["path"]),
         mirrors=tuple(_build_source(m) for m in spec.get("mirrors") or ()),
@@ -445,6 +509,7 @@ def _build_dataset(doc: Document, lock: LockFile | None) -> Dataset:
         priority=str(spec.get("priority", "normal")),  # type: ignore[arg-type]
         keep_versions=int(spec.get("keepVersions", 1)),
         suspend=bool(spec.get("suspend", False)),
+        size=None if spec.get("size") is None else parse_size(spec["size"]),
         position=_position_of(doc),
     )
 

@@ -26,6 +26,7 @@ from reconciler.adapters.state_lock import StateDirLock
 from reconciler.adapters.status_file import NodeMetrics, now_rfc3339, read_status, write_status
 from reconciler.core.conditions import pass_result
 from reconciler.core.placement import datasets_for_node, place
+from reconciler.core.placement_warnings import placement_warnings
 from reconciler.core.transfer import PASS_INTERVAL
 from reconciler.engine.executor import Executor
 from reconciler.engine.inputs import (Loaded, api_listen, load, node_problem, peer_listen, placed,
@@ -83,6 +84,8 @@ class Runner:
         self.applied: str | None = applied if isinstance(applied, str) else None
         self.rejected: Rejected | None = None
         self.problem: str | None = None
+        self.placement_warnings: tuple[str, ...] = ()  # of the revision being applied
+        self._warned_for: str | None = None
         self.pass_started = now_rfc3339()
         self.pass_finished: str | None = None
         self.doc: dict[str, object] | None = None
@@ -135,6 +138,12 @@ class Runner:
             self.problem = node_problem(self.cfg, state)
             if not self.problem:
                 placed(self.cfg, state)  # remembered: the executor's `place` compares only
+            if self._warned_for != state.revision:  # the same revision: the same warnings
+                self.placement_warnings = tuple(str(w) for w in placement_warnings(state))
+                self._warned_for = state.revision
+                for w in self.placement_warnings:
+                    self.log.warning("placement unsatisfiable", revision=state.revision,
+                                     warning=w)
         return loaded, state, root
 
     def _choose_state(self, loaded: Loaded) -> tuple[DesiredState | None, Path]:
@@ -230,7 +239,8 @@ class Runner:
         """The one place the status file and the metrics file are written."""
         statuses = dict(self.statuses())
         report = NodeReport(self.cfg.node, self.observed, self.applied, self.pass_started,
-                            self.pass_finished, self.result(), statuses, self.rejected)
+                            self.pass_finished, self.result(), statuses, self.rejected,
+                            self.placement_warnings)
         try:
             self.doc = write_status(self.cfg.status_file, self.cfg.metrics_file, report,
                                     self.metrics)

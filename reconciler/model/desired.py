@@ -27,6 +27,7 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=dict)
     capacity: int | None = None  # bytes
     storage_group: str | None = None
+    cordoned: bool = False  # spec.cordoned: no new replicas (see core/placement.py)
     position: Position | None = None
 
 
@@ -73,14 +74,50 @@ class FileSource:
 Source = Union[HttpSource, S3Source, HfSource, FileSource]
 
 
+Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One Kubernetes-style `matchExpressions` entry. `values` is non-empty for In/NotIn and
+    empty for Exists/DoesNotExist (validation guarantees it)."""
+
+    key: str
+    operator: Operator
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Kubernetes' semantics: NotIn and DoesNotExist also match a node without the key."""
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
 @dataclass(frozen=True)
 class Placement:
-    """Exactly one of `nodes`, `replicas`, `all` is set (validation guarantees it)."""
+    """Exactly one of `nodes`, `replicas`, `all` is set (validation guarantees it).
+
+    `selector`: the equality labels (plain `{label: value}` pairs and `matchLabels`, merged);
+    `match_expressions`: the selector's `matchExpressions`. A node is eligible when it has every
+    label of `selector` and satisfies every expression."""
 
     nodes: tuple[str, ...] | None = None
     replicas: int | None = None
     all: bool = False
     selector: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[Requirement, ...] = ()
+
+    @property
+    def has_selector(self) -> bool:
+        return bool(self.selector) or bool(self.match_expressions)
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        return (all(labels.get(k) == v for k, v in self.selector.items())
+                and all(r.matches(labels) for r in self.match_expressions))
 
 
 Priority = Literal["low", "normal", "high", "critical"]
@@ -111,6 +148,8 @@ class Dataset:
     priority: Priority = "normal"
     keep_versions: int = 1
     suspend: bool = False
+    size: int | None = None  # spec.size: the bytes placement counts while there is no lock
+    pinned_lock: bool = False  # `lock` is a torrent this node holds, not a lock from git
     position: Position | None = None
 
 

@@ -67,3 +67,5 @@ class NodeReport:
     result: Result
     datasets: Mapping[str, DatasetStatus] = field(default_factory=dict)
     rejected: Rejected | None = None
+    # `core.placement_warnings` of the revision applied: placement it cannot satisfy
+    placement_warnings: tuple[str, ...] = ()

@@ -152,3 +152,13 @@ async def test_whatever_answers_at_a_spec_api_address_passes_on_little(api_serve
     finally:
         for r in runners:
             await r.cleanup()
+
+
+def test_summary_names_unsatisfiable_placement_per_dataset() -> None:
+    st = state([node("a"), node("b", 2)], [dataset("five", Placement(replicas=5)),
+                                            dataset("fine", Placement(replicas=1))])
+    s = summarize({}, st)
+    assert s["placementUnsatisfiable"] == ["five"]
+    [w] = s["datasets"]["five"]["placementWarnings"]  # type: ignore[index]
+    assert w.startswith("spec.placement.replicas: dataset five: replicas: 5 cannot be satisfied")
+    assert s["datasets"]["fine"]["placementWarnings"] == []  # type: ignore[index]

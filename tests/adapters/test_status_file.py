@@ -54,7 +54,7 @@ def _report(datasets: dict[str, DatasetStatus], *, rejected: Rejected | None = N
 def _conds(doc: dict[str, object]) -> dict[str, dict[str, object]]:
     conds = doc["conditions"]
     assert isinstance(conds, list)
-    assert [c["type"] for c in conds] == ["Ready", "Reconciling", "Stalled"]
+    assert [c["type"] for c in conds] == ["Ready", "Reconciling", "Stalled", "PlacementSatisfied"]
     return {c["type"]: c for c in conds}
 
 

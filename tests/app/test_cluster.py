@@ -222,3 +222,24 @@ async def test_cli_status_cluster_during_a_rejected_revision_shows_the_last_good
     r = await asyncio.to_thread(run_cli, "status", "--cluster", "--json", "--config",
                                 str(home.config), timeout=60)
     assert r.returncode == 0 and json.loads(r.stdout)["revision"] == good
+
+
+async def test_cli_status_cluster_shows_unsatisfiable_placement(tmp_path: Path) -> None:
+    """Issue 14: a warning line per placement the revision cannot satisfy, as `validate`."""
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", "---\n".join(
+        node_yaml(n, ip, free_port(ip), free_port(ip), {"gpu": "h100"})
+        for n, ip in (("node-a", "127.0.0.35"), ("node-b", "127.0.0.36"))))
+    repo.write("datasets.yaml", dataset_yaml("five", {"file": {"path": "data/five"}},
+                                             placement={"replicas": 5}))
+    repo.commit("asks too much")
+    home = NodeHome("node-a", tmp_path / "node-a", repo.root).write_config()
+    r = await asyncio.to_thread(run_cli, "status", "--cluster", "--config", str(home.config),
+                                timeout=60)
+    assert r.returncode == 0, r.stderr
+    [line] = [ln for ln in r.stdout.splitlines() if ln.startswith("warning: ")]
+    assert line.startswith("warning: datasets.yaml:1:1: spec.placement.replicas: dataset five: "
+                           "replicas: 5 cannot be satisfied: 2 of 5 replicas placed")
+    r = await asyncio.to_thread(run_cli, "status", "--cluster", "--json", "--config",
+                                str(home.config), timeout=60)
+    assert json.loads(r.stdout)["warnings"] == [line.removeprefix("warning: ")]

@@ -11,37 +11,44 @@ from hypothesis import strategies as st
 
 from factories import dataset, node, state
 from reconciler.core.placement import Placer, place, place_uncached, rank_nodes, rendezvous_weight
-from reconciler.model.desired import DesiredState, Placement
+from reconciler.model.desired import DesiredState, Placement, Requirement
 
 LABELS = ({}, {"gpu": "h100"}, {"gpu": "a100"}, {"gpu": "h100", "zone": "z1"})
+EXPRESSIONS = ((), (Requirement("zone", "NotIn", ("z1",)),), (Requirement("gpu", "Exists"),),
+               (Requirement("zone", "DoesNotExist"), Requirement("gpu", "In", ("h100", "b200"))))
 
 
 def random_state(rng: random.Random, n_nodes: int, n_datasets: int) -> DesiredState:
     nodes = [node(f"n{i}", i % 250 + 1, labels=dict(rng.choice(LABELS)),
                   capacity=rng.choice((None, None, 3000, 10_000)),
-                  storage_group=rng.choice((None, None, None, "nfs-a", "nfs-b")))
+                  storage_group=rng.choice((None, None, None, "nfs-a", "nfs-b")),
+                  cordoned=rng.random() < 0.15)
              for i in range(n_nodes)]
     datasets = []
     for i in range(n_datasets):
         selector = dict(rng.choice(LABELS))
         kind = rng.random()
+        exprs = rng.choice(EXPRESSIONS)
         if kind < 0.5:
-            p = Placement(replicas=rng.randint(0, 4), selector=selector)
+            p = Placement(replicas=rng.randint(0, 4), selector=selector, match_expressions=exprs)
         elif kind < 0.8:
-            p = Placement(all=True, selector=selector)
+            p = Placement(all=True, selector=selector, match_expressions=exprs)
         else:
             p = Placement(nodes=tuple(rng.sample([n.name for n in nodes] + ["ghost"],
                                                  min(2, n_nodes))))
         datasets.append(dataset(f"d{i}", p, size=rng.choice((0, 500, 2000)),
                                 locked=rng.random() < 0.8,
-                                priority=rng.choice(("low", "normal", "high", "critical"))))
+                                priority=rng.choice(("low", "normal", "high", "critical")),
+                                pinned_lock=rng.random() < 0.1))
+        if rng.random() < 0.2:
+            datasets[-1] = dataclasses.replace(datasets[-1], size=rng.choice((0, 700, 2500)))
     return state(nodes, datasets)
 
 
 def edit(rng: random.Random, s: DesiredState) -> DesiredState:
     """One random change of what placement reads."""
     nodes, datasets = dict(s.nodes), dict(s.datasets)
-    what = rng.randrange(6)
+    what = rng.randrange(9)
     if what == 0 and datasets:
         name = rng.choice(sorted(datasets))
         d = datasets[name]
@@ -57,6 +64,17 @@ def edit(rng: random.Random, s: DesiredState) -> DesiredState:
     elif what == 4 and datasets:
         name = rng.choice(sorted(datasets))
         datasets[name] = dataclasses.replace(datasets[name], priority=rng.choice(("low", "high")))
+    elif what == 6 and nodes:
+        name = rng.choice(sorted(nodes))
+        nodes[name] = dataclasses.replace(nodes[name], cordoned=not nodes[name].cordoned)
+    elif what == 7 and datasets:
+        name = rng.choice(sorted(datasets))
+        d = datasets[name]
+        datasets[name] = dataclasses.replace(d, placement=dataclasses.replace(
+            d.placement, match_expressions=rng.choice(EXPRESSIONS)))
+    elif what == 8 and datasets:
+        name = rng.choice(sorted(datasets))
+        datasets[name] = dataclasses.replace(datasets[name], size=rng.choice((None, 0, 2500)))
     elif datasets:
         name = rng.choice(sorted(datasets))
         datasets[name] = dataclasses.replace(

@@ -1,8 +1,10 @@
 """Unsatisfiable placement, found from the state repo alone (`validate` prints these as warnings)."""
 
+import dataclasses
+
 from factories import dataset, node, state
 from reconciler.core.placement_warnings import placement_warnings
-from reconciler.model.desired import Placement, Position
+from reconciler.model.desired import Placement, Position, Requirement
 
 H100 = {"gpu": "h100"}
 NODES = [node("a", 1, labels=H100), node("b", 2, labels=H100), node("c", 3, labels={"gpu": "a100"})]
@@ -69,3 +71,50 @@ def test_sorted_by_position_and_pure() -> None:
     first = placement_warnings(s)
     assert [w.line for w in first] == [2, 30]
     assert placement_warnings(s) == first
+
+
+# -- issue 14: cordons, match expressions, storage groups ---------------------------------------
+
+def test_replicas_short_because_matching_nodes_are_cordoned() -> None:
+    nodes = [dataclasses.replace(NODES[0], cordoned=True), *NODES[1:]]
+    s = state(nodes, [dataset("d", Placement(replicas=2, selector=H100), **at(4))])
+    [w] = placement_warnings(s)
+    assert w.field == "spec.placement.replicas" and w.dataset == "d"
+    assert "1 of 2 replicas placed: 1 eligible nodes" in w.message
+    assert "1 matching node(s) cordoned" in w.message
+
+
+def test_all_whose_matching_nodes_are_all_cordoned() -> None:
+    nodes = [dataclasses.replace(n, cordoned=True) if n.labels == H100 else n for n in NODES]
+    s = state(nodes, [dataset("d", Placement(all=True, selector=H100), **at(2))])
+    [w] = placement_warnings(s)
+    assert w.field == "spec.placement.selector"
+    assert "places it on no node: all 2 Node(s) matching selector {gpu: h100} are cordoned" \
+        in w.message
+
+
+def test_explicit_nodes_naming_a_cordoned_node_are_placed_and_warned() -> None:
+    nodes = [dataclasses.replace(NODES[0], cordoned=True), *NODES[1:]]
+    s = state(nodes, [dataset("d", Placement(nodes=("a", "b")), **at(9))])
+    [w] = placement_warnings(s)
+    assert (w.line, w.field) == (9, "spec.placement.nodes")
+    assert "cordoned node(s) a named in nodes: placed there anyway" in w.message
+
+
+def test_expressions_are_shown_and_checked_next_to_nodes() -> None:
+    exprs = (Requirement("gpu", "NotIn", ("a100",)), Requirement("zone", "DoesNotExist"))
+    s = state(NODES, [dataset("d", Placement(replicas=3, match_expressions=exprs), **at(1)),
+                      dataset("n", Placement(nodes=("a", "c"), match_expressions=exprs),
+                              **at(30))])
+    w1, w2 = placement_warnings(s)
+    assert "{gpu NotIn (a100), zone DoesNotExist}" in w1.message
+    assert "2 of 3 replicas placed: 2 eligible nodes" in w1.message
+    assert w2.field == "spec.placement.selector" and "it would not match c" in w2.message
+
+
+def test_all_with_a_storage_group_whose_members_have_no_room() -> None:
+    nodes = [node("a", 1, storage_group="nfs", capacity=10),
+             node("b", 2, storage_group="nfs", capacity=10), node("c", 3)]
+    s = state(nodes, [dataset("d", Placement(all=True), size=1000, **at(5))])
+    messages = [w.message for w in placement_warnings(s)]
+    assert any("storage group(s) nfs: no member chosen" in m for m in messages)
