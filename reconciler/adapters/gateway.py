@@ -109,6 +109,9 @@ class Gateway:
     refused: int = 0  # requests turned away: wrong secret, or over a concurrency cap
     declined: int = 0  # requests outside the node's origin share
     bytes_served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: What libtorrent received from the gateway, per dataset: origin bytes, and bytes kept or
+    #: followed (end-game repeats, not read again). The rest of its payload came from peers.
+    bytes_relayed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[str, str] = field(default_factory=dict)  # dataset -> last origin error
     limit: TokenBucket = field(default_factory=lambda: TokenBucket(0))  # bandwidth.origin
     origin_connections: int = ORIGIN_CONNECTIONS  # the node's originConnections
@@ -513,6 +516,7 @@ class _Relay:
         if not self.resp.prepared:  # headers go once the origin has answered
             await self.resp.prepare(self.request)
         await self.resp.write(chunk)
+        self.gw.bytes_relayed[self.entry.dataset] += len(chunk)
         self.pos += len(chunk)
 
     def _give_up(self, had_candidates: bool) -> None:

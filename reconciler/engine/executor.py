@@ -64,6 +64,7 @@ class _Download:
     # The gateway counts per dataset: what it had counted before this version began belongs
     # to earlier versions (a rollout's v2 must not show v1's origin bytes, nor 0 from peers).
     served_base: int = 0
+    relayed_base: int = 0  # the same for what the gateway relayed (Gateway.bytes_relayed)
     # Verification (core/transfer.py, torrent/verify.py): was the torrent added with resume
     # data libtorrent trusts (no hash check), and then which pieces it held once loaded
     # (None: not known yet); the stamps of the files linked from objects/ after the check.
@@ -89,6 +90,7 @@ class Executor:
         # The gateway's count for a dataset when its last download ended: bytes after it (the
         # next version's, its torrent build included) belong to the next version.
         self._served_done: dict[str, int] = {}
+        self._relayed_done: dict[str, int] = {}
         self.absent_peers: set[str] = set()  # peer IPs of dead peers (not running)
         # Liveness, per peer node (not per dataset): since when every probe failed (None: the
         # last one succeeded), and the one probe task per watched peer.
@@ -410,6 +412,7 @@ class Executor:
                        frozen=frozen, linked=tuple(linked), resumed=resumed)
         origin, peers = self.store.counters(t.name, ih)
         dl.served_base = self._served_done.get(t.name, 0)
+        dl.relayed_base = self._relayed_done.get(t.name, 0)
         # Saved totals may already hold what this process served this version (a restarted
         # download): count those bytes once.
         dl.base_origin = max(0, origin - self._served(dl))
@@ -537,6 +540,11 @@ class Executor:
             return (self.root / d.lock.path).read_bytes()
         return None
 
+    def _note_done(self, dataset: str) -> None:
+        """A version of `dataset` ended: what the gateway counts from now on is the next's."""
+        self._served_done[dataset] = self.gateway.bytes_served.get(dataset, 0)
+        self._relayed_done[dataset] = self.gateway.bytes_relayed.get(dataset, 0)
+
     def _served(self, dl: _Download) -> int:
         """Origin bytes the gateway read for this version in this process."""
         return max(0, self.gateway.bytes_served.get(dl.target.name, 0) - dl.served_base)
@@ -544,7 +552,7 @@ class Executor:
     def _drop_torrent(self, ih: InfoHash) -> None:
         dl = self.downloads.pop(ih, None)
         if dl is not None:
-            self._served_done[dl.target.name] = self.gateway.bytes_served.get(dl.target.name, 0)
+            self._note_done(dl.target.name)
             if dl.verify is not None:
                 dl.verify.cancel()
             self.gateway.unregister(dl.target.name, ih)
@@ -734,8 +742,11 @@ class Executor:
             done = min(_have_bytes(ts, st), s.bytes_total)
         elif dl.job.stage is Stage.MOVING:
             done = s.bytes_total
+        # libtorrent's payload minus what the web seed gave it (not what the origin sent: the
+        # gateway also relays bytes it kept, and reads ahead bytes it never relays).
+        relayed = max(0, self.gateway.bytes_relayed.get(t.name, 0) - dl.relayed_base)
         self.peer_bytes[DatasetName(t.name)] = dl.base_peers + max(
-            0, ts.total_payload_download - served)
+            0, ts.total_payload_download - relayed)
         s = self._update(t.name, bytes_done=done, bytes_from_origin=origin,
                          bytes_from_peers=self.peer_bytes[DatasetName(t.name)],
                          download_rate=ts.download_payload_rate,
@@ -822,7 +833,7 @@ class Executor:
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
             crash_point("completing")
             s = self.statuses[t.name]
-            self._served_done[t.name] = self.gateway.bytes_served.get(t.name, 0)
+            self._note_done(t.name)
             try:  # the version's byte totals outlive this process
                 self.store.save_counters(t.name, ih, s.bytes_from_origin, s.bytes_from_peers)
             except OSError as e:
