@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Mapping, cast
+from typing import Mapping, Self, cast
 
 from rich import box
 from rich.console import Console
@@ -203,7 +203,23 @@ def print_status_tty(status: Mapping[str, object], console: Console) -> None:
                                style="green" if ok else "yellow"))
 
 
-class WaitProgress:
+class _LiveProgress:
+    """A rich Progress shown only while `enabled` (a terminal): the context both bars share."""
+
+    enabled: bool
+    progress: Progress
+
+    def __enter__(self) -> Self:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+
+class WaitProgress(_LiveProgress):
     """`wait`'s progress bar on a terminal (stderr): the dataset's bytesDone of bytesTotal
     from the status file, its phase, speed and time left. Nothing at all when not a terminal."""
 
@@ -219,15 +235,6 @@ class WaitProgress:
         self.task = self.progress.add_task("", total=None, name=dataset,
                                            phase="[yellow]waiting[/]", note="")
 
-    def __enter__(self) -> "WaitProgress":
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.stop()
-
     def update(self, d: Mapping[str, object], note: str = "") -> None:
         if not self.enabled:
             return
@@ -240,7 +247,7 @@ class WaitProgress:
                              phase=f"[{style}]{PHASE_SIGN.get(phase, '…')} {phase}[/]", note=note)
 
 
-class ProgressView:
+class ProgressView(_LiveProgress):
     """Per-dataset progress bars on stderr, only when it is a terminal."""
 
     def __init__(self) -> None:
@@ -250,15 +257,6 @@ class ProgressView:
                                  TransferSpeedColumn(), TimeRemainingColumn(),
                                  console=err, transient=False)
         self.tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> "ProgressView":
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.stop()
 
     def update(self, statuses: Mapping[str, DatasetStatus]) -> None:
         if not self.enabled:
