@@ -56,6 +56,7 @@ def test_every_metric_from_a_running_node_and_the_dashboard_uses_only_those(tmp_
         repo.write("nodes.yaml", nodes_yaml(["m1"], first_ip=211))
         repo.write("good.yaml", dataset_yaml("good", http_source(good.url, GOOD)))
         assert repo.lock().returncode == 0
+        locked_good = (repo.root / "good.yaml").read_text()  # with its spec.lock
         v1 = repo.commit("v1")
         home = NodeHome("m1", tmp_path / "m1", repo.root).write_config()
         api = (repo.root / "nodes.yaml").read_text().split("api: ")[1].split("\n")[0].strip('"')
@@ -90,9 +91,11 @@ def test_every_metric_from_a_running_node_and_the_dashboard_uses_only_those(tmp_
         repo.write("good.yaml", dataset_yaml("good", http_source(good.url, GOOD),
                                              placement="{all: true, replicas: 2}"))
         bad = repo.commit("broken")
-        m = until(scraped(lambda m: value(m, "syncbit_passes_total", result="Rejected")), 60,
-                  "a Rejected pass in /metrics")
+        # (the daemon may reject the working tree before the commit: wait for the commit's id)
+        m = until(scraped(lambda m: value(m, "syncbit_revision_rejected_info", revision=bad)), 60,
+                  "the rejected commit in /metrics")
         seen.update(m)  # type: ignore[arg-type]
+        assert value(m, "syncbit_passes_total", result="Rejected")
         assert value(m, "syncbit_revision_rejected") == 1
         assert value(m, "syncbit_revision_rejected_info", revision=bad) == 1
 
@@ -105,7 +108,7 @@ def test_every_metric_from_a_running_node_and_the_dashboard_uses_only_those(tmp_
         for f in [*prep.root.glob("*.yaml"), *prep.root.glob("locks/*")]:
             (repo.root / f.relative_to(prep.root)).parent.mkdir(exist_ok=True)
             (repo.root / f.relative_to(prep.root)).write_bytes(f.read_bytes())
-        repo.write("good.yaml", dataset_yaml("good", http_source(good.url, GOOD)))
+        repo.write("good.yaml", locked_good)  # as locked: without spec.lock it would be pinned
         repo.commit("fixed, and gone")
         try:
             m = until(scraped(lambda m: value(m, "syncbit_origin_errors_total", dataset="gone",
