@@ -56,6 +56,7 @@ class Params:
     rollout: float  # 0 = none; else the fraction of files changed in the next version
     baselines: tuple[str, ...]  # of "curl", "aria2c"
     timeout: float
+    start: str = "warm"  # warm: daemons up on an idle repo, timed from the commit; cold: not
 
 
 @dataclass
@@ -106,10 +107,14 @@ def run_cluster(p: Params, label: str, n: int, slow: bool, tools: tuple[str, ...
         try:
             origin = net.add("o", ORIGIN_OCTET, p.origin_rate, p.origin_rate)
             hosts = [net.add(f"n{i + 1}", FIRST_NODE_OCTET + i, r, r) for i, r in enumerate(rates)]
+            warm = p.start == "warm" and not p.stagger
             cluster = Cluster(net, origin, hosts, run_dir, v1, p.origin_conn_rate,
-                              p.origin_latency_ms)
+                              p.origin_latency_ms, warm=warm)
+            if warm:
+                up = cluster.warm_up(p.timeout)
+                say(f"[{label}] {n} daemons up on an idle state repo in {up:.1f} s")
             say(f"[{label}] {n} nodes, lower bound {tlb:.1f} s ...")
-            first = cluster.converge(v1, v1.size, p.stagger, p.timeout,
+            first = cluster.converge(v1, v1.size, p.stagger, p.timeout, commit=warm,
                                      progress=lambda m: say(f"[{label}] {m}"))
             cluster.verify(first, v1)
             res = RunResult(label, n, v1.size, tlb, first,
@@ -173,6 +178,10 @@ def parse_args(argv: list[str] | None) -> tuple[Params, argparse.Namespace]:
                          "it and compares the other nodes' times")
     ap.add_argument("--stagger", type=float, default=0.0, metavar="S",
                     help="node i starts i x S seconds after the first (a late joiner)")
+    ap.add_argument("--start", choices=("warm", "cold"), default="warm",
+                    help="warm (default): the daemons start on an idle state repo and the clock "
+                    "starts at the dataset's commit once all are up; cold: the dataset is "
+                    "committed first and the clock starts with the daemons (--stagger: cold)")
     ap.add_argument("--rollout", type=float, default=0.0, metavar="FRACTION",
                     help="after Ready, commit a version with this fraction of the files changed")
     ap.add_argument("--baselines", default="curl,aria2c",
@@ -193,7 +202,8 @@ def parse_args(argv: list[str] | None) -> tuple[Params, argparse.Namespace]:
     if set(tools) - {"curl", "aria2c"}:
         ap.error("--baselines: curl, aria2c")
     return Params(a.nodes, a.size, a.files, a.origin_rate, a.origin_conn_rate, a.origin_latency,
-                  a.node_rate, a.slow_node, a.stagger, a.rollout, tools, a.timeout), a
+                  a.node_rate, a.slow_node, a.stagger, a.rollout, tools, a.timeout,
+                  a.start), a
 
 
 def summary(r: RunResult) -> dict[str, Any]:

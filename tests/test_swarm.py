@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
-                     tree_digest, write_data, wait_all)
+from harness import (NodeHome, StateRepo, assert_origin_offload, dataset_yaml, http_source,
+                     nodes_yaml, pseudo_random, tree_digest, write_data, wait_all)
 from origin_server import OriginServer
 
 SIZE = 12 << 20
@@ -78,3 +78,35 @@ def test_killed_node_does_not_leave_its_share_unfetched(tmp_path, origin):
     expected = tree_digest(origin.root)
     for h in homes[1:]:
         assert tree_digest(h.data / "models" / "weights") == expected
+
+
+def test_fast_nodes_take_over_a_slow_nodes_share_and_do_not_wait_for_it(tmp_path, origin,
+                                                                         daemons):
+    """A node whose libtorrent download is capped at 1/16 of the origin's rate owns a quarter of
+    the runs; the others, their own shares done, take its untouched runs (progress-based
+    takeover, core/offload.py) and are Ready while it is still fetching, with each byte still
+    leaving the origin about once."""
+    names = ["f1", "f2", "f3", "slow"]
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(names, first_ip=51))
+    repo.write("ds.yaml", dataset_yaml("weights", http_source(origin.url, FILES),
+                                       path="models/weights"))
+    assert repo.lock().returncode == 0
+    repo.commit()
+    cap = {"bandwidth": {"download": "512KiB", "upload": "512KiB"}}
+    homes = [NodeHome(n, tmp_path / n, repo.root, dict(cap) if n == "slow" else {}).write_config()
+             for n in names]
+    origin.bytes_sent = 0
+    ds = [daemons(h) for h in homes]
+    fast = [d.wait_phase("weights", "Ready", timeout=90) for d in ds[:3]]
+    # 12 MiB at 512 KiB/s takes the slow node 24 s or more: the others did not wait for it
+    assert ds[3].phase("weights") != "Ready", [d["datasets"]["weights"] for d in fast]
+    takers = [d for d in ds[:3] if "taking over runs of slower owners" in d.logs()]
+    assert takers, ds[0].logs()
+    slow = ds[3].wait_phase("weights", "Ready", timeout=120)
+    expected = tree_digest(origin.root)
+    for h in homes:
+        assert tree_digest(h.data / "models" / "weights") == expected
+    statuses = [d["datasets"]["weights"] for d in [*fast, slow]]
+    assert_origin_offload(statuses, sum(map(len, FILES.values())), origin.bytes_sent,
+                          "the origin", bound=1.05)

@@ -76,7 +76,13 @@ def session_settings(listen_peer: str, download: int = 0, upload: int = 0) -> lt
         # URLs left the node at 0.3x aria2c's throughput). Pieces another node owns have
         # priority 0 (core/offload.py): libtorrent never puts them in a request.
         "urlseed_max_request_bytes": 16 << 20,
-        "urlseed_wait_retry": 5,
+        # After any HTTP error libtorrent waits this long before it asks the web seed again
+        # (it ignores Retry-After). The gateway declines (503) pieces outside this node's
+        # origin share, which libtorrent asks for once its share is all requested; with 5 s a
+        # node whose share then grew (runs taken over from a slower owner, core/offload.py)
+        # sat idle 4.7 s after each decline (measured in tests/test_swarm.py). The web seed is
+        # the local gateway, so asking it every second costs nothing.
+        "urlseed_wait_retry": 1,
         # libtorrent connects to at most 3 web seeds per torrent by default: every one of our
         # URLs for a torrent (seed_urls) must get its connection.
         "max_web_seed_connections": SEED_URLS,
@@ -118,6 +124,7 @@ class PeerView:
 
     available: list[int]  # per piece: how many connected peers have it
     connected: dict[str, bool]  # peer ip -> is a seed
+    have: dict[str, tuple[bool, ...]] = field(default_factory=dict)  # peer ip -> its bitfield
 
 
 @dataclass
@@ -142,6 +149,7 @@ class TorrentState:
     priorities: tuple[int, ...] | None = None
     resume: bytes | None = None  # resume data from the last save request
     download_limit: int = 0  # per-torrent, bytes/s (0: none)
+    nudged: float = 0.0  # monotonic time the web seed was last reconnected (`_nudge_web_seed`)
 
 
 class Swarm:
@@ -251,6 +259,8 @@ class Swarm:
         """Turn the origin (through the gateway) on for this torrent, or off with None."""
         st = self.torrents[info_hash]
         if st.url == url:
+            if url is not None:
+                self._nudge_web_seed(st, url)
             return
         if st.url is not None:
             for u in seed_urls(st.url, self.url_seeds):
@@ -259,6 +269,26 @@ class Swarm:
             for u in seed_urls(url, self.url_seeds):
                 st.handle.add_url_seed(u)
         st.url = url
+
+    def _nudge_web_seed(self, st: TorrentState, url: str) -> None:
+        """Reconnect the web seed when libtorrent left it connected but not interesting while
+        this node has origin pieces to fetch. Seen after the gateway declined a request (503,
+        a piece outside the share) and the share then grew (runs taken over, the stuck
+        fallback): libtorrent's web-seed connections stayed up, uninterested, with pieces of
+        priority 7 missing, and asked for nothing more (tests/test_swarm.py, 60 s and more).
+        At most once a second."""
+        now = time.monotonic()
+        if now - st.nudged < 1.0:
+            return
+        web = [p for p in st.handle.get_peer_info() if p.connection_type == lt.peer_info.web_seed
+               and not p.flags & (lt.peer_info.handshake | lt.peer_info.connecting)]
+        if not web or any(p.flags & lt.peer_info.interesting or p.download_queue_length
+                          for p in web):
+            return
+        st.nudged = now
+        for u in seed_urls(url, self.url_seeds):
+            st.handle.remove_url_seed(u)
+            st.handle.add_url_seed(u)
 
     def prioritize(self, info_hash: str, priorities: tuple[int, ...]) -> None:
         st = self.torrents[info_hash]
@@ -287,6 +317,7 @@ class Swarm:
         st = self.torrents[info_hash]
         available = [0] * st.num_pieces
         connected: dict[str, bool] = {}
+        have: dict[str, tuple[bool, ...]] = {}
         for p in st.handle.get_peer_info():
             if p.connection_type == lt.peer_info.web_seed:
                 continue
@@ -294,10 +325,13 @@ class Swarm:
                 continue
             ip = p.ip[0]
             connected[ip] = bool(p.flags & lt.peer_info.seed)
-            for i, has in enumerate(p.pieces):
-                if has and i < len(available):
+            bits = tuple(bool(x) for x in p.pieces[:st.num_pieces])
+            if len(bits) == st.num_pieces:
+                have[ip] = tuple(h or o for h, o in zip(bits, have.get(ip, bits)))
+            for i, has in enumerate(bits):
+                if has:
                     available[i] += 1
-        return PeerView(available, connected)
+        return PeerView(available, connected, have)
 
     # -- alerts -------------------------------------------------------------------------------
 

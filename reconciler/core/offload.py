@@ -28,7 +28,7 @@ import bisect
 import hashlib
 import itertools
 from dataclasses import dataclass
-from typing import Collection, Iterable, Iterator, Sequence
+from typing import Collection, Iterable, Iterator, Mapping, Sequence
 
 
 RUN_BYTES = 1 << 20  # aim for origin requests of about this size
@@ -209,6 +209,13 @@ def neighbours(info_hash: str, me: str, targets: Iterable[str], degree: int = DE
 OWN, FROM_PEERS, NOT_NOW, DEFAULT = 7, 1, 0, 4
 
 
+#: Priority bands of an origin share: the web seed fetches the share front to back in this
+#: many bands (OWN down to OWN - BANDS + 1, all above FROM_PEERS), so the runs at its far end
+#: stay untouched longest and a node whose own share is done can take them (`takeover`). Within
+#: a band libtorrent picks as it likes.
+BANDS = 6
+
+
 @dataclass(frozen=True)
 class OffloadDecision:
     """What the executor should do for one torrent right now."""
@@ -217,26 +224,109 @@ class OffloadDecision:
     priorities: tuple[int, ...]  # libtorrent piece priorities (see OWN, FROM_PEERS, NOT_NOW)
 
 
+def _banded(runs: Sequence[int]) -> dict[int, int]:
+    """Priority per run, `runs` in fetch order: the first 1/BANDS at OWN, the next one lower."""
+    n = len(runs)
+    return {c: OWN - (i * BANDS // n) for i, c in enumerate(runs)}
+
+
 def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Sequence[int],
            live: Iterable[str], stuck: Iterable[int] = (),
-           owner_of: Sequence[str] | None = None) -> OffloadDecision:
+           owner_of: Sequence[str] | None = None, run: int | None = None,
+           taken: Collection[int] = (), window: bool = False) -> OffloadDecision:
     """Pieces to take from the origin and the priorities that keep the web seed on them only.
 
     `available[p]` counts connected peers (not web seeds) that have piece p; `live` is the
     target nodes without a death signal (this node included); `owner_of` (default: `owners`
-    over `live`) names each piece's owner; `stuck` are pieces without a source for too long.
+    over `live`) names each piece's owner; `stuck` are pieces without a source for too long;
+    `taken` are runs of other owners this node took over (`takeover`).
     While the web seed is on, the origin share has priority OWN, pieces a peer has FROM_PEERS,
     and every other missing piece NOT_NOW, because libtorrent would otherwise fetch those from
-    the web seed too; they come from peers once a peer has them.
+    the web seed too; they come from peers once a peer has them. With `run` (pieces per run)
+    the share is banded (BANDS): own runs front to back, taken runs from the far end, so that
+    the untouched runs are at the far end of every share. With `window` too, only the first
+    band of this node's own runs is fetched now (the rest waits at NOT_NOW): libtorrent's web
+    seed otherwise starts most of a share at once (several parallel requests), so that a slow
+    owner would have touched every run and left none to take over.
     """
     live = sorted(set(live) | {me})
     own = owner_of if owner_of is not None else owners(info_hash, len(have), live)
     stuck_set = set(stuck)
+    r = run or 1
+    taken_set = set(taken)
     origin = frozenset(p for p, h in enumerate(have)
-                       if not h and available[p] == 0 and (own[p] == me or p in stuck_set))
-    if origin:
-        prio = tuple(OWN if p in origin else DEFAULT if h else FROM_PEERS if available[p] else NOT_NOW
-                     for p, h in enumerate(have))
-    else:
-        prio = tuple(DEFAULT for _ in have)
+                       if not h and available[p] == 0
+                       and (own[p] == me or p in stuck_set or p // r in taken_set))
+    if window and run:
+        mine = sorted({p // r for p in origin if own[p] == me})
+        later = set(mine[-(-len(mine) // BANDS):])
+        origin = frozenset(p for p in origin if p // r not in later or p in stuck_set)
+    if not origin:
+        return OffloadDecision(origin, tuple(DEFAULT for _ in have))
+    band: dict[int, int] = {}
+    if run:
+        runs = sorted({p // r for p in origin})
+        mine = [c for c in runs if own[c * r] == me]
+        band = _banded(mine + [c for c in reversed(runs) if own[c * r] != me])
+    prio = tuple(band.get(p // r, OWN) if p in origin else DEFAULT if h
+                 else FROM_PEERS if available[p] else NOT_NOW
+                 for p, h in enumerate(have))
     return OffloadDecision(origin, prio)
+
+
+def share_done(node: str, owner_of: Sequence[str], have: Sequence[bool]) -> bool:
+    """`node` holds every piece it owns (`have`: its bitfield, as its peers see it)."""
+    return all(h for o, h in zip(owner_of, have) if o == node)
+
+
+def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
+             have: Sequence[bool], available: Sequence[int],
+             peer_have: Mapping[str, Sequence[bool]], dead: Collection[str] = (),
+             stalled: Collection[str] = ()) -> frozenset[int]:
+    """The runs of slower owners that `me` takes from the origin now (progress-based share
+    takeover; call it once `me`'s own share is done).
+
+    A run is taken only while nobody `me` sees has any of its pieces: its owner (alive, and a
+    connected peer whose bitfield `peer_have` shows) has not started it, so it is not fetched
+    twice while the owner makes progress; owners fetch front to back and takers take from the
+    far end (`decide_offload`), so they meet on about one run; the first band (1/BANDS) of the
+    runs an owner has not finished is never taken, since its web seed may be fetching them
+    (a request spans up to a band, and no piece of it shows before it completes), unless the
+    owner is `stalled`: its bitfield gained none of its own pieces for a while (a node whose
+    downlink is full of peer traffic starves its own web seed). Its taker is the first node of
+    the run's rendezvous order after the owner that is itself done, as far as `me` sees
+    (itself, or a peer whose bitfield holds its own share): two idle nodes that see each other
+    do not take the same run. Pure: the executor feeds bitfields in.
+    """
+    dead_set = frozenset(dead)
+    done: dict[str, bool] = {me: True}
+    out: set[int] = set()
+    n = len(have)
+    runs = -(-n // run)
+    # Each owner's runs with pieces nobody has, in its fetch order: the first band of them is
+    # its window (`decide_offload`), what its web seed is asking for now, so it stays its own.
+    left: dict[str, list[int]] = {}
+    for c in range(runs):
+        o = owner_of[c * run]
+        if o in peer_have and o not in stalled and any(
+                not (peer_have[o][p] or have[p] or available[p])
+                for p in range(c * run, min(n, (c + 1) * run))):
+            left.setdefault(o, []).append(c)
+    busy = {c for o, cs in left.items() for c in cs[:-(-len(cs) // BANDS)]}
+    for c in range(runs):
+        o = owner_of[c * run]
+        if o == me or o not in peer_have or o in dead_set or c in busy:
+            continue
+        pieces = range(c * run, min(n, (c + 1) * run))
+        if any(have[p] or available[p] for p in pieces):
+            continue  # started: its owner (or a taker) has some of it
+        for x in rv.order(c):
+            if x == o or x in dead_set or (x != me and x not in peer_have):
+                continue
+            if x not in done:
+                done[x] = share_done(x, owner_of, peer_have[x])
+            if done[x]:
+                if x == me:
+                    out.add(c)
+                break
+    return frozenset(out)

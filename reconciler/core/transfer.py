@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence, Union
 
 from reconciler.core import offload
@@ -56,6 +56,9 @@ or are dead: a node joining a swarm that already holds the data must see that it
 have the pieces, and take nothing from the origin. Owners do not depend on it."""
 PROBE_EVERY = 2.0  # seconds between liveness probes of one watched peer (per node, not dataset)
 STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
+OWNER_STALLED_AFTER = 5.0
+"""Seconds an owner's bitfield may show no new piece of its own share before the runs its web
+seed may be fetching can be taken over too (offload.takeover `stalled`)."""
 STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
 STALL_FLOOR = 1024  # bytes/s: less received than this over STALL_AFTER from the origin is a stall
 MAX_VERIFY_ROUNDS = 3
@@ -234,6 +237,10 @@ class Job:
     owners_for: tuple[NodeName, ...] | None = None  # the dead targets `owner_of` excludes
     owner_of: tuple[NodeName, ...] = ()  # per piece: the node that takes it from the origin
     stuck_noted: bool = False  # the stuck fallback's log line was written (once per episode)
+    run: int = 1  # pieces per ownership run (`owner_of`)
+    taken: frozenset[int] = frozenset()  # runs of slower owners taken over (offload.takeover)
+    # per observed owner: own pieces its bitfield shows, and since when (`stalled_owners`)
+    progress: tuple[tuple[NodeName, int, float], ...] = ()
     rx_mark: int = 0  # bytes received when the current stall window started
     rx_mark_at: float = 0.0  # monotonic start of the current stall window
     failure: Failure | None = None
@@ -271,6 +278,9 @@ class Seen:
     moved: bool = False  # the move into the store has finished
     web_seed_on: bool = False  # this node is reading from the origin now
     bytes_received: int = 0  # payload received so far, partial pieces included
+    # Overlay neighbours' bitfields (connected ones only): who has started which run, and
+    # whose own share is done (offload.takeover).
+    peer_have: Mapping[NodeName, tuple[bool, ...]] = field(default_factory=dict)
 
 
 def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
@@ -423,7 +433,7 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         run = offload.run_length(len(seen.have), seen.piece_size, len(targets))
         owner_of = tuple(NodeName(n) for n in offload.owners(job.info_hash, len(seen.have),
                                                              targets, run, dead))
-        job = replace(job, owners_for=dead, owner_of=owner_of)
+        job = replace(job, owners_for=dead, owner_of=owner_of, run=run)
         mine = sum(1 for o in owner_of if o == seen.me)
         effects.append(Note("origin shares", "info", (
             ("targets", len(targets)), ("dead", list(dead)), ("run", run),
@@ -431,9 +441,22 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     stuck: list[int] = []
     if now - job.last_change > STUCK_AFTER:
         stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
+    job, stalled = stalled_owners(job, seen, now)
+    if offload.share_done(seen.me, job.owner_of, seen.have) and seen.peer_have:
+        rv = offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me})
+        taken = offload.takeover(seen.me, rv, job.owner_of, job.run, seen.have, seen.available,
+                                 {str(n): h for n, h in seen.peer_have.items()}, dead,
+                                 stalled)
+        if not taken <= job.taken:
+            effects.append(Note("taking over runs of slower owners", "info", (
+                ("runs", len(taken - job.taken)),
+                ("owners", sorted({job.owner_of[c * job.run] for c in taken - job.taken})))))
+            job = replace(job, taken=job.taken | taken)
     d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
-                               job.owner_of)
-    others = [p for p in d.origin if job.owner_of[p] != seen.me]
+                               job.owner_of, job.run, job.taken,
+                               window=len(set(seen.targets) | {seen.me}) > 1)
+    others = [p for p in d.origin
+              if job.owner_of[p] != seen.me and p // job.run not in job.taken]
     if others and not job.stuck_noted:
         effects.append(Note("no progress: pieces without a source come from the origin",
                             "warning", (("pieces", len(others)),
@@ -446,6 +469,22 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     else:
         effects += [WebSeed(job.info_hash, False), SetPriorities(job.info_hash, d.priorities)]
     return job, effects
+
+
+def stalled_owners(job: Job, seen: Seen, now: float) -> tuple[Job, frozenset[NodeName]]:
+    """The observed owners whose bitfield has shown no new piece of their own share for
+    OWNER_STALLED_AFTER seconds (and that have some left); the job remembers the counts."""
+    before = {n: (count, since) for n, count, since in job.progress}
+    progress, stalled = [], set()
+    for n, bits in sorted(seen.peer_have.items()):
+        mine = [bits[p] for p, o in enumerate(job.owner_of) if o == n and p < len(bits)]
+        count = sum(mine)
+        old, since = before.get(n, (-1, now))
+        since = since if count == old else now
+        progress.append((n, count, since))
+        if count < len(mine) and now - since >= OWNER_STALLED_AFTER:
+            stalled.add(n)
+    return replace(job, progress=tuple(progress)), frozenset(stalled)
 
 
 # -- one pass --------------------------------------------------------------------------------

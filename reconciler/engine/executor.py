@@ -790,7 +790,9 @@ class Executor:
                 f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None),
             verify_result=verify_result, trusted_pieces=trusted,
             moved=st.moved is True, web_seed_on=st.url is not None,
-            bytes_received=int(ts.total_payload_download))
+            bytes_received=int(ts.total_payload_download),
+            peer_have={n: view.have[ip] for n, ip in peer_ip.items() if ip in view.have}
+            if view is not None else {})
 
     def _apply_job_effect(self, dl: _Download, eff: Effect) -> None:
         assert self.swarm is not None

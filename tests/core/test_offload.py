@@ -197,3 +197,123 @@ def test_beyond_the_window_runs_are_ranked_among_the_next_targets_on_a_ring():
     counts = Counter(base)
     assert len(counts) > 0.9 * len(targets) and max(counts.values()) < 3 * 2000 / len(targets)
     assert owners(IH, 2000, list(reversed(targets))) == base
+
+
+# -- progress-based takeover of a slow owner's runs -----------------------------------------
+
+from reconciler.core.offload import BANDS, FROM_PEERS, OWN, Rendezvous, share_done, takeover  # noqa: E402
+
+NODES = ["a", "b", "c", "slow"]
+RUN = 4
+RUNS = 32
+
+
+def _setup() -> tuple[Rendezvous, list[str]]:
+    own = owners(IH, RUNS * RUN, NODES, RUN)
+    return Rendezvous(IH, NODES), own
+
+
+def _bits(own: list[str], node: str, runs_done: int = 10**9) -> tuple[bool, ...]:
+    """`node`'s bitfield once it holds its own share (its first `runs_done` runs of it)."""
+    mine = sorted({p // RUN for p, o in enumerate(own) if o == node})[:runs_done]
+    return tuple(p // RUN in mine for p in range(len(own)))
+
+
+def _view(own: list[str], me: str, peer_have: dict[str, tuple[bool, ...]]
+          ) -> tuple[tuple[bool, ...], list[int]]:
+    have = _bits(own, me)
+    available = [sum(h[p] for h in peer_have.values()) for p in range(len(own))]
+    return have, available
+
+
+def test_a_node_with_its_share_done_takes_the_untouched_runs_of_a_slow_owner():
+    rv, own = _setup()
+    slow_runs = sorted({p // RUN for p, o in enumerate(own) if o == "slow"})
+    # the slow node fetched its first two runs; the others are done
+    peers = {n: _bits(own, n) for n in ("b", "c")} | {"slow": _bits(own, "slow", 2)}
+    taken = {}
+    for me in ("a", "b", "c"):
+        ph = {n: (_bits(own, n) if n != "slow" else peers["slow"]) for n in NODES if n != me}
+        have, available = _view(own, me, ph)
+        assert share_done(me, own, have)
+        taken[me] = takeover(me, rv, own, RUN, have, available, ph)
+    # every untouched run of the slow owner has exactly one taker; started runs stay its own,
+    # and so does the first band of the rest (its web seed may be fetching them)
+    got = sorted(c for t in taken.values() for c in t)
+    left = slow_runs[2:]
+    assert got == left[-(-len(left) // BANDS):]
+    # the taker of each run is the first done node of its order after the owner
+    for me, runs in taken.items():
+        for c in runs:
+            order = [x for x in rv.order(c) if x != "slow"]
+            assert order[0] == me
+
+
+def test_nothing_is_taken_from_an_owner_that_started_every_run_or_from_the_unseen():
+    rv, own = _setup()
+    ph = {n: _bits(own, n) for n in ("b", "c")} | {"slow": _bits(own, "slow")}
+    have, available = _view(own, "a", ph)
+    assert takeover("a", rv, own, RUN, have, available, ph) == frozenset()
+    # an owner whose bitfield this node does not see (not a connected neighbour): no takeover
+    ph = {n: _bits(own, n) for n in ("b", "c")}
+    have, available = _view(own, "a", ph)
+    assert takeover("a", rv, own, RUN, have, available, ph) == frozenset()
+
+
+def test_a_taker_that_is_not_done_yet_is_skipped_but_a_dead_owner_is_left_to_rehoming():
+    rv, own = _setup()
+    slow_runs = sorted({p // RUN for p, o in enumerate(own) if o == "slow"})
+    # b and c are still fetching their own shares (one run each): a, the only one done, takes
+    # every untouched run of every other owner, theirs included
+    ph = {"b": _bits(own, "b", 1), "c": _bits(own, "c", 1), "slow": _bits(own, "slow", 0)}
+    have, available = _view(own, "a", ph)
+    got = takeover("a", rv, own, RUN, have, available, ph)
+    assert got >= frozenset(slow_runs[-(-len(slow_runs) // BANDS):])
+    for n in ("b", "c", "slow"):
+        left = [c for c in range(RUNS) if own[c * RUN] == n and not available[c * RUN]]
+        assert got & set(left) == set(left[-(-len(left) // BANDS):])
+    # a dead owner's runs move by `owners(..., dead=...)` instead
+    assert not takeover("a", rv, own, RUN, have, available, ph, dead={"slow"}) & set(slow_runs)
+
+
+def test_an_owner_fetches_front_to_back_and_a_taker_from_the_far_end():
+    own = ["me"] * 12 + ["slow"] * 12
+    d = decide_offload("me", IH, [False] * 24, [0] * 24, ["me", "slow"], owner_of=own, run=2)
+    prio = d.priorities[:12]
+    assert list(prio) == sorted(prio, reverse=True) and prio[0] == OWN
+    assert min(prio) == OWN - BANDS + 1 > FROM_PEERS
+    assert set(d.priorities[12:]) == {0}  # the slow owner's runs wait
+    # my share done: runs 6..11 (the slow owner's) taken, the far end first
+    d = decide_offload("me", IH, [True] * 12 + [False] * 12, [0] * 24, ["me", "slow"],
+                       owner_of=own, run=2, taken={6, 7, 8, 9, 10, 11})
+    assert d.origin == frozenset(range(12, 24))
+    prio = d.priorities[12:]
+    assert list(prio) == sorted(prio) and prio[-1] == OWN
+    # a piece of a taken run that a peer already has comes from that peer
+    d = decide_offload("me", IH, [True] * 12 + [False] * 12, [0] * 23 + [1], ["me", "slow"],
+                       owner_of=own, run=2, taken={11})
+    assert d.origin == {22} and d.priorities[23] == FROM_PEERS
+
+
+def test_the_band_an_owner_may_be_fetching_can_be_taken_once_it_stalls():
+    rv, own = _setup()
+    slow_runs = sorted({p // RUN for p, o in enumerate(own) if o == "slow"})
+    bits = {n: _bits(own, n) for n in ("a", "b", "c")} | {"slow": _bits(own, "slow", 0)}
+    got: set[int] = set()
+    for me in ("a", "b", "c"):
+        peers = {n: h for n, h in bits.items() if n != me}
+        have, available = _view(own, me, peers)
+        got |= takeover(me, rv, own, RUN, have, available, peers, stalled={"slow"})
+    assert got == set(slow_runs)
+
+
+def test_with_a_window_an_owner_fetches_only_the_first_band_of_its_runs_now():
+    own = ["me"] * 24 + ["other"] * 6
+    d = decide_offload("me", IH, [False] * 30, [0] * 30, ["me", "other"], owner_of=own, run=2,
+                       window=True)
+    assert d.origin == frozenset(range(4))  # 12 runs, 6 bands: 2 runs now
+    assert set(d.priorities[4:24]) == {0}
+    # as the first runs arrive the window moves on
+    d = decide_offload("me", IH, [True] * 4 + [False] * 26, [0] * 30, ["me", "other"],
+                       owner_of=own, run=2, window=True)
+    assert d.origin == frozenset(range(4, 8))

@@ -139,8 +139,9 @@ def test_the_web_seed_is_off_before_priorities_rise_and_on_after_they_drop():
     sets = [e for e in eff if isinstance(e, (tr.WebSeed, tr.SetPriorities))]
     assert isinstance(sets[0], tr.SetPriorities) and sets[1].on
     assert 0 in sets[0].priorities  # others' pieces wait while the web seed is on
-    # ... and the gateway is told the share: exactly the pieces at priority OWN
-    assert sets[1].pieces == {p for p, v in enumerate(sets[0].priorities) if v == offload.OWN}
+    # ... and the gateway is told the share: exactly the pieces at an origin priority (the
+    # bands from OWN down, all above FROM_PEERS)
+    assert sets[1].pieces == {p for p, v in enumerate(sets[0].priorities) if v > offload.FROM_PEERS}
     # every missing piece is now at a peer: priorities rise, so the web seed goes off first
     _, eff = share_origin(j, seen(available=(1,) * PIECES), now=T0 + 0.1)
     sets = [e for e in eff if isinstance(e, (tr.WebSeed, tr.SetPriorities))]
@@ -206,7 +207,10 @@ def test_every_node_computes_the_same_disjoint_shares_whatever_it_is_connected_t
         s = seen(me=me, targets=targets, connected=conn)
         j, eff = share_origin(job(checked_at=0.0), s, now=tr.CONNECT_WAIT)
         prio = [e for e in eff if isinstance(e, tr.SetPriorities)][0].priorities
-        shares.append({p for p, x in enumerate(prio) if x == offload.OWN})
+        share = {p for p, o in enumerate(j.owner_of) if o == me}
+        fetching = {p for p, x in enumerate(prio) if x > offload.FROM_PEERS}
+        assert fetching and fetching <= share  # the first band of it (a window) for now
+        shares.append(share)
     assert sorted(p for sh in shares for p in sh) == list(range(PIECES))
 
 
@@ -219,7 +223,7 @@ def test_stuck_pieces_come_from_the_origin_whoever_owns_them():
     assert all(before.priorities[p] == 0 for p in theirs)
     later = tr.STUCK_AFTER + 1  # no progress since 0.0: pieces nobody has are fetched anyway
     after = [e for e in share_origin(j, seen(), later)[1] if isinstance(e, tr.SetPriorities)][0]
-    assert all(after.priorities[p] == offload.OWN for p in theirs)
+    assert all(after.priorities[p] > offload.FROM_PEERS for p in theirs)
 
 
 def test_a_live_owner_making_progress_is_never_doubled_by_the_stuck_fallback():
@@ -352,3 +356,60 @@ def test_waiting_for_peers_with_the_origin_off_is_not_a_stall():
         now += 10
         j, _ = step_job(j, seen(web_seed_on=False), now)
     assert j.stage is Stage.FETCHING
+
+
+def test_a_node_done_with_its_share_takes_a_slow_owners_untouched_runs_and_keeps_them():
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    mine = tuple(o == ME for o in j.owner_of)
+    bits = {n: tuple(o == n for o in j.owner_of) for n in (N2, N3)}
+    # N2 is done, N3 has nothing yet: this node and N2 split N3's runs (each run once)
+    ph = {N2: bits[N2], N3: (False,) * PIECES}
+    avail = tuple(int(h) for h in bits[N2])
+    j2, eff = share_origin(j, seen(have=mine, available=avail, peer_have=ph), now=T0 + 1)
+    j2_n2, _ = share_origin(j, seen(
+        me=N2, peer_ip={ME: "127.0.0.1", N3: "127.0.0.3"}, have=bits[N2],
+        connected=frozenset({"127.0.0.1", "127.0.0.3"}),
+        available=tuple(int(h) for h in mine), peer_have={ME: mine, N3: (False,) * PIECES}),
+        now=T0 + 1)
+    n3_runs = {p // j.run for p, o in enumerate(j.owner_of) if o == N3}
+    # ... all but the first (its web seed may be fetching it: offload.BANDS)
+    assert j2.taken | j2_n2.taken == n3_runs - {min(n3_runs)} and not j2.taken & j2_n2.taken
+    assert j2.taken  # with this info-hash, N3's last run falls to this node
+    assert "Note" in kinds(eff)
+    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
+    assert web.on and web.pieces == {p for p in range(PIECES) if p // j.run in j2.taken}
+    # N3 then gets a piece of a taken run (from us): the run stays ours, the rest of it
+    # still comes from the origin, and a piece at a peer is not fetched twice
+    p0 = min(p for p in range(PIECES) if p // j.run in j2.taken)
+    later = tuple(p == p0 for p in range(PIECES))
+    j3, eff = share_origin(j2, seen(have=mine, available=tuple(
+        a + int(x) for a, x in zip(avail, later)), peer_have={N2: bits[N2], N3: later}),
+        now=T0 + 2)
+    assert j3.taken == j2.taken
+    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
+    assert p0 not in web.pieces
+
+
+def test_a_node_still_fetching_its_own_share_takes_nothing():
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    ph = {N2: (False,) * PIECES, N3: (False,) * PIECES}
+    j2, _ = share_origin(j, seen(peer_have=ph), now=T0 + 1)
+    assert j2.taken == frozenset()
+
+
+def test_an_owner_whose_bitfield_stops_growing_counts_as_stalled():
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    n3 = [p for p, o in enumerate(j.owner_of) if o == N3]
+    none = (False,) * PIECES
+    one = tuple(p == n3[0] for p in range(PIECES))
+    j, st = tr.stalled_owners(j, seen(peer_have={N3: none}), 10.0)
+    assert st == frozenset()
+    j, st = tr.stalled_owners(j, seen(peer_have={N3: one}), 12.0)  # it made progress
+    assert st == frozenset()
+    j, st = tr.stalled_owners(j, seen(peer_have={N3: one}), 12.0 + tr.OWNER_STALLED_AFTER)
+    assert st == {N3}
+    # an owner with its whole share is done, not stalled
+    full = tuple(o == N3 for o in j.owner_of)
+    j, st = tr.stalled_owners(j, seen(peer_have={N3: full}), 30.0)
+    j, st = tr.stalled_owners(j, seen(peer_have={N3: full}), 60.0)
+    assert st == frozenset()
