@@ -286,6 +286,7 @@ class Swarm:
                           for p in web):
             return
         st.nudged = now
+        log.info("web seed reconnected", info_hash=st.info_hash)
         for u in seed_urls(url, self.url_seeds):
             st.handle.remove_url_seed(u)
             st.handle.add_url_seed(u)

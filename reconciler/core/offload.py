@@ -233,7 +233,8 @@ def _banded(runs: Sequence[int]) -> dict[int, int]:
 def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Sequence[int],
            live: Iterable[str], stuck: Iterable[int] = (),
            owner_of: Sequence[str] | None = None, run: int | None = None,
-           taken: Collection[int] = (), window: bool = False) -> OffloadDecision:
+           taken: Collection[int] = (), window: bool = False, lag: bool = False
+           ) -> OffloadDecision:
     """Pieces to take from the origin and the priorities that keep the web seed on them only.
 
     `available[p]` counts connected peers (not web seeds) that have piece p; `live` is the
@@ -247,7 +248,8 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
     the untouched runs are at the far end of every share. With `window` too, only the first
     band of this node's own runs is fetched now (the rest waits at NOT_NOW): libtorrent's web
     seed otherwise starts most of a share at once (several parallel requests), so that a slow
-    owner would have touched every run and left none to take over.
+    owner would have touched every run and left none to take over. With `lag` (`lagging`), only
+    the own runs it has started.
     """
     live = sorted(set(live) | {me})
     own = owner_of if owner_of is not None else owners(info_hash, len(have), live)
@@ -259,8 +261,12 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
                        and (own[p] == me or p in stuck_set or p // r in taken_set))
     if window and run:
         mine = sorted({p // r for p in origin if own[p] == me})
-        later = set(mine[-(-len(mine) // BANDS):])
-        origin = frozenset(p for p in origin if p // r not in later or p in stuck_set)
+        if lag:
+            now = {c for c in mine if any(have[c * r:(c + 1) * r])}
+        else:
+            now = set(mine[:-(-len(mine) // BANDS)])
+        origin = frozenset(p for p in origin
+                           if own[p] != me or p // r in now or p in stuck_set)
     if not origin:
         return OffloadDecision(origin, tuple(DEFAULT for _ in have))
     band: dict[int, int] = {}
@@ -274,6 +280,34 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
     return OffloadDecision(origin, prio)
 
 
+#: A node lags when it holds fewer than LAG_RATIO x the median number of own pieces its peers
+#: hold, once that median is at least 1/LAG_MIN_PART of an even share (`lagging`).
+LAG_RATIO = 0.3
+LAG_MIN_PART = 2
+
+
+def share_count(node: str, owner_of: Sequence[str], bits: Sequence[bool]) -> int:
+    """How many of its own pieces `node` holds."""
+    return sum(1 for p, o in enumerate(owner_of) if o == node and p < len(bits) and bits[p])
+
+
+def lagging(node: str, owner_of: Sequence[str], bits: Mapping[str, Sequence[bool]]) -> bool:
+    """`node` fetches its share at under about a third of its peers' pace (`bits`: the
+    bitfields of `node` and of the peers seen; counts of own pieces held, not fractions: shares
+    differ in size, and a node with a small share is done first without being faster). A
+    lagging owner fetches only the runs it has started and leaves the rest to the nodes that
+    finish their own shares (`takeover`): what a slow node fetches it must also upload at its
+    slow rate, and the others would wait for that (bench.swarm --slow-node 10: x2.27 without
+    this rule). The executor keeps a node judged lagging so for the rest of the download."""
+    if node not in bits or len(bits) < 2:
+        return False
+    others = sorted(share_count(n, owner_of, b) for n, b in bits.items() if n != node)
+    median = others[(len(others) - 1) // 2]
+    even = len(owner_of) / len(set(owner_of) | set(bits))
+    return median >= even / LAG_MIN_PART and \
+        share_count(node, owner_of, bits[node]) < LAG_RATIO * median
+
+
 def share_done(node: str, owner_of: Sequence[str], have: Sequence[bool]) -> bool:
     """`node` holds every piece it owns (`have`: its bitfield, as its peers see it)."""
     return all(h for o, h in zip(owner_of, have) if o == node)
@@ -282,7 +316,8 @@ def share_done(node: str, owner_of: Sequence[str], have: Sequence[bool]) -> bool
 def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
              have: Sequence[bool], available: Sequence[int],
              peer_have: Mapping[str, Sequence[bool]], dead: Collection[str] = (),
-             stalled: Collection[str] = ()) -> frozenset[int]:
+             stalled: Collection[str] = (), laggards: Collection[str] = ()
+             ) -> frozenset[int]:
     """The runs of slower owners that `me` takes from the origin now (progress-based share
     takeover; call it once `me`'s own share is done).
 
@@ -293,7 +328,8 @@ def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
     runs an owner has not finished is never taken, since its web seed may be fetching them
     (a request spans up to a band, and no piece of it shows before it completes), unless the
     owner is `stalled`: its bitfield gained none of its own pieces for a while (a node whose
-    downlink is full of peer traffic starves its own web seed). Its taker is the first node of
+    downlink is full of peer traffic starves its own web seed), or one of the `laggards`
+    (`lagging`), which fetch only the runs they have started. Its taker is the first node of
     the run's rendezvous order after the owner that is itself done, as far as `me` sees
     (itself, or a peer whose bitfield holds its own share): two idle nodes that see each other
     do not take the same run. Pure: the executor feeds bitfields in.
@@ -312,7 +348,12 @@ def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
                 not (peer_have[o][p] or have[p] or available[p])
                 for p in range(c * run, min(n, (c + 1) * run))):
             left.setdefault(o, []).append(c)
-    busy = {c for o, cs in left.items() for c in cs[:-(-len(cs) // BANDS)]}
+    busy: set[int] = set()
+    for o, cs in left.items():
+        if o in laggards:  # it fetches only the runs it has started (`lagging`)
+            busy.update(c for c in cs if any(peer_have[o][c * run:(c + 1) * run]))
+        else:
+            busy.update(cs[:-(-len(cs) // BANDS)])
     for c in range(runs):
         o = owner_of[c * run]
         if o == me or o not in peer_have or o in dead_set or c in busy:

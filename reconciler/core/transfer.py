@@ -241,6 +241,11 @@ class Job:
     taken: frozenset[int] = frozenset()  # runs of slower owners taken over (offload.takeover)
     # per observed owner: own pieces its bitfield shows, and since when (`stalled_owners`)
     progress: tuple[tuple[NodeName, int, float], ...] = ()
+    # This node and the peers seen to lag (offload.lagging), for the rest of the download: a
+    # lagging owner's count rises again as it receives its runs from their takers, and if it
+    # then fetched its share again it would fetch what the takers fetch.
+    lagging: bool = False
+    laggards: frozenset[NodeName] = frozenset()
     rx_mark: int = 0  # bytes received when the current stall window started
     rx_mark_at: float = 0.0  # monotonic start of the current stall window
     failure: Failure | None = None
@@ -442,19 +447,31 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     if now - job.last_change > STUCK_AFTER:
         stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
     job, stalled = stalled_owners(job, seen, now)
+    bits: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
+    bits[seen.me] = seen.have
+    laggards = job.laggards | {n for n in seen.peer_have
+                               if offload.lagging(n, job.owner_of, bits)}
+    if laggards != job.laggards:
+        job = replace(job, laggards=frozenset(laggards))
     if offload.share_done(seen.me, job.owner_of, seen.have) and seen.peer_have:
         rv = offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me})
         taken = offload.takeover(seen.me, rv, job.owner_of, job.run, seen.have, seen.available,
                                  {str(n): h for n, h in seen.peer_have.items()}, dead,
-                                 stalled)
+                                 stalled, job.laggards)
         if not taken <= job.taken:
             effects.append(Note("taking over runs of slower owners", "info", (
                 ("runs", len(taken - job.taken)),
                 ("owners", sorted({job.owner_of[c * job.run] for c in taken - job.taken})))))
             job = replace(job, taken=job.taken | taken)
+    lag = job.lagging or offload.lagging(seen.me, job.owner_of, bits)
+    if lag != job.lagging:
+        effects.append(Note("behind the peers: fetching only the started runs of the share",
+                            "info", (("ownHeld", offload.share_count(seen.me, job.owner_of,
+                                                                     seen.have)),)))
+        job = replace(job, lagging=lag)
     d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
                                job.owner_of, job.run, job.taken,
-                               window=len(set(seen.targets) | {seen.me}) > 1)
+                               window=len(set(seen.targets) | {seen.me}) > 1, lag=lag)
     others = [p for p in d.origin
               if job.owner_of[p] != seen.me and p // job.run not in job.taken]
     if others and not job.stuck_noted:

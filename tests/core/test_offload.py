@@ -201,7 +201,8 @@ def test_beyond_the_window_runs_are_ranked_among_the_next_targets_on_a_ring():
 
 # -- progress-based takeover of a slow owner's runs -----------------------------------------
 
-from reconciler.core.offload import BANDS, FROM_PEERS, OWN, Rendezvous, share_done, takeover  # noqa: E402
+from reconciler.core.offload import (BANDS, FROM_PEERS, OWN, Rendezvous, lagging,  # noqa: E402
+                                     share_done, takeover)
 
 NODES = ["a", "b", "c", "slow"]
 RUN = 4
@@ -236,12 +237,11 @@ def test_a_node_with_its_share_done_takes_the_untouched_runs_of_a_slow_owner():
         ph = {n: (_bits(own, n) if n != "slow" else peers["slow"]) for n in NODES if n != me}
         have, available = _view(own, me, ph)
         assert share_done(me, own, have)
-        taken[me] = takeover(me, rv, own, RUN, have, available, ph)
-    # every untouched run of the slow owner has exactly one taker; started runs stay its own,
-    # and so does the first band of the rest (its web seed may be fetching them)
+        taken[me] = takeover(me, rv, own, RUN, have, available, ph, laggards={"slow"})
+    # every untouched run of the slow owner has exactly one taker; started runs stay its own
+    # (it lags, so it fetches only those: see the next tests for an owner keeping up)
     got = sorted(c for t in taken.values() for c in t)
-    left = slow_runs[2:]
-    assert got == left[-(-len(left) // BANDS):]
+    assert got == slow_runs[2:]
     # the taker of each run is the first done node of its order after the owner
     for me, runs in taken.items():
         for c in runs:
@@ -317,3 +317,32 @@ def test_with_a_window_an_owner_fetches_only_the_first_band_of_its_runs_now():
     d = decide_offload("me", IH, [True] * 4 + [False] * 26, [0] * 30, ["me", "other"],
                        owner_of=own, run=2, window=True)
     assert d.origin == frozenset(range(4, 8))
+
+
+def test_an_owner_keeping_up_keeps_the_band_it_may_be_fetching():
+    rv, own = _setup()
+    b_runs = sorted({p // RUN for p, o in enumerate(own) if o == "b"})
+    # b holds as many of its pieces as c and slow do of theirs: b is not lagging
+    k = 3
+    bits = {"a": _bits(own, "a"), "b": _bits(own, "b", k),
+            "c": _bits(own, "c", k), "slow": _bits(own, "slow", k)}
+    peers = {n: h for n, h in bits.items() if n != "a"}
+    assert not lagging("b", own, bits)
+    have, available = _view(own, "a", peers)
+    got = takeover("a", rv, own, RUN, have, available, peers)
+    left = b_runs[k:]
+    assert got & set(b_runs) <= set(left[-(-len(left) // BANDS):])
+
+
+def test_a_lagging_owner_fetches_only_the_runs_it_has_started():
+    own = ["me"] * 12 + ["peer"] * 12
+    bits = {"me": [True, False] + [False] * 22, "peer": [False] * 12 + [True] * 12}
+    assert lagging("me", own, bits)
+    assert not lagging("peer", own, bits)
+    d = decide_offload("me", IH, bits["me"], [0] * 12 + [1] * 12, ["me", "peer"],
+                       owner_of=own, run=2, window=True, lag=True)
+    assert d.origin == {1}  # the rest of run 0; runs 1-5 are left to the takers
+    # nobody has made progress yet: nobody lags; a small share done first is not a lead
+    assert not lagging("me", own, {"me": [False] * 24, "peer": [False] * 24})
+    small = ["me"] * 20 + ["peer"] * 4
+    assert not lagging("me", small, {"me": [True] * 4 + [False] * 20, "peer": [False] * 20 + [True] * 4})

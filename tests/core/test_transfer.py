@@ -366,14 +366,15 @@ def test_a_node_done_with_its_share_takes_a_slow_owners_untouched_runs_and_keeps
     ph = {N2: bits[N2], N3: (False,) * PIECES}
     avail = tuple(int(h) for h in bits[N2])
     j2, eff = share_origin(j, seen(have=mine, available=avail, peer_have=ph), now=T0 + 1)
-    j2_n2, _ = share_origin(j, seen(
+    # (N2 owns one piece here, too few to judge N3 by: it saw N3 lag earlier)
+    j2_n2, _ = share_origin(replace(j, laggards=frozenset({N3})), seen(
         me=N2, peer_ip={ME: "127.0.0.1", N3: "127.0.0.3"}, have=bits[N2],
         connected=frozenset({"127.0.0.1", "127.0.0.3"}),
         available=tuple(int(h) for h in mine), peer_have={ME: mine, N3: (False,) * PIECES}),
         now=T0 + 1)
     n3_runs = {p // j.run for p, o in enumerate(j.owner_of) if o == N3}
-    # ... all but the first (its web seed may be fetching it: offload.BANDS)
-    assert j2.taken | j2_n2.taken == n3_runs - {min(n3_runs)} and not j2.taken & j2_n2.taken
+    # ... all of them: N3 lags (offload.lagging), so it keeps only the runs it has started
+    assert j2.taken | j2_n2.taken == n3_runs and not j2.taken & j2_n2.taken
     assert j2.taken  # with this info-hash, N3's last run falls to this node
     assert "Note" in kinds(eff)
     web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
@@ -413,3 +414,16 @@ def test_an_owner_whose_bitfield_stops_growing_counts_as_stalled():
     j, st = tr.stalled_owners(j, seen(peer_have={N3: full}), 30.0)
     j, st = tr.stalled_owners(j, seen(peer_have={N3: full}), 60.0)
     assert st == frozenset()
+
+
+def test_a_node_that_lags_once_keeps_to_its_started_runs_for_the_rest_of_the_download():
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    none = {N2: (False,) * PIECES, N3: (False,) * PIECES}
+    assert not offload.lagging(ME, j.owner_of, {ME: (False,) * PIECES, **none})
+    # once judged lagging it stays so, though its count catches up (its runs come from takers)
+    j2, eff = share_origin(replace(j, lagging=True, laggards=frozenset({N3})),
+                           seen(peer_have=none), now=T0 + 1)
+    assert j2.lagging and j2.laggards == {N3}
+    # lagging and nothing started: nothing from the origin
+    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
+    assert not web.on
