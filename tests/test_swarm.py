@@ -83,7 +83,7 @@ def test_killed_node_does_not_leave_its_share_unfetched(tmp_path, origin):
 def test_fast_nodes_take_over_a_slow_nodes_share_and_do_not_wait_for_it(tmp_path, origin,
                                                                          daemons):
     """A node whose libtorrent download is capped at 1/16 of the origin's rate owns a quarter of
-    the runs; the others, their own shares done, take its untouched runs (progress-based
+    the runs; it lags, and the others, their own shares done, take its runs (progress-based
     takeover, core/offload.py) and are Ready while it is still fetching, with each byte still
     leaving the origin about once."""
     names = ["f1", "f2", "f3", "slow"]
@@ -108,5 +108,8 @@ def test_fast_nodes_take_over_a_slow_nodes_share_and_do_not_wait_for_it(tmp_path
     for h in homes:
         assert tree_digest(h.data / "models" / "weights") == expected
     statuses = [d["datasets"]["weights"] for d in [*fast, slow]]
+    # The duplicate is bounded by what the slow node had in flight when the takers judged it
+    # lagging (about one 1 MiB run: 1.03x of 64 MiB in bench.swarm, up to 1.08x of these
+    # 12 MiB in 4 runs here).
     assert_origin_offload(statuses, sum(map(len, FILES.values())), origin.bytes_sent,
-                          "the origin", bound=1.05)
+                          "the origin", bound=1.15)

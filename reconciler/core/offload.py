@@ -14,7 +14,10 @@ peer has:
   connections, or its API stopped answering; engine/executor.py) loses its runs to the next
   node in that run's own rendezvous order, which every node computes the same too;
 - a piece some connected peer already has is never fetched from the origin; a piece stuck with
-  no source for `stuck_after` seconds is fetched anyway (core/transfer.py).
+  no source for `stuck_after` seconds is fetched anyway (core/transfer.py);
+- shares follow progress: a node far behind its peers (`lagging`) stops fetching its share,
+  and the nodes done with their own take its runs over (`takeover`), as they take the runs a
+  stalled owner has not started.
 
 Connectivity is bounded (`neighbours`): a node connects to a few target nodes per dataset, a
 symmetric, connected overlay chosen from the info-hash alone, and pieces travel over it.
@@ -233,8 +236,7 @@ def _banded(runs: Sequence[int]) -> dict[int, int]:
 def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Sequence[int],
            live: Iterable[str], stuck: Iterable[int] = (),
            owner_of: Sequence[str] | None = None, run: int | None = None,
-           taken: Collection[int] = (), window: bool = False, lag: bool = False
-           ) -> OffloadDecision:
+           taken: Collection[int] = (), lag: bool = False) -> OffloadDecision:
     """Pieces to take from the origin and the priorities that keep the web seed on them only.
 
     `available[p]` counts connected peers (not web seeds) that have piece p; `live` is the
@@ -245,11 +247,8 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
     and every other missing piece NOT_NOW, because libtorrent would otherwise fetch those from
     the web seed too; they come from peers once a peer has them. With `run` (pieces per run)
     the share is banded (BANDS): own runs front to back, taken runs from the far end, so that
-    the untouched runs are at the far end of every share. With `window` too, only the first
-    band of this node's own runs is fetched now (the rest waits at NOT_NOW): libtorrent's web
-    seed otherwise starts most of a share at once (several parallel requests), so that a slow
-    owner would have touched every run and left none to take over. With `lag` (`lagging`), only
-    the own runs it has started.
+    the untouched runs are at the far end of every share. With `lag` (`lagging`), none of its
+    own: the nodes done with their shares take them (`takeover`).
     """
     live = sorted(set(live) | {me})
     own = owner_of if owner_of is not None else owners(info_hash, len(have), live)
@@ -259,14 +258,8 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
     origin = frozenset(p for p, h in enumerate(have)
                        if not h and available[p] == 0
                        and (own[p] == me or p in stuck_set or p // r in taken_set))
-    if window and run:
-        mine = sorted({p // r for p in origin if own[p] == me})
-        if lag:
-            now = {c for c in mine if any(have[c * r:(c + 1) * r])}
-        else:
-            now = set(mine[:-(-len(mine) // BANDS)])
-        origin = frozenset(p for p in origin
-                           if own[p] != me or p // r in now or p in stuck_set)
+    if lag:
+        origin = frozenset(p for p in origin if own[p] != me or p in stuck_set)
     if not origin:
         return OffloadDecision(origin, tuple(DEFAULT for _ in have))
     band: dict[int, int] = {}
@@ -283,7 +276,7 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
 #: A node lags when it holds fewer than LAG_RATIO x the median number of own pieces its peers
 #: hold, once that median is at least 1/LAG_MIN_PART of an even share (`lagging`).
 LAG_RATIO = 0.3
-LAG_MIN_PART = 2
+LAG_MIN_PART = 4
 
 
 def share_count(node: str, owner_of: Sequence[str], bits: Sequence[bool]) -> int:
@@ -295,8 +288,8 @@ def lagging(node: str, owner_of: Sequence[str], bits: Mapping[str, Sequence[bool
     """`node` fetches its share at under about a third of its peers' pace (`bits`: the
     bitfields of `node` and of the peers seen; counts of own pieces held, not fractions: shares
     differ in size, and a node with a small share is done first without being faster). A
-    lagging owner fetches only the runs it has started and leaves the rest to the nodes that
-    finish their own shares (`takeover`): what a slow node fetches it must also upload at its
+    lagging owner stops fetching its share and leaves it to the nodes that finish their own
+    shares (`takeover`): what a slow node fetches it must also upload at its
     slow rate, and the others would wait for that (bench.swarm --slow-node 10: x2.27 without
     this rule). The executor keeps a node judged lagging so for the rest of the download."""
     if node not in bits or len(bits) < 2:
@@ -321,46 +314,37 @@ def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
     """The runs of slower owners that `me` takes from the origin now (progress-based share
     takeover; call it once `me`'s own share is done).
 
-    A run is taken only while nobody `me` sees has any of its pieces: its owner (alive, and a
-    connected peer whose bitfield `peer_have` shows) has not started it, so it is not fetched
-    twice while the owner makes progress; owners fetch front to back and takers take from the
-    far end (`decide_offload`), so they meet on about one run; the first band (1/BANDS) of the
-    runs an owner has not finished is never taken, since its web seed may be fetching them
-    (a request spans up to a band, and no piece of it shows before it completes), unless the
-    owner is `stalled`: its bitfield gained none of its own pieces for a while (a node whose
-    downlink is full of peer traffic starves its own web seed), or one of the `laggards`
-    (`lagging`), which fetch only the runs they have started. Its taker is the first node of
-    the run's rendezvous order after the owner that is itself done, as far as `me` sees
-    (itself, or a peer whose bitfield holds its own share): two idle nodes that see each other
-    do not take the same run. Pure: the executor feeds bitfields in.
+    Only the runs of two kinds of alive owners (connected peers whose bitfield `peer_have`
+    shows) are taken, so nothing is fetched twice while an owner keeps pace:
+    - `laggards` (`lagging`: behind the peers' pace; a laggard fetches none of its share any
+      more): every run with a piece nobody `me` sees has;
+    - `stalled` owners (their bitfield gained none of their own pieces for a while: a node
+      whose downlink is full of peer traffic starves its own web seed): the runs nobody has
+      started.
+    Among nodes keeping pace, taking runs only moved the work around and added overlap
+    (bench.swarm --nodes 8: origin 1.08-1.20x when any owner's untouched runs could be
+    taken). Taken runs are fetched from the far end (`decide_offload`). A run's taker is the
+    first node of its rendezvous order after the owner that is itself done, as far as `me`
+    sees (itself, or a peer whose bitfield holds its own share): two idle nodes that see each
+    other do not take the same run. Pure: the executor feeds bitfields in.
     """
     dead_set = frozenset(dead)
     done: dict[str, bool] = {me: True}
     out: set[int] = set()
     n = len(have)
     runs = -(-n // run)
-    # Each owner's runs with pieces nobody has, in its fetch order: the first band of them is
-    # its window (`decide_offload`), what its web seed is asking for now, so it stays its own.
-    left: dict[str, list[int]] = {}
     for c in range(runs):
         o = owner_of[c * run]
-        if o in peer_have and o not in stalled and any(
-                not (peer_have[o][p] or have[p] or available[p])
-                for p in range(c * run, min(n, (c + 1) * run))):
-            left.setdefault(o, []).append(c)
-    busy: set[int] = set()
-    for o, cs in left.items():
-        if o in laggards:  # it fetches only the runs it has started (`lagging`)
-            busy.update(c for c in cs if any(peer_have[o][c * run:(c + 1) * run]))
-        else:
-            busy.update(cs[:-(-len(cs) // BANDS)])
-    for c in range(runs):
-        o = owner_of[c * run]
-        if o == me or o not in peer_have or o in dead_set or c in busy:
+        if o == me or o not in peer_have or o in dead_set:
             continue
+        if o not in laggards and o not in stalled:
+            continue  # an owner keeping pace keeps its runs: a taker would meet it mid-share
         pieces = range(c * run, min(n, (c + 1) * run))
-        if any(have[p] or available[p] for p in pieces):
-            continue  # started: its owner (or a taker) has some of it
+        if o in laggards:
+            if all(have[p] or available[p] for p in pieces):
+                continue  # nothing left to fetch; what is left of a started run is taken
+        elif any(have[p] or available[p] for p in pieces):
+            continue  # a stalled owner keeps the runs it has started
         for x in rv.order(c):
             if x == o or x in dead_set or (x != me and x not in peer_have):
                 continue

@@ -465,13 +465,12 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
             job = replace(job, taken=job.taken | taken)
     lag = job.lagging or offload.lagging(seen.me, job.owner_of, bits)
     if lag != job.lagging:
-        effects.append(Note("behind the peers: fetching only the started runs of the share",
+        effects.append(Note("behind the peers: leaving the rest of its origin share to them",
                             "info", (("ownHeld", offload.share_count(seen.me, job.owner_of,
                                                                      seen.have)),)))
         job = replace(job, lagging=lag)
     d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
-                               job.owner_of, job.run, job.taken,
-                               window=len(set(seen.targets) | {seen.me}) > 1, lag=lag)
+                               job.owner_of, job.run, job.taken, lag=lag)
     others = [p for p in d.origin
               if job.owner_of[p] != seen.me and p // job.run not in job.taken]
     if others and not job.stuck_noted:

@@ -260,20 +260,23 @@ def test_nothing_is_taken_from_an_owner_that_started_every_run_or_from_the_unsee
     assert takeover("a", rv, own, RUN, have, available, ph) == frozenset()
 
 
-def test_a_taker_that_is_not_done_yet_is_skipped_but_a_dead_owner_is_left_to_rehoming():
+def test_only_laggards_and_stalled_owners_lose_runs_and_a_dead_owner_is_left_to_rehoming():
     rv, own = _setup()
     slow_runs = sorted({p // RUN for p, o in enumerate(own) if o == "slow"})
-    # b and c are still fetching their own shares (one run each): a, the only one done, takes
-    # every untouched run of every other owner, theirs included
+    # b and c are still fetching their own shares (one run each) and keep pace: a, the only
+    # one done, takes none of theirs, but every untouched run of the lagging slow owner
     ph = {"b": _bits(own, "b", 1), "c": _bits(own, "c", 1), "slow": _bits(own, "slow", 0)}
     have, available = _view(own, "a", ph)
-    got = takeover("a", rv, own, RUN, have, available, ph)
-    assert got >= frozenset(slow_runs[-(-len(slow_runs) // BANDS):])
-    for n in ("b", "c", "slow"):
-        left = [c for c in range(RUNS) if own[c * RUN] == n and not available[c * RUN]]
-        assert got & set(left) == set(left[-(-len(left) // BANDS):])
+    assert takeover("a", rv, own, RUN, have, available, ph) == frozenset()
+    got = takeover("a", rv, own, RUN, have, available, ph, laggards={"slow"})
+    assert got == frozenset(slow_runs)
+    # a stalled owner's too, all but the band it may be fetching
+    got = takeover("a", rv, own, RUN, have, available, ph, stalled={"b"})
+    b_left = [c for c in range(RUNS) if own[c * RUN] == "b" and not available[c * RUN]]
+    assert got <= set(b_left) and got
     # a dead owner's runs move by `owners(..., dead=...)` instead
-    assert not takeover("a", rv, own, RUN, have, available, ph, dead={"slow"}) & set(slow_runs)
+    assert not takeover("a", rv, own, RUN, have, available, ph, dead={"slow"},
+                        laggards={"slow"}) & set(slow_runs)
 
 
 def test_an_owner_fetches_front_to_back_and_a_taker_from_the_far_end():
@@ -307,19 +310,7 @@ def test_the_band_an_owner_may_be_fetching_can_be_taken_once_it_stalls():
     assert got == set(slow_runs)
 
 
-def test_with_a_window_an_owner_fetches_only_the_first_band_of_its_runs_now():
-    own = ["me"] * 24 + ["other"] * 6
-    d = decide_offload("me", IH, [False] * 30, [0] * 30, ["me", "other"], owner_of=own, run=2,
-                       window=True)
-    assert d.origin == frozenset(range(4))  # 12 runs, 6 bands: 2 runs now
-    assert set(d.priorities[4:24]) == {0}
-    # as the first runs arrive the window moves on
-    d = decide_offload("me", IH, [True] * 4 + [False] * 26, [0] * 30, ["me", "other"],
-                       owner_of=own, run=2, window=True)
-    assert d.origin == frozenset(range(4, 8))
-
-
-def test_an_owner_keeping_up_keeps_the_band_it_may_be_fetching():
+def test_an_owner_keeping_pace_keeps_its_runs_until_it_stalls():
     rv, own = _setup()
     b_runs = sorted({p // RUN for p, o in enumerate(own) if o == "b"})
     # b holds as many of its pieces as c and slow do of theirs: b is not lagging
@@ -329,20 +320,28 @@ def test_an_owner_keeping_up_keeps_the_band_it_may_be_fetching():
     peers = {n: h for n, h in bits.items() if n != "a"}
     assert not lagging("b", own, bits)
     have, available = _view(own, "a", peers)
-    got = takeover("a", rv, own, RUN, have, available, peers)
-    left = b_runs[k:]
-    assert got & set(b_runs) <= set(left[-(-len(left) // BANDS):])
+    assert takeover("a", rv, own, RUN, have, available, peers) == frozenset()
+    # once its bitfield stops growing, even the band it may be fetching is taken
+    got = takeover("a", rv, own, RUN, have, available, peers, stalled={"b"})
+    assert got == set(b_runs[k:])
 
 
-def test_a_lagging_owner_fetches_only_the_runs_it_has_started():
+def test_a_lagging_owner_leaves_its_share_to_the_takers():
     own = ["me"] * 12 + ["peer"] * 12
     bits = {"me": [True, False] + [False] * 22, "peer": [False] * 12 + [True] * 12}
     assert lagging("me", own, bits)
     assert not lagging("peer", own, bits)
     d = decide_offload("me", IH, bits["me"], [0] * 12 + [1] * 12, ["me", "peer"],
-                       owner_of=own, run=2, window=True, lag=True)
-    assert d.origin == {1}  # the rest of run 0; runs 1-5 are left to the takers
+                       owner_of=own, run=2, lag=True)
+    assert d.origin == frozenset()  # the rest, run 0 included, is left to the takers
+    # ... which take every run of it with a piece nobody has, started or not
+    rv = Rendezvous(IH, ["me", "peer"])
+    peer_view = {"me": tuple(bits["me"])}
+    got = takeover("peer", rv, own, 2, tuple(bits["peer"]), [int(h) for h in bits["me"]],
+                   peer_view, laggards={"me"})
+    assert got == frozenset(range(6))
     # nobody has made progress yet: nobody lags; a small share done first is not a lead
     assert not lagging("me", own, {"me": [False] * 24, "peer": [False] * 24})
     small = ["me"] * 20 + ["peer"] * 4
-    assert not lagging("me", small, {"me": [True] * 4 + [False] * 20, "peer": [False] * 20 + [True] * 4})
+    assert not lagging("me", small, {"me": [True] * 4 + [False] * 20,
+                                     "peer": [False] * 20 + [True] * 4})

@@ -362,18 +362,19 @@ def test_a_node_done_with_its_share_takes_a_slow_owners_untouched_runs_and_keeps
     j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
     mine = tuple(o == ME for o in j.owner_of)
     bits = {n: tuple(o == n for o in j.owner_of) for n in (N2, N3)}
-    # N2 is done, N3 has nothing yet: this node and N2 split N3's runs (each run once)
+    # N2 is done, N3 (lagging) has nothing yet: this node and N2 split N3's runs (each once)
     ph = {N2: bits[N2], N3: (False,) * PIECES}
     avail = tuple(int(h) for h in bits[N2])
+    # (8 pieces are too few to judge a lag by: both saw N3 lag earlier)
+    j = replace(j, laggards=frozenset({N3}))
     j2, eff = share_origin(j, seen(have=mine, available=avail, peer_have=ph), now=T0 + 1)
-    # (N2 owns one piece here, too few to judge N3 by: it saw N3 lag earlier)
-    j2_n2, _ = share_origin(replace(j, laggards=frozenset({N3})), seen(
+    j2_n2, _ = share_origin(j, seen(
         me=N2, peer_ip={ME: "127.0.0.1", N3: "127.0.0.3"}, have=bits[N2],
         connected=frozenset({"127.0.0.1", "127.0.0.3"}),
         available=tuple(int(h) for h in mine), peer_have={ME: mine, N3: (False,) * PIECES}),
         now=T0 + 1)
     n3_runs = {p // j.run for p, o in enumerate(j.owner_of) if o == N3}
-    # ... all of them: N3 lags (offload.lagging), so it keeps only the runs it has started
+    # ... all of them: N3 lags, so it keeps only the runs it has started
     assert j2.taken | j2_n2.taken == n3_runs and not j2.taken & j2_n2.taken
     assert j2.taken  # with this info-hash, N3's last run falls to this node
     assert "Note" in kinds(eff)
@@ -416,7 +417,7 @@ def test_an_owner_whose_bitfield_stops_growing_counts_as_stalled():
     assert st == frozenset()
 
 
-def test_a_node_that_lags_once_keeps_to_its_started_runs_for_the_rest_of_the_download():
+def test_a_node_that_lags_once_leaves_its_share_for_the_rest_of_the_download():
     j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
     none = {N2: (False,) * PIECES, N3: (False,) * PIECES}
     assert not offload.lagging(ME, j.owner_of, {ME: (False,) * PIECES, **none})
