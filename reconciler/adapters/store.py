@@ -22,7 +22,7 @@ import time
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from reconciler.adapters import atomic
 from reconciler.adapters.objects import ObjectStore
@@ -76,10 +76,12 @@ class Store:
                     # moved into the store but not marked complete (a crash in between): it
                     # is incomplete, but begin()'s staging metadata still knows its label
                     meta = _read_json(self.staging / name / f"{d.name}.json")
+                held = meta.get("files") if done else None
                 versions[d.name] = ObservedVersion(
                     info_hash=d.name, version=str(meta.get("version", "?")), complete=done,
                     bytes_total=int(meta.get("bytesTotal", 0)),
-                    completed_at=meta.get("completedAt") if done else None)
+                    completed_at=meta.get("completedAt") if done else None,
+                    files=frozenset(map(str, held)) if isinstance(held, list) else None)
         link_meta = _read_json(self.root / name / "link.json")
         link = link_meta.get("path")
         active = self._active(name, link) if link else None
@@ -149,18 +151,39 @@ class Store:
             atomic.write_json(path, {**meta, "bytesFromOrigin": origin, "bytesFromPeers": peers})
 
     def mark_complete(self, dataset: str, info_hash: str, version: str, name: str,
-                      bytes_total: int) -> None:
-        """Record a verified version that now lives in `version_dir`."""
+                      bytes_total: int, files: AbstractSet[str] | None = None) -> None:
+        """Record a verified version that now lives in `version_dir`; `files`: a split
+        version's files held here (`bytes_total` counts only them)."""
         if not (self.version_dir(dataset, info_hash) / name).exists():
             raise FileNotFoundError(
                 f"{self.version_dir(dataset, info_hash) / name}: not in the store; "
                 "refusing to mark the version complete")
         atomic.write_json(self.root / dataset / f"{info_hash}.json", {
             "version": version, "infoHash": info_hash, "name": name, "complete": True,
-            "bytesTotal": bytes_total, "completedAt": time.time()})
+            "bytesTotal": bytes_total, "completedAt": time.time(),
+            **({} if files is None else {"files": sorted(files)})})
         (self.staging / dataset / f"{info_hash}.json").unlink(missing_ok=True)
         _prune_empty_dirs(self.staging_dir(dataset, info_hash))
         _rmdir_if_empty(self.staging / dataset)
+
+    def prune_split(self, dataset: str, info_hash: str, name: str,
+                    files: Iterable[tuple[str, int]], keep: AbstractSet[str]) -> list[str]:
+        """Remove from a split version the files this node no longer holds (the target nodes
+        changed), and the directories that leaves empty; returns what it removed."""
+        top = self.version_dir(dataset, info_hash) / name
+        gone = []
+        for path, _ in files:
+            if path in keep:
+                continue
+            f = top / path
+            if f.is_file() or f.is_symlink():
+                f.unlink()
+                gone.append(path)
+                parent = f.parent
+                while parent != top and parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+                    parent = parent.parent
+        return gone
 
     def content_dir(self, dataset: str, info_hash: str) -> Path:
         """The version's top-level file or directory; FileNotFoundError unless complete."""
