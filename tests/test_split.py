@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
-                     write_data, wait_all)
+                     run_cli, until, wait_all, write_data)
 from origin_server import OriginServer
 from reconciler.core.split import holders
 
@@ -74,3 +74,61 @@ def test_split_copies_1_and_2_over_three_nodes(tmp_path, origin):
     # `copies: 2` file takes it from the first); without the split every node would fetch
     # or receive all of both. Generous bound: the ratio itself is not what this test is for.
     assert origin.bytes_sent <= 1.3 * 2 * TOTAL, origin.bytes_sent / (2 * TOTAL)
+
+
+def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, daemons):
+    """Three daemons hold a `copies: 1` split; a fourth node joins the inventory: it gets
+    exactly the files it now ranks first for, the others keep theirs and drop only those,
+    and `status --cluster` counts the files short of their copies."""
+    docs = nodes_yaml([*NODES, "s4"], first_ip=81).split("---\n")
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", "---\n".join(docs[:3]))
+    repo.write("sp.yaml", dataset_yaml("sp", http_source(origin.url, FILES), path="shards/sp",
+                                       extra="  split: {copies: 1}\n"))
+    assert repo.lock().returncode == 0
+    rev1 = repo.commit("three nodes")
+    homes = [NodeHome(n, tmp_path / n, repo.root).write_config()
+             for n in [*NODES, "s4"]]
+    want = {f: hashlib.sha256(b).hexdigest() for f, b in FILES.items()}
+
+    def expected(nodes: list[str]) -> dict[str, dict[str, str]]:
+        return {n: {f: want[f] for f in FILES if holders("sp", f, nodes, 1) == (n,)}
+                for n in nodes}
+
+    ds = [daemons(h) for h in homes[:3]]
+    for d in ds:
+        d.wait_phase("sp", "Ready", rev1, timeout=90)
+    before = expected(NODES)
+    assert {h.name: _files_under(h.data / "shards" / "sp") for h in homes[:3]} == before
+    res = run_cli("status", "--cluster", "--config", str(homes[0].config))
+    assert res.returncode == 0, res.stderr
+    assert f"split sp: 0/{len(FILES)} files with fewer than 1 copies" in res.stdout, res.stdout
+
+    origin.bytes_sent = 0
+    repo.write("nodes.yaml", "---\n".join(docs))
+    rev2 = repo.commit("a fourth node")
+    ds.append(daemons(homes[3]))
+    after = expected([*NODES, "s4"])
+
+    def settled() -> bool:
+        for h in homes:
+            doc = h.status()
+            d = doc["datasets"].get("sp") or {}
+            if doc.get("lastAppliedRevision") != rev2 or d.get("phase") != "Ready" \
+                    or _files_under(h.data / "shards" / "sp") != after[h.name]:
+                return False
+        return True
+
+    until(settled, 90, "every node holds exactly its files of the new split")
+    for h in homes[:3]:
+        assert set(after[h.name]) <= set(before[h.name])  # an old node only loses files
+        d = h.status()["datasets"]["sp"]
+        size = sum(len(FILES[f]) for f in after[h.name])
+        assert (d["bytesTotal"], d["bytesDone"]) == (size, size), d
+    moved = {f for n in NODES for f in set(before[n]) - set(after[n])}
+    assert moved == set(after["s4"])  # exactly what the new node gains
+    moved_bytes = sum(len(FILES[f]) for f in moved)
+    # what moved came from the old holders or, once they had dropped it, from the origin:
+    # never more than the moved files themselves (the old nodes fetch nothing)
+    print(f"moved {len(moved)} files, {moved_bytes} B; origin sent {origin.bytes_sent} B")
+    assert origin.bytes_sent <= 1.3 * moved_bytes, (origin.bytes_sent, moved_bytes)

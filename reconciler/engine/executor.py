@@ -875,8 +875,11 @@ class Executor:
                     self.store.version_dir(t.name, ih) / lock.name, roots)
             except OSError as e:
                 self.log.warning("cannot share stored files", dataset=t.name, error=str(e))
-            if t.files is not None:  # a new split: the files no longer held here go
-                self.store.prune_split(t.name, ih, lock.name, lock.files, t.files)
+            # A new split (the target nodes changed): the files no longer held here go, and
+            # libtorrent hashes what is left, so it never offers a removed file to a peer.
+            if t.files is not None and self.store.prune_split(
+                    t.name, ih, lock.name, lock.files, t.files):
+                self.swarm.force_recheck(ih)
             self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, t.bytes_total,
                                      t.files)
             crash_point("completing")
