@@ -132,3 +132,13 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
     # never more than the moved files themselves (the old nodes fetch nothing)
     print(f"moved {len(moved)} files, {moved_bytes} B; origin sent {origin.bytes_sent} B")
     assert origin.bytes_sent <= 1.3 * moved_bytes, (origin.bytes_sent, moved_bytes)
+
+    # A restart seeds the stored split version again (not in seed mode: it would offer the
+    # others' files): still Ready, same files, nothing fetched, no error.
+    sent = origin.bytes_sent
+    assert ds[1].stop() == 0
+    again = daemons(homes[1])
+    again.wait_phase("sp", "Ready", rev2, timeout=60)
+    assert _files_under(homes[1].data / "shards" / "sp") == after["s2"]
+    assert origin.bytes_sent == sent
+    assert '"level": "error"' not in again.logs()

@@ -236,7 +236,7 @@ class Executor:
         use = disk.usage(self.cfg.state_dir)
         free, size = disk.statvfs(self.cfg.state_dir)
         # Downloads already under way will still write what they lack: count it as taken.
-        ahead = sum(max(0, dl.torrent.total_bytes - use.present.get((dl.target.name, ih), 0))
+        ahead = sum(max(0, dl.target.bytes_total - use.present.get((dl.target.name, ih), 0))
                     for ih, dl in self.downloads.items() if dl.job.stage is Stage.FETCHING)
         room = capacity.Room(use.used + ahead, free - ahead, self.cfg.cache_limit,
                              capacity.min_free_bytes(self.cfg.min_free, size))
