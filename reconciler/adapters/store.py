@@ -103,9 +103,12 @@ class Store:
 
     # -- changing --------------------------------------------------------------------------
 
-    def begin(self, dataset: str, info_hash: str, version: str) -> Path:
-        """Make room for a download and say what it is; returns libtorrent's save path."""
-        save = self.save_path(dataset, info_hash)
+    def begin(self, dataset: str, info_hash: str, version: str, staging: bool = False) -> Path:
+        """Make room for a download and say what it is; returns libtorrent's save path.
+        `staging`: in staging even if the version is in the store (a split version whose
+        share changed: its new files are verified there before they join the store's)."""
+        save = self.staging_dir(dataset, info_hash) if staging else \
+            self.save_path(dataset, info_hash)
         save.mkdir(parents=True, exist_ok=True)
         meta = save.parent / f"{info_hash}.json"
         if save == self.staging_dir(dataset, info_hash) and not meta.exists():
@@ -169,7 +172,14 @@ class Store:
     def prune_split(self, dataset: str, info_hash: str, name: str,
                     files: Iterable[tuple[str, int]], keep: AbstractSet[str]) -> list[str]:
         """Remove from a split version the files this node no longer holds (the target nodes
-        changed), and the directories that leaves empty; returns what it removed."""
+        changed), and the directories that leaves empty, once the version is moved into the
+        store (before it is marked complete); returns what it removed."""
+        # After a re-split's move, staging keeps only second names of the files the version
+        # already had (a rename onto a hard link of the same inode does nothing) and the
+        # files it no longer holds: none of it is data the store lacks.
+        staged = self.staging_dir(dataset, info_hash)
+        if staged.exists():
+            shutil.rmtree(staged)
         top = self.version_dir(dataset, info_hash) / name
         gone = []
         for path, _ in files:

@@ -400,7 +400,11 @@ class Executor:
                        reason=failure.reason.value)
             return
         ih = InfoHash(lock.info_hash)
-        save = self.store.begin(t.name, ih, d.version)
+        # A split version whose share changed (the target nodes did) is fetched in staging,
+        # the files it keeps linked from objects/, so that the files it gains appear in the
+        # active directory only whole and verified, when the move puts them there.
+        resplit = t.files is not None and self.store.version_dir(t.name, ih).exists()
+        save = self.store.begin(t.name, ih, d.version, staging=resplit)
         linked = self._link_objects(ih, save / lock.name, torrent, log_)
         url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels,
                                     version=d.version)
@@ -408,7 +412,7 @@ class Executor:
         # fine (Swarm may still refuse it): it only means more is read back at the end.
         resumed = (self.swarm.trust_resume and self.swarm.resume_dir is not None
                    and (self.swarm.resume_dir / f"{ih}.resume").exists())
-        if t.files is not None and ih in self.swarm.torrents:
+        if resplit and ih in self.swarm.torrents:
             self._drop_torrent(ih)  # seeding the files of an earlier split: fetch the new ones
         st = self.swarm.add(ih, torrent, save, lock.total_bytes)
         frozen = cas.frozen_pieces(lock.files, st.piece_size, linked)

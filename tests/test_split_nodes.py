@@ -127,6 +127,8 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
         assert (d["bytesTotal"], d["bytesDone"]) == (size, size), d
     moved = {f for n in NODES for f in set(before[n]) - set(after[n])}
     assert moved == set(after["s4"])  # exactly what the new node gains
+    for h in homes:
+        assert _files_under(h.state_dir / "staging") == {}  # nothing left behind
     moved_bytes = sum(len(FILES[f]) for f in moved)
     # what moved came from the old holders or, once they had dropped it, from the origin:
     # never more than the moved files themselves (the old nodes fetch nothing)
@@ -142,3 +144,25 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
     assert _files_under(homes[1].data / "shards" / "sp") == after["s2"]
     assert origin.bytes_sent == sent
     assert '"level": "error"' not in again.logs()
+
+    # The fourth node leaves: the old nodes gain back exactly the files they had, fetched in
+    # staging and moved into the active directory only once verified; s4 drains (it keeps
+    # seeding during gracePeriod), so they come from it rather than from the origin.
+    sent = origin.bytes_sent
+    repo.write("nodes.yaml", "---\n".join(docs[:3]))
+    rev3 = repo.commit("the fourth node leaves")
+
+    def restored() -> bool:
+        for h in homes[:3]:
+            doc = h.status()
+            d = doc["datasets"].get("sp") or {}
+            if doc.get("lastAppliedRevision") != rev3 or d.get("phase") != "Ready" \
+                    or _files_under(h.data / "shards" / "sp") != before[h.name]:
+                return False
+        return True
+
+    until(restored, 90, "the old split back on the three nodes")
+    for h in homes[:3]:
+        assert _files_under(h.state_dir / "staging") == {}  # nothing left behind
+    print(f"gained back {moved_bytes} B; origin sent {origin.bytes_sent - sent} B")
+    assert origin.bytes_sent - sent <= 1.3 * moved_bytes
