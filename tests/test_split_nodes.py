@@ -166,3 +166,25 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
         assert _files_under(h.state_dir / "staging") == {}  # nothing left behind
     print(f"gained back {moved_bytes} B; origin sent {origin.bytes_sent - sent} B")
     assert origin.bytes_sent - sent <= 1.3 * moved_bytes
+
+
+def test_unlocked_split_dataset_shows_only_each_nodes_files(tmp_path, origin):
+    """Without a lock in git, the first-ranked node reads the source once into staging to
+    build the torrent; the split applies once the torrent is known, and the files that node
+    read but does not hold never reach its `path`."""
+    repo = StateRepo.create(tmp_path / "state")
+    repo.write("nodes.yaml", nodes_yaml(NODES, first_ip=91))
+    repo.write("un.yaml", dataset_yaml("un", http_source(origin.url, FILES), path="shards/un",
+                                       extra="  split: {copies: 1}\n"))
+    repo.commit()
+    homes = [NodeHome(n, tmp_path / n, repo.root).write_config() for n in NODES]
+    procs = [h.start_once(timeout=120) for h in homes]
+    codes = wait_all(procs)
+    assert codes == [0, 0, 0], [(h.base / "once.log").read_text() for h in homes]
+    want = {f: hashlib.sha256(b).hexdigest() for f, b in FILES.items()}
+    for h in homes:
+        mine = {f for f in FILES if holders("un", f, NODES, 1) == (h.name,)}
+        assert _files_under(h.data / "shards" / "un") == {f: want[f] for f in mine}, h.name
+        assert _files_under(h.state_dir / "staging") == {}
+        d = h.status()["datasets"]["un"]
+        assert d["bytesTotal"] == sum(len(FILES[f]) for f in mine), d
