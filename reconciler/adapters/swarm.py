@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, cast
+from typing import Any, Callable, Collection, Iterable, cast
 
 import libtorrent as lt
 import structlog
@@ -118,6 +118,7 @@ class PeerView:
 
     available: list[int]  # per piece: how many connected peers have it
     connected: dict[str, bool]  # peer ip -> is a seed
+    interested: set[str] = field(default_factory=set)  # peer ips that want a piece we have
 
 
 @dataclass
@@ -260,6 +261,25 @@ class Swarm:
                 st.handle.add_url_seed(u)
         st.url = url
 
+    def skip_files(self, info_hash: str, keep: Collection[str]) -> None:
+        """File priority 0 for every file whose path (below the torrent's top directory) is
+        not in `keep`: a split version (core/split.py). libtorrent then neither downloads
+        nor creates them; the executor's piece priorities keep their pieces at 0 too."""
+        st = self.torrents[info_hash]
+        fs = _file_storage(st)
+        prios = []
+        for i in range(fs.num_files()):
+            pad = bool(fs.file_flags(i) & lt.file_storage.flag_pad_file)
+            prios.append(4 if pad or _rel(fs.file_path(i)) in keep else 0)
+        st.handle.prioritize_files(prios)
+
+    def lock_files(self, info_hash: str) -> list[tuple[str, int]]:
+        """The torrent's files as its lock lists them: (path below the top directory,
+        size), pad files left out."""
+        fs = _file_storage(self.torrents[info_hash])
+        return [(_rel(fs.file_path(i)), fs.file_size(i)) for i in range(fs.num_files())
+                if not fs.file_flags(i) & lt.file_storage.flag_pad_file]
+
     def prioritize(self, info_hash: str, priorities: tuple[int, ...]) -> None:
         st = self.torrents[info_hash]
         if st.priorities != priorities:
@@ -287,6 +307,7 @@ class Swarm:
         st = self.torrents[info_hash]
         available = [0] * st.num_pieces
         connected: dict[str, bool] = {}
+        interested: set[str] = set()
         for p in st.handle.get_peer_info():
             if p.connection_type == lt.peer_info.web_seed:
                 continue
@@ -294,10 +315,12 @@ class Swarm:
                 continue
             ip = p.ip[0]
             connected[ip] = bool(p.flags & lt.peer_info.seed)
+            if p.flags & lt.peer_info.remote_interested:
+                interested.add(ip)
             for i, has in enumerate(p.pieces):
                 if has and i < len(available):
                     available[i] += 1
-        return PeerView(available, connected)
+        return PeerView(available, connected, interested)
 
     # -- alerts -------------------------------------------------------------------------------
 
@@ -392,6 +415,18 @@ class Swarm:
             st = self.torrents.pop(key)
             self.session.remove_torrent(st.handle)
         del self.session
+
+
+def _file_storage(st: TorrentState) -> lt.file_storage:
+    ti = st.handle.torrent_file()
+    if ti is None:  # never for a torrent added from its .torrent bytes
+        raise RuntimeError(f"{st.info_hash}: no metadata")
+    return ti.files()
+
+
+def _rel(path: str) -> str:
+    """A file's path below the torrent's top directory, `/`-separated."""
+    return path.replace("\\", "/").split("/", 1)[-1]
 
 
 def _endpoint(a: lt.alert) -> str:

@@ -510,6 +510,7 @@ def _build_dataset(doc: Document, lock: LockFile | None) -> Dataset:
         keep_versions=int(spec.get("keepVersions", 1)),
         suspend=bool(spec.get("suspend", False)),
         size=None if spec.get("size") is None else parse_size(spec["size"]),
+        split=None if spec.get("split") is None else int(spec["split"]["copies"]),
         position=_position_of(doc),
     )
 

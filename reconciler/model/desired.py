@@ -149,6 +149,7 @@ class Dataset:
     keep_versions: int = 1
     suspend: bool = False
     size: int | None = None  # spec.size: the bytes placement counts while there is no lock
+    split: int | None = None  # spec.split.copies: each file on that many target nodes only
     pinned_lock: bool = False  # `lock` is a torrent this node holds, not a lock from git
     position: Position | None = None
 

@@ -105,7 +105,7 @@ def error_lines(stdout: str) -> list[re.Match[str]]:
 def test_example_state_repo_is_valid() -> None:
     r = run_cli("validate", EXAMPLE)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "valid (3 nodes, 6 datasets)" in r.stdout
+    assert "valid (3 nodes, 7 datasets)" in r.stdout
     assert "Traceback" not in r.stderr
 
 

@@ -1019,3 +1019,33 @@ def test_validation_is_pure_over_documents_and_lock_bytes() -> None:
         docs, {"locks/x.torrent": LockRead(problem="unreadable", detail="permission denied")}, "r1")
     assert isinstance(unreadable, list)
     assert "cannot read lock 'locks/x.torrent': permission denied" in unreadable[0].message
+
+
+SPLIT = """
+    apiVersion: syncbit/v1
+    kind: Dataset
+    metadata: {name: d}
+    spec:
+      version: "1"
+      source: {file: {path: /nfs/x}}
+      placement: {all: true}
+      path: x
+      split: SPLIT
+    """
+
+
+def test_split_copies_reaches_the_model(repo: Path) -> None:
+    write(repo, "d.yaml", SPLIT.replace("SPLIT", "{copies: 2}"))
+    assert load(repo).datasets["d"].split == 2
+    write(repo, "d.yaml", SPLIT.replace("      split: SPLIT\n", ""))
+    assert load(repo).datasets["d"].split is None
+
+
+@pytest.mark.parametrize("value, field", [
+    ("{copies: 0}", "spec.split.copies"), ("{copies: -1}", "spec.split.copies"),
+    ("{copies: two}", "spec.split.copies"), ("{}", "spec.split.copies"),
+    ("{copies: 1, spread: 2}", "spec.split.spread"), ("3", "spec.split")])
+def test_split_must_be_copies_of_at_least_one(repo: Path, value: str, field: str) -> None:
+    write(repo, "d.yaml", SPLIT.replace("SPLIT", value))
+    error = only_error(repo)
+    assert (error.file, error.line, error.field) == ("d.yaml", 9, field), str(error)
