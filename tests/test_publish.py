@@ -12,6 +12,7 @@ import jsonschema
 from harness import (NodeHome, StateRepo, dataset_yaml, nodes_yaml, pseudo_random, tree_digest,
                      wait_all, write_data)
 from test_unlocked import STATUS_SCHEMA
+from reconciler.torrent.hybrid import read_lock
 
 NAMES = ["p1", "p2", "p3"]  # p1 publishes
 STEP_1200 = {"model.safetensors": pseudo_random(1_700_000, "ckpt-1200"),
@@ -92,6 +93,20 @@ def test_a_checkpoint_published_by_one_node_reaches_the_others_byte_exact(tmp_pa
     assert d["phase"] == "Failed" and d["error"] == error, d
     assert tree_digest(p2.data / "ckpt" / "latest") == original
 
+    # Back to the published path; `lock` pins it through the publishing node's API (the
+    # snapshot's torrent: the files on p1's disk have changed since).
+    repo.write("ckpt.yaml", ckpt_yaml(src))
+    rev = repo.commit("back to step-1200")
+    ih = pub.wait_phase("ckpt", "Ready", revision=rev)["datasets"]["ckpt"]["infoHash"]
+    res = repo.lock("ckpt")
+    assert res.returncode == 0, res.stderr
+    assert read_lock((repo.root / "locks" / "ckpt.torrent").read_bytes(), "t").info_hash == ih
+    assert "lock: locks/ckpt.torrent" in (repo.root / "ckpt.yaml").read_text()
+    repo.commit("lock step-1200")
+    res = p3.once("--timeout", "30")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert p3.status()["datasets"]["ckpt"]["infoHash"] == ih
+
 
 def test_a_path_outside_publish_roots_is_refused_on_every_node(tmp_path, daemons):
     # A symlink inside the publish root that leads out of it: refused as resolved.
@@ -111,6 +126,8 @@ def test_a_path_outside_publish_roots_is_refused_on_every_node(tmp_path, daemons
         d = h.status()["datasets"]["ckpt"]
         assert d["phase"] == "Failed" and d["error"] == error, (h.name, d)
         assert d["bytesDone"] == 0 and not (h.data / "ckpt").exists(), (h.name, d)
+    res = repo.lock("ckpt")  # nothing to pin: the refusal, as the nodes report it
+    assert res.returncode == 1 and error in res.stderr, res.stderr
     # Not a byte was read or served: nothing of it is in any store.
     for h in homes:
         assert not any(p.is_file() and p.name == "key.pem"
