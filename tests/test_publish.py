@@ -9,8 +9,8 @@ from pathlib import Path
 
 import jsonschema
 
-from harness import (NodeHome, StateRepo, dataset_yaml, nodes_yaml, pseudo_random, tree_digest,
-                     wait_all, write_data)
+from harness import (NodeHome, StateRepo, dataset_yaml, nodes_yaml, pseudo_random, run_cli,
+                     tree_digest, wait_all, write_data)
 from test_unlocked import STATUS_SCHEMA
 from reconciler.torrent.hybrid import read_lock
 
@@ -106,6 +106,20 @@ def test_a_checkpoint_published_by_one_node_reaches_the_others_byte_exact(tmp_pa
     res = p3.once("--timeout", "30")
     assert res.returncode == 0, res.stderr[-3000:]
     assert p3.status()["datasets"]["ckpt"]["infoHash"] == ih
+
+    # The README's walkthrough: the training loop writes the next step, `publish` points the
+    # dataset at it (a new version; the lock of the old one goes), a commit, and `wait` gates
+    # the evaluator until its node serves it.
+    step_1300 = write_data(src.parent / "step-1300", {"model.safetensors": b"step 1300\n"})
+    res = run_cli("publish", "ckpt", str(step_1300), "--version", "step-1300",
+                  "--repo", str(repo.root))
+    assert res.returncode == 0 and "commit" in res.stdout, res.stderr
+    repo.commit("ckpt: step-1300")
+    proc = p2.start_once()
+    res = p2.run("wait", "ckpt", "--timeout", "60")
+    assert wait_all([proc]) == [0], logs(homes)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert tree_digest(p2.data / "ckpt" / "latest") == tree_digest(step_1300)
 
 
 def test_a_path_outside_publish_roots_is_refused_on_every_node(tmp_path, daemons):
