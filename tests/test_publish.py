@@ -87,6 +87,7 @@ def test_a_checkpoint_published_by_one_node_reaches_the_others_byte_exact(tmp_pa
     doc = pub.wait_phase("ckpt", "Failed", revision=rev, timeout=60)
     error = doc["datasets"]["ckpt"]["error"]
     assert "already published" in error and "immutable" in error and "p1" in error, error
+    assert '"retry_in": null' in pub.logs()  # for good: step-1300 is not read again and again
     res = p2.once("--timeout", "20")
     assert res.returncode == 1, res.stderr[-3000:]
     d = p2.status()["datasets"]["ckpt"]

@@ -72,6 +72,7 @@ class Work:
     said: str = ""  # the last decision logged, so a wait is logged once
     refused: set[str] = field(default_factory=set)  # sha256 of peers' torrents refused
     peer_errors: dict[str, str] = field(default_factory=dict)  # a failed peer's own error
+    final: bool = False  # the failure is for good (a published version's bytes changed)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -214,9 +215,11 @@ class Pinner:
         (a refusal too: the node's config or the files may change)."""
         while not await self._build(w):
             w.failures += 1
-            retry = RETRY_AFTER[min(w.failures, len(RETRY_AFTER)) - 1]
+            retry = None if w.final else RETRY_AFTER[min(w.failures, len(RETRY_AFTER)) - 1]
             self.log.error("publishing failed", dataset=w.dataset.name,
                            version=w.dataset.version, error=w.error, retry_in=retry)
+            if retry is None:  # stays Failed, answering peers with its error, until the key
+                return         # (version or path) changes
             await asyncio.sleep(retry)
         self._done(w)
 
@@ -356,7 +359,7 @@ class Pinner:
                 publishing.remember(d, torrent, self.published)
             self.cache.put(d, torrent)
         except publishing.PublishRefused as e:
-            w.state, w.error = "failed", str(e)
+            w.state, w.error, w.final = "failed", str(e), e.final
             return False
         except (OriginError, OSError, ValueError) as e:
             w.state, w.error = "failed", f"building the torrent from the {d.source.type} source: {e}"

@@ -43,7 +43,13 @@ POLL_FAILED = 15.0  # the publisher refused: ask again this often (a fixed confi
 
 class PublishRefused(Exception):
     """This node will not publish: outside publishRoots, or a published version's bytes
-    changed. The message is the status error, as is."""
+    changed. The message is the status error, as is. `final`: trying again cannot help (the
+    same version stays refused until the dataset's version or path changes), so the source
+    is not read again every retry."""
+
+    def __init__(self, message: str, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
 
 
 async def snapshot(node: str, d: Dataset, ctx: OriginContext,
@@ -73,7 +79,7 @@ def check_immutable(node: str, d: Dataset, torrent: bytes, record: PublishedVers
     lock = check(torrent, d, "snapshot")
     why = conflict(node, d.name, d.version, lock.info_hash, record.get(d.name))
     if why is not None:
-        raise PublishRefused(why)
+        raise PublishRefused(why, final=True)
 
 
 def remember(d: Dataset, torrent: bytes, record: PublishedVersions) -> None:
