@@ -32,6 +32,7 @@ examples:
   syncbit-reconcile --once --timeout 600                   # converge once; exit 0 when all Ready
   syncbit-reconcile plan                                   # what a pass would change here
   syncbit-reconcile validate /srv/syncbit-state            # a state repo's CI check
+  syncbit-reconcile publish ckpt /data/ckpt/step-1200 --version step-1200  # then git commit
   syncbit-reconcile status --cluster                       # every node, through its API
   syncbit-reconcile wait llama-70b --timeout 7200          # an init container's readiness gate
 
