@@ -5,6 +5,7 @@ torrent and seeds it; the others fetch the torrent from its API and the bytes fr
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import jsonschema
@@ -147,3 +148,41 @@ def test_a_path_outside_publish_roots_is_refused_on_every_node(tmp_path, daemons
     for h in homes:
         assert not any(p.is_file() and p.name == "key.pem"
                        for p in (h.state_dir).rglob("*")), h.name
+
+
+def test_a_publisher_that_lost_its_state_cannot_change_a_published_version(tmp_path, daemons):
+    repo, homes, src = make_cluster(tmp_path, 237)
+    p1, p2, _ = homes
+    original = tree_digest(src)
+    pub = daemons(p1)
+    first = pub.wait_phase("ckpt", "Ready", timeout=90)["datasets"]["ckpt"]["infoHash"]
+    assert wait_all([p2.start_once()]) == [0], logs(homes)
+    assert tree_digest(p2.data / "ckpt" / "latest") == original
+
+    # p1 loses its stateDir (a reinstalled node), and the files changed meanwhile: it
+    # publishes them again under the same version, having no record of the first time.
+    assert pub.stop() == 0
+    shutil.rmtree(p1.state_dir)
+    (p1.data / "ckpt" / "latest").unlink()
+    (src / "model.safetensors").write_bytes(b"retrained")
+    pub = daemons(p1)
+    ih = pub.wait_phase("ckpt", "Ready", timeout=90)["datasets"]["ckpt"]["infoHash"]
+    assert ih != first
+
+    # p2 keeps the torrent it took for step-1200: it stays on the bytes first published.
+    res = p2.once("--timeout", "20")
+    assert res.returncode == 0, res.stderr[-3000:]
+    d = p2.status()["datasets"]["ckpt"]
+    assert d["phase"] == "Ready" and d["infoHash"] == first, d
+    assert tree_digest(p2.data / "ckpt" / "latest") == original
+    assert "metadata fetched" not in res.stderr
+
+    # Even without that torrent (its metadata cache lost), p2 refuses the other bytes for a
+    # version it holds, and keeps what it has.
+    shutil.rmtree(p2.state_dir / "metadata")
+    res = p2.once("--timeout", "20")
+    assert res.returncode == 1, res.stderr[-3000:]
+    d = p2.status()["datasets"]["ckpt"]
+    assert d["phase"] == "Failed", d
+    assert "node p1 offers version 'step-1200'" in d["error"] and "immutable" in d["error"], d
+    assert tree_digest(p2.data / "ckpt" / "latest") == original

@@ -49,3 +49,17 @@ def conflict(node: str, dataset: str, version: str, info_hash: str,
             f"from {before.path} with other bytes (info-hash {before.info_hash[:16]}..., now "
             f"{info_hash[:16]}...): a published version is immutable; publish the changed "
             f"files as a new version")
+
+
+def offered_conflict(publisher: str, dataset: str, version: str, offered: str,
+                     held: Mapping[str, str]) -> str | None:
+    """Why a target node must refuse the torrent `offered` (info-hash) for `version`: it holds
+    a complete copy of that version with other bytes (`held`: info-hash -> version label).
+    The publisher catches this itself; this covers a publisher that lost its record (a new
+    `stateDir`)."""
+    other = sorted(ih for ih, v in held.items() if v == version and ih != offered)
+    if not other:
+        return None
+    return (f"node {publisher} offers version {version!r} of dataset {dataset} with other bytes "
+            f"than this node holds (info-hash {other[0][:16]}..., offered {offered[:16]}...): "
+            f"a published version is immutable; publish the changed files as a new version")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable
 from reconciler.adapters.published import PublishedVersions
 from reconciler.adapters.sources import OriginContext, OriginError
 from reconciler.core.pinning import check
-from reconciler.core.publish import Published, conflict, refusal
+from reconciler.core.publish import Published, conflict, offered_conflict, refusal
 from reconciler.engine.locking import build_lock
 from reconciler.model.desired import Dataset, FileSource, NodeSource
 
@@ -102,9 +102,19 @@ async def follow(pinner: "Pinner", w: "Work") -> None:
             state, data = await pinner._ask(w, pub)
         if data is not None:
             try:
+                offered = check(data, d, f"the torrent from node {pub}").info_hash
+                held = {ih: v.version for ih, v in
+                        pinner.store.observe_dataset(d.name).versions.items() if v.complete}
+                why = offered_conflict(pub, d.name, d.version, offered, held)
+                if why is not None:
+                    raise PublishRefused(why, final=True)
                 lock = pinner.cache.put(d, data)
+            except PublishRefused as e:
+                w.state, w.error = "failed", str(e)
+                delay = POLL_FAILED
             except (ValueError, OSError) as e:
                 w.state, w.error = "failed", f"the torrent from publishing node {pub}: {e}"
+                delay = POLL_FAILED
             else:
                 pinner.log.info("metadata fetched", dataset=d.name, version=d.version,
                                 peer=pub, info_hash=lock.info_hash)

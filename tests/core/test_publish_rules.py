@@ -38,3 +38,14 @@ def test_a_version_published_with_other_bytes_is_a_conflict() -> None:
     assert msg.startswith("version 'step-1200' of dataset ckpt was already published by node "
                           "gpu-01 from /data/ckpt/step-1200 with other bytes")
     assert "immutable" in msg and "a" * 16 in msg and "b" * 16 in msg
+
+
+def test_a_target_node_refuses_other_bytes_for_a_version_it_holds() -> None:
+    from reconciler.core.publish import offered_conflict
+    held = {"a" * 64: "step-1200", "c" * 64: "step-1100"}
+    assert offered_conflict("gpu-01", "ckpt", "step-1200", "a" * 64, held) is None
+    assert offered_conflict("gpu-01", "ckpt", "step-1300", "b" * 64, held) is None
+    msg = offered_conflict("gpu-01", "ckpt", "step-1200", "b" * 64, held)
+    assert msg is not None and msg.startswith(
+        "node gpu-01 offers version 'step-1200' of dataset ckpt with other bytes than this node "
+        "holds") and "immutable" in msg
