@@ -15,16 +15,19 @@ Placement reads only what is in git, so every node computes the same answer:
   `spec.size` if declared, else 0. A torrent a node pinned itself for an unlocked dataset
   (`Dataset.pinned_lock`) never counts: the nodes that hold it and those that do not would
   disagree.
+- a dataset published from a node (`source: {node: ...}`) is always held by that node too,
+  first in its assignment, whatever the placement says: its snapshot is what the others fetch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 from reconciler.model.desired import (PRIORITY_RANK, Dataset, DesiredState, Node, Placement,
-                                      Requirement)
+                                      Requirement, publisher)
 
 
 def rendezvous_weight(dataset: str, node: str) -> int:
@@ -71,7 +74,7 @@ class Assignment:
 
 # What placement reads of a revision, in the order it reads it: equal keys, equal placement.
 _NodeKey = tuple[str, "int | None", "str | None", bool, Mapping[str, str]]
-_DatasetKey = tuple[str, str, int, Placement]
+_DatasetKey = tuple[str, str, int, Placement, "str | None"]
 _Key = tuple[tuple[_NodeKey, ...], tuple[_DatasetKey, ...]]
 _SelectorKey = tuple[tuple[tuple[str, str], ...], tuple[Requirement, ...]]
 
@@ -89,7 +92,8 @@ _size = placement_size
 def _key(state: DesiredState) -> _Key:
     return (tuple((n.name, n.capacity, n.storage_group, n.cordoned, n.labels)
                   for n in state.nodes.values()),
-            tuple((d.name, d.priority, _size(d), d.placement) for d in state.datasets.values()))
+            tuple((d.name, d.priority, _size(d), d.placement, publisher(d))
+                  for d in state.datasets.values()))
 
 
 class Placer:
@@ -176,7 +180,19 @@ def _place(state: DesiredState, ranked: Callable[[Dataset], list[str]]
            ) -> dict[str, Assignment]:
     free: dict[str, int | None] = {n.name: n.capacity for n in state.nodes.values()}
     order = sorted(state.datasets.values(), key=lambda d: (PRIORITY_RANK[d.priority], d.name))
-    return {d.name: _place_one(d, state.nodes, free, ranked) for d in order}
+    return {d.name: _with_publisher(d, _place_one(d, state.nodes, free, ranked), state.nodes,
+                                    free) for d in order}
+
+
+def _with_publisher(d: Dataset, a: Assignment, nodes: Mapping[str, Node],
+                    free: dict[str, int | None]) -> Assignment:
+    """The publishing node of a `node:` source first among the dataset's nodes (it seeds)."""
+    pub = publisher(d)
+    if pub is None or pub not in nodes:
+        return a
+    if pub not in a.nodes:
+        _take(free, pub, _size(d))
+    return dataclasses.replace(a, nodes=(pub, *(n for n in a.nodes if n != pub)))
 
 
 def _fits(free: Mapping[str, int | None], node: str, size: int) -> bool:

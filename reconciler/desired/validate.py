@@ -26,6 +26,7 @@ from reconciler.model.desired import (
     Dataset,
     DesiredState,
     FileSource,
+    NodeSource,
     HfSource,
     HttpSource,
     LockFile,
@@ -60,7 +61,7 @@ __all__ = [
 
 API_VERSION = "syncbit/v1"
 KINDS = ("Node", "Dataset")
-SOURCE_TYPES = ("http", "s3", "hf", "file")
+SOURCE_TYPES = ("http", "s3", "hf", "file", "node")
 DOCUMENT_FIELD = "(document)"
 REPO_FIELD = "(repo)"
 
@@ -262,6 +263,14 @@ def _check_dataset(doc: Document, errors: _Errors) -> None:
     mirrors = spec.get("mirrors")
     for i in range(len(mirrors) if isinstance(mirrors, list) else 0):
         _check_source(doc, ("spec", "mirrors", i), errors)
+        mirror = mirrors[i] if isinstance(mirrors, list) else None
+        if isinstance(mirror, dict) and "node" in mirror:
+            errors.add(doc, ("spec", "mirrors", i, "node"), "a node source cannot be a mirror: "
+                       "published bytes come from the publishing node's swarm only")
+    source = spec.get("source")
+    if isinstance(source, dict) and "node" in source and mirrors:
+        errors.add(doc, ("spec", "mirrors"), "a dataset published from a node has no mirrors: "
+                   "no external origin takes part")
 
     _check_selector(doc, errors)
     size = spec.get("size")
@@ -324,6 +333,12 @@ def _check_references(doc: Document, local: "_Local", lock_files: Mapping[str, L
                 errors.add(doc, ("spec", "placement", "nodes", i),
                            f"unknown node '{_clip(name)}': no Node document has this name",
                            at_value=True)
+        pub_field = ("spec", "source", "node", "name")
+        if local.publisher is not None and local.publisher not in node_names \
+                and not errors.has(doc, pub_field):
+            errors.add(doc, pub_field, f"unknown node '{_clip(local.publisher)}': no Node "
+                       "document has this name (the publishing node must be in the inventory)",
+                       at_value=True)
 
     lock = local.lock
     if lock and not errors.has(doc, ("spec", "lock")):
@@ -345,6 +360,7 @@ class _Local:
     name: str | None = None  # metadata.name, if a string
     node_refs: tuple[tuple[int, str], ...] = ()  # a Dataset's spec.placement.nodes strings
     lock: str | None = None  # a Dataset's spec.lock, if a non-empty string
+    publisher: str | None = None  # a Dataset's spec.source.node.name, if a string
 
 
 def _check_local(doc: Document) -> _Local:
@@ -362,6 +378,7 @@ def _check_local(doc: Document) -> _Local:
     name = _get(doc.data, "metadata", "name")
     node_refs: tuple[tuple[int, str], ...] = ()
     lock: str | None = None
+    publisher: str | None = None
     spec = _get(doc.data, "spec")
     if kind == "Dataset" and isinstance(spec, dict):
         nodes = _get(spec, "placement", "nodes")
@@ -369,8 +386,10 @@ def _check_local(doc: Document) -> _Local:
             node_refs = tuple((i, n) for i, n in enumerate(nodes) if isinstance(n, str))
         found = spec.get("lock")
         lock = found if isinstance(found, str) and found else None
+        pub = _get(spec, "source", "node", "name")
+        publisher = pub if isinstance(pub, str) else None
     return _Local(kind, tuple(errors.items), model, name if isinstance(name, str) else None,
-                  node_refs, lock)
+                  node_refs, lock, publisher)
 
 
 class ValidationCache:
@@ -463,6 +482,8 @@ def _build_source(data: Mapping[str, Any]) -> Source:
                         include=_strs(body.get("include")), exclude=_strs(body.get("exclude")))
     if kind == "file":
         return FileSource(path=str(body["path"]))
+    if kind == "node":
+        return NodeSource(name=str(body["name"]), path=str(body["path"]))
     raise AssertionError(f"unvalidated source type {kind!r}")  # pragma: no cover
 
 

@@ -32,7 +32,7 @@ from reconciler.core.placement import Assignment, place
 from reconciler.core.plan import Plan, Target, make_plan
 from reconciler.core.transfer import Effect, Job, Seen, Stage
 from reconciler.engine.pinning import Pinner
-from reconciler.model.desired import DesiredState
+from reconciler.model.desired import DesiredState, publisher
 from reconciler.model.ids import DatasetName, InfoHash, NodeName
 from reconciler.model.status import DatasetStatus
 from reconciler.torrent.hybrid import lock_extra
@@ -50,7 +50,7 @@ class _Download:
 
     target: Target
     torrent_bytes: bytes
-    url: str
+    url: str | None  # the gateway's web seed; None: no origin (a dataset published by a node)
     torrent: TorrentState
     job: Job
     verify: asyncio.Task[list[str]] | None = None
@@ -379,7 +379,9 @@ class Executor:
         # serves from all of them. One that cannot be opened is left out, unless all are.
         pinned = lock_extra(torrent).get("syncbit", {}).get("source")
         origins, labels, problems = [], [], []
-        for i, src in enumerate((d.source, *d.mirrors)):
+        # Published from a node: no origin, no web seed; the bytes come from the swarm only.
+        sources = () if publisher(d) is not None else (d.source, *d.mirrors)
+        for i, src in enumerate(sources):
             try:
                 o = open_origin(src, self.origins, pinned=(
                     pinned if i == 0 and isinstance(pinned, dict) else None))
@@ -390,7 +392,7 @@ class Executor:
                 continue
             origins.append(o)
             labels.append(origin_label(o.kind, o.describe(), i))
-        if not origins:
+        if not origins and sources:
             failure = transfer.Failure(
                 transfer.FailureReason.ALL_ORIGINS_FAILED,
                 "cannot start: " + (problems[0] if len(problems) == 1 else
@@ -407,7 +409,7 @@ class Executor:
         save = self.store.begin(t.name, ih, d.version, staging=resplit)
         linked = self._link_objects(ih, save / lock.name, torrent, log_)
         url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels,
-                                    version=d.version)
+                                    version=d.version) if origins else None
         # Resume data the swarm will trust (no hash check of what it lists); a superset is
         # fine (Swarm may still refuse it): it only means more is read back at the end.
         resumed = (self.swarm.trust_resume and self.swarm.resume_dir is not None
