@@ -23,6 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
+from reconciler.core.gcpause import gc_paused
 from reconciler.model.desired import (PRIORITY_RANK, Dataset, DesiredState, Node, Placement,
                                       Requirement)
 
@@ -114,6 +115,10 @@ class Placer:
         self._rankings: dict[str, tuple[tuple[str, ...], list[str]]] = {}
 
     def place(self, state: DesiredState) -> dict[str, Assignment]:
+        with gc_paused():  # millions of short-lived hash objects (see gcpause): ~1/3 faster
+            return self._place(state)
+
+    def _place(self, state: DesiredState) -> dict[str, Assignment]:
         key = _key(state)
         last = self._last
         if last is not None and last[0] == key:

@@ -1,0 +1,221 @@
+"""A C-speed reader for the plain YAML a state repo is made of, with ruamel's positions.
+
+ruamel.yaml's pure-Python round trip costs ~20x a C parse (issue 13). This composes a
+document with libyaml (PyYAML's `CParser`, which keeps every node's start mark) and builds
+the same data ruamel's round-trip loader would: `dict`/`list` subclasses carrying an `lc`
+record with ruamel's layout (`line`, `col`, `data`, `key()`, `value()`, `item()`), scalars
+resolved with ruamel's own YAML 1.2 implicit resolvers (`yes`/`on` stay strings).
+
+It only answers when the answer is certainly ruamel's: anything outside the common subset
+(explicit tags, anchors/aliases, directives, merge keys, floats, timestamps, non-decimal or
+zero-padded integers, block scalars, empty values, complex or duplicate keys, a scalar document, a line
+break that YAML 1.1 has and 1.2 does not, any libyaml error) returns None, and the caller
+parses that document with ruamel, which also words the errors. So behaviour and messages are
+ruamel's; only the speed differs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.resolver import VersionedResolver
+
+try:  # PyYAML with libyaml; without it every document goes to ruamel
+    from yaml import YAMLError as _PyYAMLError
+    from yaml._yaml import CParser as _CParser
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+except ImportError:  # pragma: no cover - the venv installs PyYAML with libyaml
+    _CParser = None
+
+__all__ = ["LineCol", "PosMap", "PosSeq", "compose_chunk"]
+
+_PLAIN = "?plain"  # our resolver's tags: anything else on a node was written explicitly
+_QUOTED = "?quoted"
+_COLL = "?coll"
+
+_STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+# Integers ruamel's round trip returns as a plain `int`; `0` is its ScalarInt (made by ruamel
+# once, shared: nobody mutates documents); `-0`, `+1`, `007`, `1_000` go to ruamel.
+_PLAIN_INT = re.compile(r"-?[1-9][0-9]*")
+_ZERO = YAML(typ="rt", pure=True).load("[0]")[0]
+_TRUE = frozenset(("true", "True", "TRUE"))
+_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+
+# ruamel's implicit resolvers for YAML 1.2, by first character: the exact rules it applies.
+_RESOLVERS: dict[str, list[tuple[str, Any]]] = \
+    VersionedResolver(version=(1, 2)).versioned_resolver
+
+# Tabs (the two scanners disagree on them), characters that are line breaks for libyaml
+# (YAML 1.1) but not for ruamel (1.2), a BOM
+# inside the text, a directive, an anchor (ruamel keeps it in its types): positions or values
+# could differ, so such chunks go to ruamel. (An `&` after a space in a string sends it too.)
+_NOT_FAST_CHARS = ("\t", "\x85", "\u2028", "\u2029", "\ufeff")
+_DIRECTIVE = re.compile("(?:^|[\r\n])%")
+_ANCHOR = re.compile("(?:^|[ \r\n\\[{,])&")
+
+
+def _not_fast(text: str) -> bool:
+    """Whether `text` must go to ruamel before parsing (substring tests first: they are C
+    scans, ~10x faster over a whole file than one regex with alternatives)."""
+    return (any(c in text for c in _NOT_FAST_CHARS)
+            or ("%" in text and _DIRECTIVE.search(text) is not None)
+            or ("&" in text and _ANCHOR.search(text) is not None))
+
+
+class _Fallback(Exception):
+    """The document is outside the subset: ruamel decides."""
+
+
+class LineCol:
+    """ruamel's `LineCol` layout, 0-based: `line`/`col` of the collection, `data[key]` =
+    [key line, key col, value line, value col] for a mapping, `data[i]` = [line, col] for a
+    sequence item. `schema_errors.position` reads these to name where a field is."""
+
+    __slots__ = ("line", "col", "data")
+
+    def __init__(self, line: int, col: int) -> None:
+        self.line = line
+        self.col = col
+        self.data: dict[Any, list[int]] = {}
+
+    def key(self, k: Any) -> tuple[int, int]:
+        d = self.data[k]
+        return d[0], d[1]
+
+    def value(self, k: Any) -> tuple[int, int]:
+        d = self.data[k]
+        return d[2], d[3]
+
+    def item(self, idx: int) -> tuple[int, int]:
+        d = self.data[idx]
+        return d[0], d[1]
+
+    def __repr__(self) -> str:
+        return f"LineCol({self.line}, {self.col})"
+
+
+class PosMap(dict):  # type: ignore[type-arg]
+    """A mapping with its positions (`lc`), as ruamel's CommentedMap has."""
+
+    __slots__ = ("lc",)
+
+
+class PosSeq(list):  # type: ignore[type-arg]
+    """A sequence with its positions (`lc`), as ruamel's CommentedSeq has."""
+
+    __slots__ = ("lc",)
+
+
+if _CParser is not None:
+    class _Composer(_CParser):  # type: ignore[misc]
+        """libyaml's composer with a resolver that only says how a node was written."""
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            if kind is ScalarNode:
+                return _PLAIN if implicit[0] else _QUOTED
+            return _COLL
+
+        def descend_resolver(self, parent: Any, index: Any) -> None:
+            pass
+
+        def ascend_resolver(self) -> None:
+            pass
+
+
+def _scalar(node: Any) -> Any:
+    tag = node.tag
+    if tag is _QUOTED or tag == _QUOTED:
+        if node.style not in ("'", '"'):
+            raise _Fallback  # block scalars: ruamel keeps their style in a str subclass
+        return node.value
+    if tag != _PLAIN:
+        raise _Fallback  # an explicit tag
+    value: str = node.value
+    if not value:
+        raise _Fallback  # an empty value: ruamel places it at the next token, libyaml does not
+    for resolved, regexp in _RESOLVERS.get(value[:1], ()):
+        if regexp.match(value):
+            break
+    else:
+        return value
+    if resolved == _STR:
+        return value
+    if resolved == _NULL:
+        return None
+    if resolved == _BOOL:
+        return value in _TRUE
+    if resolved == _INT:
+        if value == "0":
+            return _ZERO
+        if _PLAIN_INT.fullmatch(value):
+            return int(value)
+    raise _Fallback  # floats, timestamps, merge keys, odd integers: ruamel's types
+
+
+def _build(node: Any, line0: int, seen: set[int]) -> Any:
+    if id(node) in seen:
+        raise _Fallback  # an alias: the same node twice
+    seen.add(id(node))
+    cls = type(node)
+    if cls is ScalarNode:
+        return _scalar(node)
+    if node.tag != _COLL:
+        raise _Fallback
+    mark = node.start_mark
+    lc = LineCol(mark.line + line0, mark.column)
+    if cls is MappingNode:
+        out: Any = PosMap()
+        data = lc.data
+        for knode, vnode in node.value:
+            if type(knode) is not ScalarNode:
+                raise _Fallback
+            key = _scalar(knode)
+            if key in out or not isinstance(key, str):
+                raise _Fallback  # duplicates and non-string keys: ruamel's error or types
+            km, vm = knode.start_mark, vnode.start_mark
+            out[key] = _build(vnode, line0, seen)
+            data[key] = [km.line + line0, km.column, vm.line + line0, vm.column]
+        out.lc = lc
+        return out
+    if cls is SequenceNode:
+        seq: Any = PosSeq()
+        data = lc.data
+        for i, item in enumerate(node.value):
+            m = item.start_mark
+            seq.append(_build(item, line0, seen))
+            data[i] = [m.line + line0, m.column]
+        seq.lc = lc
+        return seq
+    raise _Fallback  # pragma: no cover - libyaml has no other node kind
+
+
+def compose_chunk(chunk: str, first_line: int) -> list[Any] | None:
+    """The non-empty documents of a YAML text (a whole file, or one chunk of
+    `loader._split_documents`) as ruamel's round trip would give them, positions counted from
+    `first_line` (0-based); None when ruamel must decide. Only mappings and sequences at the
+    top: a scalar document goes to ruamel too."""
+    if _CParser is None or _not_fast(chunk):
+        return None
+    parser = _Composer(chunk)
+    try:
+        out: list[Any] = []
+        # Bounded: each round takes one document of the text, and the text is finite.
+        while parser.check_node():
+            node = parser.get_node()
+            if type(node) is ScalarNode:
+                if node.tag == _PLAIN and node.value in _NULLS:
+                    continue  # an empty (null) document: ruamel's None, which nobody keeps
+                raise _Fallback
+            # Node ids tell aliases only while the document's nodes are all alive: one set
+            # per document.
+            out.append(_build(node, first_line, set()))
+        return out
+    except (_Fallback, _PyYAMLError, ValueError, TypeError, RecursionError):
+        return None
+    finally:
+        parser.dispose()
