@@ -16,6 +16,7 @@ ruamel's; only the speed differs.
 
 from __future__ import annotations
 
+import operator
 import re
 from typing import Any
 
@@ -72,28 +73,52 @@ class _Fallback(Exception):
 
 
 class LineCol:
-    """ruamel's `LineCol` layout, 0-based: `line`/`col` of the collection, `data[key]` =
-    [key line, key col, value line, value col] for a mapping, `data[i]` = [line, col] for a
-    sequence item. `schema_errors.position` reads these to name where a field is."""
+    """ruamel's `LineCol` interface, 0-based: `line`/`col` of the collection; `key(k)`,
+    `value(k)` of a mapping's entry, `item(i)` of a sequence's; `data` as ruamel lays it out
+    (`{key: [key line, key col, value line, value col]}`, `{i: [line, col]}`).
+    `schema_errors.position` reads these to name where a field is.
 
-    __slots__ = ("line", "col", "data")
+    Stored flat (the keys in a tuple, the positions in one tuple of ints) rather than as a
+    dict of lists: a cold pass holds ~10^5 of these, and tuples of strings and ints drop out
+    of the garbage collector's lists, dicts and lists do not.
+    """
 
-    def __init__(self, line: int, col: int) -> None:
+    __slots__ = ("line", "col", "_keys", "_pos")
+
+    def __init__(self, line: int, col: int, keys: tuple[Any, ...] | None,
+                 pos: tuple[int, ...]) -> None:
         self.line = line
         self.col = col
-        self.data: dict[Any, list[int]] = {}
+        self._keys = keys  # None: a sequence's
+        self._pos = pos
+
+    def _at(self, i: int, width: int) -> tuple[int, ...]:
+        return self._pos[i * width:(i + 1) * width]
 
     def key(self, k: Any) -> tuple[int, int]:
-        d = self.data[k]
-        return d[0], d[1]
+        if self._keys is None or k not in self._keys:
+            raise KeyError(k)
+        kl, kc, _, _ = self._at(self._keys.index(k), 4)
+        return kl, kc
 
     def value(self, k: Any) -> tuple[int, int]:
-        d = self.data[k]
-        return d[2], d[3]
+        if self._keys is None or k not in self._keys:
+            raise KeyError(k)
+        _, _, vl, vc = self._at(self._keys.index(k), 4)
+        return vl, vc
 
     def item(self, idx: int) -> tuple[int, int]:
-        d = self.data[idx]
-        return d[0], d[1]
+        if self._keys is not None or not isinstance(idx, int) \
+                or not 0 <= idx < len(self._pos) // 2:
+            raise KeyError(idx)
+        line, col = self._at(idx, 2)
+        return line, col
+
+    @property
+    def data(self) -> dict[Any, list[int]]:
+        if self._keys is None:
+            return {i: list(self._at(i, 2)) for i in range(len(self._pos) // 2)}
+        return {k: list(self._at(i, 4)) for i, k in enumerate(self._keys)}
 
     def __repr__(self) -> str:
         return f"LineCol({self.line}, {self.col})"
@@ -120,11 +145,11 @@ if _CParser is not None:
                 return _PLAIN if implicit[0] else _QUOTED
             return _COLL
 
-        def descend_resolver(self, parent: Any, index: Any) -> None:
-            pass
-
-        def ascend_resolver(self) -> None:
-            pass
+        # Path-based resolvers are not used: no-ops, as C builtins (libyaml calls both for
+        # every node; a Python no-op costs ~8% of the parse). `is_(parent, index)` and
+        # `tuple()` do nothing with their result.
+        descend_resolver = staticmethod(operator.is_)
+        ascend_resolver = staticmethod(tuple)
 
 
 def _scalar(node: Any) -> Any:
@@ -167,10 +192,9 @@ def _build(node: Any, line0: int, seen: set[int]) -> Any:
     if node.tag != _COLL:
         raise _Fallback
     mark = node.start_mark
-    lc = LineCol(mark.line + line0, mark.column)
+    pos: list[int] = []
     if cls is MappingNode:
         out: Any = PosMap()
-        data = lc.data
         for knode, vnode in node.value:
             if type(knode) is not ScalarNode:
                 raise _Fallback
@@ -179,17 +203,16 @@ def _build(node: Any, line0: int, seen: set[int]) -> Any:
                 raise _Fallback  # duplicates and non-string keys: ruamel's error or types
             km, vm = knode.start_mark, vnode.start_mark
             out[key] = _build(vnode, line0, seen)
-            data[key] = [km.line + line0, km.column, vm.line + line0, vm.column]
-        out.lc = lc
+            pos += (km.line + line0, km.column, vm.line + line0, vm.column)
+        out.lc = LineCol(mark.line + line0, mark.column, tuple(out), tuple(pos))
         return out
     if cls is SequenceNode:
         seq: Any = PosSeq()
-        data = lc.data
-        for i, item in enumerate(node.value):
+        for item in node.value:
             m = item.start_mark
             seq.append(_build(item, line0, seen))
-            data[i] = [m.line + line0, m.column]
-        seq.lc = lc
+            pos += (m.line + line0, m.column)
+        seq.lc = LineCol(mark.line + line0, mark.column, None, tuple(pos))
         return seq
     raise _Fallback  # pragma: no cover - libyaml has no other node kind
 
