@@ -2,6 +2,7 @@
 YAML parse of the same files (issue 13).
 
     python -m bench.plan [--datasets 10000] [--nodes 1000] [--files 120] [--keep DIR] [--repeat N]
+    python -m bench.plan --healthz [--datasets 10000] [--nodes 1000] [--files 120]
 
 Generates a state repo (Node and Dataset documents across about `--files` YAML files, with
 label selectors, replica counts, `all: true`, explicit node lists, capacities and storage
@@ -49,8 +50,13 @@ ZONES = tuple(f"zone-{i}" for i in range(1, 9))
 TIERS = ("train", "infer", "eval")
 
 
-def generate(root: Path, datasets: int, nodes: int, files: int, seed: int = 13) -> None:
-    """A state repo: ~files/12 node files and the rest dataset files, all documents valid."""
+def generate(root: Path, datasets: int, nodes: int, files: int, seed: int = 13,
+             loopback: bool = False, prefix: str = "ds") -> None:
+    """A state repo: ~files/12 node files and the rest dataset files, all documents valid.
+
+    `loopback` (for a real daemon, `--healthz`): node addresses in 127.0.0.0/8, every source
+    an HTTP origin on 127.0.0.1 and every dataset suspended, so nothing is fetched and no
+    traffic leaves the machine. `prefix`: dataset names (a new prefix: nothing cached)."""
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     node_files = max(1, min(files // 12, nodes))
@@ -66,7 +72,8 @@ def generate(root: Path, datasets: int, nodes: int, files: int, seed: int = 13) 
                 extra += f"  capacity: {rng.choice((2, 4, 8))}TiB\n"
             if i % 11 == 0:
                 extra += f"  storageGroup: nfs-{i // 110}\n"
-            ip = f"10.{i // 64516 % 256}.{i // 254 % 254 + 1}.{i % 254 + 1}"  # valid addresses
+            net = 127 if loopback else 10
+            ip = f"{net}.{i // 64516 % 256}.{i // 254 % 254 + 1}.{i % 254 + 1}"  # valid
             docs.append(
                 "apiVersion: syncbit/v1\nkind: Node\nmetadata:\n"
                 f"  name: {node_names[i]}\n  labels:\n"
@@ -77,7 +84,7 @@ def generate(root: Path, datasets: int, nodes: int, files: int, seed: int = 13) 
     for f in range(data_files):
         docs = []
         for i in range(f, datasets, data_files):
-            name = f"ds-{i:06d}"
+            name = f"{prefix}-{i:06d}"
             kind = rng.random()
             if kind < 0.55:
                 sel = {"gpu": rng.choice(GPUS)}
@@ -94,7 +101,10 @@ def generate(root: Path, datasets: int, nodes: int, files: int, seed: int = 13) 
                 picks = rng.sample(node_names, min(3, len(node_names)))
                 placement = "    nodes: [" + ", ".join(picks) + "]\n"
             src = rng.random()
-            if src < 0.5:
+            if loopback:
+                source = (f"    http:\n      baseUrl: http://127.0.0.1:9/{name}/\n"
+                          f"      files: [part-0.bin]\n")
+            elif src < 0.5:
                 source = (f"    http:\n      baseUrl: https://data.example.com/{name}/\n"
                           f"      files: [part-0.bin, part-1.bin, meta/index.json]\n"
                           f"      headers:\n        Authorization: \"Bearer ${{DATA_TOKEN}}\"\n")
@@ -108,6 +118,8 @@ def generate(root: Path, datasets: int, nodes: int, files: int, seed: int = 13) 
                 opt += f"  priority: {rng.choice(('low', 'high', 'critical'))}\n"
             if rng.random() < 0.1:
                 opt += "  keepVersions: 2\n"
+            if loopback:
+                opt += "  suspend: true\n"
             docs.append(
                 f"# dataset {i}\napiVersion: syncbit/v1\nkind: Dataset\nmetadata:\n  name: {name}\n"
                 f"spec:\n  version: \"v{rng.randint(1, 40)}\"\n  source:\n{source}"
@@ -241,6 +253,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="generate into (or reuse) this directory")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each step this many times; show the median by /parse-here")
+    ap.add_argument("--healthz", action="store_true",
+                    help="instead: a real daemon's /healthz latency during a cold pass")
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--node", help=argparse.SUPPRESS)
@@ -257,6 +271,10 @@ def main() -> int:
         res["parse_here"] = parse_here
         print(json.dumps(res))
         return 0
+
+    if args.healthz:
+        from bench.plan_api import healthz_during_cold_pass
+        return healthz_during_cold_pass(args.datasets, args.nodes, args.files)
 
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as t:
         root = args.keep or Path(t) / "repo"

@@ -80,7 +80,7 @@ class LineCol:
 
     Stored flat (the keys in a tuple, the positions in one tuple of ints) rather than as a
     dict of lists: a cold pass holds ~10^5 of these, and tuples of strings and ints drop out
-    of the garbage collector's lists, dicts and lists do not.
+    of the garbage collector's lists, dicts and lists do not. A view: `PosMap.lc` makes one.
     """
 
     __slots__ = ("line", "col", "_keys", "_pos")
@@ -124,16 +124,33 @@ class LineCol:
         return f"LineCol({self.line}, {self.col})"
 
 
-class PosMap(dict):  # type: ignore[type-arg]
-    """A mapping with its positions (`lc`), as ruamel's CommentedMap has."""
+# (line, col, keys or None, flat positions): `LineCol`'s arguments.
+_Pos = tuple[int, int, "tuple[Any, ...] | None", "tuple[int, ...]"]
 
-    __slots__ = ("lc",)
+
+class PosMap(dict):  # type: ignore[type-arg]
+    """A mapping with its positions (`lc`), as ruamel's CommentedMap has. They are kept as
+    one plain tuple of strings and ints, which the garbage collector stops tracking (a
+    `LineCol` per container doubled the objects a full collection walks, ~0.1 s per pass
+    at fleet scale, on the daemon's event loop too); `lc` is a view made when asked."""
+
+    __slots__ = ("_lc",)
+    _lc: _Pos
+
+    @property
+    def lc(self) -> LineCol:
+        return LineCol(*self._lc)
 
 
 class PosSeq(list):  # type: ignore[type-arg]
-    """A sequence with its positions (`lc`), as ruamel's CommentedSeq has."""
+    """A sequence with its positions (`lc`), as ruamel's CommentedSeq has (see `PosMap`)."""
 
-    __slots__ = ("lc",)
+    __slots__ = ("_lc",)
+    _lc: _Pos
+
+    @property
+    def lc(self) -> LineCol:
+        return LineCol(*self._lc)
 
 
 if _CParser is not None:
@@ -204,7 +221,7 @@ def _build(node: Any, line0: int, seen: set[int]) -> Any:
             km, vm = knode.start_mark, vnode.start_mark
             out[key] = _build(vnode, line0, seen)
             pos += (km.line + line0, km.column, vm.line + line0, vm.column)
-        out.lc = LineCol(mark.line + line0, mark.column, tuple(out), tuple(pos))
+        out._lc = (mark.line + line0, mark.column, tuple(out), tuple(pos))
         return out
     if cls is SequenceNode:
         seq: Any = PosSeq()
@@ -212,7 +229,7 @@ def _build(node: Any, line0: int, seen: set[int]) -> Any:
             m = item.start_mark
             seq.append(_build(item, line0, seen))
             pos += (m.line + line0, m.column)
-        seq.lc = LineCol(mark.line + line0, mark.column, None, tuple(pos))
+        seq._lc = (mark.line + line0, mark.column, None, tuple(pos))
         return seq
     raise _Fallback  # pragma: no cover - libyaml has no other node kind
 
