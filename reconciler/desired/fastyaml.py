@@ -170,43 +170,45 @@ if _CParser is not None:
 
 
 def _scalar(node: Any) -> Any:
-    tag = node.tag
-    if tag is _QUOTED or tag == _QUOTED:
-        if node.style not in ("'", '"'):
-            raise _Fallback  # block scalars: ruamel keeps their style in a str subclass
+    tag = node.tag  # our resolver's constants, by identity: an explicit tag is another str
+    if tag is _PLAIN:
+        value: str = node.value
+        resolvers = _RESOLVERS.get(value[:1])
+        if resolvers is None:
+            return value  # most keys and strings: no implicit type starts with their letter
+        if not value:
+            raise _Fallback  # an empty value: ruamel places it at the next token, libyaml not
+        for resolved, regexp in resolvers:
+            if regexp.match(value):
+                break
+        else:
+            return value
+        if resolved == _STR:
+            return value
+        if resolved == _NULL:
+            return None
+        if resolved == _BOOL:
+            return value in _TRUE
+        if resolved == _INT:
+            if value == "0":
+                return _ZERO
+            if _PLAIN_INT.fullmatch(value):
+                return int(value)
+        raise _Fallback  # floats, timestamps, merge keys, odd integers: ruamel's types
+    if tag is _QUOTED and node.style in ("'", '"'):
         return node.value
-    if tag != _PLAIN:
-        raise _Fallback  # an explicit tag
-    value: str = node.value
-    if not value:
-        raise _Fallback  # an empty value: ruamel places it at the next token, libyaml does not
-    for resolved, regexp in _RESOLVERS.get(value[:1], ()):
-        if regexp.match(value):
-            break
-    else:
-        return value
-    if resolved == _STR:
-        return value
-    if resolved == _NULL:
-        return None
-    if resolved == _BOOL:
-        return value in _TRUE
-    if resolved == _INT:
-        if value == "0":
-            return _ZERO
-        if _PLAIN_INT.fullmatch(value):
-            return int(value)
-    raise _Fallback  # floats, timestamps, merge keys, odd integers: ruamel's types
+    raise _Fallback  # an explicit tag, or a block scalar (ruamel keeps its style in its type)
 
 
 def _build(node: Any, line0: int, seen: set[int]) -> Any:
+    """A collection node as ruamel's round trip builds it (scalars: `_scalar`). The anchor
+    check (`_not_fast`) already keeps aliases out; `seen` makes sure of it for collections,
+    the only nodes whose sharing would show."""
     if id(node) in seen:
         raise _Fallback  # an alias: the same node twice
     seen.add(id(node))
     cls = type(node)
-    if cls is ScalarNode:
-        return _scalar(node)
-    if node.tag != _COLL:
+    if node.tag is not _COLL:
         raise _Fallback
     mark = node.start_mark
     pos: list[int] = []
@@ -219,7 +221,7 @@ def _build(node: Any, line0: int, seen: set[int]) -> Any:
             if key in out or not isinstance(key, str):
                 raise _Fallback  # duplicates and non-string keys: ruamel's error or types
             km, vm = knode.start_mark, vnode.start_mark
-            out[key] = _build(vnode, line0, seen)
+            out[key] = _scalar(vnode) if type(vnode) is ScalarNode else _build(vnode, line0, seen)
             pos += (km.line + line0, km.column, vm.line + line0, vm.column)
         out._lc = (mark.line + line0, mark.column, tuple(out), tuple(pos))
         return out
@@ -227,7 +229,7 @@ def _build(node: Any, line0: int, seen: set[int]) -> Any:
         seq: Any = PosSeq()
         for item in node.value:
             m = item.start_mark
-            seq.append(_build(item, line0, seen))
+            seq.append(_scalar(item) if type(item) is ScalarNode else _build(item, line0, seen))
             pos += (m.line + line0, m.column)
         seq._lc = (mark.line + line0, mark.column, None, tuple(pos))
         return seq
