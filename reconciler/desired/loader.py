@@ -2,7 +2,8 @@
 
 Every `.yaml`/`.yml` file under the root (recursively; hidden files and directories such as
 `.git` skipped; the root itself may be a symlink, as git-sync swaps them) and every document in
-each file, loaded with ruamel.yaml's round-trip loader so that `.lc` positions survive. Problems
+each file, as ruamel.yaml's round-trip loader gives it, with its `.lc` positions (built from
+libyaml's nodes when a file is plain YAML, see `fastyaml`; by ruamel otherwise). Problems
 (unreadable file, not UTF-8, YAML syntax error, duplicate key) become `ValidationError`s, never
 exceptions.
 

@@ -136,3 +136,20 @@ def test_fast_path_agrees_with_ruamel_on_nested_documents(doc: dict[str, Any]) -
     text = _emit(doc, 0)
     _agree(text)
     _agree("--- " + text if text.startswith("[") or text.startswith("{") else "---\n" + text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(KEYS), trees, min_size=1, max_size=3),
+                min_size=1, max_size=4),
+       st.lists(st.sampled_from(["---\n", "# c\n---\n", "...\n---\n", "---\n\n", "---\n---\n",
+                                 "--- # c\n"]), min_size=4, max_size=4))
+def test_whole_files_read_like_ruamel_chunk_by_chunk(docs: list[dict[str, Any]],
+                                                     seps: list[str]) -> None:
+    """A multi-document file read in one libyaml pass gives the documents, indexes and
+    positions (and errors) that ruamel gives reading it chunk by chunk."""
+    text = "# head\n" + "".join(seps[i] + _emit(d, 0) for i, d in enumerate(docs))
+    fast_docs, fast_errors = parse_documents(text, "f.yaml")
+    ref_docs, ref_errors = parse_documents(text, "f.yaml", fast=False)
+    assert [(d.index, d.line, d.col, _shape(d.data)) for d in fast_docs] == \
+        [(d.index, d.line, d.col, _shape(d.data)) for d in ref_docs]
+    assert fast_errors == ref_errors
