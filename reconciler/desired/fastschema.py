@@ -14,8 +14,9 @@ the two agree on the fuzz corpus and on every document of the test suites.
 
 from __future__ import annotations
 
+import operator
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sized
 
 from jsonschema._utils import equal as _js_equal, uniq as _js_uniq
 
@@ -27,6 +28,13 @@ Check = Callable[[Any], bool]
 _ANNOTATIONS = frozenset(("$schema", "$id", "$comment", "title", "description", "default",
                           "examples", "errorMessage", "x-keyNoun", "$defs", "deprecated",
                           "readOnly", "writeOnly"))
+
+
+# Bounds on a length: the type they apply to (others pass, as in jsonschema) and the test.
+_LENGTHS: dict[str, tuple[type[Sized], Callable[[int, int], bool]]] = {
+    "minLength": (str, operator.ge), "maxLength": (str, operator.le),
+    "minItems": (list, operator.ge), "maxItems": (list, operator.le),
+    "minProperties": (dict, operator.ge), "maxProperties": (dict, operator.le)}
 
 
 class _Unsupported(Exception):
@@ -167,29 +175,16 @@ class _Compiler:
             if len(strings) == len(options):
                 return lambda v: isinstance(v, str) and v in strings
             return lambda v: any(_js_equal(v, o) for o in options)
-        if key in ("minLength", "maxLength"):
+        if key in _LENGTHS:
+            kind, within = _LENGTHS[key]
             n = arg
-            if key == "minLength":
-                return lambda v: not isinstance(v, str) or len(v) >= n
-            return lambda v: not isinstance(v, str) or len(v) <= n
+            return lambda v: not isinstance(v, kind) or within(len(v), n)
         if key == "pattern":
             rx = re.compile(arg)
             return lambda v: not isinstance(v, str) or rx.search(v) is not None
         if key in ("minimum", "maximum"):
-            bound = arg
-            if key == "minimum":
-                return lambda v: not _is_number(v) or v >= bound
-            return lambda v: not _is_number(v) or v <= bound
-        if key in ("minItems", "maxItems"):
-            n = arg
-            if key == "minItems":
-                return lambda v: not isinstance(v, list) or len(v) >= n
-            return lambda v: not isinstance(v, list) or len(v) <= n
-        if key in ("minProperties", "maxProperties"):
-            n = arg
-            if key == "minProperties":
-                return lambda v: not isinstance(v, dict) or len(v) >= n
-            return lambda v: not isinstance(v, dict) or len(v) <= n
+            within, bound = (operator.ge if key == "minimum" else operator.le), arg
+            return lambda v: not _is_number(v) or within(v, bound)
         if key == "uniqueItems":
             if not arg:
                 return lambda v: True
