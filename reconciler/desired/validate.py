@@ -40,6 +40,8 @@ from reconciler.model.desired import (
 )
 from reconciler.desired.schema_errors import clip as _clip
 from reconciler.desired.schema_errors import format_field, position, schema_problems, show as _show
+from reconciler.core.gcpause import gc_paused
+from reconciler.desired.schemas import valid_check as schema_valid_check
 from reconciler.desired.schemas import validator as schema_validator
 from reconciler.core.hostport import parse_hostport
 from reconciler.core.envrefs import check_env_refs, expand_env_refs
@@ -115,6 +117,10 @@ class _Errors:
 
 
 def _schema_errors(doc: Document, kind: str, errors: _Errors) -> None:
+    # The compiled check answers "valid" ~50x faster; jsonschema words what is wrong.
+    check = schema_valid_check(kind.lower())
+    if check is not None and check(doc.data):
+        return
     for err in schema_validator(kind.lower()).iter_errors(doc.data):
         for p in schema_problems(err):
             pos = position(doc.data, p.pos_path, False, (doc.line, doc.col)) \
@@ -618,6 +624,7 @@ def load_desired_state(root: Path, revision: str, *, require_locks: bool = True
     is absolute or leaves the state repo still is.
     """
     base = Path(root).resolve()
-    loaded = load_documents(base)
-    return validate_documents(loaded.documents, read_locks(base, loaded.documents), revision,
-                              loaded.errors, require_locks=require_locks)
+    with gc_paused():  # a third of a cold pass's CPU otherwise (see gcpause)
+        loaded = load_documents(base)
+        return validate_documents(loaded.documents, read_locks(base, loaded.documents),
+                                  revision, loaded.errors, require_locks=require_locks)
