@@ -203,8 +203,9 @@ class Cluster:
 
     def __init__(self, net: Network, origin_host: Host, nodes: list[Host], workdir: Path,
                  first: Sequence[Version], conn_rate: int, latency_ms: float,
-                 once: float = 0.0) -> None:
-        """`once`: 0 for daemons, else start `--once --timeout <once>` runs."""
+                 once: float = 0.0, node_config: dict[str, object] | None = None) -> None:
+        """`once`: 0 for daemons, else start `--once --timeout <once>` runs. `node_config`:
+        more keys of every node's config file (e.g. maxActiveDownloads)."""
         self.net, self.origin_host, self.hosts = net, origin_host, nodes
         self.workdir, self.once = workdir, once
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -216,8 +217,8 @@ class Cluster:
             self.repo = StateRepo.create(workdir / "state")
             self.repo.write("nodes.yaml", "---\n".join(
                 node_yaml(h.name, h.ip, PEER_PORT, API_PORT) for h in nodes))
-            self.homes = [NodeHome(h.name, workdir / h.name, self.repo.root).write_config()
-                          for h in nodes]
+            self.homes = [NodeHome(h.name, workdir / h.name, self.repo.root,
+                                   dict(node_config or {})).write_config() for h in nodes]
             self.prepare(first)
             self.repo.commit(first[0].name)
         except BaseException:  # the caller has no Cluster to close yet

@@ -62,6 +62,7 @@ class Params:
     timeout: float
     datasets: int = 1
     once: bool = False  # `--once` runs (exit when converged), not daemons
+    max_active: int | None = None  # every node's maxActiveDownloads (None: the default)
 
 
 @dataclass
@@ -114,7 +115,9 @@ def run_cluster(p: Params, label: str, n: int, slow: bool, tools: tuple[str, ...
             origin = net.add("o", ORIGIN_OCTET, p.origin_rate, p.origin_rate)
             hosts = [net.add(f"n{i + 1}", FIRST_NODE_OCTET + i, r, r) for i, r in enumerate(rates)]
             cluster = Cluster(net, origin, hosts, run_dir, v1s, p.origin_conn_rate,
-                              p.origin_latency_ms, once=p.timeout if p.once else 0.0)
+                              p.origin_latency_ms, once=p.timeout if p.once else 0.0,
+                              node_config=None if p.max_active is None
+                              else {"maxActiveDownloads": p.max_active})
             say(f"[{label}] {n} nodes, lower bound {tlb:.1f} s ...")
             first = cluster.converge(v1s, size, p.stagger, p.timeout,
                                      progress=lambda m: say(f"[{label}] {m}"))
@@ -187,6 +190,8 @@ def parse_args(argv: list[str] | None) -> tuple[Params, argparse.Namespace]:
                          "(default 1; K > 1: no rollout, no baselines)")
     ap.add_argument("--once", action="store_true",
                     help="start `--once --timeout <timeout>` runs, all together, not daemons")
+    ap.add_argument("--max-active", type=int, default=None, metavar="N",
+                    help="every node's maxActiveDownloads, >= 1 (default: the product's, 4)")
     ap.add_argument("--baselines", default="curl,aria2c",
                     help="comma-separated baselines to run after the cluster: curl, aria2c "
                          "(default both; a single curl connection against --origin-conn-rate "
@@ -211,7 +216,7 @@ def parse_args(argv: list[str] | None) -> tuple[Params, argparse.Namespace]:
         ap.error("--baselines: curl, aria2c")
     return Params(a.nodes, a.size, a.files, a.origin_rate, a.origin_conn_rate, a.origin_latency,
                   a.node_rate, a.slow_node, a.stagger, a.rollout, tools, a.timeout, a.datasets,
-                  a.once), a
+                  a.once, a.max_active), a
 
 
 def summary(r: RunResult) -> dict[str, Any]:
