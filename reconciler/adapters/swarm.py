@@ -265,15 +265,6 @@ class Swarm:
                 st.handle.add_url_seed(u)
         st.url = url
 
-    def _reseed(self, st: TorrentState) -> None:
-        """The web seed under URLs libtorrent has not seen: a fresh start for it."""
-        url, st.reseed_at = st.url, None
-        if url is None:
-            return
-        self.web_seed(st.info_hash, None)
-        st.seed_generation += 1
-        self.web_seed(st.info_hash, url)
-
     def prioritize(self, info_hash: str, priorities: tuple[int, ...]) -> None:
         st = self.torrents[info_hash]
         if st.priorities != priorities:
@@ -289,6 +280,15 @@ class Swarm:
 
     def resume(self, info_hash: str) -> None:
         self.torrents[info_hash].handle.resume()
+
+    def _reseed(self, st: TorrentState) -> None:
+        """The web seed under URLs libtorrent has not seen: a fresh start for it."""
+        url, st.reseed_at = st.url, None
+        if url is None:
+            return
+        self.web_seed(st.info_hash, None)
+        st.seed_generation += 1
+        self.web_seed(st.info_hash, url)
 
     def set_download_limit(self, info_hash: str, limit: int) -> None:
         """Per-torrent download limit in bytes/s (0: none), under the session's own."""
