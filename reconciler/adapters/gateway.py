@@ -284,12 +284,16 @@ def byte_range(header: str | None, size: int) -> tuple[int, int, int]:
     raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
 
 
-def seed_urls(url: str, count: int = SEED_URLS) -> list[str]:
+def seed_urls(url: str, count: int = SEED_URLS, generation: int = 0) -> list[str]:
     """`count` distinct web-seed URLs for one registered torrent (`url` from `register`):
     libtorrent opens one connection per URL and serves one request at a time on it, so
     several URLs are several requests in flight. They differ in the infohash segment
-    (`<ih>.s1`...), which no torrent name or path can make ambiguous."""
-    return [url] + [f"{url}.s{k}" for k in range(1, max(1, count))]
+    (`<ih>.s1`...), which no torrent name or path can make ambiguous. Each `generation` has
+    URLs of its own (`.s2`, `.s3` for the second with two URLs...; the 1,000 names wrap):
+    libtorrent keeps what it learnt about a URL, see Swarm.pump."""
+    count = max(1, count)
+    return [url if k == 0 else f"{url}.s{k}"
+            for k in ((generation * count + i) % 1000 for i in range(count))]
 
 
 _Key = tuple[str, str, str]  # (dataset, infohash, file)

@@ -28,6 +28,9 @@ ALERT_MASK = (lt.alert_category.status | lt.alert_category.error | lt.alert_cate
 RECONNECT_EVERY = 5.0  # seconds between attempts to (re)connect missing inventory peers
 RECONNECT_FAST = 0.5  # ...during the first FAST_FOR seconds after the hash check, when peers
 FAST_FOR = 10.0  # started at the same moment come up and origin shares are decided
+#: Seconds after the gateway declined a web-seed request (outside the node's origin share)
+#: before that torrent's web seed gets fresh URLs: the gateway's Retry-After.
+RESEED_AFTER = 1.0
 
 # Connection limits for the fleet (README "Fleet scale"; libtorrent's defaults, notes §10, are
 # for one public torrent: 200 connections in all, 8 uploads at once, 30 new connections/s).
@@ -134,6 +137,8 @@ class TorrentState:
     url: str | None = None  # the web seed URL, while enabled
     error: str | None = None
     url_seed_error: str | None = None
+    seed_generation: int = 0  # of the web-seed URLs (gateway.seed_urls)
+    reseed_at: float | None = None  # monotonic time to replace the web-seed URLs (pump)
     checked: bool = False
     moved: bool | None = None  # None: no move asked or under way
     failed_pieces: list[int] = field(default_factory=list)  # hash_failed_alert, unhandled
@@ -254,10 +259,10 @@ class Swarm:
         if st.url == url:
             return
         if st.url is not None:
-            for u in seed_urls(st.url, self.url_seeds):
+            for u in seed_urls(st.url, self.url_seeds, st.seed_generation):
                 st.handle.remove_url_seed(u)
         if url is not None:
-            for u in seed_urls(url, self.url_seeds):
+            for u in seed_urls(url, self.url_seeds, st.seed_generation):
                 st.handle.add_url_seed(u)
         st.url = url
 
@@ -295,6 +300,15 @@ class Swarm:
 
     def resume(self, info_hash: str) -> None:
         self.torrents[info_hash].handle.resume()
+
+    def _reseed(self, st: TorrentState) -> None:
+        """The web seed under URLs libtorrent has not seen: a fresh start for it."""
+        url, st.reseed_at = st.url, None
+        if url is None:
+            return
+        self.web_seed(st.info_hash, None)
+        st.seed_generation += 1
+        self.web_seed(st.info_hash, url)
 
     def set_download_limit(self, info_hash: str, limit: int) -> None:
         """Per-torrent download limit in bytes/s (0: none), under the session's own."""
@@ -343,6 +357,12 @@ class Swarm:
                 message = a.error_message() or a.message()
                 if NOT_THE_SHARE not in message:  # the gateway declined: not an origin error
                     st.url_seed_error = self.redact(message)
+                elif st.reseed_at is None:
+                    # libtorrent takes any error status as "this URL lacks the file" and never
+                    # asks it for that file again (web_peer_connection.cpp: have_files), so a
+                    # node's own pieces of that file would wait for STUCK_AFTER (measured: 1-4
+                    # datasets in 30, 20 s each). Fresh URLs after the Retry-After.
+                    st.reseed_at = time.monotonic() + RESEED_AFTER
             elif isinstance(a, lt.hash_failed_alert) and st:
                 st.failed_pieces.append(int(a.piece_index))
             elif isinstance(a, lt.file_completed_alert) and st:
@@ -358,6 +378,10 @@ class Swarm:
                 log.warning("peer blocked", peer=self.redact(a.message()))
             elif isinstance(a, lt.listen_failed_alert):
                 log.error("listen failed", error=self.redact(a.message()))
+        now = time.monotonic()
+        for st in self.torrents.values():
+            if st.reseed_at is not None and now >= st.reseed_at:
+                self._reseed(st)
 
     def _state_of(self, a: lt.alert) -> TorrentState | None:
         h = getattr(a, "handle", None)
