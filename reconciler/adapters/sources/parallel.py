@@ -160,14 +160,18 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
             at, offset + length - at, 1 if fast else streams,
             max_part if fast else min_part, max_part))
 
+    def launch(i: int) -> None:
+        """Start reading the parts up to `streams` ahead of part `i`, the reader's."""
+        while len(tasks) < min(len(parts), i + max(1, streams)):
+            tasks.append(asyncio.create_task(
+                _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle)))
+
     try:
         i = 0
         probing = probe
         while i < len(parts):
             part = parts[i]
-            while len(tasks) < min(len(parts), i + max(1, streams)):
-                tasks.append(asyncio.create_task(
-                    _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle)))
+            launch(i)
             while True:
                 while part.chunks:
                     chunk = part.chunks.pop(0)
@@ -187,9 +191,7 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
                     assert pace is not None
                     pace.fast, probing = False, False
                     split_rest(parts[-1])
-                    while len(tasks) < min(len(parts), i + max(1, streams)):
-                        tasks.append(asyncio.create_task(
-                            _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle)))
+                    launch(i)
             if part.error is not None:
                 raise part.error
             if probing:  # came whole in time: judge the origin by it, or probe on, longer
