@@ -35,7 +35,7 @@ class Baseline:
 
 
 def _argv(tool: str, v: Version, url: str, out: Path) -> list[str]:
-    urls = [f"{url}/{v.name}/{f}" for f in sorted(v.sizes)]
+    urls = [f"{url}/{v.prefix}/{f}" for f in sorted(v.sizes)]
     if tool == "curl":
         argv = ["curl", "-sS", "--fail"]
         for f, u in zip(sorted(v.sizes), urls):

@@ -1,8 +1,15 @@
 """The real product on a shaped network: the origin process, a git state repo, one daemon per
 node namespace, and the polling that turns their status files into times.
 
-Why daemons (not `--once`): a fleet runs the daemon; a late joiner and a rollout only make sense
-for processes that stay up and keep seeding.
+Why daemons (not `--once`) by default: a fleet runs the daemon; a late joiner and a rollout only
+make sense for processes that stay up and keep seeding. `once=True` starts `--once` runs instead
+(cron and init containers all started together); each exits 0 once it has converged and its peers
+have what it seeds.
+
+Several datasets (`bench.swarm --datasets K`) are written to one file and committed together; a
+node counts as Ready when every dataset is Ready on it. Each node's peer connections (TCP to or
+from the peer port, established) are sampled from its namespace's /proc/<pid>/net/tcp about once
+a second: no process is started for it.
 
 Everything started here is stopped by `Cluster.close()` (the caller's `finally`), by the Popen
 handle of each process it started, never by name.
@@ -17,10 +24,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from bench.dataset import Version, tree_digest
 from bench.namespaces import UNSHAPED, Host, Network
@@ -43,7 +51,8 @@ class NodeResult:
     up: int  # bytes/s of its links
     down: int
     start_s: float | None = None  # from the common start (t0): when its daemon was started
-    ready_s: float | None = None  # first poll that saw the dataset Ready (at the version wanted)
+    ready_s: float | None = None  # first poll that saw every dataset Ready (at the version wanted)
+    datasets_ready_s: dict[str, float] = field(default_factory=dict)  # each dataset's first Ready
     phase: str | None = None
     error: str | None = None
     bytes_from_origin: int = 0  # its status.json at the end of the phase
@@ -53,6 +62,12 @@ class NodeResult:
     data_ok: bool | None = None
     events: dict[str, float] = field(default_factory=dict)  # first time of each log event
     series: list[tuple[float, int]] = field(default_factory=list)  # (s, link bytes down) ~1/s
+    peer_conns: list[tuple[float, int]] = field(default_factory=list)  # (s, established) ~1/s
+    exit_code: int | None = None  # `--once` only
+
+    @property
+    def peer_conns_max(self) -> int:
+        return max((c for _, c in self.peer_conns), default=0)
 
 
 @dataclass
@@ -63,6 +78,8 @@ class Phase:
     size: int  # bytes that had to reach every node (dataset, or changed files of a rollout)
     seconds: float | None = None  # common start to the last node Ready (None: not all Ready)
     origin_bytes: int = 0  # body bytes the origin sent during the phase
+    dataset_bytes: dict[str, int] = field(default_factory=dict)  # each dataset's size (or changed)
+    origin_by_dataset: dict[str, int] = field(default_factory=dict)  # origin body bytes of each
     origin_first_byte_s: float | None = None
     # (s, bytes sent, responses in flight) at every poll: origin throughput and concurrency
     origin_series: list[tuple[float, int, int]] = field(default_factory=list)
@@ -101,7 +118,8 @@ class OriginProcess:
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
+        """{"bytes", "gets", "heads", "open": int, "by_top": {first path segment: bytes}}."""
         with urllib.request.urlopen(self.url + "/_stats", timeout=5) as r:
             return json.loads(r.read())
 
@@ -137,6 +155,30 @@ def _wire(h: Host) -> tuple[int, int]:
     return int((stats / "tx_bytes").read_text()), int((stats / "rx_bytes").read_text())
 
 
+def _int(d: object, key: str) -> int:
+    """An integer field of a status.json entry; 0 if the entry or field is missing."""
+    return int(d.get(key) or 0) if isinstance(d, dict) else 0
+
+
+def peer_connections(pid: int) -> int | None:
+    """Established TCP connections to or from PEER_PORT in the network namespace of process
+    `pid` (its /proc/<pid>/net/tcp{,6}); None once the process is gone."""
+    n = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            return None if table == "tcp" else n
+        for line in lines:
+            f = line.split()
+            if len(f) > 3 and f[3] == "01" and PEER_PORT_HEX in (f[1][-4:], f[2][-4:]):
+                n += 1
+    return n
+
+
+PEER_PORT_HEX = f"{PEER_PORT:04X}"
+
+
 def first_events(log: Path, t0_wall: float) -> dict[str, float]:
     """Seconds from t0 to the first occurrence of every log event after t0 (the daemon logs
     JSON lines): where a node's time went (start-up, first peer, verify, activation)."""
@@ -160,36 +202,42 @@ class Cluster:
     """N daemons, one per node host, against one origin; `converge()` measures one phase."""
 
     def __init__(self, net: Network, origin_host: Host, nodes: list[Host], workdir: Path,
-                 first: Version, conn_rate: int, latency_ms: float, warm: bool = False) -> None:
+                 first: Sequence[Version], conn_rate: int, latency_ms: float,
+                 once: float = 0.0, node_config: dict[str, object] | None = None,
+                 warm: bool = False) -> None:
+        """`once`: 0 for daemons, else start `--once --timeout <once>` runs. `node_config`:
+        more keys of every node's config file (e.g. maxActiveDownloads). `warm`: the state repo
+        starts idle (nodes only); `warm_up` starts the daemons, `converge(commit=True)` commits."""
         self.net, self.origin_host, self.hosts = net, origin_host, nodes
-        self.workdir = workdir
+        self.workdir, self.once = workdir, once
         self.procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[object] = []
-        self.origin = OriginProcess(origin_host, first.root.parent, conn_rate, latency_ms,
+        origin_root = first[0].root.parents[first[0].prefix.count("/")]
+        self.origin = OriginProcess(origin_host, origin_root, conn_rate, latency_ms,
                                     workdir / "origin.log")
         try:
             self.repo = StateRepo.create(workdir / "state")
             self.repo.write("nodes.yaml", "---\n".join(
                 node_yaml(h.name, h.ip, PEER_PORT, API_PORT) for h in nodes))
-            self.homes = [NodeHome(h.name, workdir / h.name, self.repo.root).write_config()
-                          for h in nodes]
-            if warm:  # an idle state repo: the dataset is committed by converge(commit=True)
+            self.homes = [NodeHome(h.name, workdir / h.name, self.repo.root,
+                                   dict(node_config or {})).write_config() for h in nodes]
+            if warm:  # an idle state repo: the datasets are committed by converge(commit=True)
                 self.repo.commit("nodes")
             self.prepare(first)
             if not warm:
-                self.repo.commit(first.name)
+                self.repo.commit(first[0].name)
         except BaseException:  # the caller has no Cluster to close yet
             self.origin.stop()
             raise
 
-    def prepare(self, v: Version) -> None:
-        """Write the Dataset at version `v` and lock it with the origin's caps and shaper lifted
+    def prepare(self, vs: Sequence[Version]) -> None:
+        """Write the Datasets at versions `vs` (one file) and lock them with the origin's caps and shaper lifted
         (the lock reads every byte once; that read is not part of any measurement); the commit
         is left to `converge(commit=True)`, after the counters are reset. The daemons act on a
         new HEAD only, so the uncommitted files in between are not seen."""
-        self.repo.write("ds.yaml", dataset_yaml(
-            DATASET, http_source(f"{self.origin.url}/{v.name}/", list(v.sizes)), version=v.name,
-            path=f"models/{DATASET}"))
+        self.repo.write("ds.yaml", "---\n".join(dataset_yaml(
+            v.dataset, http_source(f"{self.origin.url}/{v.prefix}/", list(v.sizes)),
+            version=v.name, path=f"models/{v.dataset}") for v in vs))
         self.net.shape(self.origin_host, UNSHAPED, UNSHAPED)
         self.origin.lifted(True)
         try:
@@ -204,8 +252,9 @@ class Cluster:
         h, home = self.hosts[i], self.homes[i]
         log = open(home.base / "daemon.log", "ab")  # noqa: SIM115 (closed in close)
         self._logs.append(log)
+        once = ["--once", "--timeout", f"{self.once:g}"] if self.once else []
         self.procs.append(subprocess.Popen(
-            h.argv([sys.executable, "-m", "reconciler", "--config", str(home.config)]),
+            h.argv([sys.executable, "-m", "reconciler", *once, "--config", str(home.config)]),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=_env(), cwd=home.base))
 
@@ -235,20 +284,23 @@ class Cluster:
             time.sleep(POLL)
         return time.monotonic() - t0
 
-    def _status(self, i: int) -> dict[str, object]:
+    def _status(self, i: int) -> dict[str, dict[str, object]]:
+        """Dataset name -> its entry in node i's status.json ({} if unreadable)."""
         try:
             doc = self.homes[i].status()
         except (OSError, ValueError):
             return {}
-        return (doc.get("datasets") or {}).get(DATASET) or {}
+        return doc.get("datasets") or {}
 
-    def converge(self, v: Version, size: int, stagger: float, timeout: float,
+    def converge(self, vs: Sequence[Version], size: int, stagger: float, timeout: float,
                  commit: bool = False, progress: Callable[[str], None] = lambda s: None
                  ) -> Phase:
         """Start the daemons not yet running (node i at i x stagger s) and poll until every node
         is Ready at `v` or `timeout` s after the last start. Origin and link counters count from
         this call; `commit` commits the prepared version once they are reset (a rollout)."""
+        v = vs[0]
         ph = Phase(v.name, size)
+        ph.dataset_bytes = {x.dataset: (x.changed_bytes if x.changed else x.size) for x in vs}
         ph.nodes = [NodeResult(h.name, h.ip, h.up, h.down) for h in self.hosts]
         self.origin.reset()
         wire0 = [_wire(h) for h in self.hosts]
@@ -257,6 +309,7 @@ class Cluster:
             self.repo.commit(v.name)
         t0, t0_wall = time.monotonic(), time.time()
         deadline = t0 + timeout + stagger * (len(self.hosts) - 1)
+        exited = False
         while time.monotonic() < deadline:
             now = time.monotonic() - t0
             while len(self.procs) < len(self.hosts) and \
@@ -267,42 +320,68 @@ class Cluster:
             sent = st["bytes"]
             ph.origin_series.append((round(now, 2), sent, st["open"]))
             if len(ph.origin_series) % 5 == 1:  # every ~1 s: how each node's download went
-                for h, nr, w0 in zip(self.hosts, ph.nodes, wire0):
+                for j, (h, nr, w0) in enumerate(zip(self.hosts, ph.nodes, wire0)):
                     nr.series.append((round(now, 2), _wire(h)[0] - w0[0]))
+                    c = peer_connections(self.procs[j].pid) if j < len(self.procs) else None
+                    if c is not None:
+                        nr.peer_conns.append((round(now, 2), c))
             if sent and ph.origin_first_byte_s is None:
                 ph.origin_first_byte_s = now
             for i, nr in enumerate(ph.nodes):
-                d = self._status(i)
-                if nr.ready_s is None and d.get("phase") == "Ready" and d.get("version") == v.name:
+                if nr.ready_s is not None or i >= len(self.procs):
+                    continue
+                st_i = self._status(i)
+                for x in vs:
+                    d = st_i.get(x.dataset) or {}
+                    if x.dataset not in nr.datasets_ready_s and d.get("phase") == "Ready" \
+                            and d.get("version") == x.name:
+                        nr.datasets_ready_s[x.dataset] = now
+                if len(nr.datasets_ready_s) == len(vs):
                     nr.ready_s = now
                     progress(f"{nr.name} Ready at {now:.1f} s")
             if all(nr.ready_s is not None for nr in ph.nodes):
                 break
-            dead = [p for p in self.procs if p.poll() is not None]
+            dead = [p for p in self.procs if p.poll() is not None
+                    and (not self.once or p.returncode != 0)]
             if dead:
-                raise RuntimeError(f"a daemon exited ({dead[0].returncode}); see {self.workdir}")
+                raise RuntimeError(f"a node exited ({dead[0].returncode}); see {self.workdir}")
+            if self.once and len(self.procs) == len(self.hosts) and \
+                    all(p.poll() is not None for p in self.procs):
+                if exited:
+                    break  # every run exited 0, their last status files read: nothing will change
+                exited = True
             time.sleep(POLL)
         else:
             ph.timed_out = True
         ready = [nr.ready_s for nr in ph.nodes]
         ph.seconds = None if None in ready else max(r for r in ready if r is not None)
-        ph.origin_bytes = self.origin.stats()["bytes"]
+        st = self.origin.stats()
+        ph.origin_bytes = st["bytes"]
+        by_top: dict[str, int] = st.get("by_top") or {}
+        ph.origin_by_dataset = {x.dataset: by_top.get(x.prefix.split("/")[0], 0) for x in vs}
         for i, nr in enumerate(ph.nodes):
-            d = self._status(i)
+            st_i = self._status(i)
+            # the first dataset not Ready on the node (else the first): its phase and error
+            d = next((st_i.get(x.dataset) or {} for x in vs
+                      if (st_i.get(x.dataset) or {}).get("phase") != "Ready"),
+                     st_i.get(v.dataset) or {})
+            if i < len(self.procs):
+                nr.exit_code = self.procs[i].poll()
             nr.phase, nr.error = d.get("phase"), d.get("error")  # type: ignore[assignment]
-            nr.bytes_from_origin = int(d.get("bytesFromOrigin") or 0)  # type: ignore[call-overload]
-            nr.bytes_from_peers = int(d.get("bytesFromPeers") or 0)  # type: ignore[call-overload]
+            nr.bytes_from_origin = sum(_int(st_i.get(x.dataset), "bytesFromOrigin") for x in vs)
+            nr.bytes_from_peers = sum(_int(st_i.get(x.dataset), "bytesFromPeers") for x in vs)
             down, up = _wire(self.hosts[i])
             nr.wire_down, nr.wire_up = down - wire0[i][0], up - wire0[i][1]
             nr.events = first_events(self.homes[i].base / "daemon.log", t0_wall)
         return ph
 
-    def verify(self, ph: Phase, v: Version) -> None:
-        """Byte-for-byte: every node's tree against the origin's files of `v`."""
-        want = tree_digest(v.root)
+    def verify(self, ph: Phase, vs: Sequence[Version]) -> None:
+        """Byte-for-byte: every node's tree of every dataset against the origin's files."""
+        want = {v.dataset: tree_digest(v.root) for v in vs}
         for home, nr in zip(self.homes, ph.nodes):
             try:
-                nr.data_ok = tree_digest(home.data / "models" / DATASET) == want
+                nr.data_ok = all(tree_digest(home.data / "models" / ds) == w
+                                 for ds, w in want.items())
             except OSError:
                 nr.data_ok = False
 

@@ -1,5 +1,6 @@
 """The benchmark's dataset: `count` files of pseudo-random bytes adding up to exactly `size`,
-and the next version of it for a rollout.
+and the next version of it for a rollout; or `--datasets K` such datasets, each with its own
+content under the origin's `<dataset>/<version>/`.
 
 Sizes are deliberately not multiples of 1 MiB (real weight shards are not, and piece/file
 boundaries must not line up by luck). Content is seeded, so two runs with the same parameters
@@ -22,10 +23,17 @@ from pathlib import Path
 class Version:
     """One version of the dataset on the origin: `root/<name>` for every file."""
 
-    name: str  # "v1", "v2": also the dataset's spec.version and the origin's URL prefix
+    name: str  # "v1", "v2": also the dataset's spec.version
     root: Path
     sizes: dict[str, int]
     changed: tuple[str, ...] = ()  # files whose content differs from the previous version
+    dataset: str = "weights"  # the Dataset's metadata.name
+    url_path: str = ""  # under the origin's root ("" = name: the single dataset's layout)
+
+    @property
+    def prefix(self) -> str:
+        """The origin's URL path of this version's files, without slashes around it."""
+        return self.url_path or self.name
 
     @property
     def size(self) -> int:
@@ -61,6 +69,28 @@ def write_version(root: Path, name: str, size: int, count: int) -> Version:
     for f, n in sizes.items():
         (d / f).write_bytes(_content(f, n, name))
     return Version(name, d, sizes)
+
+
+def write_datasets(root: Path, name: str, size: int, count: int, datasets: int
+                   ) -> list[Version]:
+    """`datasets` datasets of `size` bytes in `count` files each. One dataset keeps
+    write_version's layout (root/name/, named "weights"); several are "d01".."dK" under
+    root/<dataset>/name/, each with its own content (identical files would be one torrent to
+    the store, not K datasets) and sizes shifted by a few KiB so no two torrents line up."""
+    if datasets == 1:
+        return [write_version(root, name, size, count)]
+    width = len(str(datasets))
+    out = []
+    for k in range(datasets):
+        ds = f"d{k + 1:0{width}}"
+        own = size - k * 1021
+        sizes = file_sizes(own, count)
+        d = root / ds / name
+        d.mkdir(parents=True, exist_ok=True)
+        for f, n in sizes.items():
+            (d / f).write_bytes(_content(f, n, f"{ds}/{name}"))
+        out.append(Version(name, d, sizes, dataset=ds, url_path=f"{ds}/{name}"))
+    return out
 
 
 def write_rollout(prev: Version, name: str, fraction: float) -> Version:

@@ -13,8 +13,10 @@ process inside the origin's network namespace:
 - The origin's total rate is NOT enforced here but by the tbf shaper on its link (bench/namespaces):
   the kernel is a fairer and cheaper bottleneck than an event loop.
 - `POST /_control` sets both knobs at run time (the benchmark lifts them while `lock` reads).
-- `GET /_stats` returns {"bytes", "gets", "heads", "open"} (body bytes written to sockets since
-  the last `POST /_stats/reset`), which the benchmark reads from the root namespace.
+- `GET /_stats` returns {"bytes", "gets", "heads", "open", "by_top"} (body bytes written to
+  sockets since the last `POST /_stats/reset`; "by_top" splits them by the path's first segment,
+  one dataset each with `bench.swarm --datasets`), which the benchmark reads from the root
+  namespace.
 
 Why a separate process (not tests/origin_server.py in a thread): it must live in another network
 namespace, and its event loop must not compete with the benchmark's polling for the GIL.
@@ -42,6 +44,7 @@ class Origin:
         self.conn_rate = conn_rate
         self.latency = latency
         self.bytes = self.gets = self.heads = self.open = 0
+        self.by_top: dict[str, int] = {}
         # pacing grain: 1/8 s of the cap, so short ranges are paced too
         self.chunk = min(CHUNK, max(4096, conn_rate // 8)) if conn_rate else CHUNK
 
@@ -55,10 +58,11 @@ class Origin:
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({"bytes": self.bytes, "gets": self.gets, "heads": self.heads,
-                                  "open": self.open})
+                                  "open": self.open, "by_top": self.by_top})
 
     async def reset(self, request: web.Request) -> web.Response:
         self.bytes = self.gets = self.heads = 0
+        self.by_top = {}
         return web.json_response({"bytes": 0})
 
     async def control(self, request: web.Request) -> web.Response:
@@ -103,12 +107,14 @@ class Origin:
         await resp.prepare(request)
         self.open += 1
         try:
-            await self._body(resp, f, start, end + 1)
+            top = request.match_info["path"].split("/", 1)[0]
+            await self._body(resp, f, start, end + 1, top)
         finally:
             self.open -= 1
         return resp
 
-    async def _body(self, resp: web.StreamResponse, f: Path, start: int, stop: int) -> None:
+    async def _body(self, resp: web.StreamResponse, f: Path, start: int, stop: int,
+                    top: str) -> None:
         """Write [start, stop) of `f`, paced to conn_rate from the first body byte."""
         t0, sent = time.monotonic(), 0
         fd = os.open(f, os.O_RDONLY)
@@ -122,6 +128,7 @@ class Origin:
                 pos += len(chunk)
                 sent += len(chunk)
                 self.bytes += len(chunk)
+                self.by_top[top] = self.by_top.get(top, 0) + len(chunk)
                 if self.conn_rate:
                     ahead = sent / self.conn_rate - (time.monotonic() - t0)
                     if ahead > 0:

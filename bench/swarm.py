@@ -3,16 +3,20 @@ aria2c pulling from the same origin:
 
     python -m bench.swarm --nodes N --size SIZE [--files K] [--origin-rate R]
         [--origin-conn-rate R] [--origin-latency MS] [--node-rate R] [--slow-node FACTOR]
-        [--stagger S] [--rollout FRACTION] [--no-baselines] [--json]
+        [--stagger S] [--rollout FRACTION] [--datasets K] [--once] [--no-baselines] [--json]
 
 Run as root from the project root (network namespaces, veth, tc). One namespace per node and one
 for the origin, every link shaped (bench/namespaces.py); one product daemon per node
 (bench/cluster.py); the origin is bench/origin.py. Measured: time from the common start until
 every node's status.json says Ready, and the bytes the origin sent; every node's data is then
-checked byte for byte. With --json the last line printed is exactly one JSON object
-{"nodes", "bytes", "seconds", "lower_bound_seconds", "lower_bound_ratio",
-"origin_amplification", "naive_seconds", "aria2_seconds"}; everything else (per node, the
-rollout, the run without the slow node) goes to bench/results/<UTC time>-swarm.json.
+checked byte for byte. `--datasets K`: K datasets of --size each, on every node, committed
+together; a node is Ready when all K are, and the origin's bytes are also split by dataset.
+With --json the last line printed is exactly one JSON object
+{"nodes", "datasets", "bytes", "seconds", "lower_bound_seconds", "lower_bound_ratio",
+"origin_amplification", "worst_dataset_amplification", "naive_seconds", "aria2_seconds"}
+("bytes": all datasets together); everything else (per node, per dataset, peer connections
+per node, the rollout, the run without the slow node) goes to
+bench/results/<UTC time>-swarm.json.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 from bench import baselines
 from bench.bound import fluid_lower_bound, parse_size
 from bench.cluster import Cluster, Phase
-from bench.dataset import Version, write_rollout, write_version
+from bench.dataset import Version, write_datasets, write_rollout
 from bench.namespaces import Network, cleanup_leftovers
 from bench.table import print_run
 
@@ -56,6 +60,9 @@ class Params:
     rollout: float  # 0 = none; else the fraction of files changed in the next version
     baselines: tuple[str, ...]  # of "curl", "aria2c"
     timeout: float
+    datasets: int = 1
+    once: bool = False  # `--once` runs (exit when converged), not daemons
+    max_active: int | None = None  # every node's maxActiveDownloads (None: the default)
     start: str = "warm"  # warm: daemons up on an idle repo, timed from the commit; cold: not
 
 
@@ -96,36 +103,39 @@ def _rates(p: Params, n: int, slow: bool) -> list[int]:
 
 
 def run_cluster(p: Params, label: str, n: int, slow: bool, tools: tuple[str, ...],
-                workdir: Path, v1: Version, v2: Version | None) -> RunResult:
+                workdir: Path, v1s: list[Version], v2: Version | None) -> RunResult:
     """A fresh network and cluster of `n` nodes (the last one slow if `slow`), torn down at the
     end whatever happens."""
     rates = _rates(p, n, slow)
-    tlb = fluid_lower_bound(v1.size, p.origin_rate, rates, rates)
+    v1, size = v1s[0], sum(v.size for v in v1s)
+    tlb = fluid_lower_bound(size, p.origin_rate, rates, rates)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=workdir))
     cluster: Cluster | None = None
     with Network().open() as net:
         try:
             origin = net.add("o", ORIGIN_OCTET, p.origin_rate, p.origin_rate)
             hosts = [net.add(f"n{i + 1}", FIRST_NODE_OCTET + i, r, r) for i, r in enumerate(rates)]
-            warm = p.start == "warm" and not p.stagger
-            cluster = Cluster(net, origin, hosts, run_dir, v1, p.origin_conn_rate,
-                              p.origin_latency_ms, warm=warm)
+            warm = p.start == "warm" and not p.stagger and not p.once
+            cluster = Cluster(net, origin, hosts, run_dir, v1s, p.origin_conn_rate,
+                              p.origin_latency_ms, once=p.timeout if p.once else 0.0,
+                              node_config=None if p.max_active is None
+                              else {"maxActiveDownloads": p.max_active}, warm=warm)
             if warm:
                 up = cluster.warm_up(p.timeout)
                 say(f"[{label}] {n} daemons up on an idle state repo in {up:.1f} s")
             say(f"[{label}] {n} nodes, lower bound {tlb:.1f} s ...")
-            first = cluster.converge(v1, v1.size, p.stagger, p.timeout, commit=warm,
+            first = cluster.converge(v1s, size, p.stagger, p.timeout, commit=warm,
                                      progress=lambda m: say(f"[{label}] {m}"))
-            cluster.verify(first, v1)
-            res = RunResult(label, n, v1.size, tlb, first,
+            cluster.verify(first, v1s)
+            res = RunResult(label, n, size, tlb, first,
                             slow=[hosts[-1].name] if slow else [])
             if v2 is not None and first.seconds is not None:
                 say(f"[{label}] rollout to {v2.name}: {len(v2.changed)} files changed "
                     f"({v2.changed_bytes} B) ...")
-                cluster.prepare(v2)
-                res.rollout = cluster.converge(v2, v2.changed_bytes, 0, p.timeout, commit=True,
+                cluster.prepare([v2])
+                res.rollout = cluster.converge([v2], v2.changed_bytes, 0, p.timeout, commit=True,
                                                progress=lambda m: say(f"[{label}] {m}"))
-                cluster.verify(res.rollout, v2)
+                cluster.verify(res.rollout, [v2])
                 res.rollout_lower_bound_seconds = fluid_lower_bound(
                     v2.changed_bytes, p.origin_rate, rates, rates)
             cluster.stop_daemons()
@@ -184,6 +194,13 @@ def parse_args(argv: list[str] | None) -> tuple[Params, argparse.Namespace]:
                     "committed first and the clock starts with the daemons (--stagger: cold)")
     ap.add_argument("--rollout", type=float, default=0.0, metavar="FRACTION",
                     help="after Ready, commit a version with this fraction of the files changed")
+    ap.add_argument("--datasets", type=int, default=1, metavar="K",
+                    help="K datasets of --size each on every node, committed together "
+                         "(default 1; K > 1: no rollout, no baselines)")
+    ap.add_argument("--once", action="store_true",
+                    help="start `--once --timeout <timeout>` runs, all together, not daemons")
+    ap.add_argument("--max-active", type=int, default=None, metavar="N",
+                    help="every node's maxActiveDownloads, >= 1 (default: the product's, 4)")
     ap.add_argument("--baselines", default="curl,aria2c",
                     help="comma-separated baselines to run after the cluster: curl, aria2c "
                          "(default both; a single curl connection against --origin-conn-rate "
@@ -198,21 +215,31 @@ def parse_args(argv: list[str] | None) -> tuple[Params, argparse.Namespace]:
         ap.error("--nodes and --files >= 1; --slow-node needs FACTOR >= 1 and --nodes >= 2")
     if not 0 <= a.rollout <= 1:
         ap.error("--rollout is a fraction of the files, 0..1")
-    tools = () if a.no_baselines else tuple(t for t in a.baselines.split(",") if t)
+    if a.datasets < 1 or (a.datasets > 1 and a.rollout):
+        ap.error("--datasets K >= 1; --rollout needs --datasets 1")
+    if a.once and (a.rollout or a.stagger):
+        ap.error("--once: every run starts together and exits; no --rollout or --stagger")
+    tools = () if a.no_baselines or a.datasets > 1 else \
+        tuple(t for t in a.baselines.split(",") if t)
     if set(tools) - {"curl", "aria2c"}:
         ap.error("--baselines: curl, aria2c")
     return Params(a.nodes, a.size, a.files, a.origin_rate, a.origin_conn_rate, a.origin_latency,
-                  a.node_rate, a.slow_node, a.stagger, a.rollout, tools, a.timeout,
-                  a.start), a
+                  a.node_rate, a.slow_node, a.stagger, a.rollout, tools, a.timeout, a.datasets,
+                  a.once, a.max_active, a.start), a
 
 
 def summary(r: RunResult) -> dict[str, Any]:
     """The line --json promises, exactly these keys."""
     s = r.seconds
-    return {"nodes": r.nodes, "bytes": r.size, "seconds": None if s is None else round(s, 2),
+    ph = r.first
+    worst = max((ph.origin_by_dataset.get(d, 0) / b for d, b in ph.dataset_bytes.items()),
+                default=0.0)
+    return {"nodes": r.nodes, "datasets": len(ph.dataset_bytes), "bytes": r.size,
+            "seconds": None if s is None else round(s, 2),
             "lower_bound_seconds": round(r.lower_bound_seconds, 2),
             "lower_bound_ratio": None if s is None else round(s / r.lower_bound_seconds, 3),
             "origin_amplification": round(r.first.origin_bytes / r.size, 4),
+            "worst_dataset_amplification": round(worst, 4),
             "naive_seconds": r.baseline("curl"), "aria2_seconds": r.baseline("aria2c")}
 
 
@@ -232,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="syncbit-bench-swarm-"))
     runs: list[RunResult] = []
     try:
-        v1 = write_version(workdir / "origin", "v1", p.size, p.files)
-        v2 = write_rollout(v1, "v2", p.rollout) if p.rollout else None
+        v1 = write_datasets(workdir / "origin", "v1", p.size, p.files, p.datasets)
+        v2 = write_rollout(v1[0], "v2", p.rollout) if p.rollout else None
         runs.append(run_cluster(p, "main", p.nodes, bool(p.slow_node), p.baselines, workdir,
                                 v1, v2))
         if p.slow_node:

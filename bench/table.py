@@ -66,7 +66,10 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     p, s = doc["params"], doc["summary"]
     m = doc["runs"][0]
     rows = [("nodes", str(s["nodes"])),
-            ("dataset", f"{_mib(s['bytes'])} MiB in {p['files']} files"),
+            ("dataset", f"{_mib(s['bytes'])} MiB in {p['files']} files"
+             if s.get("datasets", 1) == 1 else
+             f"{s['datasets']} datasets of {p['files']} files, {_mib(s['bytes'])} MiB together"
+             + (", --once" if p.get("once") else "")),
             ("links", f"origin {_mib(p['origin_rate'])} MiB/s, nodes {_mib(p['node_rate'])} MiB/s"
                       + (f", slow node 1/{p['slow_node']:g}" if p["slow_node"] else "")),
             ("origin per connection", (f"{p['origin_conn_rate'] / 1024:.0f} KiB/s"
@@ -83,6 +86,14 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
             ("first origin byte", _f(m["first"]["origin_first_byte_s"]) + " s"),
             ("naive curl (max node)", _f(s["naive_seconds"])),
             ("aria2c -x16 (max node)", _f(s["aria2_seconds"]))]
+    if s.get("datasets", 1) > 1:
+        ph = m["first"]
+        amps = sorted(ph["origin_by_dataset"].get(d, 0) / b
+                      for d, b in ph["dataset_bytes"].items())
+        conns = [max((c for _, c in n.get("peer_conns") or []), default=0) for n in ph["nodes"]]
+        rows += [("origin per dataset", f"{amps[0]:.3f}-{amps[-1]:.3f}, "
+                  f"{sum(a > 1.05 for a in amps)} of {len(amps)} above 1.05"),
+                 ("peer connections per node (max)", f"{min(conns)}-{max(conns)}")]
     if "slow_node" in doc:
         sn = doc["slow_node"]
         rows += [("others' max, with slow node", _f(sn["others_with_slow_s"])),

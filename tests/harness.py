@@ -99,6 +99,20 @@ class StateRepo:
         subprocess.run([*GIT, "init", "-q", "-b", "main", str(root)], check=True)
         return cls(root)
 
+    @classmethod
+    def locked(cls, root: Path, nodes: list[str], docs: Mapping[str, str],
+               message: str = "change") -> "StateRepo":
+        """A new repo with `nodes.yaml` for `nodes` and the files `docs`, locked and committed
+        (the lock must succeed)."""
+        repo = cls.create(root)
+        repo.write("nodes.yaml", nodes_yaml(nodes))
+        for rel, text in docs.items():
+            repo.write(rel, text)
+        res = repo.lock()
+        assert res.returncode == 0, res.stderr
+        repo.commit(message)
+        return repo
+
     def write(self, rel: str, text: str) -> None:
         p = self.root / rel
         p.parent.mkdir(parents=True, exist_ok=True)

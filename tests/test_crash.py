@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
+from harness import (NodeHome, StateRepo, dataset_yaml, http_source, pseudo_random,
                      tree_digest, write_data)
 from origin_server import OriginServer
 
@@ -54,12 +54,8 @@ def world(tmp_path):
     root = write_data(tmp_path / "origin", files)
     server = OriginServer(root, rate=2 * MiB).start()
     try:
-        repo = StateRepo.create(tmp_path / "state")
-        repo.write("nodes.yaml", nodes_yaml(["n1"]))
-        repo.write("ds.yaml", dataset_yaml("d", http_source(server.url, sorted(files)),
-                                           extra="  keepVersions: 0\n"))
-        assert repo.lock().returncode == 0
-        repo.commit()
+        repo = StateRepo.locked(tmp_path / "state", ["n1"], {"ds.yaml": dataset_yaml(
+            "d", http_source(server.url, sorted(files)), extra="  keepVersions: 0\n")})
         home = NodeHome("n1", tmp_path / "n1", repo.root).write_config()
         yield root, server, repo, home
     finally:
@@ -146,12 +142,8 @@ def test_a_file_changed_in_staging_during_a_clean_stop_is_read_back_and_fetched_
     root = write_data(tmp_path / "origin", files)
     server = OriginServer(root).start()
     try:
-        repo = StateRepo.create(tmp_path / "state")
-        repo.write("nodes.yaml", nodes_yaml(["n1"]))
-        repo.write("ds.yaml", dataset_yaml("d", http_source(server.url, sorted(files)),
-                                           extra="  keepVersions: 0\n"))
-        assert repo.lock().returncode == 0
-        repo.commit()
+        repo = StateRepo.locked(tmp_path / "state", ["n1"], {"ds.yaml": dataset_yaml(
+            "d", http_source(server.url, sorted(files)), extra="  keepVersions: 0\n")})
         home = NodeHome("n1", tmp_path / "n1", repo.root).write_config()
         # b.bin gone from the origin: the first run gets a.bin only, and cannot finish
         (root / "b.bin").rename(tmp_path / "b.bin.away")

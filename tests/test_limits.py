@@ -114,11 +114,8 @@ def test_a_disk_that_fills_mid_download_fails_no_room_and_resumes_when_space_ret
     server = OriginServer(root, rate=2 * MiB).start()
     filler = small_fs / "filler"
     try:
-        repo = StateRepo.create(tmp_path / "state")
-        repo.write("nodes.yaml", nodes_yaml(["n1"]))
-        repo.write("ds.yaml", dataset_yaml("big", http_source(server.url, ["big.bin"])))
-        assert repo.lock().returncode == 0
-        repo.commit()
+        repo = StateRepo.locked(tmp_path / "state", ["n1"], {
+            "ds.yaml": dataset_yaml("big", http_source(server.url, ["big.bin"]))})
         locked = server.bytes_sent
         home = small_home(tmp_path / "n1", small_fs, repo.root, {"cache": {"minFree": 0}})
         proc = home.start_once(timeout=60)
@@ -160,11 +157,8 @@ def test_min_free_refuses_a_download_that_would_leave_too_little_room(tmp_path, 
     root = write_data(tmp_path / "origin", {"big.bin": pseudo_random(8 * MiB, "big")})
     server = OriginServer(root).start()
     try:
-        repo = StateRepo.create(tmp_path / "state")
-        repo.write("nodes.yaml", nodes_yaml(["n1"]))
-        repo.write("ds.yaml", dataset_yaml("big", http_source(server.url, ["big.bin"])))
-        assert repo.lock().returncode == 0
-        repo.commit()
+        repo = StateRepo.locked(tmp_path / "state", ["n1"], {
+            "ds.yaml": dataset_yaml("big", http_source(server.url, ["big.bin"]))})
         locked = server.bytes_sent
         home = small_home(tmp_path / "n1", small_fs, repo.root, {"cache": {"minFree": "60%"}})
         res = home.once()

@@ -20,7 +20,8 @@ import aiohttp
 
 from reconciler.core.placement import place
 from reconciler.core.placement_warnings import placement_warnings
-from reconciler.model.desired import DesiredState
+from reconciler.core.split import short_files, split_files
+from reconciler.model.desired import Dataset, DesiredState
 
 MAX_PARALLEL = 64  # requests in flight at once; each one's timeout starts when it is sent
 MAX_BODY = 8 << 20  # bytes of one node's /status read at most
@@ -134,6 +135,7 @@ def summarize(results: Mapping[str, dict], state: DesiredState) -> dict[str, obj
         placed = sorted(a.nodes) if a is not None else []
         d = state.datasets.get(name)
         origin = peers = size = ready = 0
+        ready_on: list[str] = []
         for node, r in results.items():
             doc = r.get("status")
             entry = (doc.get("datasets") or {}).get(name) if isinstance(doc, dict) else None
@@ -144,9 +146,11 @@ def summarize(results: Mapping[str, dict], state: DesiredState) -> dict[str, obj
             origin += _num(entry.get("bytesFromOrigin"))
             peers += _num(entry.get("bytesFromPeers"))
             size = max(size, _num(entry.get("bytesTotal")))
-            ready += node in placed and entry.get("phase") == "Ready"
-        if size == 0 and d is not None and d.lock is not None:
-            size = d.lock.total_bytes  # Pending everywhere: the lock still knows the size
+            if node in placed and entry.get("phase") == "Ready":
+                ready += 1
+                ready_on.append(node)
+        if d is not None and d.lock is not None and (size == 0 or d.split is not None):
+            size = d.lock.total_bytes  # Pending everywhere, or split: one copy is the lock's
         wanted = a.wanted if a is not None else 0
         datasets[name] = {
             "version": d.version if d is not None else None, "declared": d is not None,
@@ -155,7 +159,8 @@ def summarize(results: Mapping[str, dict], state: DesiredState) -> dict[str, obj
             "originAmplification": round(origin / size, 3) if size else None,
             "underReplicated": d is not None and (ready < len(placed) or len(placed) < wanted),
             "shortfall": a.shortfall_reason if a is not None else None,
-            "placementWarnings": warned.get(name, [])}
+            "placementWarnings": warned.get(name, []),
+            "split": split_summary(d, placed, ready_on)}
         if d is not None:
             tot_origin, tot_peers, tot_size = tot_origin + origin, tot_peers + peers, tot_size + size
     return {"datasets": datasets,
@@ -165,6 +170,18 @@ def summarize(results: Mapping[str, dict], state: DesiredState) -> dict[str, obj
                                                if tot_size else None)},
             "underReplicated": sorted(n for n, v in datasets.items() if v["underReplicated"]),
             "placementUnsatisfiable": sorted(n for n in warned if n in datasets)}
+
+
+def split_summary(d: Dataset | None, placed: list[str], ready_on: list[str]
+                   ) -> dict[str, int] | None:
+    """`spec.split`: the files, and how many have fewer than `copies` copies on nodes where
+    this version is Ready (all of them while the lock is not in git: files unknown, 0)."""
+    if d is None or d.split is None:
+        return None
+    files = [p for p, _ in d.lock.files] if d.lock is not None else []
+    held = split_files(d.name, files, placed, d.split)
+    return {"copies": d.split, "files": len(files),
+            "filesShort": len(short_files(held, ready_on, d.split))}
 
 
 class CachedCluster:

@@ -18,7 +18,7 @@ Origins cap each connection (object stores, CDNs, busy web servers), so one libt
 libtorrent has one request answered at a time per URL. Bytes are counted as they arrive from
 the origin (`bytes_served`), `bandwidth.origin` throttles those reads, and a failing origin
 hands over to a mirror at the first byte not yet relayed. libtorrent's end game asks a second
-URL for blocks already asked of the first: `_Relay` serves those from the read in progress
+URL for blocks already asked of the first: `Relay` serves those from the read in progress
 rather than from the origin again.
 
 The listen address is a random one in 127.128.0.0/9, not 127.0.0.1: libtorrent's ip_filter
@@ -26,6 +26,10 @@ applies to outgoing web-seed connections too, so the gateway's address must be o
 allow-list, and 127.0.0.1 there would admit every local BitTorrent client (the kernel's
 default source address for loopback). A local process can still choose any 127.x source, so
 this only keeps the default path closed: the secret is what guards the origin.
+
+The work is split by concern behind this facade: `gateway_relay.Relay` (one request, read
+from the origins with failover), `gateway_kept.Kept` (the end-game keep cache) and
+`gateway_follower.Follower` (a request riding on an older one's reads).
 """
 
 from __future__ import annotations
@@ -36,18 +40,20 @@ import random
 import re
 import secrets
 import time
-from collections import defaultdict, deque
-from collections.abc import AsyncGenerator
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence, cast
+from typing import Sequence
 from urllib.parse import quote
 
 import structlog
 from aiohttp import web
 
 from reconciler.adapters import origin_errors
-from reconciler.adapters.sources import Origin, OriginError
-from reconciler.adapters.sources.parallel import read_parallel
+from reconciler.adapters.gateway_kept import Kept
+from reconciler.adapters.gateway_relay import (BACKOFF, BACKOFF_MAX, MAX_ATTEMPTS,  # noqa: F401
+                                               SPREAD, Relay)
+from reconciler.adapters.sources import Origin
+from reconciler.adapters.sources.parallel import Pace
 from reconciler.core.origin_pool import OriginPool, ServedLog, covers
 from reconciler.adapters.ratelimit import TokenBucket
 
@@ -55,9 +61,6 @@ log = structlog.get_logger("gateway")
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _SEED = re.compile(r"^s[0-9]{1,3}$")
-MAX_ATTEMPTS = 4  # origins tried for one request
-BACKOFF = 0.05  # seconds before the 2nd attempt, doubling for each further one
-BACKOFF_MAX = 1.0
 MAX_REQUESTS = 64  # concurrent requests the gateway serves, all datasets together
 MAX_REQUESTS_PER_DATASET = 16  # ...and for one dataset (libtorrent: one per web-seed URL)
 #: Concurrent origin range requests of the whole node (`originConnections`), all datasets
@@ -73,9 +76,6 @@ NOT_THE_SHARE = "Not In This Node's Origin Share"
 #: The bytes relayed last (all files together) are kept in memory this long: libtorrent's end
 #: game asks a second web-seed URL for blocks it has asked of the first, often just relayed.
 KEPT_BYTES = 32 << 20
-#: Each aligned stretch of a file this long chooses its origin on its own: libtorrent's
-#: requests are up to 16 MiB, and the source and mirrors share the load by stretch.
-SPREAD = 4 << 20
 
 
 def private_loopback() -> str:
@@ -84,7 +84,7 @@ def private_loopback() -> str:
 
 
 @dataclass
-class _Entry:
+class Entry:
     dataset: str
     name: str  # the torrent's top directory
     sizes: dict[str, int]
@@ -96,6 +96,8 @@ class _Entry:
     #: `allow`); None: any (nothing shared out, e.g. `lock` or a node alone).
     share: dict[str, tuple[tuple[int, int], ...]] | None = None
     version: str = ""  # the dataset's version, for log lines
+    #: Per origin (same order): what its reads showed of its connections (`parallel.Pace`).
+    paces: list[Pace] = field(default_factory=list)
 
 
 @dataclass
@@ -115,13 +117,13 @@ class Gateway:
     errors: dict[str, str] = field(default_factory=dict)  # dataset -> last origin error
     limit: TokenBucket = field(default_factory=lambda: TokenBucket(0))  # bandwidth.origin
     origin_connections: int = ORIGIN_CONNECTIONS  # the node's originConnections
-    _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
+    _entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     _active: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     #: Requests reading from an origin now, by (torrent, file): what a duplicate can follow.
-    _reading: dict[tuple[str, str, str], list[_Relay]] = field(
+    _reading: dict[tuple[str, str, str], list[Relay]] = field(
         default_factory=lambda: defaultdict(list))
-    _kept: _Kept = field(default_factory=lambda: _Kept(KEPT_BYTES))  # bytes relayed last
+    _kept: Kept = field(default_factory=lambda: Kept(KEPT_BYTES))  # bytes relayed last
     _seq: int = 0  # requests started so far: a request waits only for older ones
 
     def __post_init__(self) -> None:
@@ -140,9 +142,10 @@ class Gateway:
             raise ValueError("a torrent needs at least one origin")
         names = list(labels) if labels is not None else [
             "source" if i == 0 else f"mirrors[{i - 1}]" for i in range(len(origins))]
-        self._entries[(dataset, info_hash)] = _Entry(dataset, name, dict(files), origins,
-                                                     OriginPool(names), info_hash,
-                                                     version=version)
+        self._entries[(dataset, info_hash)] = Entry(dataset, name, dict(files), origins,
+                                                    OriginPool(names), info_hash,
+                                                    version=version,
+                                                    paces=[Pace() for _ in origins])
         return f"http://{self.host}:{self.port}/{self.secret}/{quote(dataset)}/{info_hash}"
 
     def redact(self, text: str) -> str:
@@ -232,7 +235,7 @@ class Gateway:
             if self._active[dataset] <= 0:
                 del self._active[dataset]
 
-    def _target(self, request: web.Request) -> tuple[_Entry, str, int]:
+    def _target(self, request: web.Request) -> tuple[Entry, str, int]:
         """The registered torrent, file path and file size a request names (404 otherwise).
         The infohash segment may carry a web-seed index (`<ih>.s3`, see `seed_urls`)."""
         ih, _, seed = request.match_info["ih"].partition(".")
@@ -261,7 +264,7 @@ class Gateway:
         resp.content_type = "application/octet-stream"
         if status == 206:
             resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        relay = _Relay(self, entry, path, request, resp, start, end + 1)
+        relay = Relay(self, entry, path, request, resp, start, end + 1)
         try:
             await relay.run()
         except ConnectionResetError:
@@ -284,246 +287,13 @@ def byte_range(header: str | None, size: int) -> tuple[int, int, int]:
     raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
 
 
-def seed_urls(url: str, count: int = SEED_URLS) -> list[str]:
+def seed_urls(url: str, count: int = SEED_URLS, generation: int = 0) -> list[str]:
     """`count` distinct web-seed URLs for one registered torrent (`url` from `register`):
     libtorrent opens one connection per URL and serves one request at a time on it, so
     several URLs are several requests in flight. They differ in the infohash segment
-    (`<ih>.s1`...), which no torrent name or path can make ambiguous."""
-    return [url] + [f"{url}.s{k}" for k in range(1, max(1, count))]
-
-
-_Key = tuple[str, str, str]  # (dataset, infohash, file)
-
-
-class _Kept:
-    """The last `limit` bytes read from origins, as chunks by (dataset, infohash, file) and
-    offset: relayed, or read ahead for a request that ended first."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.size = limit, 0
-        self.files: dict[_Key, dict[int, tuple[bytes, int]]] = defaultdict(dict)
-        self.order: deque[tuple[_Key, int]] = deque()
-
-    def add(self, key: _Key, offset: int, chunk: bytes, origin: int) -> None:
-        if not chunk or offset in self.files[key]:
-            return
-        self.files[key][offset] = (chunk, origin)
-        self.order.append((key, offset))
-        self.size += len(chunk)
-        while self.size > self.limit and self.order:
-            k, off = self.order.popleft()
-            old = self.files.get(k, {}).pop(off, None)
-            self.size -= len(old[0]) if old is not None else 0
-
-    def at(self, key: _Key, pos: int) -> tuple[bytes, int]:
-        """Kept bytes from `pos` on (one chunk's worth; empty if none) and their origin."""
-        for off, (chunk, origin) in self.files.get(key, {}).items():
-            if off <= pos < off + len(chunk):
-                return chunk[pos - off:], origin
-        return b"", -1
-
-    def next_start(self, key: _Key, pos: int, stop: int) -> int:
-        """Where the first kept chunk after `pos` begins, or `stop`."""
-        return min((off for off in self.files.get(key, {}) if pos < off < stop), default=stop)
-
-    def drop(self, key: _Key, first: int, stop: int) -> None:
-        chunks = self.files.get(key, {})
-        for off in [o for o, (c, _) in chunks.items() if o < stop and first < o + len(c)]:
-            self.size -= len(chunks.pop(off)[0])
-
-    def drop_origins(self, dataset: str, info_hash: str, origins: set[int]) -> None:
-        """Everything these origins sent for this torrent (they sent bad bytes)."""
-        for key, chunks in self.files.items():
-            if key[:2] == (dataset, info_hash):
-                for off in [o for o, (_, i) in chunks.items() if i in origins]:
-                    self.size -= len(chunks.pop(off)[0])
-
-
-class _Follower:
-    """A request waiting for bytes another request is reading (see `_Relay.run`)."""
-
-    def __init__(self, pos: int) -> None:
-        self.fed = pos  # the next byte it needs
-        self.chunks: deque[bytes] = deque()
-        self.ended = False  # the leader has no more to give
-        self.changed = asyncio.Event()
-
-    def feed(self, at: int, chunk: bytes) -> None:
-        if at <= self.fed < at + len(chunk):
-            piece = chunk[self.fed - at:]
-            self.chunks.append(piece)
-            self.fed += len(piece)
-            self.changed.set()
-
-    def end(self) -> None:
-        self.ended = True
-        self.changed.set()
-
-
-class _Relay:
-    """One libtorrent range request, relayed from the origins: each attempt reads what is
-    left through concurrent origin range requests (`read_parallel`, holding slots of the
-    node's `originConnections`), and a failing origin hands over to the next one at the
-    first byte not yet delivered.
-
-    libtorrent's end game asks a second web-seed URL for 16 KiB blocks it has asked of the
-    first, so the same bytes would be read from the origin twice. Instead, at every position a
-    request takes, in this order: bytes relayed lately (`Gateway._kept`); the bytes an older
-    request is reading from there on (it follows it, a copy of each chunk as it is relayed);
-    and only then the origins, up to where one of the first two can take over. A request only
-    waits for older ones, so no two wait for each other."""
-
-    def __init__(self, gw: Gateway, entry: _Entry, path: str, request: web.Request,
-                 resp: web.StreamResponse, start: int, stop: int) -> None:
-        self.gw, self.entry, self.path = gw, entry, path
-        self.key = (entry.dataset, entry.info_hash, path)
-        self.request, self.resp = request, resp
-        self.pos, self.stop = start, stop
-        self.followers: list[_Follower] = []
-        self.origin: int | None = None  # the origin being read now
-        self.prefer: int | None = None  # the origin of the bytes taken from others so far
-        gw._seq += 1
-        self.seq = gw._seq
-
-    async def run(self) -> None:
-        reading = self.gw._reading[self.key]
-        reading.append(self)
-        try:
-            while self.pos < self.stop:
-                # Only bytes of an origin usable now, and then the rest from that origin too:
-                # a piece mixing two origins' bytes that fails its check would blame both.
-                usable = self.entry.pool.candidates(f"{self.path}:{self.pos}", time.monotonic())
-                kept, origin = self.gw._kept.at(self.key, self.pos)
-                leader = self._leader()
-                if kept and origin in usable:
-                    self.prefer = origin
-                    await self._deliver(kept[:self.stop - self.pos], keep=False)
-                elif leader is not None and (leader.origin is None or leader.origin in usable):
-                    self.prefer = leader.origin  # None: it is between two origins
-                    await self._follow(leader)
-                else:
-                    end = self._next_start()
-                    if len(usable) > 1:  # the source and mirrors share the load by stretch
-                        end = min(end, self._spread_end())
-                    await self._read_origins(end)
-                    self.prefer = None
-        finally:
-            reading.remove(self)
-            if not reading:
-                del self.gw._reading[self.key]
-            for f in self.followers:
-                f.end()
-
-    def _older(self) -> list[_Relay]:
-        return [r for r in self.gw._reading.get(self.key, []) if r.seq < self.seq]
-
-    def _leader(self) -> _Relay | None:
-        """An older request reading, from an origin, the bytes from this one's position on."""
-        return max((r for r in self._older() if r.pos <= self.pos < r.stop),
-                   key=lambda r: r.stop, default=None)
-
-    def _spread_end(self) -> int:
-        """Where this position's SPREAD-aligned stretch of the file ends: each stretch picks
-        its origin on its own (OriginPool spreads stretches over the source and mirrors)."""
-        return (self.pos // SPREAD + 1) * SPREAD
-
-    def _next_start(self) -> int:
-        """Where kept bytes or an older request's reading begin after this position."""
-        end = self.gw._kept.next_start(self.key, self.pos, self.stop)
-        return min([end] + [r.pos for r in self._older() if self.pos < r.pos < end])
-
-    async def _follow(self, leader: _Relay) -> None:
-        follower = _Follower(self.pos)
-        leader.followers.append(follower)
-        try:
-            while self.pos < self.stop:
-                while follower.chunks and self.pos < self.stop:
-                    await self._deliver(follower.chunks.popleft()[:self.stop - self.pos],
-                                        keep=False)
-                if follower.ended or self.pos >= self.stop:
-                    return
-                follower.changed.clear()
-                await follower.changed.wait()
-        finally:
-            leader.followers.remove(follower)
-
-    async def _read_origins(self, end: int) -> None:
-        """Bytes up to `end` from the origins: the source or a mirror, failing over."""
-        pool = self.entry.pool
-        stretch = self.pos // SPREAD * SPREAD
-        candidates = pool.candidates(f"{self.path}:{stretch}", time.monotonic())
-        if self.prefer in candidates:
-            candidates.remove(self.prefer)
-            candidates.insert(0, self.prefer)
-        for attempt, i in enumerate(candidates[:MAX_ATTEMPTS]):
-            if attempt:
-                await asyncio.sleep(min(BACKOFF_MAX, BACKOFF * 2 ** (attempt - 1)))
-            if await self._attempt(i, end):
-                self.gw.errors.pop(self.entry.dataset, None)
-                return
-        self._give_up(bool(candidates))
-
-    async def _attempt(self, i: int, end: int) -> bool:
-        """Read up to `end` from origin `i`; False when it failed (recorded in the pool)."""
-        pool, began, verdict = self.entry.pool, self.pos, False
-        pool.begin(i, time.monotonic())
-        self.origin = i
-        stream = cast(AsyncGenerator[bytes, None], read_parallel(
-            self.entry.origins[i], self.path, self.pos, end - self.pos,
-            streams=self.gw.origin_connections, slots=self.gw.slots, on_bytes=self._count,
-            throttle=self.gw.limit.take, on_unread=lambda at, chunk: self._unread(i, at, chunk)))
-        try:
-            async for chunk in stream:
-                await self._deliver(chunk[:end - self.pos])
-                if self.pos >= end:
-                    break
-            if self.pos < end:
-                raise OriginError(f"{self.path}: the origin sent {self.pos - began} of "
-                                  f"{end - began} bytes from offset {began}")
-            pool.success(i, time.monotonic())
-            verdict = True
-            return True
-        except OriginError as e:
-            pool.failure(i, time.monotonic(), str(e))
-            verdict = True
-            log.warning("origin read failed", dataset=self.entry.dataset, version=self.entry.version,
-                        origin=pool.names[i], file=self.path, error=str(e))
-            origin_errors.record(self.entry.dataset, pool.names[i], str(e))
-            return False
-        finally:
-            self.origin = None
-            if not verdict:
-                pool.abandon(i)
-            self.entry.served.record(self.path, began, self.pos - 1, i)
-            await stream.aclose()  # cancels the origin reads still in flight
-
-    def _unread(self, i: int, at: int, chunk: bytes) -> None:
-        """Bytes origin `i` sent that this request did not relay (it ended, or an earlier
-        part failed): kept for the next request that wants them, and blamed on `i` if they
-        fail a hash check then."""
-        self.gw._kept.add(self.key, at, chunk, i)
-        self.entry.served.record(self.path, at, at + len(chunk) - 1, i)
-
-    def _count(self, n: int) -> None:
-        # Counted as it arrives from the origin, relayed or not: what the origin spent.
-        self.gw.bytes_served[self.entry.dataset] += n
-
-    async def _deliver(self, chunk: bytes, keep: bool = True) -> None:
-        for f in self.followers:  # first: they keep their copy if our client hangs up
-            f.feed(self.pos, chunk)
-        if keep and self.origin is not None:  # from an origin: kept for end-game repeats
-            self.gw._kept.add(self.key, self.pos, chunk, self.origin)
-        if not self.resp.prepared:  # headers go once the origin has answered
-            await self.resp.prepare(self.request)
-        await self.resp.write(chunk)
-        self.gw.bytes_relayed[self.entry.dataset] += len(chunk)
-        self.pos += len(chunk)
-
-    def _give_up(self, had_candidates: bool) -> None:
-        error = self.entry.pool.summary()
-        self.gw.errors[self.entry.dataset] = error
-        if not self.resp.prepared:
-            if not had_candidates:
-                raise web.HTTPServiceUnavailable(text=f"{error}\n")
-            raise web.HTTPBadGateway(text=f"{error}\n")
-        raise OriginError(error)  # mid-body: drop the connection, libtorrent retries
+    (`<ih>.s1`...), which no torrent name or path can make ambiguous. Each `generation` has
+    URLs of its own (`.s2`, `.s3` for the second with two URLs...; the 1,000 names wrap):
+    libtorrent keeps what it learnt about a URL, see Swarm.pump."""
+    count = max(1, count)
+    return [url if k == 0 else f"{url}.s{k}"
+            for k in ((generation * count + i) % 1000 for i in range(count))]

@@ -22,7 +22,7 @@ import time
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from reconciler.adapters import atomic
 from reconciler.adapters.objects import ObjectStore
@@ -76,10 +76,12 @@ class Store:
                     # moved into the store but not marked complete (a crash in between): it
                     # is incomplete, but begin()'s staging metadata still knows its label
                     meta = _read_json(self.staging / name / f"{d.name}.json")
+                held = meta.get("files") if done else None
                 versions[d.name] = ObservedVersion(
                     info_hash=d.name, version=str(meta.get("version", "?")), complete=done,
                     bytes_total=int(meta.get("bytesTotal", 0)),
-                    completed_at=meta.get("completedAt") if done else None)
+                    completed_at=meta.get("completedAt") if done else None,
+                    files=frozenset(map(str, held)) if isinstance(held, list) else None)
         link_meta = _read_json(self.root / name / "link.json")
         link = link_meta.get("path")
         active = self._active(name, link) if link else None
@@ -101,9 +103,12 @@ class Store:
 
     # -- changing --------------------------------------------------------------------------
 
-    def begin(self, dataset: str, info_hash: str, version: str) -> Path:
-        """Make room for a download and say what it is; returns libtorrent's save path."""
-        save = self.save_path(dataset, info_hash)
+    def begin(self, dataset: str, info_hash: str, version: str, staging: bool = False) -> Path:
+        """Make room for a download and say what it is; returns libtorrent's save path.
+        `staging`: in staging even if the version is in the store (a split version whose
+        share changed: its new files are verified there before they join the store's)."""
+        save = self.staging_dir(dataset, info_hash) if staging else \
+            self.save_path(dataset, info_hash)
         save.mkdir(parents=True, exist_ok=True)
         meta = save.parent / f"{info_hash}.json"
         if save == self.staging_dir(dataset, info_hash) and not meta.exists():
@@ -149,18 +154,46 @@ class Store:
             atomic.write_json(path, {**meta, "bytesFromOrigin": origin, "bytesFromPeers": peers})
 
     def mark_complete(self, dataset: str, info_hash: str, version: str, name: str,
-                      bytes_total: int) -> None:
-        """Record a verified version that now lives in `version_dir`."""
+                      bytes_total: int, files: AbstractSet[str] | None = None) -> None:
+        """Record a verified version that now lives in `version_dir`; `files`: a split
+        version's files held here (`bytes_total` counts only them)."""
         if not (self.version_dir(dataset, info_hash) / name).exists():
             raise FileNotFoundError(
                 f"{self.version_dir(dataset, info_hash) / name}: not in the store; "
                 "refusing to mark the version complete")
         atomic.write_json(self.root / dataset / f"{info_hash}.json", {
             "version": version, "infoHash": info_hash, "name": name, "complete": True,
-            "bytesTotal": bytes_total, "completedAt": time.time()})
+            "bytesTotal": bytes_total, "completedAt": time.time(),
+            **({} if files is None else {"files": sorted(files)})})
         (self.staging / dataset / f"{info_hash}.json").unlink(missing_ok=True)
         _prune_empty_dirs(self.staging_dir(dataset, info_hash))
         _rmdir_if_empty(self.staging / dataset)
+
+    def prune_split(self, dataset: str, info_hash: str, name: str,
+                    files: Iterable[tuple[str, int]], keep: AbstractSet[str]) -> list[str]:
+        """Remove from a split version the files this node no longer holds (the target nodes
+        changed), and the directories that leaves empty, once the version is moved into the
+        store (before it is marked complete); returns what it removed."""
+        # After a re-split's move, staging keeps only second names of the files the version
+        # already had (a rename onto a hard link of the same inode does nothing) and the
+        # files it no longer holds: none of it is data the store lacks.
+        staged = self.staging_dir(dataset, info_hash)
+        if staged.exists():
+            shutil.rmtree(staged)
+        top = self.version_dir(dataset, info_hash) / name
+        gone = []
+        for path, _ in files:
+            if path in keep:
+                continue
+            f = top / path
+            if f.is_file() or f.is_symlink():
+                f.unlink()
+                gone.append(path)
+                parent = f.parent
+                while parent != top and parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+                    parent = parent.parent
+        return gone
 
     def content_dir(self, dataset: str, info_hash: str) -> Path:
         """The version's top-level file or directory; FileNotFoundError unless complete."""

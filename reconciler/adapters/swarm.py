@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, cast
+from typing import Any, Callable, Collection, Iterable, cast
 
 import libtorrent as lt
 import structlog
@@ -28,6 +28,9 @@ ALERT_MASK = (lt.alert_category.status | lt.alert_category.error | lt.alert_cate
 RECONNECT_EVERY = 5.0  # seconds between attempts to (re)connect missing inventory peers
 RECONNECT_FAST = 0.5  # ...during the first FAST_FOR seconds after the hash check, when peers
 FAST_FOR = 10.0  # started at the same moment come up and origin shares are decided
+#: Seconds after the gateway declined a web-seed request (outside the node's origin share)
+#: before that torrent's web seed gets fresh URLs: the gateway's Retry-After.
+RESEED_AFTER = 1.0
 
 # Connection limits for the fleet (README "Fleet scale"; libtorrent's defaults, notes §10, are
 # for one public torrent: 200 connections in all, 8 uploads at once, 30 new connections/s).
@@ -124,6 +127,7 @@ class PeerView:
 
     available: list[int]  # per piece: how many connected peers have it
     connected: dict[str, bool]  # peer ip -> is a seed
+    interested: set[str] = field(default_factory=set)  # peer ips that want a piece we have
     have: dict[str, tuple[bool, ...]] = field(default_factory=dict)  # peer ip -> its bitfield
 
 
@@ -140,6 +144,8 @@ class TorrentState:
     url: str | None = None  # the web seed URL, while enabled
     error: str | None = None
     url_seed_error: str | None = None
+    seed_generation: int = 0  # of the web-seed URLs (gateway.seed_urls)
+    reseed_at: float | None = None  # monotonic time to replace the web-seed URLs (pump)
     checked: bool = False
     moved: bool | None = None  # None: no move asked or under way
     failed_pieces: list[int] = field(default_factory=list)  # hash_failed_alert, unhandled
@@ -263,10 +269,10 @@ class Swarm:
                 self._nudge_web_seed(st, url)
             return
         if st.url is not None:
-            for u in seed_urls(st.url, self.url_seeds):
+            for u in seed_urls(st.url, self.url_seeds, st.seed_generation):
                 st.handle.remove_url_seed(u)
         if url is not None:
-            for u in seed_urls(url, self.url_seeds):
+            for u in seed_urls(url, self.url_seeds, st.seed_generation):
                 st.handle.add_url_seed(u)
         st.url = url
 
@@ -291,6 +297,25 @@ class Swarm:
             st.handle.remove_url_seed(u)
             st.handle.add_url_seed(u)
 
+    def skip_files(self, info_hash: str, keep: Collection[str]) -> None:
+        """File priority 0 for every file whose path (below the torrent's top directory) is
+        not in `keep`: a split version (core/split.py). libtorrent then neither downloads
+        nor creates them; the executor's piece priorities keep their pieces at 0 too."""
+        st = self.torrents[info_hash]
+        fs = _file_storage(st)
+        prios = []
+        for i in range(fs.num_files()):
+            pad = bool(fs.file_flags(i) & lt.file_storage.flag_pad_file)
+            prios.append(4 if pad or _rel(fs.file_path(i)) in keep else 0)
+        st.handle.prioritize_files(prios)
+
+    def lock_files(self, info_hash: str) -> list[tuple[str, int]]:
+        """The torrent's files as its lock lists them: (path below the top directory,
+        size), pad files left out."""
+        fs = _file_storage(self.torrents[info_hash])
+        return [(_rel(fs.file_path(i)), fs.file_size(i)) for i in range(fs.num_files())
+                if not fs.file_flags(i) & lt.file_storage.flag_pad_file]
+
     def prioritize(self, info_hash: str, priorities: tuple[int, ...]) -> None:
         st = self.torrents[info_hash]
         if st.priorities != priorities:
@@ -307,6 +332,15 @@ class Swarm:
     def resume(self, info_hash: str) -> None:
         self.torrents[info_hash].handle.resume()
 
+    def _reseed(self, st: TorrentState) -> None:
+        """The web seed under URLs libtorrent has not seen: a fresh start for it."""
+        url, st.reseed_at = st.url, None
+        if url is None:
+            return
+        self.web_seed(st.info_hash, None)
+        st.seed_generation += 1
+        self.web_seed(st.info_hash, url)
+
     def set_download_limit(self, info_hash: str, limit: int) -> None:
         """Per-torrent download limit in bytes/s (0: none), under the session's own."""
         st = self.torrents[info_hash]
@@ -319,6 +353,7 @@ class Swarm:
         available = [0] * st.num_pieces
         connected: dict[str, bool] = {}
         have: dict[str, tuple[bool, ...]] = {}
+        interested: set[str] = set()
         for p in st.handle.get_peer_info():
             if p.connection_type == lt.peer_info.web_seed:
                 continue
@@ -329,10 +364,12 @@ class Swarm:
             bits = tuple(bool(x) for x in p.pieces[:st.num_pieces])
             if len(bits) == st.num_pieces:
                 have[ip] = tuple(h or o for h, o in zip(bits, have.get(ip, bits)))
+            if p.flags & lt.peer_info.remote_interested:
+                interested.add(ip)
             for i, has in enumerate(bits):
                 if has:
                     available[i] += 1
-        return PeerView(available, connected, have)
+        return PeerView(available, connected, interested, have)
 
     # -- alerts -------------------------------------------------------------------------------
 
@@ -355,6 +392,12 @@ class Swarm:
                 message = a.error_message() or a.message()
                 if NOT_THE_SHARE not in message:  # the gateway declined: not an origin error
                     st.url_seed_error = self.redact(message)
+                elif st.reseed_at is None:
+                    # libtorrent takes any error status as "this URL lacks the file" and never
+                    # asks it for that file again (web_peer_connection.cpp: have_files), so a
+                    # node's own pieces of that file would wait for STUCK_AFTER (measured: 1-4
+                    # datasets in 30, 20 s each). Fresh URLs after the Retry-After.
+                    st.reseed_at = time.monotonic() + RESEED_AFTER
             elif isinstance(a, lt.hash_failed_alert) and st:
                 st.failed_pieces.append(int(a.piece_index))
             elif isinstance(a, lt.file_completed_alert) and st:
@@ -370,6 +413,10 @@ class Swarm:
                 log.warning("peer blocked", peer=self.redact(a.message()))
             elif isinstance(a, lt.listen_failed_alert):
                 log.error("listen failed", error=self.redact(a.message()))
+        now = time.monotonic()
+        for st in self.torrents.values():
+            if st.reseed_at is not None and now >= st.reseed_at:
+                self._reseed(st)
 
     def _state_of(self, a: lt.alert) -> TorrentState | None:
         h = getattr(a, "handle", None)
@@ -427,6 +474,18 @@ class Swarm:
             st = self.torrents.pop(key)
             self.session.remove_torrent(st.handle)
         del self.session
+
+
+def _file_storage(st: TorrentState) -> lt.file_storage:
+    ti = st.handle.torrent_file()
+    if ti is None:  # never for a torrent added from its .torrent bytes
+        raise RuntimeError(f"{st.info_hash}: no metadata")
+    return ti.files()
+
+
+def _rel(path: str) -> str:
+    """A file's path below the torrent's top directory, `/`-separated."""
+    return path.replace("\\", "/").split("/", 1)[-1]
 
 
 def _endpoint(a: lt.alert) -> str:

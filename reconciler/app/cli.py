@@ -18,7 +18,7 @@ from reconciler.app.exit_codes import EXIT_NOT_READY, EXIT_READY, EXIT_REJECTED,
 if TYPE_CHECKING:
     from reconciler.app.ui import WaitProgress
 
-COMMANDS = ("plan", "validate", "lock", "status", "wait")
+COMMANDS = ("plan", "validate", "lock", "publish", "status", "wait")
 
 
 def _config_arg(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -32,6 +32,7 @@ examples:
   syncbit-reconcile --once --timeout 600                   # converge once; exit 0 when all Ready
   syncbit-reconcile plan                                   # what a pass would change here
   syncbit-reconcile validate /srv/syncbit-state            # a state repo's CI check
+  syncbit-reconcile publish ckpt /data/ckpt/step-1200 --version step-1200  # then git commit
   syncbit-reconcile status --cluster                       # every node, through its API
   syncbit-reconcile wait llama-70b --timeout 7200          # an init container's readiness gate
 
@@ -71,6 +72,21 @@ examples:
   HF_TOKEN=... syncbit-reconcile lock . llama-70b          # credentials from the environment
 
 exit codes: 0 locked; 1 a source failed (the others are still written); 2 usage.
+"""
+
+EPILOG_PUBLISH = """\
+examples:
+  syncbit-reconcile publish ckpt /data/ckpt/step-1200 --version step-1200 --repo /srv/state-checkout
+  syncbit-reconcile publish ckpt step-1200 --version step-1200 --node gpu-01   # new dataset
+
+Sets spec.version and spec.source.node (name, path) of DATASET in the state repo checkout
+(--repo, default .), keeping the YAML's comments; creates DATASET.yaml (placement all: true)
+when the dataset does not exist and --node names the publishing node. PATH is made absolute
+and must exist here: run it on the publishing node. Commit the change yourself, then gate
+consumers with `syncbit-reconcile wait DATASET`. The publishing node serves PATH only if it
+lies under its config's publishRoots. A published version is immutable: a new version each time.
+exit codes: 0 edited (not committed); 1 unknown dataset, bad path, same version, or the edit
+would not validate (file left as it was); 2 usage.
 """
 
 EPILOG_STATUS = """\
@@ -133,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("dir", type=Path, metavar="DIR", help="the state repo (a checkout you commit)")
     sl.add_argument("datasets", nargs="*", metavar="DATASET", help="only these (default: all)")
 
+    su = _sub(sub, "publish", "point a dataset at a directory on a node (edits the YAML)",
+              EPILOG_PUBLISH)
+    su.add_argument("dataset", metavar="DATASET")
+    su.add_argument("path", metavar="PATH", help="the directory (or file) to publish")
+    su.add_argument("--version", required=True, metavar="V", help="the new spec.version")
+    su.add_argument("--repo", type=Path, default=Path("."), metavar="DIR",
+                    help="the state repo checkout (default: .)")
+    su.add_argument("--node", metavar="NAME", default=None,
+                    help="the publishing node (default: the dataset's current one)")
+
     ss = _sub(sub, "status", "this node's status as a table", EPILOG_STATUS)
     _config_arg(ss)
     ss.add_argument("--cluster", action="store_true", help="every node, through its API")
@@ -164,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging_setup.configure()
         if args.command == "lock":
             return cmd_lock(args.dir, args.datasets)
+        if args.command == "publish":
+            from reconciler.app.publish import publish
+            return publish(args.repo, args.dataset, args.path, args.version, args.node)
         cfg = load_config(config_path(args.config))
         structlog.contextvars.bind_contextvars(node=cfg.node)  # on every log line
         logging_setup.set_node(cfg.node)  # ... also those logged from threads

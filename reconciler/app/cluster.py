@@ -14,7 +14,7 @@ from typing import Mapping, cast
 
 from rich.table import Table
 
-from reconciler.adapters.cluster_view import MAX_PARALLEL, fetch_cluster
+from reconciler.adapters.cluster_view import MAX_PARALLEL, fetch_cluster, split_summary
 from reconciler.adapters.config import NodeConfig
 from reconciler.app.exit_codes import EXIT_READY
 from reconciler.model.desired import DesiredState
@@ -144,6 +144,31 @@ def summary_line(results: Mapping[str, dict], state: DesiredState) -> str:
     return line
 
 
+def split_status(results: Mapping[str, dict], state: DesiredState
+                 ) -> dict[str, dict[str, int]]:
+    """`spec.split` datasets: their files, and how many have fewer than `copies` copies on
+    the nodes where the desired version is Ready (adapters/cluster_view.py)."""
+    out = {}
+    for ds, nodes in sorted(_placed(state).items()):
+        d = state.datasets[ds]
+        ready = []
+        for n in nodes:
+            doc = results.get(n, {}).get("status")
+            e = (doc.get("datasets") or {}).get(ds) if isinstance(doc, dict) else None
+            if isinstance(e, dict) and e.get("phase") == "Ready" and e.get("version") == d.version:
+                ready.append(n)
+        summary = split_summary(d, sorted(nodes), ready)
+        if summary is not None:
+            out[ds] = summary
+    return out
+
+
+def split_lines(results: Mapping[str, dict], state: DesiredState) -> list[str]:
+    """One line per split dataset: `split DS: F/N files with fewer than K copies`."""
+    return [f"split {ds}: {v['filesShort']}/{v['files']} files with fewer than "
+            f"{v['copies']} copies" for ds, v in split_status(results, state).items()]
+
+
 def warning_lines(state: DesiredState) -> list[str]:
     """The revision's placement warnings (what `validate` prints), one line each."""
     return [f"warning: {w}" for w in placement_warnings(state)]
@@ -152,6 +177,7 @@ def warning_lines(state: DesiredState) -> list[str]:
 def cluster_json(results: Mapping[str, dict], state: DesiredState) -> dict[str, object]:
     return {"revision": state.revision,
             "warnings": [str(w) for w in placement_warnings(state)],
+            "split": split_status(results, state),
             "nodes": {n: {"api": state.nodes[n].api if n in state.nodes else None,
                           "status": r.get("status"), "error": r.get("error")}
                       for n, r in sorted(results.items())}}
@@ -183,6 +209,8 @@ def cmd_status_cluster(cfg: NodeConfig, as_json: bool) -> int:
         return EXIT_READY
     out.print(render_cluster(results, state))
     out.print(summary_line(results, state), highlight=False)
+    for line in split_lines(results, state):
+        out.print(line, highlight=False, markup=False)
     for line in warning_lines(state):
         out.print(line, highlight=False, markup=False, style="yellow")
     return EXIT_READY

@@ -7,10 +7,16 @@ under the state repo (`locks/<dataset>.torrent` unless `spec.lock` already names
 reports, so the user's comments and layout stay exactly as they were.
 The source revision (HTTP ETag, file mtime+size) is recorded outside the info dict, so it never
 changes the info-hash; the same bytes from the same source give a byte-identical torrent.
+
+A dataset published from a node (`source: {node: ...}`) has no source to read here: its lock
+is the torrent the publishing node built from its snapshot, asked from that node's API
+(`GET /v1/metadata/<dataset>/<key>`, which answers inventory addresses only: run `lock` on a
+node of the inventory).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -19,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import aiohttp
 from ruamel.yaml import YAML
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
 from reconciler.adapters import atomic
-from reconciler.model.desired import Dataset, DesiredState
+from reconciler.core.pinning import check, metadata_key
+from reconciler.model.desired import Dataset, DesiredState, NodeSource
 from reconciler.desired.validate import load_desired_state
 from reconciler.adapters.sources import OriginContext, OriginError
 from reconciler.engine.locking import build_lock
@@ -61,7 +69,7 @@ async def lock_state_repo(root: Path, names: list[str]) -> int:
             d = state.datasets[name]
             try:
                 with _bar(name) as progress:
-                    res = await lock_one(root, d, ctx, progress)
+                    res = await lock_one(root, d, ctx, progress, state)
             except (OriginError, OSError, ValueError) as e:
                 failed += 1
                 print(f"{name}: FAILED: {e}", file=sys.stderr)
@@ -87,8 +95,12 @@ def _bar(name: str) -> Iterator[Callable[[int, int], None] | None]:
 
 
 async def lock_one(root: Path, d: Dataset, ctx: OriginContext,
-                   progress: Callable[[int, int], None] | None = None) -> Locked:
-    torrent = await build_lock(d, ctx, progress)
+                   progress: Callable[[int, int], None] | None = None,
+                   state: DesiredState | None = None) -> Locked:
+    if isinstance(d.source, NodeSource):
+        torrent = await published_torrent(d, state)
+    else:
+        torrent = await build_lock(d, ctx, progress)
     rel = d.lock.path if d.lock else _declared_lock(root, d) or f"{LOCK_DIR}/{d.name}.torrent"
     target = root / rel
     changed = not target.exists() or target.read_bytes() != torrent
@@ -97,6 +109,47 @@ async def lock_one(root: Path, d: Dataset, ctx: OriginContext,
     set_spec_lock(root, d, rel)
     info = read_lock(torrent, rel)
     return Locked(d.name, rel, info.info_hash, len(info.files), info.total_bytes, changed)
+
+
+PUBLISHER_TIMEOUT = 30.0  # seconds for the publishing node to answer
+
+
+async def published_torrent(d: Dataset, state: DesiredState | None) -> bytes:
+    """The torrent the publishing node of `d` built (OriginError naming the node if it has
+    none: still building, refused, or not answering)."""
+    src = d.source
+    assert isinstance(src, NodeSource)
+    node = state.nodes.get(src.name) if state is not None else None
+    if node is None:
+        raise OriginError(f"publishing node {src.name} is not in the inventory")
+    url = f"http://{node.api}/v1/metadata/{d.name}/{metadata_key(d)}"
+    try:
+        async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=PUBLISHER_TIMEOUT)) as http:
+            async with http.get(url) as r:
+                body = await r.read()
+                if r.status == 200:
+                    check(body, d, f"the torrent from node {src.name}")
+                    return body
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    doc = {}
+                doc = doc if isinstance(doc, dict) else {}
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        raise OriginError(f"publishing node {src.name} ({node.api}) does not answer: "
+                          f"{e or type(e).__name__}") from None
+    state_ = doc.get("state")
+    if state_ == "failed":
+        raise OriginError(str(doc.get("error") or f"node {src.name} could not publish it"))
+    if state_ in ("building", "waiting"):
+        raise OriginError(f"node {src.name} is still publishing version {d.version}: "
+                          "lock it once it is Ready there")
+    if r.status == 403:
+        raise OriginError(f"node {src.name} answers inventory addresses only: run lock on a "
+                          "node of the inventory")
+    raise OriginError(f"node {src.name} has not published version {d.version} of {d.name} "
+                      f"(HTTP {r.status}): is the dataset committed and its daemon running?")
 
 
 def _declared_lock(root: Path, d: Dataset) -> str | None:

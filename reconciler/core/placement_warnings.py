@@ -49,6 +49,7 @@ def placement_warnings(state: DesiredState) -> list[PlacementWarning]:
     - `all: true` whose selector matches no node (or only cordoned ones), whose eligible nodes
       lack room, or that leaves a storage group with an eligible member without a copy;
     - `selector` next to `nodes:` (the selector is ignored: `nodes` names the nodes);
+    - `split: {copies: K}` with fewer than K target nodes (each file is on all of them);
     - a `nodes:` entry naming a cordoned node (placed there anyway: an explicit pin), no Node
       document (validation rejects that already; kept here so the function is complete on
       any model) or a node the selector would not match.
@@ -60,6 +61,11 @@ def placement_warnings(state: DesiredState) -> list[PlacementWarning]:
         p = d.placement
         a = assignments.get(name)
         selector = _selector_text(p) if p.has_selector else None
+        held = len(a.nodes) if a is not None else 0
+        if d.split is not None and d.split > held:
+            out.append(_warn(d, "spec.split.copies",
+                             f"copies: {d.split} is more than its {held} target node(s): "
+                             f"each file is on all {held} of them"))
         if p.nodes is not None:
             unknown = [n for n in p.nodes if n not in state.nodes]
             for n in unknown:

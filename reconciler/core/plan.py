@@ -13,6 +13,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 from reconciler.model.desired import PRIORITY_RANK, Dataset, DesiredState
 from reconciler.model.observed import ObservedDataset, ObservedVersion
 from reconciler.core.placement import Assignment, datasets_for_node, place
+from reconciler.core.split import node_files
 
 ActionKind = Literal["fetch", "update", "activate", "evict", "unchanged", "suspended", "blocked"]
 
@@ -26,10 +27,26 @@ class Target:
 
     dataset: Dataset
     path: str  # absolute, normalised
+    # `spec.split`: the lock's files this node holds (core/split.py); None: all of them.
+    files: frozenset[str] | None = None
 
     @property
     def name(self) -> str:
         return self.dataset.name
+
+    @property
+    def bytes_total(self) -> int:
+        """What this node holds of the version: a split one's files only."""
+        lock = self.dataset.lock
+        if lock is None:
+            return 0
+        if self.files is None:
+            return lock.total_bytes
+        return sum(size for path, size in lock.files if path in self.files)
+
+    def holds(self, version: ObservedVersion) -> bool:
+        """Is a complete stored `version` what this target asks for, file set included?"""
+        return version.complete and version.files == self.files
 
     @property
     def info_hash(self) -> str | None:
@@ -106,8 +123,17 @@ def targets_for_node(state: DesiredState, node: str, allowed_roots: Sequence[str
             blocked.append(Action("blocked", name, d.version, path=path,
                                   reason=f"spec.path {path} overlaps dataset {clash.name} at {clash.path}"))
             continue
-        targets[name] = Target(d, path)
+        a = assignments.get(name)
+        targets[name] = Target(d, path, split_files_here(d, a.nodes if a else (), node))
     return targets, blocked
+
+
+def split_files_here(d: Dataset, targets: Sequence[str], node: str) -> frozenset[str] | None:
+    """`spec.split`: the files of `d`'s lock that `node` holds; None when not split (or no
+    lock yet: its files are not known)."""
+    if d.split is None or d.lock is None:
+        return None
+    return node_files(d.name, [p for p, _ in d.lock.files], list(targets), d.split, node)
 
 
 def make_plan(state: DesiredState, node: str, allowed_roots: Sequence[str],
@@ -151,6 +177,18 @@ NO_METADATA = ("no spec.lock and no torrent for this version yet: the first-rank
                "builds it from the source, the others fetch it from that node's API")
 
 
+def _resplit(t: Target, have: ObservedVersion | None) -> str:
+    """Why a complete version is fetched again: the split moved files to or from this node."""
+    if have is None or not have.complete:
+        return ""
+    held = have.files if have.files is not None else frozenset(p for p, _ in (
+        t.dataset.lock.files if t.dataset.lock else ()))
+    want = t.files if t.files is not None else frozenset(p for p, _ in (
+        t.dataset.lock.files if t.dataset.lock else ()))
+    return (f"spec.split: the target nodes changed; {len(want - held)} file(s) to fetch, "
+            f"{len(held - want)} no longer held here")
+
+
 def _plan_target(t: Target, obs: ObservedDataset | None) -> list[Action]:
     d = t.dataset
     lock = d.lock
@@ -158,24 +196,25 @@ def _plan_target(t: Target, obs: ObservedDataset | None) -> list[Action]:
         return [_unpinned(t, obs)]
     ih = lock.info_hash
     if d.suspend:
-        return [Action("suspended", d.name, d.version, ih, t.path, lock.total_bytes,
+        return [Action("suspended", d.name, d.version, ih, t.path, t.bytes_total,
                        reason="spec.suspend is true: left exactly as it is")]
     versions = obs.versions if obs else {}
     have = versions.get(ih)
     active_ih = obs.active if obs else None
     linked_here = obs is not None and obs.link == t.path
     out: list[Action] = []
-    if have is not None and have.complete:
+    if have is not None and t.holds(have):
         if active_ih == ih and linked_here:
-            out.append(Action("unchanged", d.name, d.version, ih, t.path, lock.total_bytes))
+            out.append(Action("unchanged", d.name, d.version, ih, t.path, t.bytes_total))
         else:
-            out.append(Action("activate", d.name, d.version, ih, t.path, lock.total_bytes,
+            out.append(Action("activate", d.name, d.version, ih, t.path, t.bytes_total,
                               reason="in the store, not active at spec.path"))
     elif active_ih is not None and active_ih in versions:
-        out.append(Action("update", d.name, d.version, ih, t.path, lock.total_bytes,
-                          from_version=versions[active_ih].version))
+        out.append(Action("update", d.name, d.version, ih, t.path, t.bytes_total,
+                          from_version=versions[active_ih].version,
+                          reason=_resplit(t, have)))
     else:
-        out.append(Action("fetch", d.name, d.version, ih, t.path, lock.total_bytes))
+        out.append(Action("fetch", d.name, d.version, ih, t.path, t.bytes_total))
 
     # keepVersions: the desired version plus that many previous complete ones stay.
     old = [v for v in _by_age(versions.values()) if v.info_hash != ih]

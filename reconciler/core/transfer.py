@@ -27,7 +27,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence, Union
 
-from reconciler.core import offload
+from reconciler.core import offload, split
 from reconciler.core.scheduling import Candidate, Pause, Resume, choose_active
 from reconciler.core.origin_pool import piece_range
 from reconciler.core.plan import Plan, Target
@@ -286,6 +286,9 @@ class Seen:
     # Overlay neighbours' bitfields (connected ones only): who has started which run, and
     # whose own share is done (offload.takeover).
     peer_have: Mapping[NodeName, tuple[bool, ...]] = field(default_factory=dict)
+    # `spec.split` (core/split.py): per piece, the target nodes holding its file; its origin
+    # run goes to one of them. Empty: not split (every target holds every piece).
+    holders: tuple[tuple[NodeName, ...], ...] = ()
 
 
 def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
@@ -436,8 +439,9 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     if dead != job.owners_for or len(job.owner_of) != len(seen.have):
         targets = sorted(set(seen.targets) | {seen.me})
         run = offload.run_length(len(seen.have), seen.piece_size, len(targets))
-        owner_of = tuple(NodeName(n) for n in offload.owners(job.info_hash, len(seen.have),
-                                                             targets, run, dead))
+        owner_of = tuple(NodeName(n) for n in (
+            split.piece_owners(job.info_hash, seen.holders, run, dead) if seen.holders
+            else offload.owners(job.info_hash, len(seen.have), targets, run, dead)))
         job = replace(job, owners_for=dead, owner_of=owner_of, run=run)
         mine = sum(1 for o in owner_of if o == seen.me)
         effects.append(Note("origin shares", "info", (
@@ -650,7 +654,7 @@ def _row(t: Target, phase: Phase, complete: bool = False, keep: bool = False,
          pinning: bool = False) -> Row:
     lock: LockFile | None = t.dataset.lock
     return Row(phase, t, t.dataset.version, t.path,
-               InfoHash(lock.info_hash) if lock else None, lock.total_bytes if lock else 0,
+               InfoHash(lock.info_hash) if lock else None, t.bytes_total,
                complete=complete and lock is not None, keep=keep, pinning=pinning)
 
 

@@ -2,7 +2,8 @@
 
 Every `.yaml`/`.yml` file under the root (recursively; hidden files and directories such as
 `.git` skipped; the root itself may be a symlink, as git-sync swaps them) and every document in
-each file, loaded with ruamel.yaml's round-trip loader so that `.lc` positions survive. Problems
+each file, as ruamel.yaml's round-trip loader gives it, with its `.lc` positions (built from
+libyaml's nodes when a file is plain YAML, see `fastyaml`; by ruamel otherwise). Problems
 (unreadable file, not UTF-8, YAML syntax error, duplicate key) become `ValidationError`s, never
 exceptions.
 
@@ -16,7 +17,9 @@ revision): a directory or file that cannot be read, a `.yaml` that is not a regu
 socket, device: refused after `stat`, never opened), a symlink leaving the repo, or a file over
 `MAX_FILE_BYTES` (all files together: `MAX_TOTAL_BYTES`) is a `ValidationError`.
 
-Parsing is the expensive part (ruamel's pure-Python round trip), so a `DocumentCache` keeps
+Most documents are composed by libyaml (`fastyaml`, ~20x faster) into the data ruamel would
+give; anything outside that plain subset, and every error, is ruamel's to parse and word.
+Parsing is still the expensive part, so a `DocumentCache` keeps
 each file's documents keyed by its path and the SHA-256 of the bytes just read: every file is
 still read on every load (a changed file is always seen, whatever its mtime says), and only a
 file whose bytes changed is parsed again.
@@ -39,6 +42,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import Reader, ReaderError
 
+from reconciler.desired.fastyaml import compose_chunk
 from reconciler.model.desired import ValidationError
 
 __all__ = ["Document", "DocumentCache", "LoadResult", "LockRead", "ScanProblem", "StateFiles",
@@ -73,7 +77,7 @@ class Document:
 
     file: str  # relative to the state repo root, '/'-separated
     index: int  # 0-based index among the file's non-empty documents
-    data: Any  # ruamel round-trip data: CommentedMap, CommentedSeq or a scalar
+    data: Any  # round-trip data with `lc` positions: CommentedMap/PosMap, CommentedSeq/PosSeq, scalar
     line: int  # 1-based line where the document's content starts
     col: int  # 1-based column
 
@@ -326,8 +330,12 @@ def _yaml_error(file: str, exc: YAMLError, line_offset: int) -> ValidationError:
     return ValidationError(file, line, col, YAML_FIELD, "invalid YAML: " + " ".join(str(exc).split()))
 
 
-def parse_documents(text: str, file: str) -> tuple[list[Document], list[ValidationError]]:
+def parse_documents(text: str, file: str, *, fast: bool = True
+                    ) -> tuple[list[Document], list[ValidationError]]:
     """The non-empty documents of one YAML text, and its syntax errors.
+
+    Fast path (`fast`): the whole text composed by libyaml when every document of it is in
+    `fastyaml`'s plain subset; else chunk by chunk, each chunk by libyaml or by ruamel.
 
     Each chunk is parsed on its own (an error hides no other document), by one parser whose
     reader is set to the chunk's first line: positions are those in the file, and the cost is
@@ -335,8 +343,17 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[Validati
     """
     docs: list[Document] = []
     errors: list[ValidationError] = []
+    whole = compose_chunk(text, 0) if fast else None
+    if whole is not None:  # a valid stream of plain documents: the common case, one C parse
+        return [Document(file, i, data, data.lc.line + 1, data.lc.col + 1)
+                for i, data in enumerate(whole)], errors
     yaml = _new_yaml()
     for first_line, chunk in _split_documents(text):
+        composed = compose_chunk(chunk, first_line) if fast else None
+        if composed is not None:  # libyaml's answer is certainly ruamel's (see fastyaml)
+            for data in composed:
+                docs.append(Document(file, len(docs), data, data.lc.line + 1, data.lc.col + 1))
+            continue
         # As if `first_line` newlines preceded the chunk: up to `_REAL_NEWLINES` real ones
         # (ruamel scans a stream that starts with line breaks differently, e.g. a leading
         # tab), the rest added to the reader's counters (index: one character per newline).

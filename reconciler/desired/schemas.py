@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["schema", "schema_dir", "validator"]
+__all__ = ["schema", "schema_dir", "validator", "valid_check"]
 
 _HERE = Path(__file__).resolve().parent.parent  # the package root: reconciler/
 
@@ -63,3 +63,16 @@ def _validator(file_name: str) -> Any:
     s = _load(file_name)
     cls = jsonschema.validators.validator_for(s, default=jsonschema.Draft202012Validator)
     return cls(s, format_checker=cls.FORMAT_CHECKER)
+
+
+def valid_check(name: str) -> Any:
+    """A compiled `document -> bool` that agrees with `validator(name)` having no errors
+    (`fastschema`), or None when the schema does not compile: then ask the validator."""
+    return _valid_check(_file_name(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _valid_check(file_name: str) -> Any:
+    from reconciler.desired.fastschema import compile_check
+
+    return compile_check(_load(file_name), _validator(file_name).format_checker)

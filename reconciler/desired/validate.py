@@ -26,6 +26,7 @@ from reconciler.model.desired import (
     Dataset,
     DesiredState,
     FileSource,
+    NodeSource,
     HfSource,
     HttpSource,
     LockFile,
@@ -39,6 +40,8 @@ from reconciler.model.desired import (
 )
 from reconciler.desired.schema_errors import clip as _clip
 from reconciler.desired.schema_errors import format_field, position, schema_problems, show as _show
+from reconciler.core.gcpause import gc_paused
+from reconciler.desired.schemas import valid_check as schema_valid_check
 from reconciler.desired.schemas import validator as schema_validator
 from reconciler.core.hostport import parse_hostport
 from reconciler.core.envrefs import check_env_refs, expand_env_refs
@@ -60,7 +63,7 @@ __all__ = [
 
 API_VERSION = "syncbit/v1"
 KINDS = ("Node", "Dataset")
-SOURCE_TYPES = ("http", "s3", "hf", "file")
+SOURCE_TYPES = ("http", "s3", "hf", "file", "node")
 DOCUMENT_FIELD = "(document)"
 REPO_FIELD = "(repo)"
 
@@ -114,6 +117,10 @@ class _Errors:
 
 
 def _schema_errors(doc: Document, kind: str, errors: _Errors) -> None:
+    # The compiled check answers "valid" ~50x faster; jsonschema words what is wrong.
+    check = schema_valid_check(kind.lower())
+    if check is not None and check(doc.data):
+        return
     for err in schema_validator(kind.lower()).iter_errors(doc.data):
         for p in schema_problems(err):
             pos = position(doc.data, p.pos_path, False, (doc.line, doc.col)) \
@@ -262,6 +269,14 @@ def _check_dataset(doc: Document, errors: _Errors) -> None:
     mirrors = spec.get("mirrors")
     for i in range(len(mirrors) if isinstance(mirrors, list) else 0):
         _check_source(doc, ("spec", "mirrors", i), errors)
+        mirror = mirrors[i] if isinstance(mirrors, list) else None
+        if isinstance(mirror, dict) and "node" in mirror:
+            errors.add(doc, ("spec", "mirrors", i, "node"), "a node source cannot be a mirror: "
+                       "published bytes come from the publishing node's swarm only")
+    source = spec.get("source")
+    if isinstance(source, dict) and "node" in source and mirrors:
+        errors.add(doc, ("spec", "mirrors"), "a dataset published from a node has no mirrors: "
+                   "no external origin takes part")
 
     _check_selector(doc, errors)
     size = spec.get("size")
@@ -324,6 +339,12 @@ def _check_references(doc: Document, local: "_Local", lock_files: Mapping[str, L
                 errors.add(doc, ("spec", "placement", "nodes", i),
                            f"unknown node '{_clip(name)}': no Node document has this name",
                            at_value=True)
+        pub_field = ("spec", "source", "node", "name")
+        if local.publisher is not None and local.publisher not in node_names \
+                and not errors.has(doc, pub_field):
+            errors.add(doc, pub_field, f"unknown node '{_clip(local.publisher)}': no Node "
+                       "document has this name (the publishing node must be in the inventory)",
+                       at_value=True)
 
     lock = local.lock
     if lock and not errors.has(doc, ("spec", "lock")):
@@ -345,6 +366,7 @@ class _Local:
     name: str | None = None  # metadata.name, if a string
     node_refs: tuple[tuple[int, str], ...] = ()  # a Dataset's spec.placement.nodes strings
     lock: str | None = None  # a Dataset's spec.lock, if a non-empty string
+    publisher: str | None = None  # a Dataset's spec.source.node.name, if a string
 
 
 def _check_local(doc: Document) -> _Local:
@@ -362,6 +384,7 @@ def _check_local(doc: Document) -> _Local:
     name = _get(doc.data, "metadata", "name")
     node_refs: tuple[tuple[int, str], ...] = ()
     lock: str | None = None
+    publisher: str | None = None
     spec = _get(doc.data, "spec")
     if kind == "Dataset" and isinstance(spec, dict):
         nodes = _get(spec, "placement", "nodes")
@@ -369,8 +392,10 @@ def _check_local(doc: Document) -> _Local:
             node_refs = tuple((i, n) for i, n in enumerate(nodes) if isinstance(n, str))
         found = spec.get("lock")
         lock = found if isinstance(found, str) and found else None
+        pub = _get(spec, "source", "node", "name")
+        publisher = pub if isinstance(pub, str) else None
     return _Local(kind, tuple(errors.items), model, name if isinstance(name, str) else None,
-                  node_refs, lock)
+                  node_refs, lock, publisher)
 
 
 class ValidationCache:
@@ -463,6 +488,8 @@ def _build_source(data: Mapping[str, Any]) -> Source:
                         include=_strs(body.get("include")), exclude=_strs(body.get("exclude")))
     if kind == "file":
         return FileSource(path=str(body["path"]))
+    if kind == "node":
+        return NodeSource(name=str(body["name"]), path=str(body["path"]))
     raise AssertionError(f"unvalidated source type {kind!r}")  # pragma: no cover
 
 
@@ -510,6 +537,7 @@ def _build_dataset(doc: Document, lock: LockFile | None) -> Dataset:
         keep_versions=int(spec.get("keepVersions", 1)),
         suspend=bool(spec.get("suspend", False)),
         size=None if spec.get("size") is None else parse_size(spec["size"]),
+        split=None if spec.get("split") is None else int(spec["split"]["copies"]),
         position=_position_of(doc),
     )
 
@@ -596,6 +624,7 @@ def load_desired_state(root: Path, revision: str, *, require_locks: bool = True
     is absolute or leaves the state repo still is.
     """
     base = Path(root).resolve()
-    loaded = load_documents(base)
-    return validate_documents(loaded.documents, read_locks(base, loaded.documents), revision,
-                              loaded.errors, require_locks=require_locks)
+    with gc_paused():  # a third of a cold pass's CPU otherwise (see gcpause)
+        loaded = load_documents(base)
+        return validate_documents(loaded.documents, read_locks(base, loaded.documents),
+                                  revision, loaded.errors, require_locks=require_locks)

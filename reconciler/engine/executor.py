@@ -25,14 +25,14 @@ from reconciler.adapters.ratelimit import TokenBucket
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
-from reconciler.core import capacity, cas, offload, scheduling, transfer
+from reconciler.core import capacity, cas, offload, scheduling, split, transfer
 from reconciler.core.origin_pool import label as origin_label, piece_ranges
 from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
 from reconciler.core.plan import Plan, Target, make_plan
 from reconciler.core.transfer import Effect, Job, Seen, Stage
 from reconciler.engine.pinning import Pinner
-from reconciler.model.desired import DesiredState
+from reconciler.model.desired import DesiredState, publisher
 from reconciler.model.ids import DatasetName, InfoHash, NodeName
 from reconciler.model.status import DatasetStatus
 from reconciler.torrent.hybrid import lock_extra
@@ -50,7 +50,7 @@ class _Download:
 
     target: Target
     torrent_bytes: bytes
-    url: str
+    url: str | None  # the gateway's web seed; None: no origin (a dataset published by a node)
     torrent: TorrentState
     job: Job
     verify: asyncio.Task[list[str]] | None = None
@@ -71,6 +71,11 @@ class _Download:
     resumed: bool = False
     trusted: tuple[int, ...] | None = None
     stamps: dict[str, Stamp] = field(default_factory=dict)
+    # spec.split (core/split.py): pieces of the files other nodes hold (never fetched), and
+    # per piece the nodes holding its file (its origin owner is one of them).
+    skipped: frozenset[int] = frozenset()
+    holders: tuple[tuple[NodeName, ...], ...] = ()
+    piece_bytes: tuple[int, ...] = ()  # per piece, its bytes of a file held here
 
 
 class Executor:
@@ -231,7 +236,7 @@ class Executor:
         use = disk.usage(self.cfg.state_dir)
         free, size = disk.statvfs(self.cfg.state_dir)
         # Downloads already under way will still write what they lack: count it as taken.
-        ahead = sum(max(0, dl.torrent.total_bytes - use.present.get((dl.target.name, ih), 0))
+        ahead = sum(max(0, dl.target.bytes_total - use.present.get((dl.target.name, ih), 0))
                     for ih, dl in self.downloads.items() if dl.job.stage is Stage.FETCHING)
         room = capacity.Room(use.used + ahead, free - ahead, self.cfg.cache_limit,
                              capacity.min_free_bytes(self.cfg.min_free, size))
@@ -240,7 +245,7 @@ class Executor:
             t = e.target
             if t.info_hash and t.dataset.lock:
                 have = use.present.get((t.name, t.info_hash), 0)
-                need[InfoHash(t.info_hash)] = max(0, t.dataset.lock.total_bytes - have)
+                need[InfoHash(t.info_hash)] = max(0, t.bytes_total - have)
         pool = capacity.candidates(plan, observed, use.sizes, use.mtimes,
                                    frozenset(self.downloads), time.time(),
                                    self.cfg.grace_period)
@@ -351,8 +356,7 @@ class Executor:
                            reason=failure.reason.value)
             self.statuses[t.name] = DatasetStatus(
                 "Failed", t.dataset.version, t.path, t.info_hash,
-                bytes_total=t.dataset.lock.total_bytes if t.dataset.lock else 0,
-                error=failure.message)
+                bytes_total=t.bytes_total, error=failure.message)
             return
         self.log.info("activated", dataset=t.name, version=t.dataset.version, path=t.path,
                       info_hash=t.info_hash)
@@ -375,7 +379,9 @@ class Executor:
         # serves from all of them. One that cannot be opened is left out, unless all are.
         pinned = lock_extra(torrent).get("syncbit", {}).get("source")
         origins, labels, problems = [], [], []
-        for i, src in enumerate((d.source, *d.mirrors)):
+        # Published from a node: no origin, no web seed; the bytes come from the swarm only.
+        sources = () if publisher(d) is not None else (d.source, *d.mirrors)
+        for i, src in enumerate(sources):
             try:
                 o = open_origin(src, self.origins, pinned=(
                     pinned if i == 0 and isinstance(pinned, dict) else None))
@@ -386,7 +392,7 @@ class Executor:
                 continue
             origins.append(o)
             labels.append(origin_label(o.kind, o.describe(), i))
-        if not origins:
+        if not origins and sources:
             failure = transfer.Failure(
                 transfer.FailureReason.ALL_ORIGINS_FAILED,
                 "cannot start: " + (problems[0] if len(problems) == 1 else
@@ -396,20 +402,30 @@ class Executor:
                        reason=failure.reason.value)
             return
         ih = InfoHash(lock.info_hash)
-        save = self.store.begin(t.name, ih, d.version)
+        # A split version whose share changed (the target nodes did) is fetched in staging,
+        # the files it keeps linked from objects/, so that the files it gains appear in the
+        # active directory only whole and verified, when the move puts them there.
+        resplit = t.files is not None and self.store.version_dir(t.name, ih).exists()
+        save = self.store.begin(t.name, ih, d.version, staging=resplit)
         linked = self._link_objects(ih, save / lock.name, torrent, log_)
         url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels,
-                                    version=d.version)
+                                    version=d.version) if origins else None
         # Resume data the swarm will trust (no hash check of what it lists); a superset is
         # fine (Swarm may still refuse it): it only means more is read back at the end.
         resumed = (self.swarm.trust_resume and self.swarm.resume_dir is not None
                    and (self.swarm.resume_dir / f"{ih}.resume").exists())
+        if resplit and ih in self.swarm.torrents:
+            self._drop_torrent(ih)  # seeding the files of an earlier split: fetch the new ones
         st = self.swarm.add(ih, torrent, save, lock.total_bytes)
         frozen = cas.frozen_pieces(lock.files, st.piece_size, linked)
+        skipped, holders = self._split_pieces(t, st.piece_size)
+        frozen |= skipped
         if frozen:  # before libtorrent's check ends: it must never fetch (write) these pieces
             self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, frozen))
         dl = _Download(t, torrent, url, st, Job.new(ih, DatasetName(t.name), time.monotonic()),
-                       frozen=frozen, linked=tuple(linked), resumed=resumed)
+                       frozen=frozen, linked=tuple(linked), resumed=resumed,
+                       skipped=skipped, holders=holders, piece_bytes=split.piece_bytes(
+                           lock.files, st.piece_size, t.files) if t.files is not None else ())
         origin, peers = self.store.counters(t.name, ih)
         dl.served_base = self._served_done.get(t.name, 0)
         dl.relayed_base = self._relayed_done.get(t.name, 0)
@@ -425,7 +441,23 @@ class Executor:
         self._probe()
         self._update(t.name, phase="Fetching")
         log_.info("fetching", dataset=t.name, version=d.version, info_hash=ih,
-                  bytes_total=lock.total_bytes, save_path=str(save))
+                  bytes_total=t.bytes_total, save_path=str(save),
+                  **({} if t.files is None else {"split_files": len(t.files),
+                                                 "files": len(lock.files)}))
+
+    def _split_pieces(self, t: Target, piece_size: int
+                      ) -> tuple[frozenset[int], tuple[tuple[NodeName, ...], ...]]:
+        """spec.split: the pieces this node never fetches (file priority 0 too), and per
+        piece the nodes holding its file; nothing for a dataset that is not split."""
+        lock = t.dataset.lock
+        if t.files is None or lock is None or self.swarm is None:
+            return frozenset(), ()
+        self.swarm.skip_files(lock.info_hash, t.files)
+        a = self.assignments.get(t.name)
+        per_piece = split.piece_holders(t.name, lock.files, piece_size,
+                                        list(a.nodes if a else ()), t.dataset.split or 1)
+        return (split.skipped_pieces(lock.files, piece_size, t.files),
+                tuple(tuple(NodeName(n) for n in who) for who in per_piece))
 
     def _link_objects(self, ih: InfoHash, top: Path, torrent: bytes,
                       log_: structlog.BoundLogger) -> list[str]:
@@ -519,8 +551,11 @@ class Executor:
                 torrent = self._torrent_for(dataset, ih)
                 if torrent is None:
                     continue
+                held = meta_ok.files
                 self.swarm.add(ih, torrent, self.store.version_dir(dataset, ih),
-                               meta_ok.bytes_total, seed=True)
+                               meta_ok.bytes_total, seed=held is None)
+                if held is not None:  # a split version: libtorrent checks only its files
+                    self._seed_split(InfoHash(ih), held)
                 self.seeding[ih] = dataset
             # A bounded, symmetric, connected overlay (core/offload.py `neighbours`), not
             # every target: at fleet scale that would be 999 connections per dataset.
@@ -528,6 +563,16 @@ class Executor:
             near = offload.neighbours(ih, self.node, a.nodes if a else ())
             peers = [self.state.nodes[n].peer for n in sorted(near) if n in self.state.nodes]
             self.swarm.set_peers(ih, peers)
+
+    def _seed_split(self, ih: InfoHash, held: frozenset[str]) -> None:
+        """Seed a split version: not in seed mode (it would offer every piece, and a peer's
+        request for another node's file would fail the torrent), the others' files at
+        priority 0, so libtorrent's check finds ours and it serves only those."""
+        assert self.swarm is not None
+        st = self.swarm.torrents[ih]
+        self.swarm.skip_files(ih, held)
+        skip = split.skipped_pieces(self.swarm.lock_files(ih), st.piece_size, held)
+        self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, skip))
 
     def _torrent_for(self, dataset: str, ih: str) -> bytes | None:
         """The .torrent of a version in the store: the store's own copy (kept at completion),
@@ -739,7 +784,8 @@ class Executor:
         origin = dl.base_origin + served
         done = s.bytes_done
         if dl.job.stage is Stage.FETCHING:
-            done = min(_have_bytes(ts, st), s.bytes_total)
+            done = min(_have_bytes(ts, st) if not dl.skipped
+                       else _split_done(ts, st, dl.piece_bytes), s.bytes_total)
         elif dl.job.stage is Stage.MOVING:
             done = s.bytes_total
         # libtorrent's payload minus what the web seed gave it (not what the origin sent: the
@@ -774,14 +820,17 @@ class Executor:
         trusted = dl.trusted if dl.trusted is not None else (
             tuple(range(st.num_pieces)) if dl.resumed else ())
         lock = t.dataset.lock
+        have = tuple(bool(h) for h in ts.pieces)
+        if dl.skipped:  # spec.split: the others' files count as held (never wanted here)
+            have = split.as_wanted(have, dl.skipped)
+        whole = bool(ts.is_seeding) or bool(dl.skipped and st.checked and all(have))
         return Seen(
             me=self.node, targets=targets, peer_ip=peer_ip,
             absent=self._dead() & frozenset(targets),
             bytes_done=s.bytes_done, bytes_total=s.bytes_total,
-            complete=bool(ts.is_seeding) and ts.state not in (ts.checking_files,
-                                                              ts.checking_resume_data),
+            complete=whole and ts.state not in (ts.checking_files, ts.checking_resume_data),
             checked=st.checked,
-            have=tuple(bool(h) for h in ts.pieces) if view is not None else (),
+            have=have if view is not None else (),
             available=tuple(view.available) if view is not None else (),
             connected=frozenset(view.connected) if view is not None else frozenset(),
             piece_size=st.piece_size, files=lock.files if lock else (),
@@ -790,7 +839,7 @@ class Executor:
                 f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None),
             verify_result=verify_result, trusted_pieces=trusted,
             moved=st.moved is True, web_seed_on=st.url is not None,
-            bytes_received=int(ts.total_payload_download),
+            bytes_received=int(ts.total_payload_download), holders=dl.holders,
             peer_have={n: view.have[ip] for n, ip in peer_ip.items() if ip in view.have}
             if view is not None else {})
 
@@ -812,7 +861,7 @@ class Executor:
                           files=list(eff.read[:5]))
             dl.verify = self._spawn(asyncio.to_thread(
                 verify_content, dl.torrent_bytes, save / t.dataset.lock.name, eff.read,
-                dict(dl.stamps)))
+                dict(dl.stamps), t.files))
             crash_point("verifying")
         elif isinstance(eff, transfer.Recheck):
             self.swarm.force_recheck(ih)
@@ -827,12 +876,20 @@ class Executor:
             assert lock is not None
             atomic.write_bytes(self.store.root / t.name / f"{ih}.torrent", dl.torrent_bytes)
             self.store.seal(t.name, ih, self.cfg.data_mode, self.cfg.data_group)
+            roots = tuple(r for r in cas.file_roots(dl.torrent_bytes)
+                          if t.files is None or r.path in t.files)  # a split: its files only
             try:  # read-only, one inode per pieces root; a failure costs only the sharing
                 ObjectStore(self.cfg.state_dir).adopt(
-                    self.store.version_dir(t.name, ih) / lock.name, cas.file_roots(dl.torrent_bytes))
+                    self.store.version_dir(t.name, ih) / lock.name, roots)
             except OSError as e:
                 self.log.warning("cannot share stored files", dataset=t.name, error=str(e))
-            self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, lock.total_bytes)
+            # A new split (the target nodes changed): the files no longer held here go, and
+            # libtorrent hashes what is left, so it never offers a removed file to a peer.
+            if t.files is not None and self.store.prune_split(
+                    t.name, ih, lock.name, lock.files, t.files):
+                self.swarm.force_recheck(ih)
+            self.store.mark_complete(t.name, ih, t.dataset.version, lock.name, t.bytes_total,
+                                     t.files)
             crash_point("completing")
             s = self.statuses[t.name]
             self._note_done(t.name)
@@ -880,7 +937,11 @@ class Executor:
             if ih in self.swarm.torrents:
                 view = self.swarm.peer_view(ih)
                 self.seen_peers.update(view.connected)
-                need = need or any(not seed for seed in view.connected.values())
+                d = self.state.datasets.get(self.seeding[ih]) if self.state else None
+                if d is not None and d.split is not None:  # no peer is ever a seed
+                    need = need or bool(view.interested)
+                else:
+                    need = need or any(not seed for seed in view.connected.values())
         return need
 
     def unseen_target_peers(self) -> int:
@@ -895,6 +956,12 @@ class Executor:
             missing += sum(1 for ip in st.peers
                            if ip not in self.seen_peers and ip not in self.absent_peers)
         return missing
+
+
+def _split_done(ts: Any, st: TorrentState, sizes: tuple[int, ...]) -> int:
+    """Verified bytes of a split download: the bytes of its pieces held (`sizes`: per piece,
+    its bytes of a file this node holds; 0 for the skipped ones and pads)."""
+    return sum(n for h, n in zip(ts.pieces, sizes) if h)
 
 
 def _have_bytes(ts: Any, st: TorrentState) -> int:

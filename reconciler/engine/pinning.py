@@ -11,6 +11,9 @@ metadata request: HTTP HEAD, S3 list/HEAD, HF tree API; no bytes) and `core.prov
 compares the two. A refused torrent is remembered by its digest, so the peer that offers it
 again counts as `failed` without listing the source again, and the usual rules take over (the
 next holder, or a build here).
+
+A dataset published from a node (`source: {node: ...}`) follows `engine/publishing.py`: the
+publishing node builds at once from a snapshot of its path, the others ask it alone.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from typing import Awaitable, Callable, Mapping
 import aiohttp
 import structlog
 
-from reconciler.model.desired import Dataset, DesiredState
+from reconciler.model.desired import Dataset, DesiredState, publisher
+from reconciler.adapters.published import PublishedVersions
+from reconciler.engine import publishing
 from reconciler.engine.locking import build_lock
 from reconciler.adapters.pin_cache import PinCache
 from reconciler.core.lockfile import lock_extra
@@ -66,6 +71,8 @@ class Work:
     failures: int = 0
     said: str = ""  # the last decision logged, so a wait is logged once
     refused: set[str] = field(default_factory=set)  # sha256 of peers' torrents refused
+    peer_errors: dict[str, str] = field(default_factory=dict)  # a failed peer's own error
+    final: bool = False  # the failure is for good (a published version's bytes changed)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -74,6 +81,7 @@ class Pinner:
         self.node = node
         self.store = store
         self.cache = PinCache(store.state_dir)
+        self.published = PublishedVersions(store.state_dir)  # versions this node published
         self.throttle = throttle
         self.work: dict[str, Work] = {}
         self.changed = False  # a torrent arrived: the executor re-applies
@@ -149,6 +157,10 @@ class Pinner:
             w.task.cancel()
 
     async def _run(self, w: Work) -> None:
+        pub = publisher(w.dataset)
+        if pub is not None:
+            await (self._publish(w) if pub == self.node else publishing.follow(self, w))
+            return
         name = w.dataset.name
         unblocked_since: float | None = None
         delay = POLL_FIRST
@@ -197,6 +209,27 @@ class Pinner:
                 delay = POLL_FIRST  # it is about to appear: pick it up while the builder seeds
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX)
+
+    async def _publish(self, w: Work) -> None:
+        """This node publishes the dataset: build from its snapshot now, retrying as any build
+        (a refusal too: the node's config or the files may change)."""
+        while not await self._build(w):
+            w.failures += 1
+            retry = None if w.final else RETRY_AFTER[min(w.failures, len(RETRY_AFTER)) - 1]
+            self.log.error("publishing failed", dataset=w.dataset.name,
+                           version=w.dataset.version, error=w.error, retry_in=retry)
+            if retry is None:  # stays Failed, answering peers with its error, until the key
+                return         # (version or path) changes
+            await asyncio.sleep(retry)
+        self._done(w)
+
+    def _say_wait(self, w: Work, peer: str, state: str) -> None:
+        """Log what the publishing node answered, once per change."""
+        said = f"{peer} {state}"
+        if said != w.said:
+            w.said = said
+            self.log.info("metadata: publishing node answered", dataset=w.dataset.name,
+                          version=w.dataset.version, peer=peer, state=state, error=w.error)
 
     def _done(self, w: Work) -> None:
         self.changed = True
@@ -286,6 +319,8 @@ class Pinner:
                 if r.status in (202, 404):
                     doc = await r.json(content_type=None)
                     state = doc.get("state") if isinstance(doc, dict) else None
+                    if state == "failed" and isinstance(doc.get("error"), str):
+                        w.peer_errors[peer] = doc["error"][:2000]
                     if state in ("building", "waiting", "failed", "unknown"):
                         return state, None
                 return "unknown", None
@@ -306,8 +341,12 @@ class Pinner:
             w.bytes_done, w.bytes_total = done, total
 
         try:
-            torrent = await build_lock(d, w.ctx, progress, write_to=tmp / d.name,
-                                       throttle=lambda n: self.throttle(d.name, n))
+            if publisher(d) is not None:  # a snapshot of this node's own disk: no origin
+                torrent = await publishing.snapshot(self.node, d, w.ctx, progress, tmp / d.name)
+                publishing.check_immutable(self.node, d, torrent, self.published)
+            else:
+                torrent = await build_lock(d, w.ctx, progress, write_to=tmp / d.name,
+                                           throttle=lambda n: self.throttle(d.name, n))
             lock = check(torrent, d, "built torrent")
             ih = lock.info_hash
             have = self.store.observe_dataset(d.name).versions.get(ih)
@@ -316,7 +355,12 @@ class Pinner:
                 shutil.rmtree(dst, ignore_errors=True)
                 os.replace(tmp, dst)
                 self.store.begin(d.name, ih, d.version)
+            if publisher(d) is not None:
+                publishing.remember(d, torrent, self.published)
             self.cache.put(d, torrent)
+        except publishing.PublishRefused as e:
+            w.state, w.error, w.final = "failed", str(e), e.final
+            return False
         except (OriginError, OSError, ValueError) as e:
             w.state, w.error = "failed", f"building the torrent from the {d.source.type} source: {e}"
             return False

@@ -71,7 +71,22 @@ class FileSource:
     type: Literal["file"] = "file"
 
 
-Source = Union[HttpSource, S3Source, HfSource, FileSource]
+@dataclass(frozen=True)
+class NodeSource:
+    """`node: {name, path}`: a directory on one node of the inventory, published by that node
+    (it snapshots and seeds it); no external origin takes part. `path` is absolute."""
+
+    name: str
+    path: str
+    type: Literal["node"] = "node"
+
+
+Source = Union[HttpSource, S3Source, HfSource, FileSource, NodeSource]
+
+
+def publisher(d: "Dataset") -> str | None:
+    """The node that publishes `d` (a `node:` source), else None."""
+    return d.source.name if isinstance(d.source, NodeSource) else None
 
 
 Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
@@ -149,6 +164,7 @@ class Dataset:
     keep_versions: int = 1
     suspend: bool = False
     size: int | None = None  # spec.size: the bytes placement counts while there is no lock
+    split: int | None = None  # spec.split.copies: each file on that many target nodes only
     pinned_lock: bool = False  # `lock` is a torrent this node holds, not a lock from git
     position: Position | None = None
 

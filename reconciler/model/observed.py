@@ -15,6 +15,7 @@ class ObservedVersion:
     complete: bool  # downloaded and verified
     bytes_total: int = 0
     completed_at: float | None = None  # epoch seconds, orders versions for keepVersions
+    files: frozenset[str] | None = None  # a split version: the files held here (None: all)
 
 
 @dataclass(frozen=True)

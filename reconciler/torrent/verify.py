@@ -54,11 +54,13 @@ def stamp(path: Path) -> Stamp:
 
 
 def verify_content(torrent: bytes, content_dir: Path, read: Collection[str] | None = None,
-                   stamps: Mapping[str, Stamp] | None = None) -> list[str]:
+                   stamps: Mapping[str, Stamp] | None = None,
+                   only: Collection[str] | None = None) -> list[str]:
     """Files under `content_dir` that are missing or differ from the lock (empty = verified).
 
     Every file's size is checked; the contents of those in `read` (all when None) and of those
-    whose stamp differs from `stamps` are hashed and compared with the lock."""
+    whose stamp differs from `stamps` are hashed and compared with the lock. `only`: a split
+    version's files held here (core/split.py); the others are not looked at."""
     info = cast(_Dict, cast(_Dict, lt.bdecode(torrent))[b"info"])
     piece_size = cast(int, info[b"piece length"])
     stamps = stamps or {}
@@ -66,6 +68,8 @@ def verify_content(torrent: bytes, content_dir: Path, read: Collection[str] | No
     bad: list[str] = []
     for parts, leaf in _walk(info[b"file tree"]):
         rel = "/".join(parts)
+        if only is not None and rel not in only:
+            continue
         path = content_dir.joinpath(*parts)
         length = leaf[b"length"]
         try:

@@ -8,7 +8,9 @@ from harness import pseudo_random, write_data
 from origin_server import OriginServer
 from reconciler.adapters.sources import Origin, OriginContext, OriginError, OriginFile
 from reconciler.adapters.sources.http import HttpOrigin
-from reconciler.adapters.sources.parallel import read_parallel
+from reconciler.adapters.sources.parallel import (JUDGED_PART, PROBE_SECONDS, REPROBE_EVERY,
+                                                   SLOWER, Pace, is_fast, read_parallel)
+from reconciler.core.ranges import MAX_PART
 from reconciler.model.desired import HttpSource
 
 DATA = pseudo_random(3_000_000, "par")
@@ -102,3 +104,82 @@ async def test_a_slow_part_does_not_reorder_the_bytes():
         got = await collect(read_parallel(o, "f.bin", 0, 1 << 20, streams=4))
         assert got == DATA[:1 << 20]
         assert o.order[-1] == slow_at  # it really finished last
+
+
+class _Memory(Origin):
+    """A real in-memory origin, as fast as the event loop: it records each range asked."""
+    kind = "mem"
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.asked = data, []  # type: bytes, list[tuple[int, int]]
+
+    async def list_files(self) -> list[OriginFile]:
+        return [OriginFile("f.bin", len(self.data))]
+
+    async def read(self, path, offset=0, length=None):
+        end = len(self.data) if length is None else offset + length
+        self.asked.append((offset, end - offset))
+        for i in range(offset, end, 64 << 10):
+            yield self.data[i:min(end, i + (64 << 10))]
+
+
+def test_is_fast_asks_for_a_whole_max_part_within_the_probe_time():
+    assert is_fast(MAX_PART, PROBE_SECONDS)
+    assert is_fast(JUDGED_PART, PROBE_SECONDS * JUDGED_PART / MAX_PART)
+    assert not is_fast(JUDGED_PART, PROBE_SECONDS)  # 1 MiB in 0.15 s: 6.7 MiB/s, a cap
+
+
+def test_pace_probes_first_then_every_so_often_while_slow():
+    pace = Pace()
+    assert pace.probe_next()  # nothing known
+    pace.fast = True
+    assert not any(pace.probe_next() for _ in range(3 * REPROBE_EVERY))
+    pace.fast = False
+    probes = [pace.probe_next() for _ in range(2 * REPROBE_EVERY)]
+    assert probes.count(True) == 2 and probes[REPROBE_EVERY - 1]
+
+
+def test_pace_forgets_fast_only_for_a_part_far_slower_than_a_probe():
+    pace = Pace()
+    pace.fast = True
+    pace.observe(MAX_PART, PROBE_SECONDS * 2)  # parts sharing a fast origin: still fast
+    assert pace.fast
+    pace.observe(JUDGED_PART // 2, 10.0)  # too short to show a speed
+    assert pace.fast
+    pace.observe(MAX_PART, PROBE_SECONDS * (SLOWER + 1))  # a cap
+    assert pace.fast is False
+
+
+async def test_a_fast_origin_is_read_in_parts_of_max_part_after_a_probe():
+    data = pseudo_random(40 << 20, "fast")
+    o, pace = _Memory(data), Pace()
+    got = await collect(read_parallel(o, "f.bin", 100, 20 << 20, streams=64, pace=pace))
+    assert got == data[100:100 + (20 << 20)]
+    assert pace.fast is True
+    sizes = [n for _, n in o.asked]
+    # The probe: the first of 64 parts, then twice as long each up to a judged one...
+    first = -(-(20 << 20) // 64)
+    assert sizes[:3] == [first, 2 * first, 4 * first] and 4 * first >= JUDGED_PART
+    # ...then parts of MAX_PART; and the next read has no probe.
+    assert set(sizes[3:-1]) == {MAX_PART}
+    o.asked.clear()
+    got = await collect(read_parallel(o, "f.bin", 0, 16 << 20, streams=64, pace=pace))
+    assert got == data[:16 << 20] and o.asked == [(i, MAX_PART) for i in range(0, 16 << 20, MAX_PART)]
+
+
+async def test_a_capped_origin_is_split_over_every_stream_after_the_probe(tmp_path, origin):
+    origin.conn_rate = 400_000  # per connection: 256 KiB take 0.65 s, far past the probe
+    pace, seen = Pace(), []  # type: Pace, list[int]
+    async with OriginContext(tmp_path) as ctx:
+        o = HttpOrigin(HttpSource(base_url=origin.url + "/", files=("f.bin",)), ctx.http)
+        got = await collect(read_parallel(o, "f.bin", 0, 2_400_000, streams=8,
+                                          on_bytes=seen.append, pace=pace))
+    assert got == DATA[:2_400_000]
+    assert pace.fast is False
+    assert origin.max_active > 4  # the rest went through every stream at once
+    # No part was cut short: the origin sent exactly what was counted, nothing unread.
+    for _ in range(100):
+        if origin.active == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert sum(seen) == 2_400_000 == origin.bytes_sent

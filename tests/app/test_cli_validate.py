@@ -105,7 +105,7 @@ def error_lines(stdout: str) -> list[re.Match[str]]:
 def test_example_state_repo_is_valid() -> None:
     r = run_cli("validate", EXAMPLE)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "valid (3 nodes, 6 datasets)" in r.stdout
+    assert "valid (3 nodes, 7 datasets)" in r.stdout
     assert "Traceback" not in r.stderr
 
 
@@ -233,3 +233,18 @@ def test_the_remote_source_examples_validate_and_are_placed_nowhere() -> None:
     assert all(d.lock is None for d in remote.values())  # pinned by the first node to read them
     placed = place(state)
     assert all(placed[n].nodes == () for n in remote), {n: placed[n] for n in remote}
+
+
+def test_the_publishing_example_validates_with_the_example_inventory(tmp_path: Path) -> None:
+    import shutil
+
+    from reconciler.core.placement import place
+    from reconciler.desired.validate import load_desired_state
+    from reconciler.model.desired import NodeSource
+
+    shutil.copy(EXAMPLE / "nodes.yaml", tmp_path / "nodes.yaml")
+    shutil.copy(EXAMPLE.parent / "publishing" / "ckpt.yaml", tmp_path / "ckpt.yaml")
+    state = load_desired_state(tmp_path, "x")
+    assert not isinstance(state, list), "\n".join(map(str, state))
+    assert state.datasets["ckpt"].source == NodeSource("node-a", "/data/ckpt/step-1200")
+    assert place(state)["ckpt"].nodes[0] == "node-a"

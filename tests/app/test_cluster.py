@@ -243,3 +243,26 @@ async def test_cli_status_cluster_shows_unsatisfiable_placement(tmp_path: Path) 
     r = await asyncio.to_thread(run_cli, "status", "--cluster", "--json", "--config",
                                 str(home.config), timeout=60)
     assert json.loads(r.stdout)["warnings"] == [line.removeprefix("warning: ")]
+
+
+def test_split_datasets_show_the_files_short_of_their_copies() -> None:
+    """`status --cluster` per split dataset: files with fewer than K copies on nodes where the
+    desired version is Ready (adapters/cluster_view.py `split_summary`)."""
+    import dataclasses
+
+    from reconciler.app.cluster import cluster_json, split_lines
+    from reconciler.core.split import holders
+    from reconciler.model.desired import LockFile
+
+    files = tuple((f"f{i}", 10) for i in range(8))
+    d = dataclasses.replace(dataset("sp", split=2), lock=LockFile(
+        "locks/sp.torrent", "c" * 64, "c" * 40, "sp", 80, files))
+    st = state([node("na", 1), node("nb", 2), node("nc", 3)], [d, dataset("whole")])
+    up = {n: {"status": doc(n, REV_A, {"sp": ready(30)})} for n in ("na", "nb", "nc")}
+    assert split_lines(up, st) == ["split sp: 0/8 files with fewer than 2 copies"]
+    down = {**up, "nc": {"error": "connection refused"}}
+    short = sum(1 for f, _ in files if "nc" in holders("sp", f, ["na", "nb", "nc"], 2))
+    assert short > 0
+    assert split_lines(down, st) == [f"split sp: {short}/8 files with fewer than 2 copies"]
+    assert cluster_json(down, st)["split"] == {"sp": {"copies": 2, "files": 8,
+                                                      "filesShort": short}}

@@ -91,3 +91,25 @@ def test_adding_or_removing_a_node_moves_only_what_must_move(node_names, replica
                                [dataset(ds, Placement(replicas=replicas))]))[ds].nodes)
     assert before - {gone} <= after_rm
     assert len(after_rm - before) <= (1 if gone in before else 0)
+
+
+def test_the_publishing_node_always_holds_what_it_publishes():
+    from dataclasses import replace
+
+    from reconciler.core.placement import place_uncached
+    from reconciler.model.desired import NodeSource
+    nodes = [node(f"n{i}", i, labels={"role": "eval" if i else "train"}) for i in range(5)]
+    src = NodeSource("n0", "/data/ckpt/step-1")
+    ds = [replace(dataset("ck", Placement(all=True, selector={"role": "eval"})), source=src),
+          replace(dataset("r1", Placement(replicas=1)), source=src),
+          replace(dataset("ex", Placement(nodes=("n2", "n0"))), source=src)]
+    s = state(nodes, ds)
+    a = place(s)
+    assert a == place_uncached(s)
+    # The trainer is not "eval", but holds it, first; the others in rank order.
+    assert a["ck"].nodes == ("n0", *rank_nodes("ck", ["n1", "n2", "n3", "n4"]))
+    assert a["r1"].nodes[0] == "n0" and len(a["r1"].nodes) in (1, 2)
+    assert a["ex"].nodes == ("n0", "n2")
+    # Moving the publisher moves it (the cached answer too).
+    moved = state(nodes, [replace(ds[0], source=NodeSource("n3", "/x"))])
+    assert place(moved)["ck"].nodes == ("n3", *rank_nodes("ck", ["n1", "n2", "n4"]))

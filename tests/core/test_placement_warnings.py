@@ -118,3 +118,11 @@ def test_all_with_a_storage_group_whose_members_have_no_room() -> None:
     s = state(nodes, [dataset("d", Placement(all=True), size=1000, **at(5))])
     messages = [w.message for w in placement_warnings(s)]
     assert any("storage group(s) nfs: no member chosen" in m for m in messages)
+
+
+def test_more_split_copies_than_target_nodes() -> None:
+    s = state(NODES, [dataset("sp", Placement(replicas=2), split=3, **at(7)),
+                      dataset("ok", Placement(replicas=2), split=2, **at(9))])
+    ws = placement_warnings(s)
+    assert [(w.field, w.line, w.dataset) for w in ws] == [("spec.split.copies", 7, "sp")]
+    assert "copies: 3 is more than its 2 target node(s)" in ws[0].message

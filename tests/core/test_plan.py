@@ -125,3 +125,63 @@ def test_resolve_path():
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+# -- spec.split (issue 14 item 2) ---------------------------------------------------------------
+
+def _split_state(nodes, copies=1, ih=A):
+    from reconciler.model.desired import LockFile
+    import dataclasses
+    files = tuple((f"shard-{i}.bin", 100 + i) for i in range(12))
+    d = dataset("sp", ih=ih, split=copies)
+    d = dataclasses.replace(d, lock=LockFile("locks/sp.torrent", ih, ih[:40], "sp",
+                                             sum(s for _, s in files), files))
+    return state([node(n, i + 1) for i, n in enumerate(nodes)], [d]), files
+
+
+def test_split_target_holds_its_files_and_the_plan_counts_only_them():
+    from reconciler.core.split import holders
+    s, files = _split_state(["n1", "n2", "n3"], copies=2)
+    seen = []
+    for n in ("n1", "n2", "n3"):
+        p = make_plan(s, n, ROOTS, {})
+        t = p.targets["sp"]
+        mine = {f for f, _ in files if n in holders("sp", f, ["n1", "n2", "n3"], 2)}
+        assert t.files == mine
+        assert p.actions[0].kind == "fetch"
+        assert p.actions[0].bytes_total == t.bytes_total == sum(sz for f, sz in files if f in mine)
+        seen += sorted(mine)
+    assert sorted(seen) == sorted(f for f, _ in files for _ in range(2))  # each file twice
+
+
+def test_split_version_stored_with_the_same_files_is_unchanged_with_others_fetched_again():
+    s, _ = _split_state(["n1", "n2", "n3"])
+    t = make_plan(s, "n1", ROOTS, {}).targets["sp"]
+    same = ObservedVersion(A, "v1", True, t.bytes_total, 1.0, files=t.files)
+    p = make_plan(s, "n1", ROOTS, {"sp": obs("sp", same, active=A, link="/data/ds/sp")})
+    assert kinds(p) == [("unchanged", "sp", A)]
+    # a node added: the split moved files, so the stored version is fetched again (it keeps
+    # the files it still holds; the executor prunes the others once the new ones are verified)
+    s4, _ = _split_state(["n1", "n2", "n3", "n4"])
+    p4 = make_plan(s4, "n1", ROOTS, {"sp": obs("sp", same, active=A, link="/data/ds/sp")})
+    t4 = p4.targets["sp"]
+    assert t4.files <= t.files  # adding a node only takes files away from n1
+    if t4.files != t.files:
+        assert kinds(p4) == [("update", "sp", A)]
+        assert "no longer held here" in p4.actions[0].reason
+    # a version stored whole (not split) is not this split either
+    whole = ObservedVersion(A, "v1", True, 1, 1.0)
+    p = make_plan(s, "n1", ROOTS, {"sp": obs("sp", whole, active=A, link="/data/ds/sp")})
+    assert kinds(p) == [("update", "sp", A)]
+
+
+def test_adding_a_node_moves_only_the_files_that_must_move_in_the_plan():
+    nodes = [f"n{i}" for i in range(1, 6)]
+    s, files = _split_state(nodes, copies=2)
+    s6, _ = _split_state([*nodes, "n6"], copies=2)
+    before = {n: make_plan(s, n, ROOTS, {}).targets["sp"].files for n in nodes}
+    after = {n: make_plan(s6, n, ROOTS, {}).targets["sp"].files for n in [*nodes, "n6"]}
+    for n in nodes:
+        assert after[n] <= before[n]  # an old node only loses files (to n6)
+    moved = set().union(*(before[n] - after[n] for n in nodes))
+    assert moved == after["n6"]  # and exactly the files n6 gains

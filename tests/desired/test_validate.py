@@ -13,6 +13,7 @@ from reconciler.model.desired import (
     DesiredState,
     FileSource,
     HfSource,
+    NodeSource,
     HttpSource,
     Placement,
     Position,
@@ -536,7 +537,7 @@ def test_unknown_source_type(repo: Path) -> None:
         """)
     error = only_error(repo)
     assert (error.file, error.line, error.col, error.field) == ("d.yaml", 9, 5, "spec.source.ftp")
-    assert error.message == "unknown source type 'ftp' (allowed: http, s3, hf, file)"
+    assert error.message == "unknown source type 'ftp' (allowed: http, s3, hf, file, node)"
 
 
 def test_two_source_types(repo: Path) -> None:
@@ -547,14 +548,14 @@ def test_two_source_types(repo: Path) -> None:
         """)
     error = only_error(repo)
     assert (error.file, error.line, error.col, error.field) == ("d.yaml", 8, 3, "spec.source")
-    assert error.message == "exactly one of http, s3, hf, file must be set (found file, s3)"
+    assert error.message == "exactly one of http, s3, hf, file, node must be set (found file, s3)"
 
 
 def test_empty_source(repo: Path) -> None:
     dataset_source(repo, "source: {}\n")
     error = only_error(repo)
     assert (error.line, error.col, error.field) == (8, 3, "spec.source")
-    assert error.message == "exactly one of http, s3, hf, file must be set (found none)"
+    assert error.message == "exactly one of http, s3, hf, file, node must be set (found none)"
 
 
 def test_http_needs_base_url_with_files_or_urls(repo: Path) -> None:
@@ -625,7 +626,7 @@ def test_source_errors_in_mirrors(repo: Path) -> None:
         (10, 45, "spec.mirrors[0].http.files[0]"),
         (11, 7, "spec.mirrors[1].gopher"),
     ]
-    assert errs[1].message == "unknown source type 'gopher' (allowed: http, s3, hf, file)"
+    assert errs[1].message == "unknown source type 'gopher' (allowed: http, s3, hf, file, node)"
 
 
 @pytest.mark.parametrize(("value", "fragment"), [
@@ -1019,3 +1020,89 @@ def test_validation_is_pure_over_documents_and_lock_bytes() -> None:
         docs, {"locks/x.torrent": LockRead(problem="unreadable", detail="permission denied")}, "r1")
     assert isinstance(unreadable, list)
     assert "cannot read lock 'locks/x.torrent': permission denied" in unreadable[0].message
+
+
+SPLIT = """
+    apiVersion: syncbit/v1
+    kind: Dataset
+    metadata: {name: d}
+    spec:
+      version: "1"
+      source: {file: {path: /nfs/x}}
+      placement: {all: true}
+      path: x
+      split: SPLIT
+    """
+
+
+def test_split_copies_reaches_the_model(repo: Path) -> None:
+    write(repo, "d.yaml", SPLIT.replace("SPLIT", "{copies: 2}"))
+    assert load(repo).datasets["d"].split == 2
+    write(repo, "d.yaml", SPLIT.replace("      split: SPLIT\n", ""))
+    assert load(repo).datasets["d"].split is None
+
+
+@pytest.mark.parametrize("value, field", [
+    ("{copies: 0}", "spec.split.copies"), ("{copies: -1}", "spec.split.copies"),
+    ("{copies: two}", "spec.split.copies"), ("{}", "spec.split.copies"),
+    ("{copies: 1, spread: 2}", "spec.split.spread"), ("3", "spec.split")])
+def test_split_must_be_copies_of_at_least_one(repo: Path, value: str, field: str) -> None:
+    write(repo, "d.yaml", SPLIT.replace("SPLIT", value))
+    error = only_error(repo)
+    assert (error.file, error.line, error.field) == ("d.yaml", 9, field), str(error)
+
+
+# ---------------------------------------------------------------------------------------------
+# node: sources (published from a node's disk)
+
+
+def test_node_source_builds_the_model(repo: Path) -> None:
+    dataset_source(repo, """
+        source:
+          node: {name: gpu-01, path: /data/ckpt/step-1200}
+        """)
+    state = load_desired_state(repo, "r")
+    assert isinstance(state, DesiredState)
+    assert state.datasets["d"].source == NodeSource(name="gpu-01", path="/data/ckpt/step-1200")
+
+
+def test_node_source_names_an_unknown_node(repo: Path) -> None:
+    dataset_source(repo, """
+        source:
+          node: {name: gpu-09, path: /data/ckpt/step-1200}
+        """)
+    error = only_error(repo)
+    assert (error.file, error.line, error.col, error.field) == (
+        "d.yaml", 9, 18, "spec.source.node.name")
+    assert error.message.startswith("unknown node 'gpu-09': no Node document has this name")
+
+
+def test_node_source_path_must_be_absolute(repo: Path) -> None:
+    dataset_source(repo, """
+        source:
+          node: {name: gpu-01, path: ckpt/step-1200}
+        """)
+    error = only_error(repo)
+    assert (error.file, error.line, error.field) == ("d.yaml", 9, "spec.source.node.path")
+    assert "must be an absolute path on the publishing node" in error.message
+
+
+def test_node_source_needs_name_and_path(repo: Path) -> None:
+    dataset_source(repo, """
+        source:
+          node: {path: /data/ckpt}
+        """)
+    error = only_error(repo)
+    assert (error.line, error.field) == (9, "spec.source.node.name")
+
+
+def test_node_source_has_no_mirrors(repo: Path) -> None:
+    dataset_source(repo, """
+        source:
+          node: {name: gpu-01, path: /data/ckpt}
+        mirrors:
+          - http: {urls: ["http://127.0.0.1/x.bin"]}
+        """)
+    error = only_error(repo)
+    assert (error.line, error.field) == (10, "spec.mirrors")
+    assert "no external origin" in error.message

@@ -8,17 +8,74 @@ it talks to the origin.
 
 A part that fails surfaces as its `OriginError` when the reader reaches it: the bytes before
 it are good and already delivered, so the caller can resume from there, on another origin.
+
+Many small parts are what a per-connection-capped origin needs, and what a fast one does not:
+there each part only gets its share of the origin's bandwidth, so the first part (the one
+streaming on to the reader) ends as late as the last, every other byte waits in memory until
+then, and every part costs a request on both sides (bench/single_origin, fast origin: 64 parts
+of 256 KiB per 16 MiB relayed 2-3x slower than 4 parts of 4 MiB). A `Pace` shared by the reads
+of one origin tells them apart: a read probes with one connection for up to `PROBE_SECONDS`,
+its first part alone and then parts twice as long each; once one of at least `JUDGED_PART`
+came at the speed that brings a `MAX_PART` within `PROBE_SECONDS`, the origin is fast and its
+reads use parts of `MAX_PART`. Otherwise, at the deadline or after a `MAX_PART` part, the rest
+is split over `streams` parts as before. No part is cut short, so the origin sends nothing unread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import cast
 
 from reconciler.adapters.sources.base import Origin, OriginError
 from reconciler.core.ranges import MAX_PART, MIN_PART, split_range
+
+#: How long the first part of a read goes alone to show whether the origin is fast.
+PROBE_SECONDS = 0.15
+#: A part this long or longer shows the connection's speed (shorter ones show its latency).
+JUDGED_PART = 1 << 20
+#: A fast origin's parts share it (4 per 16 MiB request): one part this many times slower
+#: than a probe must be shows a cap, not the sharing.
+SLOWER = 4
+#: A slow origin's reads probe again this often (its connections may have become fast).
+REPROBE_EVERY = 16
+
+
+def is_fast(nbytes: int, seconds: float, max_part: int = MAX_PART) -> bool:
+    """Whether one connection brought `nbytes` quickly enough that parts of `max_part` need no
+    more of them: a whole `max_part` within `PROBE_SECONDS`, first byte included."""
+    return nbytes * PROBE_SECONDS >= max_part * max(seconds, 1e-9)
+
+
+class Pace:
+    """What the reads of one origin have shown about its connections (the gateway keeps one
+    per origin of each torrent): None until a probe has judged it, then fast or not."""
+
+    def __init__(self) -> None:
+        self.fast: bool | None = None
+        self._since_probe = 0
+
+    def probe_next(self) -> bool:
+        """Whether the next read probes: the first, and every `REPROBE_EVERY`th while slow."""
+        if self.fast is None:
+            return True
+        if self.fast:
+            return False
+        self._since_probe += 1
+        if self._since_probe >= REPROBE_EVERY:
+            self._since_probe = 0
+            return True
+        return False
+
+    def observe(self, nbytes: int, seconds: float, max_part: int = MAX_PART) -> None:
+        """A whole part of a fast origin arrived: one that came `SLOWER` times slower than a
+        probe must (a cap now, not parts sharing a fast origin) makes the next reads split
+        over all their streams again."""
+        if (self.fast and nbytes >= JUDGED_PART
+                and not is_fast(nbytes * SLOWER, seconds, max_part)):
+            self.fast = False
 
 
 class _Part:
@@ -32,6 +89,8 @@ class _Part:
         self.done = False
         self.error: BaseException | None = None
         self.changed = asyncio.Event()
+        self.began = 0.0  # when it got its connection slot
+        self.seconds = 0.0  # from `began` to its last byte, once done without error
 
 
 async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore | None,
@@ -39,6 +98,8 @@ async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore
                 throttle: Callable[[int], Awaitable[None]] | None) -> None:
     try:
         async with slots if slots is not None else contextlib.nullcontext():
+            part.began = time.monotonic()
+            part.changed.set()  # a probe's time runs from here
             stream = cast(AsyncGenerator[bytes, None],
                           origin.read(path, part.offset, part.length))
             try:
@@ -47,7 +108,7 @@ async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore
                 async for chunk in stream:
                     chunk = chunk[:part.length - part.received]
                     if not chunk:
-                        break  # more than asked: stop reading
+                        break  # more than asked (or the part was cut short): stop reading
                     if on_bytes is not None:
                         on_bytes(len(chunk))
                     part.chunks.append(chunk)
@@ -60,6 +121,7 @@ async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore
         if part.received < part.length:
             raise OriginError(f"{path}: the origin sent {part.received} of {part.length} "
                               f"bytes from offset {part.offset}")
+        part.seconds = time.monotonic() - part.began
     except Exception as e:  # handed to the reader, in order
         part.error = e
     finally:
@@ -73,20 +135,43 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
                         throttle: Callable[[int], Awaitable[None]] | None = None,
                         on_unread: Callable[[int, bytes], None] | None = None,
                         min_part: int = MIN_PART, max_part: int = MAX_PART,
-                        ) -> AsyncIterator[bytes]:
+                        pace: Pace | None = None) -> AsyncIterator[bytes]:
     """`length` bytes of `path` from `offset`, in order, read through up to `streams`
     concurrent range requests. `on_bytes(n)` sees every byte read from the origin as it
     arrives (delivered or not: what the origin spent), and `throttle(n)` (a rate limit) is
     awaited after each chunk before its connection reads on. Close the generator to cancel
     the reads still in flight; `on_unread(offset, chunk)` then gets every byte read from the
-    origin that the reader did not take (a failing part, or the reader closing early)."""
-    parts = [_Part(a, n) for a, n in split_range(offset, length, streams, min_part, max_part)]
+    origin that the reader did not take (a failing part, or the reader closing early).
+    With a `pace`, the parts are sized by what it knows of the origin (see the module doc)."""
+    probe = pace is not None and length > min_part and pace.probe_next()
+    if pace is not None and pace.fast and not probe:
+        parts = [_Part(a, n) for a, n in split_range(offset, length, 1, max_part, max_part)]
+    else:
+        parts = [_Part(a, n) for a, n in split_range(offset, length, streams, min_part, max_part)]
+        if probe:  # the first part alone, then twice as long each, until judged
+            parts = parts[:1]
     tasks: list[asyncio.Task[None]] = []
+
+    def split_rest(after: _Part) -> None:
+        """Parts for what follows `after`: of `max_part` for a fast origin, else by `streams`."""
+        at = after.offset + after.length
+        fast = pace is not None and pace.fast
+        parts.extend(_Part(a, n) for a, n in split_range(
+            at, offset + length - at, 1 if fast else streams,
+            max_part if fast else min_part, max_part))
+
+    def launch(i: int) -> None:
+        """Start reading the parts up to `streams` ahead of part `i`, the reader's."""
+        while len(tasks) < min(len(parts), i + max(1, streams)):
+            tasks.append(asyncio.create_task(
+                _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle)))
+
     try:
-        for i, part in enumerate(parts):
-            while len(tasks) < min(len(parts), i + max(1, streams)):
-                tasks.append(asyncio.create_task(
-                    _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle)))
+        i = 0
+        probing = probe
+        while i < len(parts):
+            part = parts[i]
+            launch(i)
             while True:
                 while part.chunks:
                     chunk = part.chunks.pop(0)
@@ -95,9 +180,34 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
                 if part.done:
                     break
                 part.changed.clear()
-                await part.changed.wait()
+                # A probe's time runs from when its first part got a connection slot.
+                left = parts[0].began + PROBE_SECONDS - time.monotonic()
+                if not probing or not parts[0].began:
+                    await part.changed.wait()
+                elif left > 0:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(part.changed.wait(), left)
+                else:  # not judged in time: a slow origin, read through all the streams
+                    assert pace is not None
+                    pace.fast, probing = False, False
+                    split_rest(parts[-1])
+                    launch(i)
             if part.error is not None:
                 raise part.error
+            if probing:  # came whole in time: judge the origin by it, or probe on, longer
+                assert pace is not None
+                if part.length >= JUDGED_PART and is_fast(part.length, part.seconds, max_part):
+                    pace.fast, probing = True, False
+                    split_rest(part)
+                elif part.length >= max_part:
+                    pace.fast, probing = False, False
+                    split_rest(part)
+                elif part.offset + part.length < offset + length:
+                    at = part.offset + part.length
+                    parts.append(_Part(at, min(2 * part.length, max_part, offset + length - at)))
+            elif pace is not None and part.seconds:
+                pace.observe(part.length, part.seconds, max_part)
+            i += 1
     finally:
         for t in tasks:
             t.cancel()

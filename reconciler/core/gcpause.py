@@ -1,0 +1,30 @@
+"""Pausing Python's cyclic garbage collector during the allocation-heavy steps of a pass.
+
+A cold pass over 10,000 datasets x 1,000 nodes (issue 13) builds about a million containers
+and millions of short-lived hash objects; every 700 allocations start a collection, and every
+so often one walks the whole heap: measured 1.2-1.5 s of a 4.1-4.5 s pass, for nothing, since
+documents, the model and placement's rankings hold no reference cycles (reference counting
+frees them). The pause is process-wide and only a hint: whoever paused a running collector
+turns it back on (concurrent pauses may end one another's early, which costs only time), and
+a collector that was off stays off.
+"""
+
+from __future__ import annotations
+
+import gc
+from contextlib import contextmanager
+from typing import Iterator
+
+__all__ = ["gc_paused"]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic collection inside, unless another pause running meanwhile ended."""
+    resume = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if resume:
+            gc.enable()
