@@ -457,7 +457,10 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
                                if offload.lagging(n, job.owner_of, bits)}
     if laggards != job.laggards:
         job = replace(job, laggards=frozenset(laggards))
-    if offload.share_done(seen.me, job.owner_of, seen.have) and seen.peer_have:
+    # Not for a split version: a taker must hold the run's file (core/split.py), and the
+    # rendezvous order of a run is over all targets.
+    if offload.share_done(seen.me, job.owner_of, seen.have) and seen.peer_have \
+            and not seen.holders:
         rv = offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me})
         taken = offload.takeover(seen.me, rv, job.owner_of, job.run, seen.have, seen.available,
                                  {str(n): h for n, h in seen.peer_have.items()}, dead,
@@ -467,7 +470,7 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
                 ("runs", len(taken - job.taken)),
                 ("owners", sorted({job.owner_of[c * job.run] for c in taken - job.taken})))))
             job = replace(job, taken=job.taken | taken)
-    lag = job.lagging or offload.lagging(seen.me, job.owner_of, bits)
+    lag = job.lagging or (not seen.holders and offload.lagging(seen.me, job.owner_of, bits))
     if lag != job.lagging:
         effects.append(Note("behind the peers: leaving the rest of its origin share to them",
                             "info", (("ownHeld", offload.share_count(seen.me, job.owner_of,

@@ -428,3 +428,16 @@ def test_a_node_that_lags_once_leaves_its_share_for_the_rest_of_the_download():
     # lagging and nothing started: nothing from the origin
     web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
     assert not web.on
+
+
+def test_a_split_version_takes_no_runs_over_and_never_lags():
+    holders = tuple((ME, N2, N3) for _ in range(PIECES))
+    j, _ = share_origin(job(checked_at=0.0), seen(holders=holders), now=T0)
+    mine = tuple(o == ME for o in j.owner_of)
+    none = {N2: (False,) * PIECES, N3: (False,) * PIECES}
+    done = {n: tuple(o == n for o in j.owner_of) for n in (N2, N3)}
+    j2, _ = share_origin(j, seen(holders=holders, have=mine, peer_have=none), now=T0 + 1)
+    assert j2.taken == frozenset()
+    j3, _ = share_origin(j, seen(holders=holders, peer_have=done, available=(1,) * PIECES),
+                         now=T0 + 1)
+    assert not j3.lagging
