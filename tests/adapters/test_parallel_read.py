@@ -183,3 +183,60 @@ async def test_a_capped_origin_is_split_over_every_stream_after_the_probe(tmp_pa
             break
         await asyncio.sleep(0.05)
     assert sum(seen) == 2_400_000 == origin.bytes_sent
+
+
+class _Chunked(Origin):
+    """A real in-memory origin that sends every range in chunks of `CHUNK_SIZE` bytes."""
+    kind = "mem"
+    CHUNK_SIZE = 64 << 10
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def list_files(self) -> list[OriginFile]:
+        return [OriginFile("f.bin", len(self.data))]
+
+    async def read(self, path, offset=0, length=None):
+        end = len(self.data) if length is None else offset + length
+        for at in range(offset, end, self.CHUNK_SIZE):
+            await asyncio.sleep(0)
+            yield self.data[at:min(end, at + self.CHUNK_SIZE)]
+
+
+async def test_a_reader_that_falls_behind_holds_the_reads_within_the_window():
+    """Issue 13: the reader takes a few chunks and then none; the parts stop reading about a
+    window ahead of it, and what was read and not taken is handed back exactly."""
+    data = pseudo_random(8 << 20, "win")
+    window, streams = 512 << 10, 4
+    read: list[int] = []
+    unread: list[tuple[int, int]] = []
+    it = read_parallel(_Chunked(data), "f.bin", 0, len(data), streams=streams,
+                       on_bytes=read.append, window=lambda: window,
+                       on_unread=lambda at, c: unread.append((at, len(c))))
+    taken = b""
+    for _ in range(3):
+        taken += await anext(it)
+    for _ in range(100):  # bounded: until the reads stop
+        before = sum(read)
+        await asyncio.sleep(0.01)
+        if sum(read) == before:
+            break
+    assert sum(read) - len(taken) <= window + streams * _Chunked.CHUNK_SIZE
+    assert sum(read) < len(data) // 4  # unbounded, all of it is read at once
+    await it.aclose()
+    assert taken == data[:len(taken)]
+    assert sum(n for _, n in unread) == sum(read) - len(taken)  # nothing lost or counted twice
+
+
+async def test_a_reader_waiting_for_the_origin_holds_nothing_back(tmp_path, origin):
+    """A window smaller than any chunk: a reader that waits for the origin (65 ms a chunk,
+    over `STARVED`) lets every stream read on, so a capped origin still gets all its
+    connections; and the bytes come whole."""
+    origin.conn_rate = 1_000_000
+    seen: list[int] = []
+    async with OriginContext(tmp_path) as ctx:
+        o = HttpOrigin(HttpSource(base_url=origin.url + "/", files=("f.bin",)), ctx.http)
+        got = await collect(read_parallel(o, "f.bin", 0, len(DATA), streams=8,
+                                          on_bytes=seen.append, window=lambda: 1))
+    assert got == DATA and sum(seen) == len(DATA)
+    assert origin.max_active > 1
