@@ -27,11 +27,10 @@ BACKOFF_MAX = 1.0
 #: Each aligned stretch of a file this long chooses its origin on its own: libtorrent's
 #: requests are up to 16 MiB, and the source and mirrors share the load by stretch.
 SPREAD = 4 << 20
-#: How far the origin reads may run ahead of the client, in seconds of its relay rate (issue
-#: 13). Parts in flight are bounded by it too: a part of a capped origin taking under this
-#: long, the window grows with the rate until every stream is used; never less than one part (`MAX_PART`, also the bound before a
+#: How far the origin reads may run ahead of a client slower than the origin, in seconds of
+#: its relay rate (issue 13); never less than one part (`MAX_PART`, also the bound before a
 #: rate is known). Only a client that is behind is held to it, so a fast one is never slowed.
-WINDOW_SECONDS = 4.0
+WINDOW_SECONDS = 2.0
 #: A request's own relay rate counts once it has relayed this long (before, the kernel's
 #: socket buffers make it look fast); until then, only the last request's of the torrent.
 RATE_AFTER = 1.0

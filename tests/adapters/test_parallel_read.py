@@ -228,15 +228,15 @@ async def test_a_reader_that_falls_behind_holds_the_reads_within_the_window():
     assert sum(n for _, n in unread) == sum(read) - len(taken)  # nothing lost or counted twice
 
 
-async def test_the_smallest_window_still_brings_every_byte_in_order(tmp_path, origin):
-    """A window smaller than any chunk: one part at a time is asked for (the next once the
-    reader has taken the one before), parts already asked for are never held while the reader
-    waits for them, and the bytes come whole."""
-    origin.conn_rate = 4_000_000
+async def test_a_reader_waiting_for_the_origin_holds_nothing_back(tmp_path, origin):
+    """A window smaller than any chunk: a reader that waits for the origin (65 ms a chunk,
+    over `STARVED`) lets every stream read on, so a capped origin still gets all its
+    connections; and the bytes come whole."""
+    origin.conn_rate = 1_000_000
     seen: list[int] = []
     async with OriginContext(tmp_path) as ctx:
         o = HttpOrigin(HttpSource(base_url=origin.url + "/", files=("f.bin",)), ctx.http)
         got = await collect(read_parallel(o, "f.bin", 0, len(DATA), streams=8,
                                           on_bytes=seen.append, window=lambda: 1))
     assert got == DATA and sum(seen) == len(DATA)
-    assert origin.max_active == 1
+    assert origin.max_active > 1

@@ -22,15 +22,10 @@ is split over `streams` parts as before. No part is cut short, so the origin sen
 
 A slow reader (a slow libtorrent client) must not let the origin run far ahead of it (issue 13:
 bytes read ahead and then taken over by another node are read twice; `bandwidth.origin` is
-spent early; a kill -9 loses them). With a `window`, while the reader is not waiting for the
-origin (its own reader, the client, is what everything waits for), the parts stop reading on
-once `window` bytes are read and not yet taken (TCP then holds the origin; a held part keeps
-its slot), and no part starts while the bytes asked for and not yet taken fill the window:
-an origin pushes a range asked for into socket buffers whether it is read or not (measured in
-bench.swarm --slow-node: the slow node's link is what its reader waits for, and bytes asked
-for and then dropped were sent all the same). While the reader waits for the origin, the
-parts already started are not held. The window is the caller's: seconds of what the reader
-takes, so a capped origin still gets a stream per part that fits (see gateway_relay).
+spent early; a kill -9 loses them). With a `window`, while the reader has bytes it has not
+taken yet (so it is the reader, not the origin, that everything waits for), the parts stop
+reading on and no new part starts once `window` bytes are read and not yet taken. While the
+reader waits for the origin nothing is held, so a capped origin keeps every stream busy.
 """
 
 from __future__ import annotations
@@ -53,6 +48,9 @@ JUDGED_PART = 1 << 20
 SLOWER = 4
 #: A slow origin's reads probe again this often (its connections may have become fast).
 REPROBE_EVERY = 16
+#: A reader with a `window` that waits this long for the origin starts the parts the window
+#: held back: it is the origin it waits for, not its own reader.
+STARVED = 0.02
 
 
 def is_fast(nbytes: int, seconds: float, max_part: int = MAX_PART) -> bool:
@@ -218,15 +216,18 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
             at, offset + length - at, 1 if fast else streams,
             max_part if fast else min_part, max_part))
 
-    def launch(i: int) -> None:
-        """Start reading the parts up to `streams` ahead of part `i`, the reader's, but none
-        beyond it while the bytes asked for and not yet taken fill the window."""
+    def launch(i: int, force: bool = False) -> bool:
+        """Start reading the parts up to `streams` ahead of part `i`, the reader's, but unless
+        `force`d none beyond it while the bytes asked for and not yet taken fill the window.
+        False if the window held one back."""
         while len(tasks) < min(len(parts), i + max(1, streams)):
-            w = flow.window() if flow.window is not None and len(tasks) > i else None
+            w = flow.window() if flow.window is not None and len(tasks) > i and not force \
+                else None
             if w is not None and sum(p.length - p.taken for p in parts[i:len(tasks)]) >= w:
-                return
+                return False
             tasks.append(asyncio.create_task(
                 _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle, flow)))
+        return True
 
     try:
         i = 0
@@ -250,8 +251,16 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
                 left = parts[0].began + PROBE_SECONDS - time.monotonic()
                 flow.starve(True)
                 if not probing or not parts[0].began:
-                    launch(i)
-                    await part.changed.wait()
+                    if launch(i):
+                        await part.changed.wait()
+                    else:
+                        # A part held back: start it only if the reader waits for the origin
+                        # (a capped origin needs every stream), not between a fast origin's
+                        # chunks while a slow reader is what everything waits for.
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(part.changed.wait(), STARVED)
+                        if not part.changed.is_set():
+                            launch(i, force=True)
                 elif left > 0:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(part.changed.wait(), left)
