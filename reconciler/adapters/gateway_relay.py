@@ -32,7 +32,7 @@ SPREAD = 4 << 20
 #: rate is known). Only a client that is behind is held to it, so a fast one is never slowed.
 WINDOW_SECONDS = 2.0
 #: A request's own relay rate counts once it has relayed this long (before, the kernel's
-#: socket buffers make it look fast); until then, only the last request's of the torrent.
+#: socket buffers make it look fast); until then, the last request's of the torrent.
 RATE_AFTER = 1.0
 
 
@@ -105,8 +105,10 @@ class Relay:
     def window(self) -> int:
         """How far the origin reads may run ahead of a client that is behind
         (`read_parallel`'s window): `WINDOW_SECONDS` of its relay rate, at least `MAX_PART`."""
-        rates = [r for r in (self._rate(), self.entry.relay_rate) if r is not None]
-        return max(MAX_PART, int(WINDOW_SECONDS * min(rates, default=0.0)))
+        rate = self._rate()
+        if rate is None:
+            rate = self.entry.relay_rate
+        return max(MAX_PART, int(WINDOW_SECONDS * (rate or 0.0)))
 
     def _older(self) -> list[Relay]:
         return [r for r in self.gw._reading.get(self.key, []) if r.seq < self.seq]
