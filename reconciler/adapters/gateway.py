@@ -98,9 +98,6 @@ class Entry:
     version: str = ""  # the dataset's version, for log lines
     #: Per origin (same order): what its reads showed of its connections (`parallel.Pace`).
     paces: list[Pace] = field(default_factory=list)
-    #: Bytes per second the last request long enough to tell relayed to libtorrent: how far
-    #: the next one's origin reads may run ahead (`Relay.window`); None until known.
-    relay_rate: float | None = None
 
 
 @dataclass

@@ -14,7 +14,6 @@ from reconciler.adapters import origin_errors
 from reconciler.adapters.gateway_follower import Follower
 from reconciler.adapters.sources import OriginError
 from reconciler.adapters.sources.parallel import read_parallel
-from reconciler.core.ranges import MAX_PART
 
 if TYPE_CHECKING:
     from reconciler.adapters.gateway import Entry, Gateway
@@ -27,13 +26,6 @@ BACKOFF_MAX = 1.0
 #: Each aligned stretch of a file this long chooses its origin on its own: libtorrent's
 #: requests are up to 16 MiB, and the source and mirrors share the load by stretch.
 SPREAD = 4 << 20
-#: How far the origin reads may run ahead of a client slower than the origin, in seconds of
-#: its relay rate (issue 13); never less than one part (`MAX_PART`, also the bound before a
-#: rate is known). Only a client that is behind is held to it, so a fast one is never slowed.
-WINDOW_SECONDS = 2.0
-#: A request's own relay rate counts once it has relayed this long (before, the kernel's
-#: socket buffers make it look fast); until then, the last request's of the torrent.
-RATE_AFTER = 1.0
 
 
 class Relay:
@@ -58,8 +50,6 @@ class Relay:
         self.followers: list[Follower] = []
         self.origin: int | None = None  # the origin being read now
         self.prefer: int | None = None  # the origin of the bytes taken from others so far
-        self.first_write = 0.0  # when the first byte went to the client
-        self.written = 0  # bytes relayed to the client so far
         gw._seq += 1
         self.seq = gw._seq
 
@@ -86,29 +76,11 @@ class Relay:
                     await self._read_origins(end)
                     self.prefer = None
         finally:
-            rate = self._rate()
-            if rate is not None:
-                self.entry.relay_rate = rate
             reading.remove(self)
             if not reading:
                 del self.gw._reading[self.key]
             for f in self.followers:
                 f.end()
-
-    def _rate(self) -> float | None:
-        """Bytes per second this request relayed, once it has relayed `RATE_AFTER` seconds."""
-        seconds = time.monotonic() - self.first_write
-        if not self.first_write or seconds < RATE_AFTER:
-            return None
-        return self.written / seconds
-
-    def window(self) -> int:
-        """How far the origin reads may run ahead of a client that is behind
-        (`read_parallel`'s window): `WINDOW_SECONDS` of its relay rate, at least `MAX_PART`."""
-        rate = self._rate()
-        if rate is None:
-            rate = self.entry.relay_rate
-        return max(MAX_PART, int(WINDOW_SECONDS * (rate or 0.0)))
 
     def _older(self) -> list[Relay]:
         return [r for r in self.gw._reading.get(self.key, []) if r.seq < self.seq]
@@ -168,7 +140,7 @@ class Relay:
             self.entry.origins[i], self.path, self.pos, end - self.pos,
             streams=self.gw.origin_connections, slots=self.gw.slots, on_bytes=self._count,
             throttle=self.gw.limit.take, on_unread=lambda at, chunk: self._unread(i, at, chunk),
-            pace=self.entry.paces[i], window=self.window))
+            pace=self.entry.paces[i]))
         try:
             async for chunk in stream:
                 await self._deliver(chunk[:end - self.pos])
@@ -212,10 +184,7 @@ class Relay:
             self.gw._kept.add(self.key, self.pos, chunk, self.origin)
         if not self.resp.prepared:  # headers go once the origin has answered
             await self.resp.prepare(self.request)
-        if not self.first_write:
-            self.first_write = time.monotonic()
-        await self.resp.write(chunk)  # waits while the client is behind: its rate
-        self.written += len(chunk)
+        await self.resp.write(chunk)
         self.gw.bytes_relayed[self.entry.dataset] += len(chunk)
         self.pos += len(chunk)
 

@@ -19,13 +19,6 @@ its first part alone and then parts twice as long each; once one of at least `JU
 came at the speed that brings a `MAX_PART` within `PROBE_SECONDS`, the origin is fast and its
 reads use parts of `MAX_PART`. Otherwise, at the deadline or after a `MAX_PART` part, the rest
 is split over `streams` parts as before. No part is cut short, so the origin sends nothing unread.
-
-A slow reader (a slow libtorrent client) must not let the origin run far ahead of it (issue 13:
-bytes read ahead and then taken over by another node are read twice; `bandwidth.origin` is
-spent early; a kill -9 loses them). With a `window`, while the reader has bytes it has not
-taken yet (so it is the reader, not the origin, that everything waits for), the parts stop
-reading on and no new part starts once `window` bytes are read and not yet taken. While the
-reader waits for the origin nothing is held, so a capped origin keeps every stream busy.
 """
 
 from __future__ import annotations
@@ -48,9 +41,6 @@ JUDGED_PART = 1 << 20
 SLOWER = 4
 #: A slow origin's reads probe again this often (its connections may have become fast).
 REPROBE_EVERY = 16
-#: A reader with a `window` that waits this long for the origin starts the parts the window
-#: held back: it is the origin it waits for, not its own reader.
-STARVED = 0.02
 
 
 def is_fast(nbytes: int, seconds: float, max_part: int = MAX_PART) -> bool:
@@ -88,47 +78,6 @@ class Pace:
             self.fast = False
 
 
-class _Flow:
-    """The read-ahead bound of one read (see the module doc): what was read and taken."""
-
-    def __init__(self, window: Callable[[], int | None] | None) -> None:
-        self.window = window
-        self.received = 0  # bytes read from the origin, all parts
-        self.taken = 0  # ...and taken by the reader
-        self.current: _Part | None = None  # the reader's part
-        self.starved = True  # the reader waits for the origin (not for its own reader)
-        self.moved = asyncio.Event()  # the reader took bytes, moved on or began to wait
-
-    def limit(self) -> int | None:
-        """The window now, or None while the reader waits for the origin (hold nothing)."""
-        if self.window is None or self.starved:
-            return None
-        return self.window()
-
-    def starve(self, starved: bool) -> None:
-        self.starved = starved
-        self.moved.set()
-
-    def holds(self, part: _Part) -> bool:
-        """Whether a part must wait before reading on: the bytes read and not taken fill the
-        window, and the reader is not waiting for the origin."""
-        w = self.limit()
-        if w is None:
-            return False
-        return self.received - self.taken >= w
-
-    async def wait(self, part: _Part) -> None:
-        # Bounded: each pass waits for the reader to take bytes or move on, and a held part
-        # is never the one the reader waits for (then nothing is held).
-        while self.holds(part):
-            self.moved.clear()
-            await self.moved.wait()
-
-    def took(self, n: int) -> None:
-        self.taken += n
-        self.moved.set()
-
-
 class _Part:
     """One range's bytes as they arrive, for the reader to take in order."""
 
@@ -146,7 +95,7 @@ class _Part:
 
 async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore | None,
                 on_bytes: Callable[[int], None] | None,
-                throttle: Callable[[int], Awaitable[None]] | None, flow: _Flow) -> None:
+                throttle: Callable[[int], Awaitable[None]] | None) -> None:
     try:
         async with slots if slots is not None else contextlib.nullcontext():
             part.began = time.monotonic()
@@ -164,11 +113,9 @@ async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore
                         on_bytes(len(chunk))
                     part.chunks.append(chunk)
                     part.received += len(chunk)
-                    flow.received += len(chunk)
                     part.changed.set()
                     if throttle is not None:  # holding the connection: TCP slows the origin
                         await throttle(len(chunk))
-                    await flow.wait(part)  # the reader is far behind: TCP holds the origin
             finally:
                 await stream.aclose()
         if part.received < part.length:
@@ -188,16 +135,14 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
                         throttle: Callable[[int], Awaitable[None]] | None = None,
                         on_unread: Callable[[int, bytes], None] | None = None,
                         min_part: int = MIN_PART, max_part: int = MAX_PART,
-                        pace: Pace | None = None,
-                        window: Callable[[], int | None] | None = None) -> AsyncIterator[bytes]:
+                        pace: Pace | None = None) -> AsyncIterator[bytes]:
     """`length` bytes of `path` from `offset`, in order, read through up to `streams`
     concurrent range requests. `on_bytes(n)` sees every byte read from the origin as it
     arrives (delivered or not: what the origin spent), and `throttle(n)` (a rate limit) is
     awaited after each chunk before its connection reads on. Close the generator to cancel
     the reads still in flight; `on_unread(offset, chunk)` then gets every byte read from the
     origin that the reader did not take (a failing part, or the reader closing early).
-    With a `pace`, the parts are sized by what it knows of the origin; with a `window` (bytes,
-    None: no bound now), a reader behind the origin holds the reads back (see the module doc)."""
+    With a `pace`, the parts are sized by what it knows of the origin (see the module doc)."""
     probe = pace is not None and length > min_part and pace.probe_next()
     if pace is not None and pace.fast and not probe:
         parts = [_Part(a, n) for a, n in split_range(offset, length, 1, max_part, max_part)]
@@ -206,7 +151,6 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
         if probe:  # the first part alone, then twice as long each, until judged
             parts = parts[:1]
     tasks: list[asyncio.Task[None]] = []
-    flow = _Flow(window)
 
     def split_rest(after: _Part) -> None:
         """Parts for what follows `after`: of `max_part` for a fast origin, else by `streams`."""
@@ -216,51 +160,30 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
             at, offset + length - at, 1 if fast else streams,
             max_part if fast else min_part, max_part))
 
-    def launch(i: int, force: bool = False) -> bool:
-        """Start reading the parts up to `streams` ahead of part `i`, the reader's, but unless
-        `force`d none beyond it while the bytes asked for and not yet taken fill the window.
-        False if the window held one back."""
+    def launch(i: int) -> None:
+        """Start reading the parts up to `streams` ahead of part `i`, the reader's."""
         while len(tasks) < min(len(parts), i + max(1, streams)):
-            w = flow.window() if flow.window is not None and len(tasks) > i and not force \
-                else None
-            if w is not None and sum(p.length - p.taken for p in parts[i:len(tasks)]) >= w:
-                return False
             tasks.append(asyncio.create_task(
-                _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle, flow)))
-        return True
+                _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle)))
 
     try:
         i = 0
         probing = probe
         while i < len(parts):
             part = parts[i]
-            flow.current = part
-            flow.starve(False)
             launch(i)
             while True:
                 while part.chunks:
                     chunk = part.chunks.pop(0)
                     part.taken += len(chunk)
-                    flow.took(len(chunk))
                     yield chunk
-                    launch(i)
                 if part.done:
                     break
                 part.changed.clear()
                 # A probe's time runs from when its first part got a connection slot.
                 left = parts[0].began + PROBE_SECONDS - time.monotonic()
-                flow.starve(True)
                 if not probing or not parts[0].began:
-                    if launch(i):
-                        await part.changed.wait()
-                    else:
-                        # A part held back: start it only if the reader waits for the origin
-                        # (a capped origin needs every stream), not between a fast origin's
-                        # chunks while a slow reader is what everything waits for.
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(part.changed.wait(), STARVED)
-                        if not part.changed.is_set():
-                            launch(i, force=True)
+                    await part.changed.wait()
                 elif left > 0:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(part.changed.wait(), left)
@@ -269,7 +192,6 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
                     pace.fast, probing = False, False
                     split_rest(parts[-1])
                     launch(i)
-                flow.starve(False)
             if part.error is not None:
                 raise part.error
             if probing:  # came whole in time: judge the origin by it, or probe on, longer
