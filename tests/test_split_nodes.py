@@ -5,13 +5,11 @@ rendezvous rule gives it, byte-exact, and its status counts only those."""
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 import pytest
 
 from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
-                     run_cli, until, wait_all, write_data)
+                     run_cli, tree_digest, until, wait_all, write_data)
 from origin_server import OriginServer
 from reconciler.core.split import holders
 
@@ -20,16 +18,19 @@ NODES = ["s1", "s2", "s3"]
 FILES = {f"shard-{i:02d}.bin": pseudo_random((300 << 10) + 4099 * i, f"s{i}") for i in range(7)}
 FILES |= {"meta/index.json": b'{"shards": 7}\n', "meta/tokenizer.txt": b"a b c\n" * 1000}
 TOTAL = sum(map(len, FILES.values()))
+DIGESTS = {f: hashlib.sha256(b).hexdigest() for f, b in FILES.items()}
 
 
-def _files_under(root: Path) -> dict[str, str]:
-    """Every regular file under `root` (relative path -> sha256); none at all if absent."""
-    out = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for n in names:
-            p = Path(dirpath) / n
-            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+def _holding(homes: list[NodeHome], revision: str, want: dict[str, dict[str, str]]) -> bool:
+    """Every node in `homes` has applied `revision`, its split dataset `sp` is Ready, and its
+    path shows exactly the files `want` gives it."""
+    for h in homes:
+        doc = h.status()
+        d = doc["datasets"].get("sp") or {}
+        if doc.get("lastAppliedRevision") != revision or d.get("phase") != "Ready" \
+                or tree_digest(h.data / "shards" / "sp") != want[h.name]:
+            return False
+    return True
 
 
 @pytest.fixture
@@ -55,12 +56,12 @@ def test_split_copies_1_and_2_over_three_nodes(tmp_path, origin):
     logs = [(h.base / "once.log").read_text() for h in homes]
     assert codes == [0, 0, 0], logs
 
-    want = {f: hashlib.sha256(b).hexdigest() for f, b in FILES.items()}
+    want = DIGESTS
     for name, k in (("one", 1), ("two", 2)):
         held: dict[str, list[str]] = {f: [] for f in FILES}
         for h in homes:
             mine = {f for f in FILES if h.name in holders(name, f, NODES, k)}
-            got = _files_under(h.data / "shards" / name)
+            got = tree_digest(h.data / "shards" / name)
             # exactly its files, nothing else (no other node's file, no part file), verified
             assert got == {f: want[f] for f in mine}, (name, h.name)
             d = h.status()["datasets"][name]
@@ -89,7 +90,7 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
     rev1 = repo.commit("three nodes")
     homes = [NodeHome(n, tmp_path / n, repo.root).write_config()
              for n in [*NODES, "s4"]]
-    want = {f: hashlib.sha256(b).hexdigest() for f, b in FILES.items()}
+    want = DIGESTS
 
     def expected(nodes: list[str]) -> dict[str, dict[str, str]]:
         return {n: {f: want[f] for f in FILES if holders("sp", f, nodes, 1) == (n,)}
@@ -99,7 +100,7 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
     for d in ds:
         d.wait_phase("sp", "Ready", rev1, timeout=90)
     before = expected(NODES)
-    assert {h.name: _files_under(h.data / "shards" / "sp") for h in homes[:3]} == before
+    assert {h.name: tree_digest(h.data / "shards" / "sp") for h in homes[:3]} == before
     res = run_cli("status", "--cluster", "--config", str(homes[0].config))
     assert res.returncode == 0, res.stderr
     assert f"split sp: 0/{len(FILES)} files with fewer than 1 copies" in res.stdout, res.stdout
@@ -110,16 +111,8 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
     ds.append(daemons(homes[3]))
     after = expected([*NODES, "s4"])
 
-    def settled() -> bool:
-        for h in homes:
-            doc = h.status()
-            d = doc["datasets"].get("sp") or {}
-            if doc.get("lastAppliedRevision") != rev2 or d.get("phase") != "Ready" \
-                    or _files_under(h.data / "shards" / "sp") != after[h.name]:
-                return False
-        return True
-
-    until(settled, 90, "every node holds exactly its files of the new split")
+    until(lambda: _holding(homes, rev2, after), 90,
+          "every node holds exactly its files of the new split")
     for h in homes[:3]:
         assert set(after[h.name]) <= set(before[h.name])  # an old node only loses files
         d = h.status()["datasets"]["sp"]
@@ -128,7 +121,7 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
     moved = {f for n in NODES for f in set(before[n]) - set(after[n])}
     assert moved == set(after["s4"])  # exactly what the new node gains
     for h in homes:
-        assert _files_under(h.state_dir / "staging") == {}  # nothing left behind
+        assert tree_digest(h.state_dir / "staging") == {}  # nothing left behind
     moved_bytes = sum(len(FILES[f]) for f in moved)
     # what moved came from the old holders or, once they had dropped it, from the origin:
     # never more than the moved files themselves (the old nodes fetch nothing)
@@ -141,7 +134,7 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
     assert ds[1].stop() == 0
     again = daemons(homes[1])
     again.wait_phase("sp", "Ready", rev2, timeout=60)
-    assert _files_under(homes[1].data / "shards" / "sp") == after["s2"]
+    assert tree_digest(homes[1].data / "shards" / "sp") == after["s2"]
     assert origin.bytes_sent == sent
     assert '"level": "error"' not in again.logs()
 
@@ -152,18 +145,9 @@ def test_adding_a_node_moves_only_the_files_that_must_move(tmp_path, origin, dae
     repo.write("nodes.yaml", "---\n".join(docs[:3]))
     rev3 = repo.commit("the fourth node leaves")
 
-    def restored() -> bool:
-        for h in homes[:3]:
-            doc = h.status()
-            d = doc["datasets"].get("sp") or {}
-            if doc.get("lastAppliedRevision") != rev3 or d.get("phase") != "Ready" \
-                    or _files_under(h.data / "shards" / "sp") != before[h.name]:
-                return False
-        return True
-
-    until(restored, 90, "the old split back on the three nodes")
+    until(lambda: _holding(homes[:3], rev3, before), 90, "the old split back on the three nodes")
     for h in homes[:3]:
-        assert _files_under(h.state_dir / "staging") == {}  # nothing left behind
+        assert tree_digest(h.state_dir / "staging") == {}  # nothing left behind
     print(f"gained back {moved_bytes} B; origin sent {origin.bytes_sent - sent} B")
     assert origin.bytes_sent - sent <= 1.3 * moved_bytes
 
@@ -181,10 +165,10 @@ def test_unlocked_split_dataset_shows_only_each_nodes_files(tmp_path, origin):
     procs = [h.start_once(timeout=120) for h in homes]
     codes = wait_all(procs)
     assert codes == [0, 0, 0], [(h.base / "once.log").read_text() for h in homes]
-    want = {f: hashlib.sha256(b).hexdigest() for f, b in FILES.items()}
+    want = DIGESTS
     for h in homes:
         mine = {f for f in FILES if holders("un", f, NODES, 1) == (h.name,)}
-        assert _files_under(h.data / "shards" / "un") == {f: want[f] for f in mine}, h.name
-        assert _files_under(h.state_dir / "staging") == {}
+        assert tree_digest(h.data / "shards" / "un") == {f: want[f] for f in mine}, h.name
+        assert tree_digest(h.state_dir / "staging") == {}
         d = h.status()["datasets"]["un"]
         assert d["bytesTotal"] == sum(len(FILES[f]) for f in mine), d
