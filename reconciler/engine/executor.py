@@ -31,6 +31,7 @@ from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
 from reconciler.core.plan import Plan, Target, make_plan
 from reconciler.core.transfer import Effect, Job, Seen, Stage
+from reconciler.engine.locking import STREAMS
 from reconciler.engine.pinning import Pinner
 from reconciler.model.desired import DesiredState, publisher
 from reconciler.model.ids import DatasetName, InfoHash, NodeName
@@ -106,7 +107,9 @@ class Executor:
         self.state: DesiredState | None = None
         self.root: Path | None = None
         self.assignments: dict[str, Assignment] = {}
-        self.pinner = Pinner(cfg.node, self.store, self.gateway.read_elsewhere)
+        self.pinner = Pinner(cfg.node, self.store, self.gateway.read_elsewhere,
+                             slots=self.gateway.slots,
+                             streams=min(STREAMS, cfg.origin_connections))
         self.unpinned: dict[str, Target] = {}
         self.requeue_after = transfer.PASS_INTERVAL
         self.wants_pass = False  # a download finished or a torrent arrived: pass again now
