@@ -28,6 +28,7 @@ otherwise every `--once` compiles the whole program first (0.2-0.3 s measured).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -149,6 +150,25 @@ def _daemon_run(home: NodeHome, repo: StateRepo, locked: str, env: dict[str, str
         daemon.stop()
 
 
+def _libtorrent_alone(server: OriginServer, root: Path, torrent: Path, out: Path,
+                      urls: int, timeout: float) -> tuple[float, float, bool]:
+    """bench/lt_webseed.py against the origin: (seconds, CPU seconds, complete)."""
+    name = "ds"
+    for link in [name, *(f"s{k}" for k in range(1, urls))]:  # every URL resolves to the root
+        if not (root / link).exists():
+            (root / link).symlink_to(".")
+    out.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run([sys.executable, "-m", "bench.lt_webseed", "--torrent", str(torrent),
+                          "--url", server.url, "--out", str(out), "--urls", str(urls),
+                          "--timeout", f"{timeout:g}"], capture_output=True, text=True,
+                         timeout=timeout + 60, cwd=Path(__file__).resolve().parent.parent)
+    doc = json.loads(res.stdout.strip().splitlines()[-1]) if res.stdout.strip() else {}
+    if not doc.get("complete"):
+        print(res.stderr[-2000:], file=sys.stderr)
+    return float(doc.get("seconds", 0.0)), float(doc.get("cpu_seconds", 0.0)), bool(
+        doc.get("complete"))
+
+
 def _show_requests(requests: list[tuple[str, str, str | None]]) -> None:
     sizes: dict[int, int] = {}
     for _, _, rng in requests:
@@ -175,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="let each syncbit run compile its modules (see the module doc)")
+    ap.add_argument("--libtorrent-alone", action="store_true",
+                    help="also run libtorrent by itself, its web seeds straight at the origin "
+                         "(bench/lt_webseed.py): the ceiling of the product's download path")
     ap.add_argument("--start", choices=("cold", "warm"), default="cold",
                     help="cold: `--once` from its start; warm: the running daemon, from the "
                          "commit to Ready (see the module doc)")
@@ -248,6 +271,18 @@ def main(argv: list[str] | None = None) -> int:
             goal = "0.9" if args.baseline == "aria2c" else "0.5"
             print(f"ratio syncbit/{args.baseline} throughput: {a_s / s_s:.2f}  (goal >= {goal})"
                   f"{'' if good else '  DATA WRONG'}")
+            if args.libtorrent_alone:
+                server.max_active, before = 0, server.bytes_sent
+                out = tmp / f"lt-{r}"
+                l_s, l_cpu, l_ok = _libtorrent_alone(
+                    server, root, next(repo.root.glob("**/ds.torrent")), out, 2, args.timeout)
+                l_ok = l_ok and tree_digest(out / "ds") == tree_digest(root)
+                ok &= l_ok
+                print(f"{'libtorrent alone (2 web seeds)':<30} {l_s:7.1f} "
+                      f"{total / MiB / max(l_s, 1e-9):7.2f} {server.max_active:13d} "
+                      f"{(server.bytes_sent - before) / total:15.3f} {l_cpu:7.2f}")
+                print(f"ratio libtorrent alone/{args.baseline} throughput: "
+                      f"{a_s / max(l_s, 1e-9):.2f}{'' if l_ok else '  DATA WRONG'}")
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
