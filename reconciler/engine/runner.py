@@ -335,12 +335,15 @@ async def run_once(cfg: NodeConfig, timeout: float | None = None,
             if runner.executor is not None:
                 if on_progress is not None:
                     on_progress(runner.statuses())
-                while runner.busy():
-                    # The first tick at once: it turns the web seeds on.
+                # Tick at once (the first tick turns the web seeds on) and after every pause,
+                # before asking whether anything is still under way: what finished during the
+                # pause (a torrent build refused, say) reaches the status first.
+                while True:
                     if runner.tick():
                         outcome = await runner.run_pass()
-                    if runner.busy():
-                        await runner.pause()
+                    if not runner.busy():
+                        break
+                    await runner.pause()
                 await runner.linger(linger, deadline)
     except TimeoutError:
         pass
