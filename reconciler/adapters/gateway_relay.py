@@ -163,7 +163,6 @@ class Relay:
             self.origin = None
             if not verdict:
                 pool.abandon(i)
-            self.entry.served.record(self.path, began, self.pos - 1, i)
             await stream.aclose()  # cancels the origin reads still in flight
 
     def _unread(self, i: int, at: int, chunk: bytes) -> None:
@@ -182,6 +181,9 @@ class Relay:
             f.feed(self.pos, chunk)
         if keep and self.origin is not None:  # from an origin: kept for end-game repeats
             self.gw._kept.add(self.key, self.pos, chunk, self.origin)
+            # Before libtorrent has the bytes, so a hash failure always finds who sent them.
+            self.entry.served.record(self.path, self.pos, self.pos + len(chunk) - 1,
+                                     self.origin)
         if not self.resp.prepared:  # headers go once the origin has answered
             await self.resp.prepare(self.request)
         await self.resp.write(chunk)

@@ -26,7 +26,6 @@ from reconciler.engine.runner import Runner
 
 log = structlog.get_logger("daemon")
 
-TICK = 0.2  # seconds between looks at libtorrent
 REVISION_POLL = 5.0  # how often the revision itself is checked
 
 
@@ -78,10 +77,7 @@ class Daemon:
                 if watchdog and time.monotonic() - last_ping >= watchdog:
                     sdnotify.notify("WATCHDOG=1")
                     last_ping = time.monotonic()
-                try:
-                    await asyncio.wait_for(self.stop.wait(), TICK)
-                except asyncio.TimeoutError:
-                    pass
+                await self.runner.pause(self.stop, self.trigger)
         finally:
             sdnotify.notify("STOPPING=1", "STATUS=stopping")
             self.log.info("daemon stopping")

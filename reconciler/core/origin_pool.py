@@ -124,8 +124,18 @@ class ServedLog:
         default_factory=lambda: deque(maxlen=SERVED_MEMORY))  # (file, first, last, origin)
 
     def record(self, path: str, first: int, last: int, origin: int) -> None:
-        if last >= first:
-            self.entries.append((path, first, last, origin))
+        """Bytes [first, last] of `path` came from `origin`, recorded as they are relayed (a
+        serving recorded only when its request ends would look younger than a retry of one of
+        its pieces served meanwhile, and the retry would be blamed). A serving that continues
+        the last one extends it, so a long request stays one record."""
+        if last < first:
+            return
+        if self.entries:
+            p, a, b, o = self.entries[-1]
+            if p == path and o == origin and b + 1 == first:
+                self.entries[-1] = (p, a, last, o)
+                return
+        self.entries.append((path, first, last, origin))
 
     def blame(self, path: str, first: int, last: int) -> set[int]:
         """The origins whose oldest servings of bytes [first, last] of `path` together cover

@@ -31,6 +31,7 @@ from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
 from reconciler.core.plan import Plan, Target, make_plan
 from reconciler.core.transfer import Effect, Job, Seen, Stage
+from reconciler.engine.locking import STREAMS
 from reconciler.engine.pinning import Pinner
 from reconciler.model.desired import DesiredState, publisher
 from reconciler.model.ids import DatasetName, InfoHash, NodeName
@@ -106,10 +107,13 @@ class Executor:
         self.state: DesiredState | None = None
         self.root: Path | None = None
         self.assignments: dict[str, Assignment] = {}
-        self.pinner = Pinner(cfg.node, self.store, self.gateway.read_elsewhere)
+        self.pinner = Pinner(cfg.node, self.store, self.gateway.read_elsewhere,
+                             slots=self.gateway.slots,
+                             streams=min(STREAMS, cfg.origin_connections))
         self.unpinned: dict[str, Target] = {}
         self.requeue_after = transfer.PASS_INTERVAL
         self.wants_pass = False  # a download finished or a torrent arrived: pass again now
+        self.woken = asyncio.Event()  # a verification ended: look again now (`Runner.pause`)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._saved_at = time.monotonic()
         self._saving: asyncio.Task[Any] | None = None
@@ -613,6 +617,16 @@ class Executor:
                     for dl in self.downloads.values())
                 or self.pinner.pending() or self.pinner.changed)
 
+    def next_look(self) -> float:
+        """Seconds until the next tick is due (core.transfer.next_look)."""
+        looks = []
+        for ih, dl in self.downloads.items():
+            s = self.statuses.get(dl.target.name)
+            if s is not None and s.info_hash == ih:
+                looks.append((dl.job.stage, max(0, s.bytes_total - s.bytes_done),
+                              float(s.download_rate)))
+        return transfer.next_look(looks)
+
     def tick(self) -> None:
         """Observe every download once, apply the rules' effects. Sets `wants_pass` when a
         version completed (what it replaces may now be evicted) or a torrent arrived."""
@@ -862,6 +876,7 @@ class Executor:
             dl.verify = self._spawn(asyncio.to_thread(
                 verify_content, dl.torrent_bytes, save / t.dataset.lock.name, eff.read,
                 dict(dl.stamps), t.files))
+            dl.verify.add_done_callback(lambda _: self.woken.set())
             crash_point("verifying")
         elif isinstance(eff, transfer.Recheck):
             self.swarm.force_recheck(ih)

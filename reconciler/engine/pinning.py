@@ -32,7 +32,7 @@ import structlog
 from reconciler.model.desired import Dataset, DesiredState, publisher
 from reconciler.adapters.published import PublishedVersions
 from reconciler.engine import publishing
-from reconciler.engine.locking import build_lock
+from reconciler.engine.locking import STREAMS, build_lock
 from reconciler.adapters.pin_cache import PinCache
 from reconciler.core.lockfile import lock_extra
 from reconciler.core.pinning import PinDecision, PeerState, blocked, check, decide_pin, metadata_key
@@ -77,9 +77,13 @@ class Work:
 
 
 class Pinner:
-    def __init__(self, node: str, store: Store, throttle: Throttle) -> None:
+    def __init__(self, node: str, store: Store, throttle: Throttle,
+                 slots: asyncio.Semaphore | None = None, streams: int = STREAMS) -> None:
         self.node = node
         self.store = store
+        # A build's origin range requests hold the node's originConnections slots (the
+        # gateway's), so building a torrent and downloading share that one cap.
+        self.slots, self.streams = slots, streams
         self.cache = PinCache(store.state_dir)
         self.published = PublishedVersions(store.state_dir)  # versions this node published
         self.throttle = throttle
@@ -346,7 +350,8 @@ class Pinner:
                 publishing.check_immutable(self.node, d, torrent, self.published)
             else:
                 torrent = await build_lock(d, w.ctx, progress, write_to=tmp / d.name,
-                                           throttle=lambda n: self.throttle(d.name, n))
+                                           throttle=lambda n: self.throttle(d.name, n),
+                                           streams=self.streams, slots=self.slots)
             lock = check(torrent, d, "built torrent")
             ih = lock.info_hash
             have = self.store.observe_dataset(d.name).versions.get(ih)

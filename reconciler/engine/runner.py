@@ -228,6 +228,25 @@ class Runner:
     def busy(self) -> bool:
         return self.executor is not None and self.executor.busy()
 
+    async def pause(self, *wake: asyncio.Event) -> None:
+        """Wait until the next tick is due: POLL, or sooner while a download is about to
+        change stage (Executor.next_look), or at once when a verification ends or one of
+        `wake` is set."""
+        ex = self.executor
+        delay = POLL if ex is None else min(POLL, ex.next_look())
+        events = [*wake, *([ex.woken] if ex is not None else [])]
+        if not events:
+            await asyncio.sleep(delay)
+            return
+        waits = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if ex is not None:
+            ex.woken.clear()
+
     def result(self) -> Result:
         r = pass_result(self.statuses(), rejected=self.rejected is not None)
         return "Failed" if self.problem and r != "Rejected" else r
@@ -294,7 +313,7 @@ class Runner:
                     ex.unseen_target_peers() == 0 or time.monotonic() - done >= LINGER_GRACE
             ) and not ex.pinner.asked_within(ASKED_GRACE):
                 return
-            await asyncio.sleep(POLL)
+            await self.pause()
 
 
 async def run_once(cfg: NodeConfig, timeout: float | None = None,
@@ -316,10 +335,15 @@ async def run_once(cfg: NodeConfig, timeout: float | None = None,
             if runner.executor is not None:
                 if on_progress is not None:
                     on_progress(runner.statuses())
-                while runner.busy():
-                    await asyncio.sleep(POLL)
+                # Tick at once (the first tick turns the web seeds on) and after every pause,
+                # before asking whether anything is still under way: what finished during the
+                # pause (a torrent build refused, say) reaches the status first.
+                while True:
                     if runner.tick():
                         outcome = await runner.run_pass()
+                    if not runner.busy():
+                        break
+                    await runner.pause()
                 await runner.linger(linger, deadline)
     except TimeoutError:
         pass

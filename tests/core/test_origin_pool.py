@@ -105,6 +105,25 @@ def test_a_retry_served_before_the_failure_is_seen_is_not_blamed():
     assert log.blame("a", 16, 31) == set()
 
 
+def test_a_serving_recorded_as_relayed_stays_one_record_and_keeps_its_age():
+    """The gateway records each chunk as it relays it: a long request from origin 0 is one
+    record, older than origin 1's retry of a piece it sent, even if the request is still
+    being relayed when the retry ends."""
+    log = ServedLog()
+    log.record("a", 0, 15, 0)
+    log.record("a", 16, 31, 0)  # continues it: extended
+    log.record("a", 16, 31, 1)  # the retry of piece [16, 31], served meanwhile
+    log.record("a", 32, 63, 0)  # origin 0's request goes on: a record of its own now
+    assert len(log.entries) == 3
+    assert log.blame("a", 16, 31) == {0}
+    assert len(log.entries) == 3  # origin 0's [0, 15], the retry, origin 0's [32, 63]
+    log.record("b", 64, 99, 0)  # another file, or a gap, is another record
+    log.record("a", 70, 79, 0)
+    assert len(log.entries) == 5
+    log.record("a", 5, 4, 0)  # empty: nothing
+    assert len(log.entries) == 5
+
+
 def test_piece_range_maps_pieces_to_one_file_each():
     files = (("a", 10), ("empty", 0), ("b", 40), ("c", 16))
     assert piece_range(files, 16, 0) == ("a", 0, 9)

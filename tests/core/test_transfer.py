@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from factories import dataset, node, state
 from reconciler.core import offload, transfer as tr
 from reconciler.core.origin_pool import piece_range
@@ -441,3 +443,30 @@ def test_a_split_version_takes_no_runs_over_and_never_lags():
     j3, _ = share_origin(j, seen(holders=holders, peer_have=done, available=(1,) * PIECES),
                          now=T0 + 1)
     assert not j3.lagging
+
+
+# -- when to look again --------------------------------------------------------------------
+
+
+def test_nothing_about_to_change_is_looked_at_every_tick():
+    assert tr.next_look([]) == tr.LOOK_EVERY
+    assert tr.next_look([(Stage.FETCHING, 100 << 20, 10 << 20)]) == tr.LOOK_EVERY
+    assert tr.next_look([(Stage.FETCHING, 1 << 20, 0.0)]) == tr.LOOK_EVERY  # no rate
+    assert tr.next_look([(Stage.DONE, 0, 0.0), (Stage.FAILED, 5, 0.0)]) \
+        == tr.LOOK_EVERY
+
+
+def test_verifying_and_moving_are_looked_at_soon():
+    for stage in (Stage.VERIFYING, Stage.MOVING):
+        assert tr.next_look([(Stage.FETCHING, 100 << 20, 1.0), (stage, 0, 0.0)]) \
+            == tr.LOOK_SOON
+
+
+def test_the_last_bytes_are_looked_at_when_they_are_due():
+    # 1 MiB left at 10 MiB/s: due in 0.1 s, before the next tick.
+    assert tr.next_look([(Stage.FETCHING, 1 << 20, 10 << 20)]) == pytest.approx(0.1)
+    # Due at once: no sooner than LOOK_SOON (bounded, never a busy loop).
+    assert tr.next_look([(Stage.FETCHING, 1, 10 << 20)]) == tr.LOOK_SOON
+    # The soonest of several.
+    assert tr.next_look([(Stage.FETCHING, 1 << 20, 10 << 20),
+                               (Stage.FETCHING, 1 << 20, 20 << 20)]) == pytest.approx(0.05)
