@@ -145,6 +145,9 @@ class TorrentState:
     error: str | None = None
     url_seed_error: str | None = None
     seed_generation: int = 0  # of the web-seed URLs (gateway.seed_urls)
+    #: The web-seed URLs given to libtorrent and not taken back (`Swarm._seed`): what turning
+    #: the web seed off removes, whatever generation each was added under.
+    seeded: tuple[str, ...] = ()
     reseed_at: float | None = None  # monotonic time to replace the web-seed URLs (pump)
     checked: bool = False
     moved: bool | None = None  # None: no move asked or under way
@@ -155,7 +158,7 @@ class TorrentState:
     priorities: tuple[int, ...] | None = None
     resume: bytes | None = None  # resume data from the last save request
     download_limit: int = 0  # per-torrent, bytes/s (0: none)
-    nudged: float = 0.0  # monotonic time the web seed was last reconnected (`_nudge_web_seed`)
+    seeded_at: float = 0.0  # monotonic time `Swarm._seed` last gave the web-seed URLs
 
 
 class Swarm:
@@ -266,36 +269,46 @@ class Swarm:
         st = self.torrents[info_hash]
         if st.url == url:
             if url is not None:
-                self._nudge_web_seed(st, url)
+                self._nudge_web_seed(st)
             return
-        if st.url is not None:
-            for u in seed_urls(st.url, self.url_seeds, st.seed_generation):
-                st.handle.remove_url_seed(u)
-        if url is not None:
-            for u in seed_urls(url, self.url_seeds, st.seed_generation):
-                st.handle.add_url_seed(u)
         st.url = url
+        self._seed(st)
 
-    def _nudge_web_seed(self, st: TorrentState, url: str) -> None:
+    def _seed(self, st: TorrentState, generation: int | None = None) -> None:
+        """The one way web-seed URLs reach libtorrent: take back every URL given so far (all
+        generations), then give `st.url`'s URLs of `generation` (default: the current one),
+        or none when the web seed is off. A URL removed and added again is a fresh web seed
+        to libtorrent (new connection, nothing remembered of the old one)."""
+        for u in st.seeded:
+            st.handle.remove_url_seed(u)
+        st.seeded = ()
+        if generation is not None:
+            st.seed_generation = generation
+        if st.url is not None:
+            st.seeded = tuple(seed_urls(st.url, self.url_seeds, st.seed_generation))
+            for u in st.seeded:
+                st.handle.add_url_seed(u)
+            st.seeded_at = time.monotonic()
+
+    def _nudge_web_seed(self, st: TorrentState) -> None:
         """Reconnect the web seed when libtorrent left it connected but not interesting while
         this node has origin pieces to fetch. Seen after the gateway declined a request (503,
         a piece outside the share) and the share then grew (runs taken over, the stuck
         fallback): libtorrent's web-seed connections stayed up, uninterested, with pieces of
         priority 7 missing, and asked for nothing more (tests/test_swarm.py, 60 s and more).
-        At most once a second."""
+        Same generation: fresh URLs are for a decline (`_reseed`). At most once a second
+        after the URLs were last given, by either: connections just dropped or just made are
+        listed idle for a moment (seen right after `_reseed`), which is no stuck web seed."""
         now = time.monotonic()
-        if now - st.nudged < 1.0:
+        if now - st.seeded_at < 1.0:
             return
         web = [p for p in st.handle.get_peer_info() if p.connection_type == lt.peer_info.web_seed
                and not p.flags & (lt.peer_info.handshake | lt.peer_info.connecting)]
         if not web or any(p.flags & lt.peer_info.interesting or p.download_queue_length
                           for p in web):
             return
-        st.nudged = now
         log.info("web seed reconnected", info_hash=st.info_hash)
-        for u in seed_urls(url, self.url_seeds):
-            st.handle.remove_url_seed(u)
-            st.handle.add_url_seed(u)
+        self._seed(st)
 
     def skip_files(self, info_hash: str, keep: Collection[str]) -> None:
         """File priority 0 for every file whose path (below the torrent's top directory) is
@@ -334,12 +347,9 @@ class Swarm:
 
     def _reseed(self, st: TorrentState) -> None:
         """The web seed under URLs libtorrent has not seen: a fresh start for it."""
-        url, st.reseed_at = st.url, None
-        if url is None:
-            return
-        self.web_seed(st.info_hash, None)
-        st.seed_generation += 1
-        self.web_seed(st.info_hash, url)
+        st.reseed_at = None
+        if st.url is not None:
+            self._seed(st, st.seed_generation + 1)
 
     def set_download_limit(self, info_hash: str, limit: int) -> None:
         """Per-torrent download limit in bytes/s (0: none), under the session's own."""
