@@ -91,14 +91,16 @@ class OriginProcess:
     """bench/origin.py in the origin's namespace, reached over the bridge."""
 
     def __init__(self, host: Host, root: Path, conn_rate: int, latency_ms: float,
-                 log: Path) -> None:
+                 log: Path, trace: Path | None = None) -> None:
+        """`trace`: bench/origin.py's `--log` (one JSON line per GET)."""
         self.host, self.conn_rate, self.latency_ms = host, conn_rate, latency_ms
         self.url = f"http://{host.ip}:{ORIGIN_PORT}"
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             host.argv([sys.executable, "-m", "bench.origin", "--root", str(root), "--host",
                        host.ip, "--port", str(ORIGIN_PORT), "--conn-rate", str(conn_rate),
-                       "--latency-ms", str(latency_ms)]),
+                       "--latency-ms", str(latency_ms)]
+                      + (["--log", str(trace)] if trace else [])),
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=_env(), cwd=ROOT)
         deadline = time.monotonic() + 20
@@ -204,17 +206,18 @@ class Cluster:
     def __init__(self, net: Network, origin_host: Host, nodes: list[Host], workdir: Path,
                  first: Sequence[Version], conn_rate: int, latency_ms: float,
                  once: float = 0.0, node_config: dict[str, object] | None = None,
-                 warm: bool = False) -> None:
-        """`once`: 0 for daemons, else start `--once --timeout <once>` runs. `node_config`:
-        more keys of every node's config file (e.g. maxActiveDownloads). `warm`: the state repo
-        starts idle (nodes only); `warm_up` starts the daemons, `converge(commit=True)` commits."""
+                 warm: bool = False, trace: Path | None = None) -> None:
+        """`trace`: the origin's per-GET log (bench/origin.py `--log`). `once`: 0 for daemons,
+        else start `--once --timeout <once>` runs. `node_config`: more keys of every node's
+        config file (e.g. maxActiveDownloads). `warm`: the state repo starts idle (nodes only);
+        `warm_up` starts the daemons, `converge(commit=True)` commits."""
         self.net, self.origin_host, self.hosts = net, origin_host, nodes
         self.workdir, self.once = workdir, once
         self.procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[object] = []
         origin_root = first[0].root.parents[first[0].prefix.count("/")]
         self.origin = OriginProcess(origin_host, origin_root, conn_rate, latency_ms,
-                                    workdir / "origin.log")
+                                    workdir / "origin.log", trace)
         try:
             self.repo = StateRepo.create(workdir / "state")
             self.repo.write("nodes.yaml", "---\n".join(

@@ -12,6 +12,11 @@ process inside the origin's network namespace:
   latency), so a client making many small requests one after another pays it every time.
 - The origin's total rate is NOT enforced here but by the tbf shaper on its link (bench/namespaces):
   the kernel is a fairer and cheaper bottleneck than an event loop.
+- `--log FILE`: one JSON line per GET when its response ends (`t0`, `t1`: wall clock of the
+  first and last body byte; `ip`: the client's address, i.e. the node's namespace; `path`;
+  `first`, `last`: the range asked for; `sent`: body bytes actually written, less if the
+  client hung up), and `{"reset": t}` at every counter reset, so `bench/origin_trace.py` can
+  tell which bytes were sent more than once, to whom and when.
 - `POST /_control` sets both knobs at run time (the benchmark lifts them while `lock` reads).
 - `GET /_stats` returns {"bytes", "gets", "heads", "open", "by_top"} (body bytes written to
   sockets since the last `POST /_stats/reset`; "by_top" splits them by the path's first segment,
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -39,8 +45,10 @@ CHUNK = 64 << 10
 
 
 class Origin:
-    def __init__(self, root: Path, conn_rate: int | None, latency: float) -> None:
+    def __init__(self, root: Path, conn_rate: int | None, latency: float,
+                 log: Path | None = None) -> None:
         self.root = root.resolve()
+        self.log = open(log, "a", buffering=1) if log else None  # noqa: SIM115 (process-long)
         self.conn_rate = conn_rate
         self.latency = latency
         self.bytes = self.gets = self.heads = self.open = 0
@@ -63,6 +71,7 @@ class Origin:
     async def reset(self, request: web.Request) -> web.Response:
         self.bytes = self.gets = self.heads = 0
         self.by_top = {}
+        self._trace({"reset": time.time()})
         return web.json_response({"bytes": 0})
 
     async def control(self, request: web.Request) -> web.Response:
@@ -73,6 +82,10 @@ class Origin:
         self.latency = float(doc.get("latency_ms") or 0) / 1000
         self.chunk = min(CHUNK, max(4096, self.conn_rate // 8)) if self.conn_rate else CHUNK
         return web.json_response({"conn_rate": self.conn_rate, "latency": self.latency})
+
+    def _trace(self, doc: dict[str, object]) -> None:
+        if self.log is not None:
+            self.log.write(json.dumps(doc) + "\n")
 
     def _file(self, rel: str) -> Path:
         f = (self.root / rel).resolve()
@@ -106,15 +119,20 @@ class Origin:
         resp.content_length = end + 1 - start
         await resp.prepare(request)
         self.open += 1
+        rec: dict[str, object] = {"t0": time.time(), "ip": request.remote,
+                                  "path": request.match_info["path"],
+                                  "first": start, "last": end, "sent": 0}
         try:
             top = request.match_info["path"].split("/", 1)[0]
-            await self._body(resp, f, start, end + 1, top)
+            await self._body(resp, f, start, end + 1, top, rec)
         finally:
             self.open -= 1
+            rec["t1"] = time.time()
+            self._trace(rec)
         return resp
 
     async def _body(self, resp: web.StreamResponse, f: Path, start: int, stop: int,
-                    top: str) -> None:
+                    top: str, rec: dict[str, object]) -> None:
         """Write [start, stop) of `f`, paced to conn_rate from the first body byte."""
         t0, sent = time.monotonic(), 0
         fd = os.open(f, os.O_RDONLY)
@@ -127,6 +145,7 @@ class Origin:
                 await resp.write(chunk)
                 pos += len(chunk)
                 sent += len(chunk)
+                rec["sent"] = sent
                 self.bytes += len(chunk)
                 self.by_top[top] = self.by_top.get(top, 0) + len(chunk)
                 if self.conn_rate:
@@ -162,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--conn-rate", type=parse_size, default=None, help="bytes/s per connection")
     ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--log", type=Path, default=None, help="one JSON line per GET (see above)")
     args = ap.parse_args(argv)
-    origin = Origin(args.root, args.conn_rate or None, args.latency_ms / 1000)
+    origin = Origin(args.root, args.conn_rate or None, args.latency_ms / 1000, args.log)
     web.run_app(origin.app(), host=args.host, port=args.port, access_log=None,
                 print=None, shutdown_timeout=1.0)
 

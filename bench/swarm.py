@@ -103,9 +103,11 @@ def _rates(p: Params, n: int, slow: bool) -> list[int]:
 
 
 def run_cluster(p: Params, label: str, n: int, slow: bool, tools: tuple[str, ...],
-                workdir: Path, v1s: list[Version], v2: Version | None) -> RunResult:
+                workdir: Path, v1s: list[Version], v2: Version | None,
+                trace: Path | None = None) -> RunResult:
     """A fresh network and cluster of `n` nodes (the last one slow if `slow`), torn down at the
-    end whatever happens."""
+    end whatever happens. `trace`: write the origin's per-GET log there, with a first line
+    naming each node's address."""
     rates = _rates(p, n, slow)
     v1, size = v1s[0], sum(v.size for v in v1s)
     tlb = fluid_lower_bound(size, p.origin_rate, rates, rates)
@@ -115,11 +117,17 @@ def run_cluster(p: Params, label: str, n: int, slow: bool, tools: tuple[str, ...
         try:
             origin = net.add("o", ORIGIN_OCTET, p.origin_rate, p.origin_rate)
             hosts = [net.add(f"n{i + 1}", FIRST_NODE_OCTET + i, r, r) for i, r in enumerate(rates)]
+            if trace is not None:
+                trace.parent.mkdir(parents=True, exist_ok=True)
+                trace.write_text(json.dumps({"nodes": {h.ip: h.name for h in hosts},
+                                             "slow": hosts[-1].name if slow else None,
+                                             "size": size}) + "\n")
             warm = p.start == "warm" and not p.stagger and not p.once
             cluster = Cluster(net, origin, hosts, run_dir, v1s, p.origin_conn_rate,
                               p.origin_latency_ms, once=p.timeout if p.once else 0.0,
                               node_config=None if p.max_active is None
-                              else {"maxActiveDownloads": p.max_active}, warm=warm)
+                              else {"maxActiveDownloads": p.max_active}, warm=warm,
+                              trace=trace)
             if warm:
                 up = cluster.warm_up(p.timeout)
                 say(f"[{label}] {n} daemons up on an idle state repo in {up:.1f} s")
@@ -209,6 +217,9 @@ def parse_args(argv: list[str] | None) -> tuple[Params, argparse.Namespace]:
     ap.add_argument("--timeout", type=float, default=300.0,
                     help="per phase, seconds (default 300)")
     ap.add_argument("--json", action="store_true", help="last line: the summary as JSON")
+    ap.add_argument("--origin-log", type=Path, default=None, metavar="DIR",
+                    help="write the origin's per-GET log of each cluster to "
+                         "DIR/<UTC time>-<cluster>-origin.jsonl (bench/origin_trace.py reads it)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     a = ap.parse_args(argv)
     if a.nodes < 1 or a.files < 1 or (a.slow_node and (a.slow_node < 1 or a.nodes < 2)):
@@ -261,10 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         v1 = write_datasets(workdir / "origin", "v1", p.size, p.files, p.datasets)
         v2 = write_rollout(v1[0], "v2", p.rollout) if p.rollout else None
+        stamp = started.strftime('%Y%m%dT%H%M%SZ')
+        trace = (lambda label: None if a.origin_log is None  # noqa: E731
+                 else a.origin_log.resolve() / f"{stamp}-{label}-origin.jsonl")
         runs.append(run_cluster(p, "main", p.nodes, bool(p.slow_node), p.baselines, workdir,
-                                v1, v2))
+                                v1, v2, trace("main")))
         if p.slow_node:
-            runs.append(run_cluster(p, "without-slow", p.nodes - 1, False, (), workdir, v1, None))
+            runs.append(run_cluster(p, "without-slow", p.nodes - 1, False, (), workdir, v1, None,
+                                    trace("without-slow")))
     finally:
         if not os.environ.get("SYNCBIT_BENCH_KEEP"):
             shutil.rmtree(workdir, ignore_errors=True)
