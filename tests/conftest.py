@@ -7,7 +7,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from reconciler.adapters.api import ApiServer  # noqa: E402
-from harness import Daemon, NodeHome  # noqa: E402
+from harness import Daemon, NodeHome, write_data  # noqa: E402
+from origin_server import OriginServer  # noqa: E402
 
 
 @pytest.fixture
@@ -44,3 +45,20 @@ def daemons() -> Iterator[Callable[..., Daemon]]:
     yield start
     for d in started:
         d.stop()
+
+
+@pytest.fixture
+def origins(tmp_path: Path) -> Iterator[Callable[..., OriginServer]]:
+    """`origins(files, name="origin", **kw)`: an OriginServer serving `files` (written under
+    tmp_path/name; `kw` as OriginServer takes them: rate, conn_rate, token...), started, and
+    stopped when the test ends."""
+    started: list[OriginServer] = []
+
+    def start(files: dict[str, bytes], name: str = "origin", **kw: object) -> OriginServer:
+        server = OriginServer(write_data(tmp_path / name, files), **kw).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -9,8 +9,7 @@ import hashlib
 import pytest
 
 from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
-                     run_cli, tree_digest, until, wait_all, write_data)
-from origin_server import OriginServer
+                     run_cli, tree_digest, until, wait_all)
 from reconciler.core.split import holders
 
 NODES = ["s1", "s2", "s3"]
@@ -34,10 +33,8 @@ def _holding(homes: list[NodeHome], revision: str, want: dict[str, dict[str, str
 
 
 @pytest.fixture
-def origin(tmp_path):
-    server = OriginServer(write_data(tmp_path / "origin", FILES), rate=8 << 20).start()
-    yield server
-    server.stop()
+def origin(origins):
+    return origins(FILES, rate=8 << 20)
 
 
 def test_split_copies_1_and_2_over_three_nodes(tmp_path, origin):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import (NodeHome, StateRepo, assert_origin_offload, dataset_yaml, http_source,
-                     nodes_yaml, pseudo_random, tree_digest, write_data, wait_all)
+                     nodes_yaml, pseudo_random, tree_digest, wait_all)
 from origin_server import OriginServer
 
 SIZE = 12 << 20
@@ -32,10 +32,8 @@ def make_cluster(tmp_path: Path, origin: OriginServer, names: list[str], first_i
 
 
 @pytest.fixture
-def origin(tmp_path):
-    server = OriginServer(write_data(tmp_path / "origin", FILES), rate=8 << 20).start()
-    yield server
-    server.stop()
+def origin(origins):
+    return origins(FILES, rate=8 << 20)
 
 
 def test_three_simultaneous_once_runs_share_the_origin(tmp_path, origin):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import pseudo_random, write_data
+from harness import pseudo_random
 from origin_server import OriginServer
 from reconciler.adapters.sources import OriginContext
 from reconciler.adapters.store import Store
@@ -24,11 +24,9 @@ async def noop(ds: str, n: int) -> None:
 
 
 @pytest.fixture
-def origin(tmp_path):
+def origin(origins):
     # Slow connections, so that parallel range requests overlap and the cap is what limits.
-    server = OriginServer(write_data(tmp_path / "origin", FILES), conn_rate=8 << 20).start()
-    yield server
-    server.stop()
+    return origins(FILES, conn_rate=8 << 20)
 
 
 async def build(tmp_path: Path, origin: OriginServer, slots: asyncio.Semaphore | None) -> bool:
