@@ -12,6 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any, Coroutine
 
 import structlog
@@ -456,12 +457,18 @@ class Executor:
         lock = t.dataset.lock
         if t.files is None or lock is None or self.swarm is None:
             return frozenset(), ()
-        self.swarm.skip_files(lock.info_hash, t.files)
         a = self.assignments.get(t.name)
         per_piece = split.piece_holders(t.name, lock.files, piece_size,
                                         list(a.nodes if a else ()), t.dataset.split or 1)
-        return (split.skipped_pieces(lock.files, piece_size, t.files),
+        return (self._skip_others(InfoHash(lock.info_hash), t.files),
                 tuple(tuple(NodeName(n) for n in who) for who in per_piece))
+
+    def _skip_others(self, ih: InfoHash, held: Collection[str]) -> frozenset[int]:
+        """spec.split: the files other nodes hold at file priority 0; returns their pieces."""
+        assert self.swarm is not None
+        self.swarm.skip_files(ih, held)
+        return split.skipped_pieces(self.swarm.lock_files(ih),
+                                    self.swarm.torrents[ih].piece_size, held)
 
     def _link_objects(self, ih: InfoHash, top: Path, torrent: bytes,
                       log_: structlog.BoundLogger) -> list[str]:
@@ -573,10 +580,8 @@ class Executor:
         request for another node's file would fail the torrent), the others' files at
         priority 0, so libtorrent's check finds ours and it serves only those."""
         assert self.swarm is not None
-        st = self.swarm.torrents[ih]
-        self.swarm.skip_files(ih, held)
-        skip = split.skipped_pieces(self.swarm.lock_files(ih), st.piece_size, held)
-        self.swarm.prioritize(ih, cas.mask((4,) * st.num_pieces, skip))
+        skip = self._skip_others(ih, held)
+        self.swarm.prioritize(ih, cas.mask((4,) * self.swarm.torrents[ih].num_pieces, skip))
 
     def _torrent_for(self, dataset: str, ih: str) -> bytes | None:
         """The .torrent of a version in the store: the store's own copy (kept at completion),
@@ -799,7 +804,7 @@ class Executor:
         done = s.bytes_done
         if dl.job.stage is Stage.FETCHING:
             done = min(_have_bytes(ts, st) if not dl.skipped
-                       else _split_done(ts, st, dl.piece_bytes), s.bytes_total)
+                       else _split_done(ts, dl.piece_bytes), s.bytes_total)
         elif dl.job.stage is Stage.MOVING:
             done = s.bytes_total
         # libtorrent's payload minus what the web seed gave it (not what the origin sent: the
@@ -973,7 +978,7 @@ class Executor:
         return missing
 
 
-def _split_done(ts: Any, st: TorrentState, sizes: tuple[int, ...]) -> int:
+def _split_done(ts: Any, sizes: tuple[int, ...]) -> int:
     """Verified bytes of a split download: the bytes of its pieces held (`sizes`: per piece,
     its bytes of a file this node holds; 0 for the skipped ones and pads)."""
     return sum(n for h, n in zip(ts.pieces, sizes) if h)
