@@ -31,6 +31,7 @@ FAST_FOR = 10.0  # started at the same moment come up and origin shares are deci
 #: Seconds after the gateway declined a web-seed request (outside the node's origin share)
 #: before that torrent's web seed gets fresh URLs: the gateway's Retry-After.
 RESEED_AFTER = 1.0
+BLOCK_FINISHED = 3  # libtorrent's block_info state: written to disk (get_download_queue)
 
 # Connection limits for the fleet (README "Fleet scale"; libtorrent's defaults, notes §10, are
 # for one public torrent: 200 connections in all, 8 uploads at once, 30 new connections/s).
@@ -321,6 +322,17 @@ class Swarm:
             pad = bool(fs.file_flags(i) & lt.file_storage.flag_pad_file)
             prios.append(4 if pad or _rel(fs.file_path(i)) in keep else 0)
         st.handle.prioritize_files(prios)
+
+    def stranded(self, info_hash: str) -> tuple[int, ...]:
+        """Pieces in libtorrent's download queue with every block written (`finished`): ones
+        it has neither passed nor failed once nothing has been verified for a while
+        (core.transfer.recheck_stranded)."""
+        out = []
+        for q in self.torrents[info_hash].handle.get_download_queue():
+            blocks = q["blocks"]
+            if blocks and all(b["state"] == BLOCK_FINISHED for b in blocks):
+                out.append(int(q["piece_index"]))
+        return tuple(out)
 
     def lock_files(self, info_hash: str) -> list[tuple[str, int]]:
         """The torrent's files as its lock lists them: (path below the top directory,

@@ -122,6 +122,8 @@ class ServedLog:
 
     entries: deque[tuple[str, int, int, int]] = field(
         default_factory=lambda: deque(maxlen=SERVED_MEMORY))  # (file, first, last, origin)
+    judged: deque[tuple[str, int, int]] = field(
+        default_factory=lambda: deque(maxlen=SERVED_MEMORY))  # (file, first, last) blamed
 
     def record(self, path: str, first: int, last: int, origin: int) -> None:
         """Bytes [first, last] of `path` came from `origin`, recorded as they are relayed (a
@@ -141,7 +143,13 @@ class ServedLog:
         """The origins whose oldest servings of bytes [first, last] of `path` together cover
         them: the bytes that failed a hash check. Those bytes leave the log, so libtorrent's
         retry of the piece, which may be served (by another origin) before the failure is
-        seen here, is judged only by its own result."""
+        seen here, is judged only by its own result.
+
+        No one, when bytes of the range no serving covers were blamed before: libtorrent
+        kept part of a block across the failure (a web-seed response cut mid-block, resumed
+        with a request for the rest) and the piece mixes the blamed origin's bytes with
+        another's, which prove nothing about the other (tests/test_mirrors.py: the mirror
+        blamed for 264 bytes it sent right, after the source's 16 120 bad ones)."""
         uncovered = [(first, last)]
         blamed: set[int] = set()
         kept: list[tuple[str, int, int, int]] = []
@@ -153,7 +161,10 @@ class ServedLog:
             uncovered = [r for u in uncovered for r in _minus(u, (a, b))]
             kept.extend((p, x, y, o) for x, y in _minus((a, b), (first, last)))
         self.entries = deque(kept, maxlen=self.entries.maxlen)
-        return blamed
+        mixed = any(p == path and a <= hi and b >= lo
+                    for p, a, b in self.judged for lo, hi in uncovered)
+        self.judged.append((path, first, last))
+        return set() if mixed else blamed
 
 
 def _minus(r: tuple[int, int], cut: tuple[int, int]) -> list[tuple[int, int]]:

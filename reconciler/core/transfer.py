@@ -56,6 +56,10 @@ or are dead: a node joining a swarm that already holds the data must see that it
 have the pieces, and take nothing from the origin. Owners do not depend on it."""
 PROBE_EVERY = 2.0  # seconds between liveness probes of one watched peer (per node, not dataset)
 STUCK_AFTER = 20.0  # no progress this long: fetch pieces with no source from the origin anyway
+#: No verified progress this long while libtorrent holds pieces written but never hashed
+#: (`recheck_stranded`). Hashing a written piece takes milliseconds, even 16 MiB on a busy
+#: disk well under this: pieces still unhashed are stranded, not queued.
+STRANDED_AFTER = 10.0
 OWNER_STALLED_AFTER = 5.0
 """Seconds an owner's bitfield may show no new piece of its own share before the runs its web
 seed may be fetching can be taken over too (offload.takeover `stalled`)."""
@@ -248,6 +252,7 @@ class Job:
     laggards: frozenset[NodeName] = frozenset()
     rx_mark: int = 0  # bytes received when the current stall window started
     rx_mark_at: float = 0.0  # monotonic start of the current stall window
+    rechecked_at: float | None = None  # monotonic time of the last `recheck_stranded`
     failure: Failure | None = None
     error: str | None = None  # shown in status while the download goes on (origin trouble)
 
@@ -280,6 +285,9 @@ class Seen:
     # Pieces libtorrent holds without having hashed them in this process: loaded from resume
     # data after a clean stop (a superset is fine: it only means more is read back).
     trusted_pieces: tuple[int, ...] = ()
+    # Pieces libtorrent has every block of, written, but neither passed nor failed: looked
+    # for only when `look_for_stranded` says so (a walk of libtorrent's download queue).
+    stranded: tuple[int, ...] = ()
     moved: bool = False  # the move into the store has finished
     web_seed_on: bool = False  # this node is reading from the origin now
     bytes_received: int = 0  # payload received so far, partial pieces included
@@ -313,7 +321,8 @@ def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
             return job, [*effects, *more]
         job = _next_stall_window(job, seen, now)
         job, more = share_origin(job, seen, now)
-        return job, [*effects, *more]
+        job, again = recheck_stranded(job, seen, now)
+        return job, [*effects, *more, *again]
 
     if job.stage is Stage.VERIFYING:
         if seen.verify_result is None:
@@ -338,19 +347,24 @@ def step_job(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
 
 LOOK_EVERY = 0.2  # seconds between looks at libtorrent while nothing is about to change
 LOOK_SOON = 0.02  # seconds: the next look when a download's next step is near
+LOOK_QUIET = 1.0  # seconds without verified progress: a download's end is not near
 
 
-def next_look(downloads: Sequence[tuple[Stage, int, float]]) -> float:
+def next_look(downloads: Sequence[tuple[Stage, int, float, float]]) -> float:
     """Seconds until the executor looks at its downloads again, from each one's (stage, bytes
-    left, bytes/s). LOOK_EVERY, or LOOK_SOON while a download is verifying or moving (quick
-    local steps, each seen only at the next look), or sooner once its last bytes are due
-    before the next look. Finishing is then not rounded up to a tick per step: three steps
-    at LOOK_EVERY added 0.4-0.6 s to every download (bench/single_origin)."""
+    left, bytes/s, seconds since its last verified progress). LOOK_EVERY, or LOOK_SOON while
+    a download is verifying or moving (quick local steps, each seen only at the next look),
+    or sooner once its last bytes are due before the next look. Finishing is then not
+    rounded up to a tick per step: three steps at LOOK_EVERY added 0.4-0.6 s to every
+    download (bench/single_origin). Not for a download without verified progress for
+    LOOK_QUIET: its last bytes are not about to land (a stranded piece, a stalled origin;
+    libtorrent's rate decays slowly), and looking 50 times a second would only burn CPU."""
     delay = LOOK_EVERY
-    for stage, left, rate in downloads:
+    for stage, left, rate, quiet in downloads:
         if stage in (Stage.VERIFYING, Stage.MOVING):
             return LOOK_SOON
-        if stage is Stage.FETCHING and rate > 0 and left < rate * LOOK_EVERY:
+        if stage is Stage.FETCHING and rate > 0 and left < rate * LOOK_EVERY \
+                and quiet < LOOK_QUIET:
             delay = min(delay, max(LOOK_SOON, left / rate))
     return delay
 
@@ -409,7 +423,8 @@ def fail(job: Job, failure: Failure) -> tuple[Job, list[Effect]]:
 def _blame(job: Job, seen: Seen) -> list[Effect]:
     """Pieces that failed their hash check: the gateway stops using the origins that served
     those bytes (pieces never span files in a hybrid torrent), so libtorrent's retry of the
-    piece is served by another origin."""
+    piece is served by another origin. (A recheck's failures raise no alert: a stranded
+    piece, `recheck_stranded`, whose bytes may come from any request, is never blamed.)"""
     out: list[Effect] = []
     for piece in sorted(set(seen.failed_pieces)):
         where = piece_range(seen.files, seen.piece_size, piece)
@@ -417,6 +432,36 @@ def _blame(job: Job, seen: Seen) -> list[Effect]:
             path, first, last = where
             out.append(MarkOriginBad(job.info_hash, path, first, last, piece))
     return out
+
+
+def look_for_stranded(job: Job, now: float) -> bool:
+    """Whether this tick should look for stranded pieces (`Seen.stranded`): only while
+    fetching, after STRANDED_AFTER without verified progress, and at most once per
+    STRANDED_AFTER."""
+    return (job.stage is Stage.FETCHING and now - job.last_change >= STRANDED_AFTER
+            and (job.rechecked_at is None or now - job.rechecked_at >= STRANDED_AFTER))
+
+
+def recheck_stranded(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
+    """Pieces libtorrent wrote in full but never hashed, after STRANDED_AFTER without
+    verified progress: libtorrent hashes what is on disk again (kept if good, fetched again
+    if not), the one way to make it judge them.
+
+    Seen with libtorrent 2.1.1 after a web seed sent bad bytes: a second copy of a block
+    (the other web-seed connection's end-game request) arrives while the failed piece is
+    being reset. Its hash job's result is dropped because the reset piece is no longer
+    complete; then its write completes and marks the block finished. The piece now counts
+    as downloaded, is never hashed and never requested again, and the download waits forever
+    (tests/test_mirrors.py: about 1 run in 30 under load). `add_piece` cannot help: it hashes
+    a piece only when its own write completes it. A recheck also drops the web seed's "this
+    URL has a bad copy of the file" (libtorrent's reaction to a failed piece) with its
+    connections."""
+    if not seen.stranded or not look_for_stranded(job, now):
+        return job, []
+    pieces = tuple(sorted(seen.stranded))
+    note = Note("pieces written but never hashed; hashing the version on disk again", "warning",
+                (("pieces", len(pieces)), ("first", list(pieces[:8]))))
+    return replace(job, rechecked_at=now), [note, Recheck(job.info_hash)]
 
 
 def live_set(seen: Seen) -> tuple[NodeName, ...]:

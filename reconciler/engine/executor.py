@@ -625,11 +625,12 @@ class Executor:
     def next_look(self) -> float:
         """Seconds until the next tick is due (core.transfer.next_look)."""
         looks = []
+        now = time.monotonic()
         for ih, dl in self.downloads.items():
             s = self.statuses.get(dl.target.name)
             if s is not None and s.info_hash == ih:
                 looks.append((dl.job.stage, max(0, s.bytes_total - s.bytes_done),
-                              float(s.download_rate)))
+                              float(s.download_rate), now - dl.job.last_change))
         return transfer.next_look(looks)
 
     def tick(self) -> None:
@@ -651,7 +652,7 @@ class Executor:
             if dl.waiting is not None:  # paused by the scheduler: nothing moves
                 self._update(name, phase="Pending", error=dl.waiting, download_rate=0)
                 continue
-            seen = self._observe(dl, s)
+            seen = self._observe(dl, s, now)
             was = dl.job.stage
             dl.job, effects = transfer.step_job(dl.job, seen, now)
             if was is Stage.FETCHING and dl.job.stage in (Stage.FAILED, Stage.VERIFYING) \
@@ -793,7 +794,7 @@ class Executor:
                 self.log.error("cannot save byte counters", dataset=dl.target.name,
                                error=str(e))
 
-    def _observe(self, dl: _Download, s: DatasetStatus) -> Seen:
+    def _observe(self, dl: _Download, s: DatasetStatus, now: float) -> Seen:
         """One look at libtorrent, the gateway and the verifier; also refreshes the counters
         of the status (the rules decide phase and error)."""
         assert self.swarm is not None and self.state is not None
@@ -843,6 +844,8 @@ class Executor:
         if dl.skipped:  # spec.split: the others' files count as held (never wanted here)
             have = split.as_wanted(have, dl.skipped)
         whole = bool(ts.is_seeding) or bool(dl.skipped and st.checked and all(have))
+        stranded = self.swarm.stranded(st.info_hash) if (
+            not whole and st.checked and transfer.look_for_stranded(dl.job, now)) else ()
         return Seen(
             me=self.node, targets=targets, peer_ip=peer_ip,
             absent=self._dead() & frozenset(targets),
@@ -856,7 +859,7 @@ class Executor:
             failed_pieces=failed, torrent_error=st.error,
             origin_error=self.gateway.errors.get(t.name) or (
                 f"web seed: {st.url_seed_error}" if st.url_seed_error and st.url else None),
-            verify_result=verify_result, trusted_pieces=trusted,
+            verify_result=verify_result, trusted_pieces=trusted, stranded=stranded,
             moved=st.moved is True, web_seed_on=st.url is not None,
             bytes_received=int(ts.total_payload_download), holders=dl.holders,
             peer_have={n: view.have[ip] for n, ip in peer_ip.items() if ip in view.have}

@@ -105,6 +105,22 @@ def test_a_retry_served_before_the_failure_is_seen_is_not_blamed():
     assert log.blame("a", 16, 31) == set()
 
 
+def test_a_piece_mixing_blamed_bytes_with_later_ones_blames_no_one_else():
+    """libtorrent kept 16 120 bytes of origin 0's bad block across the hash failure and asked
+    the web seed for the last 264 only, which origin 1 served right (tests/test_mirrors.py)."""
+    log = ServedLog()
+    log.record("a", 0, 16383, 0)
+    assert log.blame("a", 0, 16383) == {0}
+    log.record("a", 16120, 16383, 1)
+    assert log.blame("a", 0, 16383) == set()  # 0..16119 are origin 0's, judged already
+    # a whole retry served by origin 1 that fails is origin 1's fault
+    log.record("a", 0, 16383, 1)
+    assert log.blame("a", 0, 16383) == {1}
+    # ... and bytes no serving covers that were never judged leave the blame as it was
+    log.record("b", 100, 199, 1)
+    assert log.blame("b", 0, 199) == {1}
+
+
 def test_a_serving_recorded_as_relayed_stays_one_record_and_keeps_its_age():
     """The gateway records each chunk as it relays it: a long request from origin 0 is one
     record, older than origin 1's retry of a piece it sent, even if the request is still

@@ -133,6 +133,32 @@ def test_failed_pieces_blame_the_bytes_of_that_piece():
     assert kinds(eff).count("MarkOriginBad") == 1
 
 
+def test_stranded_pieces_make_libtorrent_hash_the_version_again_after_a_quiet_spell():
+    quiet = tr.STRANDED_AFTER
+    assert not tr.look_for_stranded(job(), quiet - 0.1)  # verified progress lately
+    j, eff = step_job(job(last_done=0), seen(stranded=(5, 3)), quiet)
+    assert tr.Recheck(IH) in eff
+    assert j.rechecked_at == quiet
+    note = next(e for e in eff if isinstance(e, tr.Note) and e.level == "warning")
+    assert dict(note.fields) == {"pieces": 2, "first": [3, 5]}
+    # one recheck per STRANDED_AFTER: the shell does not even look in between
+    assert not tr.look_for_stranded(j, quiet + 1.0)
+    j2, eff = step_job(j, seen(stranded=(5,)), quiet + 1.0)
+    assert "Recheck" not in kinds(eff) and j2.rechecked_at == quiet
+    assert tr.look_for_stranded(j, 2 * quiet)
+    _, eff = step_job(j, seen(stranded=(5,)), 2 * quiet)
+    assert tr.Recheck(IH) in eff
+
+
+def test_no_recheck_while_pieces_are_verified_or_outside_fetching():
+    _, eff = step_job(job(last_done=0), seen(stranded=(1,), bytes_done=16384),
+                      tr.STRANDED_AFTER + 1)
+    assert "Recheck" not in kinds(eff)  # bytes_done moved this tick: progress
+    assert not tr.look_for_stranded(job(stage=Stage.VERIFYING), 100.0)
+    _, eff = step_job(job(last_done=0), seen(), 100.0)  # nothing stranded
+    assert "Recheck" not in kinds(eff)
+
+
 T0 = 1.0  # any moment after the hash check: nothing waits for peers any more
 
 
@@ -450,23 +476,26 @@ def test_a_split_version_takes_no_runs_over_and_never_lags():
 
 def test_nothing_about_to_change_is_looked_at_every_tick():
     assert tr.next_look([]) == tr.LOOK_EVERY
-    assert tr.next_look([(Stage.FETCHING, 100 << 20, 10 << 20)]) == tr.LOOK_EVERY
-    assert tr.next_look([(Stage.FETCHING, 1 << 20, 0.0)]) == tr.LOOK_EVERY  # no rate
-    assert tr.next_look([(Stage.DONE, 0, 0.0), (Stage.FAILED, 5, 0.0)]) \
+    assert tr.next_look([(Stage.FETCHING, 100 << 20, 10 << 20, 0.0)]) == tr.LOOK_EVERY
+    assert tr.next_look([(Stage.FETCHING, 1 << 20, 0.0, 0.0)]) == tr.LOOK_EVERY  # no rate
+    assert tr.next_look([(Stage.DONE, 0, 0.0, 0.0), (Stage.FAILED, 5, 0.0, 0.0)]) \
         == tr.LOOK_EVERY
 
 
 def test_verifying_and_moving_are_looked_at_soon():
     for stage in (Stage.VERIFYING, Stage.MOVING):
-        assert tr.next_look([(Stage.FETCHING, 100 << 20, 1.0), (stage, 0, 0.0)]) \
+        assert tr.next_look([(Stage.FETCHING, 100 << 20, 1.0, 0.0), (stage, 0, 0.0, 0.0)]) \
             == tr.LOOK_SOON
 
 
 def test_the_last_bytes_are_looked_at_when_they_are_due():
     # 1 MiB left at 10 MiB/s: due in 0.1 s, before the next tick.
-    assert tr.next_look([(Stage.FETCHING, 1 << 20, 10 << 20)]) == pytest.approx(0.1)
+    assert tr.next_look([(Stage.FETCHING, 1 << 20, 10 << 20, 0.0)]) == pytest.approx(0.1)
     # Due at once: no sooner than LOOK_SOON (bounded, never a busy loop).
-    assert tr.next_look([(Stage.FETCHING, 1, 10 << 20)]) == tr.LOOK_SOON
+    assert tr.next_look([(Stage.FETCHING, 1, 10 << 20, 0.0)]) == tr.LOOK_SOON
     # The soonest of several.
-    assert tr.next_look([(Stage.FETCHING, 1 << 20, 10 << 20),
-                               (Stage.FETCHING, 1 << 20, 20 << 20)]) == pytest.approx(0.05)
+    assert tr.next_look([(Stage.FETCHING, 1 << 20, 10 << 20, 0.0),
+                         (Stage.FETCHING, 1 << 20, 20 << 20, 0.0)]) == pytest.approx(0.05)
+    # Nothing verified for LOOK_QUIET: whatever libtorrent's decaying rate says, the end is
+    # not near (a stranded piece waited 10 s at 50 looks a second).
+    assert tr.next_look([(Stage.FETCHING, 1, 10 << 20, tr.LOOK_QUIET)]) == tr.LOOK_EVERY
