@@ -57,6 +57,9 @@ _RESOLVERS: dict[str, list[tuple[str, Any]]] = \
 # could differ, so such chunks go to ruamel. (An `&` after a space in a string sends it too.)
 _NOT_FAST_CHARS = ("\t", "\x85", "\u2028", "\u2029", "\ufeff")
 _DIRECTIVE = re.compile("(?:^|[\r\n])%")
+# A document end marker: libyaml takes a second `...` with no document between as nothing,
+# ruamel as an error (hypothesis found `---`, `...`, `...`).
+_DOC_END = re.compile(r"(?:^|[\r\n])\.\.\.(?:[ \r\n]|$)")
 _ANCHOR = re.compile("(?:^|[ \r\n\\[{,])&")
 
 
@@ -65,6 +68,7 @@ def _not_fast(text: str) -> bool:
     scans, ~10x faster over a whole file than one regex with alternatives)."""
     return (any(c in text for c in _NOT_FAST_CHARS)
             or ("%" in text and _DIRECTIVE.search(text) is not None)
+            or ("..." in text and _DOC_END.search(text) is not None)
             or ("&" in text and _ANCHOR.search(text) is not None))
 
 
