@@ -13,6 +13,9 @@ object store or a busy web server. In the same run, against the same server:
    from its start, imports and session set-up included; `--start warm` times the daemon, as
    systemd runs it, from the commit that adds the dataset to its status showing it Ready
    (the daemon started on the repo without it and idle first, as in `bench.swarm`).
+   `--unlocked` gives the node the dataset without `spec.lock`: it builds the torrent itself,
+   reading the origin once into staging while hashing (engine/pinning.py), and libtorrent's
+   check then finds the files.
 
 It prints, for each, the seconds, MiB/s, the most origin connections open at once, the bytes
 the origin sent and the CPU seconds the client used (curl or aria2c; syncbit's process, for the
@@ -201,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", choices=("cold", "warm"), default="cold",
                     help="cold: `--once` from its start; warm: the running daemon, from the "
                          "commit to Ready (see the module doc)")
+    ap.add_argument("--unlocked", action="store_true",
+                    help="give the node the dataset without spec.lock: it builds the torrent "
+                         "itself, reading the origin once into staging while hashing")
     ap.add_argument("--baseline", choices=("aria2c", "curl"), default="aria2c",
                     help="the reference (curl: against a fast origin, --conn-kibps 0 --latency 0)")
     args = ap.parse_args(argv)
@@ -220,12 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         repo = StateRepo.create(tmp / "state")
         repo.write("nodes.yaml", nodes_yaml(["n1"]))
         repo.write("ds.yaml", dataset_yaml("ds", http_source(server.url, list(files))))
+        unlocked = (repo.root / "ds.yaml").read_text()
         res = repo.lock()
         if res.returncode != 0:
             print(res.stderr, file=sys.stderr)
             return 2
-        repo.commit()
         locked = (repo.root / "ds.yaml").read_text()
+        if args.unlocked:  # what the node is given: no spec.lock
+            locked = unlocked
+            repo.write("ds.yaml", unlocked)
+        repo.commit()
         env = None if args.no_bytecode_cache else _bytecode_cache(tmp / "pycache")
         server.conn_rate, server.latency = args.conn_kibps << 10, args.latency
         print(f"dataset {total / MiB:.1f} MiB in {len(files)} files; origin caps each "
@@ -263,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(output[-2000:], file=sys.stderr)
             ok &= good
             node_label = ("syncbit --once" if args.start == "cold" else "syncbit daemon") + (
-                f" (oc={args.origin_connections})" if args.origin_connections else "")
+                f" (oc={args.origin_connections})" if args.origin_connections else "") + (
+                " unlocked" if args.unlocked else "")
             print(f"{node_label:<30} {s_s:7.1f} {total / MiB / s_s:7.2f} {s_conns:13d} "
                   f"{s_sent / total:15.3f} {s_cpu:7.2f}")
             if args.show_requests:

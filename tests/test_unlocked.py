@@ -86,6 +86,11 @@ def test_three_nodes_converge_reading_the_source_once(tmp_path, origin):
     built = [h.name for h in homes if "metadata built" in (h.base / "once.log").read_text()]
     fetched = [h.name for h in homes if "metadata fetched" in (h.base / "once.log").read_text()]
     assert built == [builder] and sorted(fetched) == sorted(set(NAMES) - {builder}), logs(homes)
+    # The builder hashed every byte as it wrote it: it seeds what it built without having
+    # libtorrent hash it all again; the others download and check as usual.
+    seeded_as_built = [h.name for h in homes
+                       if '"built_here": true' in (h.base / "once.log").read_text()]
+    assert seeded_as_built == [builder], logs(homes)
 
     # Every node keeps the same torrent; the state repo was not touched.
     state = load_desired_state(repo.root, "x", require_locks=False)

@@ -63,7 +63,8 @@ class Daemon:
                     # In a thread: hashing a repo that is not a git work tree reads every file.
                     if await asyncio.to_thread(self._revision) != self.runner.observed:
                         self.trigger.set()
-                if self.trigger.is_set() or now >= next_pass:
+                passed = self.trigger.is_set() or now >= next_pass
+                if passed:
                     self.trigger.clear()
                     outcome = await self.runner.run_pass()
                     next_pass = time.monotonic() + outcome.requeue_after
@@ -77,6 +78,8 @@ class Daemon:
                 if watchdog and time.monotonic() - last_ping >= watchdog:
                     sdnotify.notify("WATCHDOG=1")
                     last_ping = time.monotonic()
+                if next_pass == 0.0 and not passed:
+                    continue  # the pass it wants, now: not after one more pause (0.2 s)
                 await self.runner.pause(self.stop, self.trigger)
         finally:
             sdnotify.notify("STOPPING=1", "STATUS=stopping")

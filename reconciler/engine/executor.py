@@ -115,6 +115,7 @@ class Executor:
         self.requeue_after = transfer.PASS_INTERVAL
         self.wants_pass = False  # a download finished or a torrent arrived: pass again now
         self.woken = asyncio.Event()  # a verification ended: look again now (`Runner.pause`)
+        self.pinner.wake = self.woken.set  # ... or a torrent was built or arrived
         self._tasks: set[asyncio.Task[Any]] = set()
         self._saved_at = time.monotonic()
         self._saving: asyncio.Task[Any] | None = None
@@ -421,7 +422,12 @@ class Executor:
                    and (self.swarm.resume_dir / f"{ih}.resume").exists())
         if resplit and ih in self.swarm.torrents:
             self._drop_torrent(ih)  # seeding the files of an earlier split: fetch the new ones
-        st = self.swarm.add(ih, torrent, save, lock.total_bytes)
+        # Built here from the source just now (engine/pinning.py): every byte was hashed as it
+        # was written and the torrent is made of those hashes, so libtorrent's check, a second
+        # full read, is skipped (seed mode) and nothing is read back at the end.
+        built = self.pinner.take_built(ih) and t.files is None and not linked
+        resumed = resumed and not built
+        st = self.swarm.add(ih, torrent, save, lock.total_bytes, seed=built)
         frozen = cas.frozen_pieces(lock.files, st.piece_size, linked)
         skipped, holders = self._split_pieces(t, st.piece_size)
         frozen |= skipped
@@ -448,7 +454,8 @@ class Executor:
         log_.info("fetching", dataset=t.name, version=d.version, info_hash=ih,
                   bytes_total=t.bytes_total, save_path=str(save),
                   **({} if t.files is None else {"split_files": len(t.files),
-                                                 "files": len(lock.files)}))
+                                                 "files": len(lock.files)}),
+                  **({"built_here": True} if built else {}))
 
     def _split_pieces(self, t: Target, piece_size: int
                       ) -> tuple[frozenset[int], tuple[tuple[NodeName, ...], ...]]:

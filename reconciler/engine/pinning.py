@@ -88,7 +88,12 @@ class Pinner:
         self.published = PublishedVersions(store.state_dir)  # versions this node published
         self.throttle = throttle
         self.work: dict[str, Work] = {}
+        #: Versions this process built into staging (read from the source, hashed as written,
+        #: the torrent made from those hashes): complete and verified by construction, so the
+        #: executor seeds them without libtorrent's check (`take_built`).
+        self.built: set[str] = set()
         self.changed = False  # a torrent arrived: the executor re-applies
+        self.wake: Callable[[], None] = lambda: None  # set by the executor
         self.asked_at: float | None = None  # monotonic time a peer last asked for a torrent
         self._http: aiohttp.ClientSession | None = None
         self.log = log.bind(node=node)
@@ -237,6 +242,7 @@ class Pinner:
 
     def _done(self, w: Work) -> None:
         self.changed = True
+        self.wake()  # the executor passes again now, not at its next look
         if self.work.get(w.dataset.name) is w:
             del self.work[w.dataset.name]
 
@@ -360,6 +366,7 @@ class Pinner:
                 shutil.rmtree(dst, ignore_errors=True)
                 os.replace(tmp, dst)
                 self.store.begin(d.name, ih, d.version)
+                self.built.add(ih)
             if publisher(d) is not None:
                 publishing.remember(d, torrent, self.published)
             self.cache.put(d, torrent)
@@ -374,6 +381,15 @@ class Pinner:
         self.log.info("metadata built", dataset=d.name, version=d.version, info_hash=ih,
                       bytes_total=lock.total_bytes, files=len(lock.files))
         return True
+
+
+    def take_built(self, info_hash: str) -> bool:
+        """Whether this process built `info_hash` into staging and nothing has used that yet
+        (asked once: a later start, after a restart or an eviction, checks what is there)."""
+        if info_hash in self.built:
+            self.built.discard(info_hash)
+            return True
+        return False
 
 
 def _remember(w: Work, torrent: bytes) -> None:
