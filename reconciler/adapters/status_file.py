@@ -159,7 +159,10 @@ class NodeMetrics:
         self._doc: Mapping[str, object] | None = None
         self._lock = threading.Lock()
         self._started: dict[str, float] = {}  # lastPass.startedAt -> monotonic start
-        self._counted: str | None = None  # startedAt of the last pass counted
+        self._seq = 0  # passes announced by pass_started
+        # (announced passes, startedAt) of the last pass counted: startedAt has whole seconds,
+        # and two passes often start within one (a pass right after a version completes).
+        self._counted: tuple[int, str] | None = None
         self._store: tuple[int, int] | None = None  # (bytes, free)
         self._scanned_at: float | None = None
         self._shape: object = None  # the datasets' (name, version, phase) at the last walk
@@ -177,6 +180,7 @@ class NodeMetrics:
     def pass_started(self, started_at: str) -> None:
         """A pass began; `started_at` is its lastPass.startedAt."""
         with self._lock:
+            self._seq += 1
             self._started = {started_at: time.monotonic()}
 
     def observe(self, doc: Mapping[str, object]) -> None:
@@ -190,8 +194,8 @@ class NodeMetrics:
             lp = doc.get("lastPass")
             if isinstance(lp, dict) and lp.get("finishedAt") and lp.get("startedAt"):
                 started = str(lp["startedAt"])
-                if started != self._counted:
-                    self._counted = started
+                if (self._seq, started) != self._counted:
+                    self._counted = (self._seq, started)
                     t0 = self._started.pop(started, None)
                     if t0 is not None:
                         duration = time.monotonic() - t0

@@ -389,11 +389,20 @@ def test_node_metrics_time_each_finished_pass_once_and_count_it_by_result(tmp_pa
     s = _samples(m.render(dict(done)))  # the same pass seen again: counted once
     assert _one(s, "syncbit_pass_duration_seconds_count") == 1
     assert _one(s, "syncbit_passes_total", result="Converged") == 1
+    # another pass that starts within the same second: counted too
+    m.pass_started(T0)
+    m.render(render_status(_report({"llama": _ready()}, started=T0, finished=None), None))
+    s = _samples(m.render(dict(done)))
+    assert _one(s, "syncbit_passes_total", result="Converged") == 2
+    m.pass_started(T0)  # announced again but not finished yet, then seen twice: once
+    s = _samples(m.render(dict(done)))
+    s = _samples(m.render(dict(done)))
+    assert _one(s, "syncbit_passes_total", result="Converged") == 3
     # a pass not announced with pass_started: timed from its document (whole seconds)
     rej = Rejected(REV_B, [ValidationError("ds.yaml", 3, 1, "spec", "bad")])
     s = _samples(m.render(render_status(
         _report({"llama": _ready()}, rejected=rej, started=T2, finished=T3), None)))
-    assert _one(s, "syncbit_pass_duration_seconds_count") == 2
+    assert _one(s, "syncbit_pass_duration_seconds_count") == 4
     assert _one(s, "syncbit_pass_duration_seconds_sum") == pytest.approx(60.0, abs=1.0)
     assert _one(s, "syncbit_passes_total", result="Rejected") == 1
     assert _one(s, "syncbit_revision_rejected") == 1
