@@ -14,8 +14,8 @@ object store or a busy web server. In the same run, against the same server:
    systemd runs it, from the commit that adds the dataset to its status showing it Ready
    (the daemon started on the repo without it and idle first, as in `bench.swarm`).
    `--unlocked` gives the node the dataset without `spec.lock`: it builds the torrent itself,
-   reading the origin once into staging while hashing (engine/pinning.py), and libtorrent's
-   check then finds the files.
+   reading the origin once into staging while hashing (engine/pinning.py), and seeds what it
+   built.
 
 It prints, for each, the seconds, MiB/s, the most origin connections open at once, the bytes
 the origin sent and the CPU seconds the client used (curl or aria2c; syncbit's process, for the
@@ -123,7 +123,7 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _daemon_run(home: NodeHome, repo: StateRepo, locked: str, env: dict[str, str] | None,
+def _daemon_run(home: NodeHome, repo: StateRepo, given: str, env: dict[str, str] | None,
                 timeout: float) -> tuple[float, float, str, bool]:
     """(seconds from the commit to Ready, the daemon's CPU seconds in that time, its log,
     Ready reached). The daemon starts on the repo without the dataset and is idle (its
@@ -140,7 +140,7 @@ def _daemon_run(home: NodeHome, repo: StateRepo, locked: str, env: dict[str, str
                 return 0.0, 0.0, daemon.logs(), False
             time.sleep(STATUS_POLL)
         t0, c0 = time.monotonic(), _cpu_seconds(daemon.proc.pid)
-        repo.write("ds.yaml", locked)
+        repo.write("ds.yaml", given)
         repo.commit("add ds")
         deadline = time.monotonic() + timeout
         while _status_phase(home)[1] != "Ready":
@@ -231,10 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         if res.returncode != 0:
             print(res.stderr, file=sys.stderr)
             return 2
-        locked = (repo.root / "ds.yaml").read_text()
-        if args.unlocked:  # what the node is given: no spec.lock
-            locked = unlocked
-            repo.write("ds.yaml", unlocked)
+        given = unlocked if args.unlocked else (repo.root / "ds.yaml").read_text()
+        repo.write("ds.yaml", given)  # what the node is given: with spec.lock, or without
         repo.commit()
         env = None if args.no_bytecode_cache else _bytecode_cache(tmp / "pycache")
         server.conn_rate, server.latency = args.conn_kibps << 10, args.latency
@@ -256,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             first = len(server.requests)
             if args.start == "warm":
                 server.max_active, before = 0, server.bytes_sent
-                s_s, s_cpu, output, ready = _daemon_run(home, repo, locked, env, args.timeout)
+                s_s, s_cpu, output, ready = _daemon_run(home, repo, given, env, args.timeout)
                 s_conns, s_sent = server.max_active, server.bytes_sent - before
             else:
                 done: list[subprocess.CompletedProcess[str]] = []

@@ -382,7 +382,6 @@ class Pinner:
                       bytes_total=lock.total_bytes, files=len(lock.files))
         return True
 
-
     def take_built(self, info_hash: str) -> bool:
         """Whether this process built `info_hash` into staging and nothing has used that yet
         (asked once: a later start, after a restart or an eviction, checks what is there)."""
