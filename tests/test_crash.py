@@ -90,6 +90,8 @@ def test_killed_at_any_point_of_a_download_resumes_without_refetching(world, poi
     out = _run_until_killed(home, point, server, start)
     if point is not None:
         assert f'"point": "{point}"' in out
+    else:  # the only target reads the source directly, each chunk written as it arrives
+        assert '"direct": true' in out, out[-3000:]
     first = server.bytes_sent - start
     saved = _saved_totals(home)
     _link_is_complete(home, "d")

@@ -231,13 +231,17 @@ def test_killed_mid_download_resumes_without_refetching(tmp_path):
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         first = server.bytes_sent - locked
-        assert 0 < first < size, (home.base / "once.log").read_text()
+        killed = (home.base / "once.log").read_text()
+        assert 0 < first < size, killed
+        # The node is the version's only target: it was reading the source directly, writing
+        # each chunk in place as it arrived (engine/direct_read.py).
+        assert '"direct": true' in killed, killed
         res = home.once()
         assert res.returncode == 0, res.stderr
         assert tree_digest(home.data / "big") == {"big.bin": tree_digest(root)["big.bin"]}
         refetched = server.bytes_sent - locked - first
-        # What was verified on disk before the kill is not fetched again: the second run
-        # fetched less than the whole file (pieces in flight at the kill may repeat).
+        # What was on disk before the kill is not fetched again: the second run's libtorrent
+        # checks it and fetches less than the whole file (bytes in flight at the kill repeat).
         assert refetched < size - first // 2, (first, refetched)
     finally:
         server.stop()

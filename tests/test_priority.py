@@ -123,6 +123,7 @@ def test_suspend_stops_a_download_keeps_its_partial_data_and_resumes_without_ref
             return s.get("phase") == "Fetching" and 0 < s.get("bytesDone", 0) < size // 2
 
         until(partly_done, 60, "big partly fetched")
+        assert '"direct": true' in d.logs()  # the only download: read directly, then stopped
         locked = (repo.root / "ds.yaml").read_text()
         repo.write("ds.yaml", locked + "  suspend: true\n")
         rev = repo.commit("suspend big")

@@ -434,6 +434,31 @@ def _blame(job: Job, seen: Seen) -> list[Effect]:
     return out
 
 
+def read_directly(alone: bool, split: bool, from_origin: bool, fresh: bool,
+                  limited: bool = False, solo: bool = True) -> bool:
+    """Whether a locked version is read straight from its source into staging, hashed as it is
+    written (`lock`'s reader), instead of through libtorrent's web seed: when this node is its
+    only target (no swarm to share the reading with), it is not split, it has an origin (not
+    published by a node), nothing of it is on disk yet (no resume data, no file in staging,
+    none linked from the object store), no `bandwidth.download` is set and it is the only
+    download this node runs (`solo`; libtorrent enforces that limit, and shares bandwidth among
+    downloads by priority: the read would not). libtorrent ingests a web seed at about
+    250 MiB/s here, the direct read runs at the origin's and the disk's speed
+    (bench.single_origin).
+
+    Nothing is lost when it fails or stops: its files stay where libtorrent looks, and
+    libtorrent's check keeps every good piece of them before the web seed (with the mirrors)
+    fetches the rest. A read that matches the lock is seeded without that check."""
+    return alone and not split and from_origin and fresh and not limited and solo
+
+
+def hand_over_direct(others_fetching: int, paused: bool) -> bool:
+    """Whether a direct read in progress stops, for libtorrent to go on from what it wrote:
+    another download is fetching (its share by priority is libtorrent's to enforce), or the
+    scheduler paused this one (libtorrent keeps a paused download's pieces)."""
+    return others_fetching > 0 or paused
+
+
 def look_for_stranded(job: Job, now: float) -> bool:
     """Whether this tick should look for stranded pieces (`Seen.stranded`): only while
     fetching, after STRANDED_AFTER without verified progress, and at most once per

@@ -23,7 +23,7 @@ from reconciler.adapters.crashpoint import crash_point
 from reconciler.adapters.gateway import Gateway
 from reconciler.adapters.objects import ObjectStore
 from reconciler.adapters.ratelimit import TokenBucket
-from reconciler.adapters.sources import OriginContext, OriginError, open_origin
+from reconciler.adapters.sources import Origin, OriginContext, OriginError, open_origin
 from reconciler.adapters.store import Store
 from reconciler.adapters.swarm import Swarm, TorrentState, split_hostport
 from reconciler.core import capacity, cas, offload, scheduling, split, transfer
@@ -32,6 +32,7 @@ from reconciler.core.pinning import with_locks
 from reconciler.core.placement import Assignment, place
 from reconciler.core.plan import Plan, Target, make_plan
 from reconciler.core.transfer import Effect, Job, Seen, Stage
+from reconciler.engine.direct_read import DirectRead, read_version
 from reconciler.engine.locking import STREAMS
 from reconciler.engine.pinning import Pinner
 from reconciler.model.desired import DesiredState, publisher
@@ -115,6 +116,9 @@ class Executor:
         self.requeue_after = transfer.PASS_INTERVAL
         self.wants_pass = False  # a download finished or a torrent arrived: pass again now
         self.woken = asyncio.Event()  # a verification ended: look again now (`Runner.pause`)
+        self.directs: dict[InfoHash, DirectRead] = {}  # engine/direct_read.py
+        self._solo = False  # this pass starts one download and nothing else fetches
+        self._file_done = False  # a direct read wrote a file whole: save its byte totals
         self.pinner.wake = self.woken.set  # ... or a torrent was built or arrived
         self._tasks: set[asyncio.Task[Any]] = set()
         self._saved_at = time.monotonic()
@@ -147,6 +151,7 @@ class Executor:
             t.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._save_counters(fetching_only=True)  # a restart counts on from them
         if self.swarm is not None:
             saved = await self.swarm.save_resume_data()
             try:
@@ -202,16 +207,24 @@ class Executor:
         observed = self.store.observe()
         plan = make_plan(state, self.node, self.cfg.allowed_roots, observed, self.assignments)
         decision = transfer.decide_pass(
-            plan, observed, {ih: dl.job.stage for ih, dl in self.downloads.items()},
+            plan, observed, {**{ih: Stage.FETCHING for ih, r in self.directs.items()
+                                if not r.dropped},
+                             **{ih: dl.job.stage for ih, dl in self.downloads.items()}},
             self.cfg.grace_period, time.time(), max_active=self.cfg.max_active_downloads,
-            paused=frozenset(ih for ih, dl in self.downloads.items() if dl.waiting))
+            paused=frozenset([*(ih for ih, dl in self.downloads.items() if dl.waiting),
+                              *(ih for ih, r in self.directs.items() if r.pause)]))
         decision = self._admit(plan, observed, decision)
+        self._solo = (sum(isinstance(e, transfer.StartJob) for e in decision.effects) == 1
+                      and not self._fetching())
         old, self.statuses = self.statuses, {}
         for name, row in decision.rows.items():
             self.statuses[name] = self._status_of(name, row, old.get(name))
             dl = self.downloads.get(row.info_hash) if row.keep and row.info_hash else None
             if dl is not None and row.target is not None:
                 dl.target = row.target  # e.g. a new spec.path: activation uses it
+            r = self.directs.get(InfoHash(row.info_hash)) if row.keep and row.info_hash else None
+            if r is not None and row.target is not None:
+                r.target = row.target
         self.unpinned = {n: r.target for n, r in decision.rows.items()
                          if r.pinning and r.target is not None}
         log_ = self.log.bind(revision=state.revision)
@@ -242,8 +255,10 @@ class Executor:
         use = disk.usage(self.cfg.state_dir)
         free, size = disk.statvfs(self.cfg.state_dir)
         # Downloads already under way will still write what they lack: count it as taken.
-        ahead = sum(max(0, dl.target.bytes_total - use.present.get((dl.target.name, ih), 0))
-                    for ih, dl in self.downloads.items() if dl.job.stage is Stage.FETCHING)
+        ahead = sum(max(0, t.bytes_total - use.present.get((t.name, ih), 0))
+                    for ih, t in [*((ih, dl.target) for ih, dl in self.downloads.items()
+                                    if dl.job.stage is Stage.FETCHING),
+                                  *((ih, r.target) for ih, r in self.directs.items())])
         room = capacity.Room(use.used + ahead, free - ahead, self.cfg.cache_limit,
                              capacity.min_free_bytes(self.cfg.min_free, size))
         need = {}
@@ -253,7 +268,7 @@ class Executor:
                 have = use.present.get((t.name, t.info_hash), 0)
                 need[InfoHash(t.info_hash)] = max(0, t.bytes_total - have)
         pool = capacity.candidates(plan, observed, use.sizes, use.mtimes,
-                                   frozenset(self.downloads), time.time(),
+                                   frozenset([*self.downloads, *self.directs]), time.time(),
                                    self.cfg.grace_period)
         return capacity.admit(decision, room, pool, need)
 
@@ -303,6 +318,15 @@ class Executor:
             raise TypeError(f"not a pass effect: {eff!r}")
 
     def _pause(self, eff: scheduling.Pause, log_: structlog.BoundLogger) -> None:
+        r = self.directs.get(eff.info_hash)
+        if r is not None:  # libtorrent goes on, paused, from what the read wrote
+            r.pause = eff.reason
+            r.halt("paused")
+            if r.target.name in self.statuses:
+                self._update(r.target.name, phase="Pending", error=eff.reason, download_rate=0)
+            log_.info("paused", dataset=r.target.name, info_hash=eff.info_hash,
+                      reason=eff.reason, direct=True)
+            return
         dl = self.downloads.get(eff.info_hash)
         if dl is None or self.swarm is None:
             return
@@ -313,6 +337,10 @@ class Executor:
         log_.info("paused", dataset=dl.target.name, info_hash=eff.info_hash, reason=eff.reason)
 
     def _resume(self, eff: scheduling.Resume, log_: structlog.BoundLogger) -> None:
+        r = self.directs.get(eff.info_hash)
+        if r is not None:  # still stopping: libtorrent's download starts unpaused
+            r.pause = None
+            return
         dl = self.downloads.get(eff.info_hash)
         if dl is None or self.swarm is None:
             return
@@ -414,6 +442,26 @@ class Executor:
         resplit = t.files is not None and self.store.version_dir(t.name, ih).exists()
         save = self.store.begin(t.name, ih, d.version, staging=resplit)
         linked = self._link_objects(ih, save / lock.name, torrent, log_)
+        r = self.directs.get(ih)
+        if r is not None and r.task is not None and not r.task.done():
+            r.dropped = False  # wanted again while it stops: libtorrent goes on after it
+            self._update(t.name, phase="Fetching", bytes_done=r.done)
+            return  # still reading the source, or stopping
+        read_here, pause = False, None
+        if r is not None:  # it ended: seeded as read, or libtorrent checks what it wrote
+            del self.directs[ih]
+            read_here, pause = r.matched(), r.pause
+            error = None if r.task is None or r.task.cancelled() else r.task.exception()
+            if error is not None:  # not an origin's or the disk's: say what it was
+                log_.error("direct read failed; libtorrent checks what it wrote and fetches "
+                           "the rest", dataset=t.name, version=d.version, error=repr(error))
+        elif origins and transfer.read_directly(
+                alone=self._alone(t), split=t.files is not None, from_origin=True,
+                fresh=not (resumed_file(self.swarm, ih) or linked or resplit
+                           or (save / lock.name).exists()),
+                limited=self.cfg.bandwidth.download > 0, solo=self._solo):
+            self._read_directly(t, ih, save / lock.name, origins[0], log_)
+            return
         url = self.gateway.register(t.name, ih, lock.name, lock.files, origins, labels,
                                     version=d.version) if origins else None
         # Resume data the swarm will trust (no hash check of what it lists); a superset is
@@ -425,7 +473,7 @@ class Executor:
         # Built here from the source just now (engine/pinning.py): every byte was hashed as it
         # was written and the torrent is made of those hashes, so libtorrent's check, a second
         # full read, is skipped (seed mode) and nothing is read back at the end.
-        built = self.pinner.take_built(ih) and t.files is None and not linked
+        built = (read_here or self.pinner.take_built(ih)) and t.files is None and not linked
         resumed = resumed and not built
         st = self.swarm.add(ih, torrent, save, lock.total_bytes, seed=built)
         frozen = cas.frozen_pieces(lock.files, st.piece_size, linked)
@@ -451,11 +499,48 @@ class Executor:
         self.downloads[ih] = dl
         self._probe()
         self._update(t.name, phase="Fetching")
+        if pause is not None:  # paused while it read directly: it waits for its slot
+            self._pause(scheduling.Pause(ih, pause), log_)
         log_.info("fetching", dataset=t.name, version=d.version, info_hash=ih,
                   bytes_total=t.bytes_total, save_path=str(save),
                   **({} if t.files is None else {"split_files": len(t.files),
                                                  "files": len(lock.files)}),
                   **({"built_here": True} if built else {}))
+
+    def _alone(self, t: Target) -> bool:
+        a = self.assignments.get(t.name)
+        return a is not None and list(a.nodes) == [self.node]
+
+    def _fetching(self) -> int:
+        """Downloads fetching now: libtorrent's not paused, and direct reads."""
+        return (sum(dl.job.stage is Stage.FETCHING and dl.waiting is None
+                    for dl in self.downloads.values())
+                + sum(r.running for r in self.directs.values()))
+
+    def _read_directly(self, t: Target, ih: InfoHash, dest: Path, origin: Origin,
+                       log_: structlog.BoundLogger) -> None:
+        """Read the version from `origin` into `dest` (staging); the tick after the read ends
+        adds the torrent (`_start_download`), seeded or checked (engine/direct_read.py)."""
+        assert self.origins is not None
+        r = DirectRead(t, ih, base_origin=self.store.counters(t.name, ih)[0],
+                       served_base=self._served_done.get(t.name, 0))
+
+        async def arrived(n: int) -> None:
+            r.done += n
+            await self.gateway.read_elsewhere(t.name, n)
+
+        def file_done(_: str) -> None:
+            self._file_done = True  # its byte totals are saved at the next tick
+
+        r.task = self._spawn(read_version(
+            r, origin, self.origins, dest, throttle=arrived,
+            streams=self.cfg.origin_connections, slots=self.gateway.slots,
+            on_file=file_done, log_=log_))
+        r.task.add_done_callback(lambda _: self.woken.set())  # the next tick adds the torrent
+        self.directs[ih] = r
+        self._update(t.name, phase="Fetching", bytes_done=0)
+        log_.info("fetching", dataset=t.name, version=t.dataset.version, info_hash=ih,
+                  bytes_total=t.bytes_total, save_path=str(dest.parent), direct=True)
 
     def _split_pieces(self, t: Target, piece_size: int
                       ) -> tuple[frozenset[int], tuple[tuple[NodeName, ...], ...]]:
@@ -559,6 +644,10 @@ class Executor:
         for ih in list(self.swarm.torrents):
             if ih not in wanted:
                 self._drop_torrent(InfoHash(ih))
+        for ih, r in self.directs.items():
+            if ih not in wanted:
+                r.dropped = True
+                r.halt("no longer wanted")
         observed = self.store.observe()  # again: this pass's effects changed the store
         for ih, dataset in wanted.items():
             if ih not in self.swarm.torrents:
@@ -611,6 +700,10 @@ class Executor:
         return max(0, self.gateway.bytes_served.get(dl.target.name, 0) - dl.served_base)
 
     def _drop_torrent(self, ih: InfoHash) -> None:
+        r = self.directs.get(ih)
+        if r is not None:  # kept until its task ends: what it received is written first
+            r.dropped = True
+            r.halt("dropped")
         dl = self.downloads.pop(ih, None)
         if dl is not None:
             self._note_done(dl.target.name)
@@ -627,7 +720,7 @@ class Executor:
         """Is a download, verification or move, or the making of a torrent, still under way?"""
         return (any(dl.job.stage not in (Stage.DONE, Stage.FAILED)
                     for dl in self.downloads.values())
-                or self.pinner.pending() or self.pinner.changed)
+                or bool(self.directs) or self.pinner.pending() or self.pinner.changed)
 
     def next_look(self) -> float:
         """Seconds until the next tick is due (core.transfer.next_look)."""
@@ -649,6 +742,7 @@ class Executor:
         now = time.monotonic()
         self._check_room()
         self._save_progress_if_due(now)
+        self._tick_directs()
         for ih, dl in list(self.downloads.items()):
             name = dl.target.name
             s = self.statuses.get(name)
@@ -694,6 +788,32 @@ class Executor:
             ts = self.swarm.torrents[ih].handle.status()
             self._update(dataset, upload_rate=ts.upload_payload_rate, download_rate=0,
                          peers=ts.num_peers)
+
+    def _tick_directs(self) -> None:
+        """Direct reads: add the torrent of each one that ended (not of one no longer wanted),
+        hand over to libtorrent those that must stop (core.transfer.hand_over_direct), and
+        show the others' progress."""
+        for ih, r in list(self.directs.items()):
+            name = r.target.name
+            if r.task is None or r.task.done():
+                if r.dropped:
+                    del self.directs[ih]
+                    continue
+                try:
+                    self._start_download(r.target, self.log)
+                except OSError as e:  # e.g. ENOSPC writing metadata: this dataset fails
+                    self.directs.pop(ih, None)
+                    self.log.error("dataset failed", dataset=name, error=str(e))
+                    self._update(name, phase="Failed", error=f"StartJob: {e}")
+                continue
+            if r.running and transfer.hand_over_direct(self._fetching() - 1, r.pause is not None):
+                r.halt("another download is fetching")
+                self.log.info("direct read handed over to libtorrent", dataset=name,
+                              info_hash=ih, bytes_done=r.done)
+            s = self.statuses.get(name)
+            if s is not None and s.info_hash == ih and s.phase == "Fetching":
+                self._update(name, bytes_done=r.done, bytes_from_origin=r.base_origin + max(
+                    0, self.gateway.bytes_served.get(name, 0) - r.served_base))
 
     def _broken_links(self, dl: _Download) -> bool:
         """Once libtorrent's check is done: a linked file it did not find whole is a bad
@@ -772,13 +892,15 @@ class Executor:
         """Resume data and byte counters every RESUME_EVERY seconds and when a file completes,
         so a kill -9 costs at most that much re-download (and no counted bytes)."""
         assert self.swarm is not None
-        due = self.swarm.resume_due or now - self._saved_at >= RESUME_EVERY
+        due = (self.swarm.resume_due or self._file_done
+               or now - self._saved_at >= RESUME_EVERY)
         if not due or (self._saving is not None and not self._saving.done()):
             return
-        if not any(dl.job.stage is Stage.FETCHING for dl in self.downloads.values()):
+        if not any(dl.job.stage is Stage.FETCHING for dl in self.downloads.values()) \
+                and not self.directs:
             self._saved_at = now
             return
-        self.swarm.resume_due = False
+        self.swarm.resume_due = self._file_done = False
         self._saved_at = now
         self._saving = self._spawn(self.save_progress())
 
@@ -790,16 +912,20 @@ class Executor:
             await self.swarm.save_resume_data(timeout=5.0)
         except OSError as e:
             self.log.error("cannot save resume data", error=str(e))
-        for ih, dl in list(self.downloads.items()):
-            s = self.statuses.get(dl.target.name)
+        self._save_counters()
+
+    def _save_counters(self, fetching_only: bool = False) -> None:
+        """Each download's and direct read's byte totals, into its staging metadata."""
+        for ih, t in [*((ih, dl.target) for ih, dl in self.downloads.items()
+                        if not fetching_only or dl.job.stage is Stage.FETCHING),
+                      *((ih, r.target) for ih, r in self.directs.items())]:
+            s = self.statuses.get(t.name)
             if s is None or s.info_hash != ih:
                 continue
             try:
-                self.store.save_counters(dl.target.name, ih, s.bytes_from_origin,
-                                         s.bytes_from_peers)
+                self.store.save_counters(t.name, ih, s.bytes_from_origin, s.bytes_from_peers)
             except OSError as e:
-                self.log.error("cannot save byte counters", dataset=dl.target.name,
-                               error=str(e))
+                self.log.error("cannot save byte counters", dataset=t.name, error=str(e))
 
     def _observe(self, dl: _Download, s: DatasetStatus, now: float) -> Seen:
         """One look at libtorrent, the gateway and the verifier; also refreshes the counters
@@ -986,6 +1112,12 @@ class Executor:
             missing += sum(1 for ip in st.peers
                            if ip not in self.seen_peers and ip not in self.absent_peers)
         return missing
+
+
+def resumed_file(swarm: Swarm | None, ih: str) -> bool:
+    """Whether resume data of `ih` is on disk (a download under way in an earlier process)."""
+    return bool(swarm is not None and swarm.resume_dir is not None
+                and (swarm.resume_dir / f"{ih}.resume").exists())
 
 
 def _split_done(ts: Any, sizes: tuple[int, ...]) -> int:

@@ -8,7 +8,9 @@ requests (`sources.parallel.read_parallel`), so neither one connection's speed n
 hashing speed bounds the build. Hashing runs on `torrent.hybrid`'s thread pool (SHA-1 and
 SHA-256 release the GIL), writing and hashing off the event loop, so a node keeps serving its
 swarm meanwhile. Memory stays bounded: about `streams` range parts of 4 MiB ahead of the
-readers, plus a few 4 MiB hashing batches per file in flight.
+readers, plus a few 4 MiB hashing batches per file in flight, plus what is queued for the disk
+(`OffsetWriter`, at most 16 MiB per file). Every chunk is written at its offset as it arrives,
+so a process killed mid-read leaves on disk all it had received but that queue.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable
 
+from reconciler.adapters.offset_writer import OffsetWriter
 from reconciler.adapters.sources import Origin, OriginContext, OriginError, OriginFile, open_origin
 from reconciler.adapters.sources.parallel import read_parallel
 from reconciler.core.ranges import MIN_PART
@@ -39,7 +42,9 @@ async def build_lock(dataset: Dataset, ctx: OriginContext,
                      write_to: Path | None = None,
                      throttle: Callable[[int], Awaitable[None]] | None = None,
                      streams: int = STREAMS, slots: asyncio.Semaphore | None = None,
-                     files_at_once: int | None = None) -> bytes:
+                     files_at_once: int | None = None,
+                     on_file: Callable[[str], None] | None = None,
+                     origin: Origin | None = None) -> bytes:
     """The lock torrent of `dataset`; `progress(done, total)` is called as bytes are hashed.
 
     `write_to`: also write every file there (`write_to/<path>`) as it is read, so a node that
@@ -48,9 +53,12 @@ async def build_lock(dataset: Dataset, ctx: OriginContext,
     flight over the whole build, shared out among the `files_at_once` files read at a time
     (default: one per core, at most 8); `slots`: a semaphore every request also holds (the
     node's origin connections, shared with its downloads). The torrent does not depend on
-    any of these.
+    any of these. `on_file(path)` is called when a file is read, hashed and written whole.
+    `origin`: read through it instead of opening `dataset.source` (a node reading a locked
+    version reads the source pinned to the lock's revision).
     """
-    origin = open_origin(dataset.source, ctx)
+    if origin is None:
+        origin = open_origin(dataset.source, ctx)
     files = await origin.list_files()
     if not files:
         raise OriginError(f"{dataset.source.type} source lists no files")
@@ -79,7 +87,7 @@ async def build_lock(dataset: Dataset, ctx: OriginContext,
         while queue:
             f = queue.pop(0)
             hashed[f.path] = await _lock_file(origin, f, piece_size, write_to, throttle,
-                                              per_file, slots, counted)
+                                              per_file, slots, counted, on_file)
 
     workers = [asyncio.create_task(worker()) for _ in range(at_once)]
     try:
@@ -96,16 +104,26 @@ async def build_lock(dataset: Dataset, ctx: OriginContext,
 
 async def _lock_file(origin: Origin, f: OriginFile, piece_size: int, write_to: Path | None,
                      throttle: Callable[[int], Awaitable[None]] | None, streams: int,
-                     slots: asyncio.Semaphore | None,
-                     counted: Callable[[int], None]) -> FileHashes:
+                     slots: asyncio.Semaphore | None, counted: Callable[[int], None],
+                     on_file: Callable[[str], None] | None = None) -> FileHashes:
     hasher = FileHasher(piece_size)
-    out: BinaryIO | None = None
-    if write_to is not None:
-        dest = write_to / f.path
-        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
-        out = await asyncio.to_thread(open, dest, "wb")
-    if f.size >= 2 * MIN_PART and streams > 1:
-        stream = read_parallel(origin, f.path, 0, f.size, streams=streams, slots=slots)
+    # Every chunk is written in place the moment it arrives (a kill loses only what is queued
+    # for the disk, not the parts read ahead); hashing takes the chunks in order, from memory.
+    out = await OffsetWriter.open(write_to / f.path) if write_to is not None else None
+    parallel = f.size >= 2 * MIN_PART and streams > 1
+
+    async def arrived(n: int) -> None:
+        """After each chunk from the origin: `throttle` counts and paces it as it arrives
+        (a part's connection waits: TCP slows the origin), and the disk keeps up."""
+        if throttle is not None:
+            await throttle(n)
+        if out is not None:
+            await out.room()
+
+    if parallel:
+        stream = read_parallel(origin, f.path, 0, f.size, streams=streams, slots=slots,
+                               on_chunk=out.put if out is not None else None,
+                               throttle=arrived)
     else:
         stream = origin.read(f.path)
     seen = 0
@@ -113,32 +131,35 @@ async def _lock_file(origin: Origin, f: OriginFile, piece_size: int, write_to: P
     batched = 0
     try:
         async for chunk in stream:
-            if throttle is not None:
-                await throttle(len(chunk))
+            if not parallel:
+                if out is not None:
+                    out.put(seen, chunk)
+                await arrived(len(chunk))
             seen += len(chunk)
             batch.append(chunk)
             batched += len(chunk)
             if batched >= FEED:
-                await asyncio.to_thread(_consume, hasher, out, batch)
+                await asyncio.to_thread(_consume, hasher, batch)
                 counted(batched)
                 batch, batched = [], 0
         if batch:
-            await asyncio.to_thread(_consume, hasher, out, batch)
+            await asyncio.to_thread(_consume, hasher, batch)
             counted(batched)
     finally:
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
         if out is not None:
-            await asyncio.to_thread(out.close)
+            await out.close()
     if seen != f.size:
         raise OriginError(f"{f.path}: listed as {f.size} bytes but {seen} were read "
                           "(did it change while locking?)")
-    return await asyncio.to_thread(hasher.finish)
+    hashes = await asyncio.to_thread(hasher.finish)
+    if on_file is not None:
+        on_file(f.path)
+    return hashes
 
 
-def _consume(hasher: FileHasher, out: BinaryIO | None, chunks: list[bytes]) -> None:
+def _consume(hasher: FileHasher, chunks: list[bytes]) -> None:
     for chunk in chunks:
         hasher.update(chunk)
-        if out is not None:
-            out.write(chunk)

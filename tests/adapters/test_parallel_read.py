@@ -183,3 +183,17 @@ async def test_a_capped_origin_is_split_over_every_stream_after_the_probe(tmp_pa
             break
         await asyncio.sleep(0.05)
     assert sum(seen) == 2_400_000 == origin.bytes_sent
+
+
+async def test_every_chunk_is_handed_on_with_its_offset_as_it_arrives():
+    o = _SlowStart(DATA, 0)  # the first part comes last: the others arrive before it
+    placed = bytearray(1 << 20)
+    arrived: list[int] = []
+
+    def on_chunk(offset: int, chunk: bytes) -> None:
+        placed[offset:offset + len(chunk)] = chunk
+        arrived.append(offset)
+
+    got = await collect(read_parallel(o, "f.bin", 0, 1 << 20, streams=4, on_chunk=on_chunk))
+    assert got == bytes(placed) == DATA[:1 << 20]
+    assert arrived != sorted(arrived)  # handed on as they came, not in the reader's order

@@ -499,3 +499,17 @@ def test_the_last_bytes_are_looked_at_when_they_are_due():
     # Nothing verified for LOOK_QUIET: whatever libtorrent's decaying rate says, the end is
     # not near (a stranded piece waited 10 s at 50 looks a second).
     assert tr.next_look([(Stage.FETCHING, 1, 10 << 20, tr.LOOK_QUIET)]) == tr.LOOK_EVERY
+
+
+def test_a_version_is_read_directly_only_by_its_only_target_from_scratch():
+    yes = dict(alone=True, split=False, from_origin=True, fresh=True)
+    assert tr.read_directly(**yes)
+    for key, value in (("alone", False), ("split", True), ("from_origin", False),
+                       ("fresh", False), ("limited", True), ("solo", False)):
+        assert not tr.read_directly(**{**yes, key: value}), key
+
+
+def test_a_direct_read_hands_over_to_libtorrent_when_another_download_fetches_or_a_pause():
+    assert not tr.hand_over_direct(others_fetching=0, paused=False)
+    assert tr.hand_over_direct(others_fetching=1, paused=False)
+    assert tr.hand_over_direct(others_fetching=0, paused=True)

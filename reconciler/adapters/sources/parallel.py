@@ -95,7 +95,8 @@ class _Part:
 
 async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore | None,
                 on_bytes: Callable[[int], None] | None,
-                throttle: Callable[[int], Awaitable[None]] | None) -> None:
+                throttle: Callable[[int], Awaitable[None]] | None,
+                on_chunk: Callable[[int, bytes], None] | None = None) -> None:
     try:
         async with slots if slots is not None else contextlib.nullcontext():
             part.began = time.monotonic()
@@ -111,6 +112,8 @@ async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore
                         break  # more than asked (or the part was cut short): stop reading
                     if on_bytes is not None:
                         on_bytes(len(chunk))
+                    if on_chunk is not None:
+                        on_chunk(part.offset + part.received, chunk)
                     part.chunks.append(chunk)
                     part.received += len(chunk)
                     part.changed.set()
@@ -135,14 +138,18 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
                         throttle: Callable[[int], Awaitable[None]] | None = None,
                         on_unread: Callable[[int, bytes], None] | None = None,
                         min_part: int = MIN_PART, max_part: int = MAX_PART,
-                        pace: Pace | None = None) -> AsyncIterator[bytes]:
+                        pace: Pace | None = None,
+                        on_chunk: Callable[[int, bytes], None] | None = None
+                        ) -> AsyncIterator[bytes]:
     """`length` bytes of `path` from `offset`, in order, read through up to `streams`
     concurrent range requests. `on_bytes(n)` sees every byte read from the origin as it
     arrives (delivered or not: what the origin spent), and `throttle(n)` (a rate limit) is
     awaited after each chunk before its connection reads on. Close the generator to cancel
     the reads still in flight; `on_unread(offset, chunk)` then gets every byte read from the
     origin that the reader did not take (a failing part, or the reader closing early).
-    With a `pace`, the parts are sized by what it knows of the origin (see the module doc)."""
+    With a `pace`, the parts are sized by what it knows of the origin (see the module doc).
+    `on_chunk(offset, chunk)` gets every chunk the moment it arrives, before the reader takes
+    it in order (a writer that puts it in place at once: engine/locking.py)."""
     probe = pace is not None and length > min_part and pace.probe_next()
     if pace is not None and pace.fast and not probe:
         parts = [_Part(a, n) for a, n in split_range(offset, length, 1, max_part, max_part)]
@@ -164,7 +171,7 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
         """Start reading the parts up to `streams` ahead of part `i`, the reader's."""
         while len(tasks) < min(len(parts), i + max(1, streams)):
             tasks.append(asyncio.create_task(
-                _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle)))
+                _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle, on_chunk)))
 
     try:
         i = 0
