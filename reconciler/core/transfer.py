@@ -63,6 +63,13 @@ STRANDED_AFTER = 10.0
 OWNER_STALLED_AFTER = 5.0
 """Seconds an owner's bitfield may show no new piece of its own share before the runs its web
 seed may be fetching can be taken over too (offload.takeover `stalled`)."""
+LAG_AFTER = 3.0
+"""Seconds after this node's web seed may start (`Job.checked_at`) before a node (itself or a
+peer) can be judged lagging (offload.lagging): the nodes start together, and in the first
+moments a web seed whose requests wait behind other torrents' at the gateway or a shared origin
+holds none of its own pieces yet while its peers hold a few. Judged then, equal nodes left
+their shares to each other, and two takers read the same runs (tests/test_fleet.py 4 x 12:
+nodes judged lagging with 0 own pieces 0.9 s after the start; origin 1.03-1.07 x)."""
 STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
 STALL_FLOOR = 1024  # bytes/s: less received than this over STALL_AFTER from the origin is a stall
 MAX_VERIFY_ROUNDS = 3
@@ -542,8 +549,9 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     job, stalled = stalled_owners(job, seen, now)
     bits: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
     bits[seen.me] = seen.have
+    judge = now - checked_at >= LAG_AFTER
     laggards = job.laggards | {n for n in seen.peer_have
-                               if offload.lagging(n, job.owner_of, bits)}
+                               if judge and offload.lagging(n, job.owner_of, bits)}
     if laggards != job.laggards:
         job = replace(job, laggards=frozenset(laggards))
     # Not for a split version: a taker must hold the run's file (core/split.py), and the
@@ -559,7 +567,8 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
                 ("runs", len(taken - job.taken)),
                 ("owners", sorted({job.owner_of[c * job.run] for c in taken - job.taken})))))
             job = replace(job, taken=job.taken | taken)
-    lag = job.lagging or (not seen.holders and offload.lagging(seen.me, job.owner_of, bits))
+    lag = job.lagging or (judge and not seen.holders
+                          and offload.lagging(seen.me, job.owner_of, bits))
     if lag != job.lagging:
         effects.append(Note("behind the peers: leaving the rest of its origin share to them",
                             "info", (("ownHeld", offload.share_count(seen.me, job.owner_of,

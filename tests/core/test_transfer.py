@@ -513,3 +513,16 @@ def test_a_direct_read_hands_over_to_libtorrent_when_another_download_fetches_or
     assert not tr.hand_over_direct(others_fetching=0, paused=False)
     assert tr.hand_over_direct(others_fetching=1, paused=False)
     assert tr.hand_over_direct(others_fetching=0, paused=True)
+
+
+def test_nobody_is_judged_lagging_in_the_first_lag_after_seconds():
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    theirs = {n: tuple(o == n for o in j.owner_of) for n in (N2, N3)}  # each holds its share
+    bits = {ME: (False,) * PIECES, **theirs}
+    assert offload.lagging(ME, j.owner_of, bits)  # by the counts alone, this node lags
+    early, eff = share_origin(j, seen(peer_have=theirs), now=tr.LAG_AFTER - 0.1)
+    assert not early.lagging and not any("behind the peers" in getattr(e, "event", "")
+                                         for e in eff)
+    late, eff = share_origin(early, seen(peer_have=theirs), now=tr.LAG_AFTER)
+    assert late.lagging
+    assert any("behind the peers" in getattr(e, "event", "") for e in eff)
