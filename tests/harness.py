@@ -301,6 +301,18 @@ class Daemon:
     def phase(self, dataset: str) -> str | None:
         return self.home.status()["datasets"].get(dataset, {}).get("phase")
 
+    def wait_partly_fetched(self, dataset: str, size: int, timeout: float = 60) -> None:
+        """Until `dataset` is Fetching with more than nothing and less than half of its `size`
+        bytes done; fails the test with the daemon's log if the daemon exits first."""
+        def partly() -> bool:
+            assert self.proc.poll() is None, self.logs()
+            try:
+                s = self.home.status()["datasets"].get(dataset, {})
+            except (OSError, ValueError):
+                return False
+            return s.get("phase") == "Fetching" and 0 < s.get("bytesDone", 0) < size // 2
+        until(partly, timeout, f"{dataset} partly fetched on {self.home.name}")
+
     def wait_phase(self, dataset: str, phase: str, revision: str | None = None,
                    timeout: float = 60) -> dict:
         """The status document once `dataset` is in `phase` (at `revision`, if given); fails

@@ -5,7 +5,9 @@ libtorrent's web seed; real HTTP origins, a real state repo, the real CLI (`--on
 A read that makes the lock's info-hash is seeded without libtorrent's check; one that does not
 leaves its files where libtorrent checks them, and only what is bad is fetched again (through
 the gateway, mirrors included). With another target node, the swarm shares the reading: no
-direct read."""
+direct read. A read paused by the scheduler, or handed over when another download starts,
+leaves what it wrote for libtorrent, which fetches only the rest (the daemon tests below;
+kills mid-read: tests/test_crash.py, tests/test_once.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import json
 import pytest
 
 from harness import (NodeHome, StateRepo, dataset_yaml, http_source, nodes_yaml, pseudo_random,
-                     tree_digest, until, wait_all, write_data)
+                     tree_digest, wait_all, write_data)
 from origin_server import OriginServer
 
 BIG = "weights/model-00001.safetensors"
@@ -130,18 +132,6 @@ def _two_datasets(tmp_path, server: OriginServer, config: dict | None = None
     return repo, NodeHome("n1", tmp_path / "n1", repo.root, config or {}).write_config(), crit
 
 
-def _reading_directly(home: NodeHome, d, size: int) -> None:
-    def partly() -> bool:
-        assert d.proc.poll() is None, d.logs()
-        try:
-            s = home.status()["datasets"].get("big", {})
-        except (OSError, ValueError):
-            return False
-        return s.get("phase") == "Fetching" and 0 < s.get("bytesDone", 0) < size // 2
-    until(partly, 60, "big partly read")
-    assert '"direct": true' in d.logs()
-
-
 @pytest.mark.parametrize("max_active", [1, None])
 def test_a_direct_read_stops_for_another_download_and_libtorrent_keeps_what_it_wrote(
         tmp_path, daemons, max_active):
@@ -156,7 +146,8 @@ def test_a_direct_read_stops_for_another_download_and_libtorrent_keeps_what_it_w
         repo, home, crit = _two_datasets(
             tmp_path, server, {"maxActiveDownloads": max_active} if max_active else None)
         d = daemons(home)
-        _reading_directly(home, d, size)
+        d.wait_partly_fetched("big", size)
+        assert '"direct": true' in d.logs()
         repo.write("crit.yaml", crit)
         rev = repo.commit("crit wanted")
         d.wait_phase("crit", "Ready", rev, timeout=60)

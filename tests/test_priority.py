@@ -114,15 +114,7 @@ def test_suspend_stops_a_download_keeps_its_partial_data_and_resumes_without_ref
         home = NodeHome("n1", tmp_path / "n1", repo.root).write_config()
         d = daemons(home)
 
-        def partly_done() -> bool:
-            assert d.proc.poll() is None, d.logs()
-            try:
-                s = home.status()["datasets"].get("big", {})
-            except (OSError, ValueError):
-                return False
-            return s.get("phase") == "Fetching" and 0 < s.get("bytesDone", 0) < size // 2
-
-        until(partly_done, 60, "big partly fetched")
+        d.wait_partly_fetched("big", size)
         assert '"direct": true' in d.logs()  # the only download: read directly, then stopped
         locked = (repo.root / "ds.yaml").read_text()
         repo.write("ds.yaml", locked + "  suspend: true\n")
