@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -234,22 +236,45 @@ class Cluster:
             raise
 
     def prepare(self, vs: Sequence[Version]) -> None:
-        """Write the Datasets at versions `vs` (one file) and lock them with the origin's caps and shaper lifted
-        (the lock reads every byte once; that read is not part of any measurement); the commit
-        is left to `converge(commit=True)`, after the counters are reset. The daemons act on a
-        new HEAD only, so the uncommitted files in between are not seen."""
-        self.repo.write("ds.yaml", "---\n".join(dataset_yaml(
-            v.dataset, http_source(f"{self.origin.url}/{v.prefix}/", list(v.sizes)),
-            version=v.name, path=f"models/{v.dataset}") for v in vs))
-        self.net.shape(self.origin_host, UNSHAPED, UNSHAPED)
-        self.origin.lifted(True)
-        try:
-            lock = self.repo.lock(env=_env())
-            if lock.returncode != 0:
-                raise RuntimeError(f"lock failed: {lock.stdout}{lock.stderr}")
-        finally:
-            self.origin.lifted(False)
-            self.net.shape(self.origin_host, self.origin_host.up, self.origin_host.down)
+        """Write the Datasets at versions `vs` (one file) and lock them with the origin's caps
+        and shaper lifted (the lock reads every byte once; that read is not part of any
+        measurement); the commit is left to `converge(commit=True)`, after the counters are
+        reset. The daemons read the work tree whenever it changes (not only a new HEAD), so
+        the Datasets are written and locked in a copy of the repo, and the live one gets the
+        lock files first and then ds.yaml in one rename: it never shows a Dataset without its
+        lock. (Locked in place, the first-ranked node started building v2's torrent from the
+        source while `lock` ran: 12 MB from the origin for a 6.7 MB rollout.)"""
+        with tempfile.TemporaryDirectory(prefix="syncbit-bench-lock-") as tmp:
+            stage = StateRepo(Path(tmp) / "repo")
+            shutil.copytree(self.repo.root, stage.root, ignore=shutil.ignore_patterns(".git"))
+            stage.write("ds.yaml", "---\n".join(dataset_yaml(
+                v.dataset, http_source(f"{self.origin.url}/{v.prefix}/", list(v.sizes)),
+                version=v.name, path=f"models/{v.dataset}") for v in vs))
+            self.net.shape(self.origin_host, UNSHAPED, UNSHAPED)
+            self.origin.lifted(True)
+            try:
+                lock = stage.lock(env=_env())
+                if lock.returncode != 0:
+                    raise RuntimeError(f"lock failed: {lock.stdout}{lock.stderr}")
+            finally:
+                self.origin.lifted(False)
+                self.net.shape(self.origin_host, self.origin_host.up, self.origin_host.down)
+            # Each lock under a name of its version (`lock` writes locks/<dataset>.torrent, the
+            # live repo's lock of the version before): the live lock files never change.
+            text = (stage.root / "ds.yaml").read_text()
+            (self.repo.root / "locks").mkdir(exist_ok=True)
+            for v in vs:
+                name = f"{v.dataset}.{v.name}.torrent"
+                shutil.copyfile(stage.root / "locks" / f"{v.dataset}.torrent",
+                                self.repo.root / "locks" / name)
+                text = text.replace(f"lock: locks/{v.dataset}.torrent\n",
+                                    f"lock: locks/{name}\n")
+                if f"lock: locks/{name}\n" not in text:
+                    raise RuntimeError(f"no `lock: locks/{v.dataset}.torrent` in the locked "
+                                       "ds.yaml")
+            staged = self.repo.root / ".ds.yaml.tmp"  # hidden: the daemons skip it
+            staged.write_text(text)
+            os.replace(staged, self.repo.root / "ds.yaml")
 
     def _start(self, i: int) -> None:
         h, home = self.hosts[i], self.homes[i]
