@@ -34,22 +34,20 @@ class DirectRead:
     target: Target
     info_hash: InfoHash
     task: asyncio.Task[bool] | None = None
-    done: int = 0  # bytes read and hashed, in order
+    done: int = 0  # bytes received from the origin (and queued for the disk)
     base_origin: int = 0  # bytesFromOrigin saved by an earlier process (staging metadata)
     served_base: int = 0  # the gateway's count for the dataset when the read began
-    stop: str | None = None  # why it was stopped: libtorrent goes on from what it wrote
+    stopping: bool = False  # halted: libtorrent goes on from what it wrote
     pause: str | None = None  # the scheduler paused it: libtorrent's download starts paused
     dropped: bool = False  # no longer wanted: nothing starts when it ends
-    files_done: int = 0  # files read, hashed and written whole
 
     @property
     def running(self) -> bool:
-        return self.task is not None and not self.task.done() and self.stop is None
+        return self.task is not None and not self.task.done() and not self.stopping
 
-    def halt(self, why: str) -> None:
+    def halt(self) -> None:
         """Stop reading; what was received is written before the task ends."""
-        if self.stop is None:
-            self.stop = why
+        self.stopping = True
         if self.task is not None:
             self.task.cancel()
 
@@ -69,18 +67,9 @@ async def read_version(read: DirectRead, origin: Origin, ctx: OriginContext, des
     failure is logged and returns False: libtorrent checks what was written and goes on."""
     t = read.target
     d = t.dataset
-
-    def progress(done: int, _total: int) -> None:
-        read.done = done
-
-    def file_done(path: str) -> None:
-        read.files_done += 1
-        on_file(path)
-
     try:
-        torrent = await build_lock(d, ctx, progress, write_to=dest, throttle=throttle,
-                                   streams=streams, slots=slots, on_file=file_done,
-                                   origin=origin)
+        torrent = await build_lock(d, ctx, write_to=dest, throttle=throttle, streams=streams,
+                                   slots=slots, on_file=on_file, origin=origin)
         got = check_torrent(torrent, d, "read directly").info_hash
     except (OriginError, OSError, ValueError) as e:
         log_.warning("direct read failed; libtorrent checks what it wrote and fetches the rest",

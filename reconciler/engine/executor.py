@@ -321,7 +321,7 @@ class Executor:
         r = self.directs.get(eff.info_hash)
         if r is not None:  # libtorrent goes on, paused, from what the read wrote
             r.pause = eff.reason
-            r.halt("paused")
+            r.halt()
             if r.target.name in self.statuses:
                 self._update(r.target.name, phase="Pending", error=eff.reason, download_rate=0)
             log_.info("paused", dataset=r.target.name, info_hash=eff.info_hash,
@@ -455,8 +455,8 @@ class Executor:
             if error is not None:  # not an origin's or the disk's: say what it was
                 log_.error("direct read failed; libtorrent checks what it wrote and fetches "
                            "the rest", dataset=t.name, version=d.version, error=repr(error))
-        elif origins and transfer.read_directly(
-                alone=self._alone(t), split=t.files is not None, from_origin=True,
+        elif transfer.read_directly(
+                alone=self._alone(t), split=t.files is not None, from_origin=bool(origins),
                 fresh=not (resumed_file(self.swarm, ih) or linked or resplit
                            or (save / lock.name).exists()),
                 limited=self.cfg.bandwidth.download > 0, solo=self._solo):
@@ -466,8 +466,7 @@ class Executor:
                                     version=d.version) if origins else None
         # Resume data the swarm will trust (no hash check of what it lists); a superset is
         # fine (Swarm may still refuse it): it only means more is read back at the end.
-        resumed = (self.swarm.trust_resume and self.swarm.resume_dir is not None
-                   and (self.swarm.resume_dir / f"{ih}.resume").exists())
+        resumed = self.swarm.trust_resume and resumed_file(self.swarm, ih)
         if resplit and ih in self.swarm.torrents:
             self._drop_torrent(ih)  # seeding the files of an earlier split: fetch the new ones
         # Built here from the source just now (engine/pinning.py): every byte was hashed as it
@@ -490,7 +489,7 @@ class Executor:
         dl.relayed_base = self._relayed_done.get(t.name, 0)
         # Saved totals may already hold what this process served this version (a restarted
         # download): count those bytes once.
-        dl.base_origin = max(0, origin - self._served(dl))
+        dl.base_origin = max(0, origin - self._served(t.name, dl.served_base))
         dl.base_peers = peers
         a = self.assignments.get(t.name)
         dl.watch = offload.watch_list(self.node, ih, st.num_pieces, st.piece_size,
@@ -647,7 +646,7 @@ class Executor:
         for ih, r in self.directs.items():
             if ih not in wanted:
                 r.dropped = True
-                r.halt("no longer wanted")
+                r.halt()
         observed = self.store.observe()  # again: this pass's effects changed the store
         for ih, dataset in wanted.items():
             if ih not in self.swarm.torrents:
@@ -695,15 +694,16 @@ class Executor:
         self._served_done[dataset] = self.gateway.bytes_served.get(dataset, 0)
         self._relayed_done[dataset] = self.gateway.bytes_relayed.get(dataset, 0)
 
-    def _served(self, dl: _Download) -> int:
-        """Origin bytes the gateway read for this version in this process."""
-        return max(0, self.gateway.bytes_served.get(dl.target.name, 0) - dl.served_base)
+    def _served(self, dataset: str, base: int) -> int:
+        """Origin bytes read for `dataset` in this process since the gateway's count was
+        `base` (a version's bytes: its download's or direct read's `served_base`)."""
+        return max(0, self.gateway.bytes_served.get(dataset, 0) - base)
 
     def _drop_torrent(self, ih: InfoHash) -> None:
         r = self.directs.get(ih)
         if r is not None:  # kept until its task ends: what it received is written first
             r.dropped = True
-            r.halt("dropped")
+            r.halt()
         dl = self.downloads.pop(ih, None)
         if dl is not None:
             self._note_done(dl.target.name)
@@ -807,13 +807,13 @@ class Executor:
                     self._update(name, phase="Failed", error=f"StartJob: {e}")
                 continue
             if r.running and transfer.hand_over_direct(self._fetching() - 1, r.pause is not None):
-                r.halt("another download is fetching")
+                r.halt()
                 self.log.info("direct read handed over to libtorrent", dataset=name,
                               info_hash=ih, bytes_done=r.done)
             s = self.statuses.get(name)
             if s is not None and s.info_hash == ih and s.phase == "Fetching":
-                self._update(name, bytes_done=r.done, bytes_from_origin=r.base_origin + max(
-                    0, self.gateway.bytes_served.get(name, 0) - r.served_base))
+                self._update(name, bytes_done=r.done,
+                             bytes_from_origin=r.base_origin + self._served(name, r.served_base))
 
     def _broken_links(self, dl: _Download) -> bool:
         """Once libtorrent's check is done: a linked file it did not find whole is a bad
@@ -933,7 +933,7 @@ class Executor:
         assert self.swarm is not None and self.state is not None
         st, t = dl.torrent, dl.target
         ts = st.handle.status()
-        served = self._served(dl)
+        served = self._served(dl.target.name, dl.served_base)
         origin = dl.base_origin + served
         done = s.bytes_done
         if dl.job.stage is Stage.FETCHING:

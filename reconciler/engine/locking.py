@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Awaitable, BinaryIO, Callable
+from typing import Awaitable, Callable
 
 from reconciler.adapters.offset_writer import OffsetWriter
 from reconciler.adapters.sources import Origin, OriginContext, OriginError, OriginFile, open_origin
