@@ -99,19 +99,22 @@ async def test_a_reconnect_after_fresh_urls_leaves_no_url_behind_when_the_seed_g
             swarm.prioritize(ih, (4,) * 8 + (0,) * 4)  # a.bin, b.bin; not c.bin
             swarm.web_seed(ih, url)
             deadline = time.monotonic() + 30
-            phase, given, generation = "declined", 0.0, 0
+            phase = "declined"
             while phase != "nudged" and time.monotonic() < deadline:
-                swarm.pump()
+                swarm.pump()  # a late decline's fresh URLs come from here, not from a nudge
+                given, generation = st.seeded_at, st.seed_generation
                 swarm.web_seed(ih, url)  # as the executor does every round: may nudge
+                nudged = st.seeded_at != given and st.seed_generation == generation
                 if phase == "declined" and st.seed_generation >= 1:
                     gw.allow("ds", ih, None)  # b.bin is this node's now
                     phase = "widened"
                 elif phase == "widened" and st.handle.status().is_finished:
-                    phase, given, generation = "idle", st.seeded_at, st.seed_generation
-                elif phase == "idle" and st.seeded_at != given:
-                    if st.seed_generation == generation:  # not a late decline's fresh URLs
-                        phase = "nudged"
-                    given, generation = st.seeded_at, st.seed_generation
+                    phase = "idle"
+                # The nudge may come in the very round the torrent is seen finished: once it
+                # has, libtorrent (finished, not interested) never connects the web seed
+                # again, so there is no later idle connection to nudge (1 run in 8 failed so).
+                if phase == "idle" and nudged:
+                    phase = "nudged"
                 await asyncio.sleep(0.05)
             assert phase == "nudged", (phase, st.seed_generation, gw.declined)
             assert st.seed_generation >= 1
