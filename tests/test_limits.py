@@ -144,6 +144,9 @@ def test_a_disk_that_fills_mid_download_fails_no_room_and_resumes_when_space_ret
         assert big["phase"] == "Failed", (big, out[-4000:])
         assert "no space" in big["error"].lower() or "no room" in big["error"].lower(), big
         assert "No space left" in out or "no room" in out
+        # One node alone reads the version directly (engine/direct_read.py): the full disk
+        # fails that read first, then libtorrent's writes of what it goes on to fetch.
+        assert '"direct": true' in out and "direct read failed" in out, out[-4000:]
         filler.unlink()
         res = home.once()
         assert res.returncode == 0, res.stderr
