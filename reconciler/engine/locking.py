@@ -11,6 +11,10 @@ swarm meanwhile. Memory stays bounded: about `streams` range parts of 4 MiB ahea
 readers, plus a few 4 MiB hashing batches per file in flight, plus what is queued for the disk
 (`OffsetWriter`, at most 16 MiB per file). Every chunk is written at its offset as it arrives,
 so a process killed mid-read leaves on disk all it had received but that queue.
+
+An http(s) file read plain (no redirect: `Origin.plain_get`) is read instead on threads, a
+range per thread, each writing and hashing its own pieces (engine/threaded_read.py): half the
+CPU of the event loop's receive path, which bounded a direct read on a fast origin.
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import asyncio
 from pathlib import Path
 from typing import Awaitable, Callable
 
+import structlog
+
 from reconciler.adapters.offset_writer import OffsetWriter
 from reconciler.adapters.sources import Origin, OriginContext, OriginError, OriginFile, open_origin
+from reconciler.adapters.sources.blocking_get import NotRanged
 from reconciler.adapters.sources.parallel import read_parallel
+from reconciler.engine import threaded_read
 from reconciler.core.ranges import MIN_PART
 from reconciler.model.desired import Dataset
 from reconciler.torrent.hybrid import (
@@ -35,6 +43,8 @@ from reconciler.torrent.hybrid import (
 
 STREAMS = 16  # concurrent range requests to the origin, over all files being read
 FEED = 4 << 20  # bytes handed to the hashing/writing thread at a time
+
+log = structlog.get_logger()
 
 
 async def build_lock(dataset: Dataset, ctx: OriginContext,
@@ -80,6 +90,7 @@ async def build_lock(dataset: Dataset, ctx: OriginContext,
         if progress is not None:
             progress(done, total)
 
+    caps = threaded_read.Caps()  # what the first files show of the origin, the next ones use
     # Largest first: a big file that starts last would be read alone at the end.
     queue = sorted(files, key=lambda f: -f.size)
 
@@ -87,7 +98,8 @@ async def build_lock(dataset: Dataset, ctx: OriginContext,
         while queue:
             f = queue.pop(0)
             hashed[f.path] = await _lock_file(origin, f, piece_size, write_to, throttle,
-                                              per_file, slots, counted, on_file)
+                                              per_file, slots, counted, on_file,
+                                              max(1, 2 * hash_workers() // at_once), caps)
 
     workers = [asyncio.create_task(worker()) for _ in range(at_once)]
     try:
@@ -105,7 +117,27 @@ async def build_lock(dataset: Dataset, ctx: OriginContext,
 async def _lock_file(origin: Origin, f: OriginFile, piece_size: int, write_to: Path | None,
                      throttle: Callable[[int], Awaitable[None]] | None, streams: int,
                      slots: asyncio.Semaphore | None, counted: Callable[[int], None],
-                     on_file: Callable[[str], None] | None = None) -> FileHashes:
+                     on_file: Callable[[str], None] | None = None,
+                     fast_streams: int = 2,
+                     caps: threaded_read.Caps | None = None) -> FileHashes:
+    get = origin.plain_get(f.path)
+    if get is not None:
+        async def paced(n: int) -> None:
+            counted(n)
+            if throttle is not None:
+                await throttle(n)
+
+        dest = write_to / f.path if write_to is not None else None
+        try:
+            hashes = await threaded_read.read_file(get, f, piece_size, dest, streams=streams,
+                                                   fast_streams=fast_streams, slots=slots,
+                                                   arrived=paced, caps=caps)
+        except NotRanged as e:  # a redirect, say: read through the origin's own client
+            log.debug("ranges through the event loop", path=f.path, reason=str(e))
+        else:
+            if on_file is not None:
+                on_file(f.path)
+            return hashes
     hasher = FileHasher(piece_size)
     # Every chunk is written in place the moment it arrives (a kill loses only what is queued
     # for the disk, not the parts read ahead); hashing takes the chunks in order, from memory.

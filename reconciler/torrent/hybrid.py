@@ -149,6 +149,42 @@ def _v2_roots(view: memoryview, piece_size: int) -> list[bytes]:
             for p in range(0, len(view), piece_size)]
 
 
+class PieceRun:
+    """Whole pieces of one file hashed where their bytes arrive: a part of the file read on its
+    own thread (engine/threaded_read.py), fed in order in blocks of any multiple of 16 KiB.
+    Its pieces then join the file's `FileHasher` (`add_pieces`) in file order. Bytes after
+    the last whole piece (the file's partial last piece) are kept for `FileHasher.update`."""
+
+    def __init__(self, piece_size: int) -> None:
+        _check_piece_size(piece_size)
+        self.piece_size = piece_size
+        self.v1: list[bytes] = []
+        self.layer: list[bytes] = []
+        self.tail = bytearray()  # a partial piece so far
+        self._sha1 = hashlib.sha1()
+        self._leaves: list[bytes] = []
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        at = 0
+        while at < len(view):
+            take = min(len(view) - at, self.piece_size - len(self.tail))
+            if self.tail or take < self.piece_size:  # joining or starting a partial piece
+                self.tail += view[at:at + take]
+                if len(self.tail) == self.piece_size:
+                    self._whole(memoryview(self.tail))
+                    self.tail = bytearray()
+            else:
+                self._whole(view[at:at + take])
+            at += take
+
+    def _whole(self, piece: memoryview) -> None:
+        sha256 = hashlib.sha256
+        self.v1.append(hashlib.sha1(piece).digest())
+        self.layer.append(_full_root([sha256(piece[b:b + BLOCK_SIZE]).digest()
+                                      for b in range(0, len(piece), BLOCK_SIZE)]))
+
+
 class FileHasher:
     """Hash one file's bytes, fed in chunks of any size, for a hybrid torrent of `piece_size`.
 
@@ -196,6 +232,17 @@ class FileHasher:
         self._pending_len += len(data)
         if self._pending_len >= self._batch:
             self._flush()
+
+    def add_pieces(self, v1: list[bytes], layer: list[bytes]) -> None:
+        """Whole pieces hashed elsewhere (`PieceRun`), the next ones in file order: only
+        before any bytes are pending, so they stay in order."""
+        if self._finished or self._pending_len or len(v1) != len(layer):
+            raise ValueError("add_pieces() after partial bytes, or with unequal lists")
+        while self._queued:
+            self._take_oldest()
+        self._v1 += v1
+        self._layer += layer
+        self._size += len(v1) * self._piece_size
 
     def _flush(self) -> None:
         """Hand the whole pieces pending to hashing; keep the partial piece after them."""

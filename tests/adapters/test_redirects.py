@@ -16,7 +16,8 @@ from reconciler.adapters.sources import OriginContext, OriginError
 from reconciler.adapters.sources.hf import HfOrigin
 from reconciler.adapters.sources.http import HttpOrigin
 from reconciler.adapters.sources.s3 import S3Origin
-from reconciler.model.desired import HfSource, HttpSource, S3Source
+from reconciler.engine.locking import build_lock
+from reconciler.model.desired import Dataset, HfSource, HttpSource, Placement, S3Source
 
 DATA = bytes(range(256)) * 40
 SECRET = "s3cr3t-redirect-9f2c"
@@ -220,3 +221,22 @@ async def test_s3_never_follows_a_location_to_another_host(tmp_path, servers, mo
 
 async def _async(r: web.StreamResponse) -> web.StreamResponse:
     return r
+
+
+async def test_a_lock_read_on_threads_leaves_a_redirect_to_this_policy(tmp_path, servers):
+    """`build_lock` reads an http file on threads (engine/threaded_read.py) only where the
+    configured URL answers the range itself: a redirect falls back to `HttpOrigin.read`, so
+    the other origin still gets no credential, and the bytes are read once."""
+    home, other = servers
+    home.handler = redirect(other.url)
+    other.handler = lambda r: _async(serve_bytes(r))
+    async with OriginContext(tmp_path) as ctx:
+        origin = http_origin(ctx, home.url)
+        dataset = Dataset(name="ds", version="1", source=origin.source,
+                          placement=Placement(all=True), path="ds")
+        await build_lock(dataset, ctx, write_to=tmp_path / "out", origin=origin)
+    assert (tmp_path / "out" / "a.bin").read_bytes() == DATA
+    assert not any(SECRET in v for v in other.header_values()), other.seen
+    # The thread's GET got the redirect and read nothing; HttpOrigin.read followed it.
+    assert [m for m, _, _ in home.seen] == ["HEAD", "GET", "GET"]
+    assert [m for m, _, _ in other.seen] == ["HEAD", "GET"]

@@ -17,6 +17,7 @@ from reconciler.torrent.hybrid import (
     BLOCK_SIZE,
     FileHasher,
     FileHashes,
+    PieceRun,
     build_torrent,
     choose_piece_size,
     lock_extra,
@@ -446,3 +447,40 @@ def test_libtorrent_checks_both_v1_and_v2_hashes_of_a_hybrid_torrent(tmp_path: P
         assert have == [False] + [True] * (len(have) - 1)
     finally:
         del ses
+
+
+@settings(max_examples=40, deadline=None)
+@given(pieces=st.integers(0, 12), tail=st.integers(0, 3 * 16384), cuts=st.lists(
+    st.integers(0, 12), max_size=3), feeds=st.lists(st.integers(1, 70_000), min_size=1,
+                                                    max_size=6))
+def test_piece_runs_joined_in_order_are_the_file_hasher(pieces, tail, cuts, feeds):
+    """Ranges of whole pieces hashed apart (`PieceRun`, one per range thread), fed in any
+    chunk sizes, then joined with `add_pieces` and the last partial piece: the same hashes
+    as the whole file through `FileHasher`."""
+    piece = 4 * 16384
+    data = random.Random(pieces * 1000 + tail).randbytes(pieces * piece + tail)
+    whole = FileHasher(piece, parallel=False)
+    whole.update(data)
+    bounds = sorted({0, *(min(c, pieces) * piece for c in cuts)}) + [len(data)]
+    runs = []
+    for a, b in zip(bounds, bounds[1:]):
+        run, at, k = PieceRun(piece), a, 0
+        while at < b:
+            n = min(feeds[k % len(feeds)], b - at)
+            run.update(data[at:at + n])
+            at, k = at + n, k + 1
+        runs.append(run)
+    joined = FileHasher(piece)
+    for run in runs:
+        if run.v1:
+            joined.add_pieces(run.v1, run.layer)
+    assert all(not r.tail for r in runs[:-1])
+    joined.update(bytes(runs[-1].tail) if runs else b"")
+    assert joined.finish() == whole.finish()
+
+
+def test_add_pieces_refuses_to_come_after_partial_bytes():
+    h = FileHasher(16384)
+    h.update(b"x")
+    with pytest.raises(ValueError):
+        h.add_pieces([bytes(20)], [bytes(32)])

@@ -10,6 +10,15 @@ from urllib.parse import urlsplit
 CHUNK = 1 << 20
 
 
+@dataclass(frozen=True)
+class PlainGet:
+    """A GET a thread may make by itself (sources/blocking_get.py): the file's configured URL
+    and the headers configured for it (credentials for that URL's origin only)."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 def safe_url(url: str) -> str:
     """A URL without userinfo or query string (either may carry a credential), for messages
     and lock metadata."""
@@ -67,3 +76,8 @@ class Origin(abc.ABC):
     def describe(self) -> Mapping[str, object]:
         """What the lock records about this origin: never credentials or header values."""
         return {"type": self.kind}
+
+    def plain_get(self, path: str) -> PlainGet | None:
+        """The GET of `path` a thread may make by itself (sources/blocking_get.py), or None
+        where every read goes through `read`."""
+        return None

@@ -17,7 +17,8 @@ from yarl import URL
 
 from reconciler.core.envrefs import UnsetVariable, expand_env_refs
 from reconciler.model.desired import HttpSource
-from reconciler.adapters.sources.base import CHUNK, Origin, OriginError, OriginFile, range_header, safe_url
+from reconciler.adapters.sources.base import (CHUNK, Origin, OriginError, OriginFile, PlainGet,
+                                              range_header, safe_url)
 from reconciler.adapters.sources.redirects import request
 
 def expand_env(value: str, env: Mapping[str, str]) -> str:
@@ -96,6 +97,9 @@ class HttpOrigin(Origin):
                     yield chunk
         except aiohttp.ClientError as e:
             raise OriginError(f"http source: {safe_url(url)}: {e.__class__.__name__}: {e}") from None
+
+    def plain_get(self, path: str) -> PlainGet:
+        return PlainGet(self._url(path), self._headers())
 
     def describe(self) -> dict[str, object]:
         d: dict[str, object] = {"type": self.kind}
