@@ -8,42 +8,17 @@ import asyncio
 import errno
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
+from two_servers import Server, two_servers
 from reconciler.adapters.sources.base import OriginError, PlainGet
 from reconciler.adapters.sources.blocking_get import NotRanged, Reading, Stopped, get_range
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 SECRET = "s3cr3t-blocking-7d1e"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Server:
-    host: str
-    handler: Handler | None = None
-    seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
-    peers: set[tuple[str, int]] = field(default_factory=set)  # client (address, port)s
-    transports: list[asyncio.BaseTransport] = field(default_factory=list)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((request.method, request.path_qs, dict(request.headers)))
-        if request.transport is not None:
-            self.transports.append(request.transport)
-            self.peers.add(request.transport.get_extra_info("peername")[:2])
-        handler = self.handler or serve_bytes
-        return await handler(request)
-
 
 async def serve_bytes(request: web.Request) -> web.StreamResponse:
     rng = request.headers.get("Range", "")
@@ -55,23 +30,10 @@ async def serve_bytes(request: web.Request) -> web.StreamResponse:
 
 @pytest.fixture
 async def servers() -> AsyncIterator[tuple[Server, Server]]:
-    """`home` on 127.0.0.2 and `other` on 127.0.0.3 (random ports), both stopped at the end."""
-    runners: list[web.AppRunner] = []
-    pair = (Server("127.0.0.2"), Server("127.0.0.3"))
-    try:
+    async with two_servers() as pair:
         for s in pair:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", s.handle)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-            runners.append(runner)
-            await runner.setup()
-            site = web.TCPSite(runner, s.host, 0)
-            await site.start()
-            s.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            s.handler = serve_bytes
         yield pair
-    finally:
-        for r in runners:
-            await r.cleanup()
 
 
 class Sink:

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
 
 import pytest
 from aiohttp import web
 
+from two_servers import Handler, Server, two_servers
 from reconciler.adapters.sources import OriginContext, OriginError
 from reconciler.adapters.sources.hf import HfOrigin
 from reconciler.adapters.sources.http import HttpOrigin
@@ -22,29 +22,6 @@ from reconciler.model.desired import Dataset, HfSource, HttpSource, Placement, S
 DATA = bytes(range(256)) * 40
 SECRET = "s3cr3t-redirect-9f2c"
 COMMIT = "c" * 40
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Server:
-    host: str
-    handler: Handler | None = None
-    seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((request.method, request.path_qs, dict(request.headers)))
-        assert self.handler is not None
-        return await self.handler(request)
-
-    def header_values(self) -> list[str]:
-        return [v for _, _, h in self.seen for v in h.values()]
-
 
 def serve_bytes(request: web.Request) -> web.Response:
     """DATA, with Range support (HEAD too), as an origin or a CDN would serve it."""
@@ -65,23 +42,8 @@ def redirect(to: str, status: int = 302) -> Handler:
 
 @pytest.fixture
 async def servers() -> AsyncIterator[tuple[Server, Server]]:
-    """`home` on 127.0.0.2 and `other` on 127.0.0.3 (random ports), both stopped at the end."""
-    runners: list[web.AppRunner] = []
-    pair = (Server("127.0.0.2"), Server("127.0.0.3"))
-    try:
-        for s in pair:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", s.handle)
-            runner = web.AppRunner(app, access_log=None)
-            runners.append(runner)
-            await runner.setup()
-            site = web.TCPSite(runner, s.host, 0)
-            await site.start()
-            s.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with two_servers() as pair:
         yield pair
-    finally:
-        for r in runners:
-            await r.cleanup()
 
 
 def http_origin(ctx: OriginContext, base: str) -> HttpOrigin:
