@@ -2,15 +2,15 @@
 
 The event loop's receive path (aiohttp: a new bytes object per socket read, another per body
 chunk, the parser and a future per chunk, all holding the GIL) cost a direct read twice the
-CPU of this one: a blocking `http.client` response `readinto` a buffer that is reused, with
-the GIL released while the kernel copies (bench/README, "threaded reads"). On a 2-core node
-that shares its CPUs with libtorrent and the hashing, that CPU is the read's speed.
+CPU of this one: a blocking `http.client` response read into a buffer that is reused, with
+the GIL released while the kernel copies (bench/README, "range reads on threads"). On a
+2-core node that shares its CPUs with libtorrent and the hashing, that CPU is the read's speed.
 
 Only a plain GET of the file's configured URL is made here: that URL's own headers (its
-credentials) go to that URL's origin and nowhere else, and anything but a `206` with the
-asked range straight away (a redirect, a whole body, userinfo in the URL, another scheme)
-raises `NotRanged`, before a byte of the body is read: the caller then reads through
-`Origin.read`, whose redirect policy decides where credentials may go.
+credentials) go to that URL's origin and nowhere else. Anything but a `206` with the asked
+range straight away, sent as it is (a redirect, a whole body, a chunked or compressed body,
+userinfo in the URL, another scheme) raises `NotRanged` before a byte of the body is read: the
+caller then reads through `Origin.read`, whose redirect policy decides where credentials go.
 """
 
 from __future__ import annotations
