@@ -37,6 +37,8 @@ REPORT_SECONDS = 0.1
 #: Bytes/s under which one connection shows the origin caps connections (one thread takes
 #: hundreds of MiB/s from a fast origin).
 CAPPED_RATE = 16 << 20
+#: Bytes a read's connections bring before their rate judges the origin (unless one is slow).
+JUDGED_BYTES = 1 << 20
 #: A fast origin's threads ask for this much at a time (adjacent ranges in one request): a
 #: request per 2 MiB range (64 ranges in flight) took a fifth of a direct read's speed.
 FAST_RANGE = 16 << 20
@@ -182,11 +184,19 @@ async def read_file(get: PlainGet, f: OriginFile, piece_size: int, dest: Path | 
         while len(workers) < min(n, len(parts)):
             workers.append(asyncio.create_task(worker()))
 
+    seen = [0, 0.0]  # bytes and thread-seconds reported before the origin was judged
+
     async def took(n: int, seconds: float) -> None:
         if caps.capped is None:
-            caps.capped = n < CAPPED_RATE * seconds
-            log.debug("origin speed judged", path=f.path, capped=caps.capped,
-                      rate=round(n / max(seconds, 1e-9)))
+            # Judged on a connection's rate over `JUDGED_BYTES`, or as soon as one report
+            # took `REPORT_SECONDS` (a slow connection); a short range alone (its connection's
+            # set-up and first byte in its time) judges nothing.
+            seen[0] += n
+            seen[1] += seconds
+            if seen[0] >= JUDGED_BYTES or seconds >= REPORT_SECONDS:
+                caps.capped = seen[0] < CAPPED_RATE * seen[1]
+                log.debug("origin speed judged", path=f.path, capped=caps.capped,
+                          rate=round(seen[0] / max(seen[1], 1e-9)))
         if caps.capped:
             launch(streams)
         await arrived(n)

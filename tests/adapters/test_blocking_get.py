@@ -197,16 +197,15 @@ async def test_a_kept_connection_the_origin_closed_is_replaced_once(servers):
     def twice() -> bytes:
         first = Sink()
         get_range(get, 0, 1000, len(DATA), first, Reading())
+        read_one.set()
         closed.wait(10)
         second = Sink()
         get_range(get, 1000, 1000, len(DATA), second, Reading())
         return first.data + second.data
 
-    closed = threading.Event()
+    read_one, closed = threading.Event(), threading.Event()
     thread = asyncio.create_task(asyncio.to_thread(twice))
-    while len(home.seen) < 1:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(read_one.wait, 10)
     # The origin closes its idle keep-alive connection, as servers do after a while.
     for transport in home.transports:
         transport.close()

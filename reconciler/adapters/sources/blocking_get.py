@@ -219,5 +219,7 @@ def _read_body(r: http.client.HTTPResponse, where: str, offset: int, length: int
                 raise _Sink(e) from None
         left -= filled
         if ended:
+            if reading.stopped.is_set():  # its socket was shut down under it
+                raise Stopped()
             raise OriginError(f"http source: {where}: the origin sent {length - left} of "
                               f"{length} bytes from {offset}")
