@@ -4,8 +4,9 @@
 The ranges are whole pieces (the last may end the file), so every thread hashes its own
 pieces (`PieceRun`) and none waits for another: no byte is held in memory beyond one buffer
 per range, and a kill -9 loses at most that. The event loop only hands out connection slots,
-counts bytes and paces them (`arrived`, awaited from the thread after every buffer: a
-`bandwidth.origin` limit slows the thread, and TCP the origin).
+judges the origin (`Caps`), counts bytes and paces them (`arrived`, given a batch every 4 MiB
+or 0.1 s and awaited by the thread before its next batch: a `bandwidth.origin` limit slows the
+thread, and TCP the origin).
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ async def read_file(get: PlainGet, f: OriginFile, piece_size: int, dest: Path | 
                     caps: Caps | None = None) -> FileHashes:
     """Read `f` through `get` into `dest` (created or truncated; None: hash only) and hash it,
     `fast_streams` ranges at a time, or up to `streams` once the origin shows a cap.
-    Raises NotRanged before a byte is written when the origin does not serve plain ranges,
-    OriginError, or the disk's OSError. Cancelled or failed, it returns only once every
+    Raises NotRanged when the origin does not serve a range plainly (before that range's
+    first byte: the caller reads the file its own way), OriginError, or the disk's OSError. Cancelled or failed, it returns only once every
     thread has stopped: nothing is written to `dest` after it."""
     loop = asyncio.get_running_loop()
     parts = piece_parts(f.size, piece_size, streams)
@@ -102,7 +103,7 @@ async def read_file(get: PlainGet, f: OriginFile, piece_size: int, dest: Path | 
     fd = await asyncio.to_thread(create) if dest is not None else None
 
     def wait(paced: concurrent.futures.Future[None] | None) -> None:
-        """Until the loop has taken a buffer's bytes (its rate limit too), or the read stops."""
+        """Until the loop has taken a batch's bytes (its rate limit too), or the read stops."""
         while paced is not None:
             try:
                 paced.result(POLL)
