@@ -151,9 +151,9 @@ def _v2_roots(view: memoryview, piece_size: int) -> list[bytes]:
 
 class PieceRun:
     """Whole pieces of one file hashed where their bytes arrive: a part of the file read on its
-    own thread (engine/threaded_read.py), fed in order in blocks of any multiple of 16 KiB.
-    Its pieces then join the file's `FileHasher` (`add_pieces`) in file order. Bytes after
-    the last whole piece (the file's partial last piece) are kept for `FileHasher.update`."""
+    own thread (engine/threaded_read.py), fed in order in chunks of any size. Its pieces then
+    join the file's `FileHasher` (`add_pieces`) in file order. Bytes after the last whole
+    piece (the file's partial last piece) are kept for `FileHasher.update`."""
 
     def __init__(self, piece_size: int) -> None:
         _check_piece_size(piece_size)
@@ -161,28 +161,26 @@ class PieceRun:
         self.v1: list[bytes] = []
         self.layer: list[bytes] = []
         self.tail = bytearray()  # a partial piece so far
-        self._sha1 = hashlib.sha1()
-        self._leaves: list[bytes] = []
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         at = 0
         while at < len(view):
-            take = min(len(view) - at, self.piece_size - len(self.tail))
-            if self.tail or take < self.piece_size:  # joining or starting a partial piece
+            whole = (len(view) - at) // self.piece_size * self.piece_size
+            if self.tail or not whole:  # joining or starting a partial piece
+                take = min(len(view) - at, self.piece_size - len(self.tail))
                 self.tail += view[at:at + take]
                 if len(self.tail) == self.piece_size:
                     self._whole(memoryview(self.tail))
                     self.tail = bytearray()
+                at += take
             else:
-                self._whole(view[at:at + take])
-            at += take
+                self._whole(view[at:at + whole])
+                at += whole
 
-    def _whole(self, piece: memoryview) -> None:
-        sha256 = hashlib.sha256
-        self.v1.append(hashlib.sha1(piece).digest())
-        self.layer.append(_full_root([sha256(piece[b:b + BLOCK_SIZE]).digest()
-                                      for b in range(0, len(piece), BLOCK_SIZE)]))
+    def _whole(self, pieces: memoryview) -> None:
+        self.v1 += _sha1_pieces(pieces, self.piece_size)
+        self.layer += _v2_roots(pieces, self.piece_size)
 
 
 class FileHasher:

@@ -136,15 +136,21 @@ async def test_a_file_that_changed_size_is_refused(servers):
         await read(PlainGet(f"{home.url}/f.bin"), 0, 1000, size=len(DATA) + 1)
 
 
+async def begin_whole(request: web.Request, sent: int) -> web.StreamResponse:
+    """A 206 announcing all of DATA, of which only the first `sent` bytes are written."""
+    resp = web.StreamResponse(status=206, headers={
+        "Content-Range": f"bytes 0-{len(DATA) - 1}/{len(DATA)}"})
+    resp.content_length = len(DATA)
+    await resp.prepare(request)
+    await resp.write(DATA[:sent])
+    return resp
+
+
 async def test_a_body_cut_short_is_an_error_after_what_came(servers):
     home, _ = servers
 
     async def short(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(status=206, headers={
-            "Content-Range": f"bytes 0-{len(DATA) - 1}/{len(DATA)}"})
-        resp.content_length = len(DATA)
-        await resp.prepare(request)
-        await resp.write(DATA[:100_000])
+        resp = await begin_whole(request, 100_000)
         assert request.transport is not None
         request.transport.close()  # the origin goes away mid-body
         return resp
@@ -168,11 +174,7 @@ async def test_stop_ends_a_range_blocked_on_a_silent_origin(servers):
     answered = asyncio.Event()
 
     async def silent(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(status=206, headers={
-            "Content-Range": f"bytes 0-{len(DATA) - 1}/{len(DATA)}"})
-        resp.content_length = len(DATA)
-        await resp.prepare(request)
-        await resp.write(DATA[:1000])
+        resp = await begin_whole(request, 1000)
         answered.set()
         await asyncio.sleep(30)  # bounded; the test ends long before
         return resp

@@ -74,10 +74,7 @@ class Reading:
                 pass  # already closed
 
     @contextmanager
-    def holding(self, sock: socket.socket | None) -> Iterator[None]:
-        if sock is None:
-            yield
-            return
+    def holding(self, sock: socket.socket) -> Iterator[None]:
         with self._lock:
             self._socks.add(sock)
         try:
