@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import threading
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -185,11 +184,9 @@ async def test_stop_ends_a_range_blocked_on_a_silent_origin(servers):
                                     reading=reading))
     await asyncio.wait_for(answered.wait(), 10)
     await asyncio.sleep(0.2)  # the thread is in a socket read now
-    began = time.monotonic()
     reading.stop()
-    with pytest.raises(Stopped):
-        await asyncio.wait_for(task, 10)
-    assert time.monotonic() - began < 5  # not the 120 s read timeout
+    with pytest.raises(Stopped):  # its socket shut down, not the 120 s read timeout
+        await asyncio.wait_for(task, 5)
 
 
 async def test_a_kept_connection_the_origin_closed_is_replaced_once(servers):
