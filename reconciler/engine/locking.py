@@ -12,9 +12,10 @@ readers, plus a few 4 MiB hashing batches per file in flight, plus what is queue
 (`OffsetWriter`, at most 16 MiB per file). Every chunk is written at its offset as it arrives,
 so a process killed mid-read leaves on disk all it had received but that queue.
 
-An http(s) file read plain (no redirect: `Origin.plain_get`) is read instead on threads, a
-range per thread, each writing and hashing its own pieces (engine/threaded_read.py): half the
-CPU of the event loop's receive path, which bounded a direct read on a fast origin.
+An http(s) file read plain (no redirect) and a local file are read instead on threads
+(`Origin.range_reader`), a range per thread, each writing and hashing its own pieces
+(engine/threaded_read.py): half the CPU of the event loop's receive path, which bounded a
+direct read on a fast origin, and every core hashing for `lock` over several local files.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import structlog
 
 from reconciler.adapters.offset_writer import OffsetWriter
 from reconciler.adapters.sources import Origin, OriginContext, OriginError, OriginFile, open_origin
-from reconciler.adapters.sources.blocking_get import NotRanged
+from reconciler.adapters.sources.threaded import NotRanged
 from reconciler.adapters.sources.parallel import read_parallel
 from reconciler.engine import threaded_read
 from reconciler.core.ranges import MIN_PART
@@ -120,7 +121,7 @@ async def _lock_file(origin: Origin, f: OriginFile, piece_size: int, write_to: P
                      on_file: Callable[[str], None] | None = None,
                      fast_streams: int = 2,
                      caps: threaded_read.Caps | None = None) -> FileHashes:
-    get = origin.plain_get(f.path)
+    get = origin.range_reader(f.path)
     if get is not None:
         async def paced(n: int) -> None:
             counted(n)

@@ -1,5 +1,6 @@
-"""One file of a version read as concurrent ranges, each on a thread of its own
-(sources/blocking_get.py): written at its offset and hashed where it arrives.
+"""One file of a version read as concurrent ranges, each on a thread of its own (the origin's
+`RangeReader`: an http(s) GET, sources/blocking_get.py, or a local file, sources/file.py):
+written at its offset and hashed where it arrives.
 
 The ranges are whole pieces (the last may end the file), so every thread hashes its own
 pieces (`PieceRun`) and none waits for another: no byte is held in memory beyond one buffer
@@ -24,8 +25,8 @@ from pathlib import Path
 
 import structlog
 
-from reconciler.adapters.sources.base import OriginFile, PlainGet
-from reconciler.adapters.sources.blocking_get import Reading, Stopped, get_range
+from reconciler.adapters.sources.base import OriginFile
+from reconciler.adapters.sources.threaded import RangeReader, Reading, Stopped
 from reconciler.core.ranges import MIN_PART
 from reconciler.torrent.hybrid import FileHasher, FileHashes, PieceRun
 
@@ -81,15 +82,16 @@ def piece_parts(size: int, piece_size: int, streams: int) -> list[tuple[int, int
             for p in range(0, pieces, per)]
 
 
-async def read_file(get: PlainGet, f: OriginFile, piece_size: int, dest: Path | None, *,
+async def read_file(get: RangeReader, f: OriginFile, piece_size: int, dest: Path | None, *,
                     streams: int, fast_streams: int, slots: asyncio.Semaphore | None,
                     arrived: Callable[[int], Coroutine[Any, Any, None]],
                     caps: Caps | None = None) -> FileHashes:
     """Read `f` through `get` into `dest` (created or truncated; None: hash only) and hash it,
     `fast_streams` ranges at a time, or up to `streams` once the origin shows a cap.
     Raises NotRanged when the origin does not serve a range plainly (before that range's
-    first byte: the caller reads the file its own way), OriginError, or the disk's OSError. Cancelled or failed, it returns only once every
-    thread has stopped: nothing is written to `dest` after it."""
+    first byte: the caller reads the file its own way), OriginError, or the disk's OSError.
+    Cancelled or failed, it returns only once every thread has stopped: nothing is written
+    to `dest` after it."""
     loop = asyncio.get_running_loop()
     parts = piece_parts(f.size, piece_size, streams)
     runs: dict[int, PieceRun] = {}  # by the first range of each request
@@ -145,7 +147,7 @@ async def read_file(get: PlainGet, f: OriginFile, piece_size: int, dest: Path | 
             if unreported >= REPORT_BYTES or time.monotonic() - reported_at >= REPORT_SECONDS:
                 report()
 
-        get_range(get, at, length, f.size, into, reading)
+        get.read_range(at, length, f.size, into, reading)
         if unreported:
             report()
         wait(paced)

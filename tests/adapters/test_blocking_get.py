@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 
 from two_servers import Server, two_servers
-from reconciler.adapters.sources.base import OriginError, PlainGet
-from reconciler.adapters.sources.blocking_get import NotRanged, Reading, Stopped, get_range
+from reconciler.adapters.sources.base import OriginError
+from reconciler.adapters.sources.blocking_get import PlainGet, get_range
+from reconciler.adapters.sources.threaded import NotRanged, Reading, Stopped
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 SECRET = "s3cr3t-blocking-7d1e"

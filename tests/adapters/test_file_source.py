@@ -3,11 +3,16 @@ make a node read /etc/shadow as root and seed it to its peers)."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
+from reconciler.adapters.sources.file import FILE_BUFFER, FileOrigin
+from reconciler.adapters.sources.threaded import Reading, Stopped
 from reconciler.model.desired import FileSource
 
 
@@ -68,3 +73,63 @@ async def test_symlinks_within_the_roots_are_followed(tmp_path: Path, repo: Path
 async def test_lock_is_not_confined(repo: Path) -> None:
     """`lock` runs with the rights of the person who runs it: no publishRoots there."""
     assert await listing("/etc/hostname", repo, None) == ["hostname"]
+
+
+# Ranges read on threads (`range_reader`, engine/threaded_read.py): confined as `read` is, and
+# a file that changed after its listing is an error, never a shorter or different file.
+
+def read_range(source: str, path: str, repo: Path, confine: list[Path] | None, offset: int,
+               length: int, size: int, reading: Reading | None = None,
+               into: Callable[[memoryview], None] | None = None) -> bytes:
+    got = bytearray()
+    origin = FileOrigin(FileSource(source), repo, confine)
+    origin.range_reader(path).read_range(offset, length, size, into or got.extend,
+                                         reading or Reading())
+    return bytes(got)
+
+
+def test_a_range_is_read_from_its_offset(repo: Path) -> None:
+    data = os.urandom(FILE_BUFFER * 2 + 12345)
+    (repo / "data" / "set" / "big.bin").write_bytes(data)
+    for offset, length in [(0, len(data)), (7, FILE_BUFFER + 1), (len(data) - 5, 5), (3, 0)]:
+        assert read_range("data/set", "big.bin", repo, [repo], offset, length,
+                          len(data)) == data[offset:offset + length]
+
+
+def test_a_range_of_a_file_out_of_the_roots_is_refused(repo: Path) -> None:
+    (repo / "data" / "set" / "shadow").symlink_to("/etc/passwd")
+    with pytest.raises(OriginError, match="shadow resolves to /etc/passwd"):
+        read_range("data/set", "shadow", repo, [repo], 0, 10, 10,
+                   into=lambda _: pytest.fail("a byte was read"))
+    with pytest.raises(OriginError, match="escapes the source"):
+        read_range("data/set", "../../etc/passwd", repo, None, 0, 10, 10)
+
+
+def test_a_file_that_changed_since_its_listing_is_an_error(repo: Path) -> None:
+    with pytest.raises(OriginError, match=r"a.txt: 1 bytes, listed as 2 \(did it change"):
+        read_range("data/set", "a.txt", repo, [repo], 0, 2, 2)
+    # Shrunk after the size was checked: the read ends early (here, a range past its end).
+    with pytest.raises(OriginError, match=r"a.txt: ended at byte 1, listed as 1 bytes"):
+        read_range("data/set", "a.txt", repo, [repo], 0, 2, 1)
+
+
+def test_a_stopped_read_ends_and_the_disk_error_is_its_own(repo: Path) -> None:
+    (repo / "data" / "set" / "big.bin").write_bytes(bytes(3 * FILE_BUFFER))
+    reading = Reading()
+    seen: list[int] = []
+
+    def stop_after_first(view: memoryview) -> None:
+        seen.append(len(view))
+        reading.stop()
+
+    with pytest.raises(Stopped):
+        read_range("data/set", "big.bin", repo, [repo], 0, 3 * FILE_BUFFER, 3 * FILE_BUFFER,
+                   reading, stop_after_first)
+    assert seen == [FILE_BUFFER]
+
+    def full(view: memoryview) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space") as e:
+        read_range("data/set", "big.bin", repo, [repo], 0, 10, 3 * FILE_BUFFER, into=full)
+    assert not isinstance(e.value, OriginError)

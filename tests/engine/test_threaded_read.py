@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from origin_server import OriginServer
-from reconciler.adapters.sources.base import OriginError, OriginFile, PlainGet
+from reconciler.adapters.sources.base import OriginError, OriginFile
+from reconciler.adapters.sources.blocking_get import PlainGet
 from reconciler.engine.threaded_read import Caps, piece_parts, read_file
 from reconciler.torrent.hybrid import FileHasher
 

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
+if TYPE_CHECKING:
+    from reconciler.adapters.sources.threaded import RangeReader
+
 CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class PlainGet:
-    """A GET a thread may make by itself (sources/blocking_get.py): the file's configured URL
-    and the headers configured for it (credentials for that URL's origin only)."""
-
-    url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def safe_url(url: str) -> str:
@@ -77,7 +71,7 @@ class Origin(abc.ABC):
         """What the lock records about this origin: never credentials or header values."""
         return {"type": self.kind}
 
-    def plain_get(self, path: str) -> PlainGet | None:
-        """The GET of `path` a thread may make by itself (sources/blocking_get.py), or None
-        where every read goes through `read`."""
+    def range_reader(self, path: str) -> RangeReader | None:
+        """`path` read a range at a time on threads of their own (engine/threaded_read.py), or
+        None where every read goes through `read`."""
         return None

@@ -16,16 +16,17 @@ caller then reads through `Origin.read`, whose redirect policy decides where cre
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Mapping
 from urllib.parse import urlsplit
 
 from reconciler import __version__
-from reconciler.adapters.sources.base import OriginError, PlainGet, safe_url
+from reconciler.adapters.sources.base import OriginError, safe_url
+from reconciler.adapters.sources.threaded import NotRanged, Reading, Stopped
 
 BUFFER = 256 << 10  # bytes per `readinto`: what a kill can lose per stream, a GIL hand-off each
 CONNECT_TIMEOUT = 30.0  # seconds, as the HTTP session's `connect`
@@ -39,12 +40,17 @@ _tls: ssl.SSLContext | None = None
 _tls_lock = threading.Lock()
 
 
-class NotRanged(OriginError):
-    """The origin did not answer the range straight away: read through `Origin.read`."""
+@dataclass(frozen=True)
+class PlainGet:
+    """A GET a thread may make by itself (a `RangeReader`): the file's configured URL and the
+    headers configured for it (credentials for that URL's origin only)."""
 
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
 
-class Stopped(Exception):
-    """The read was stopped (`Reading.stop`) while this range was being read."""
+    def read_range(self, offset: int, length: int, size: int,
+                   into: Callable[[memoryview], None], reading: Reading) -> None:
+        get_range(self, offset, length, size, into, reading)
 
 
 class _Sink(Exception):
@@ -52,38 +58,6 @@ class _Sink(Exception):
 
     def __init__(self, error: OSError) -> None:
         self.error = error
-
-
-class Reading:
-    """The ranges of one read in flight on their threads: `stop()` ends them all at once,
-    a range blocked in a socket read included (its socket is shut down under it)."""
-
-    def __init__(self) -> None:
-        self.stopped = threading.Event()
-        self._lock = threading.Lock()
-        self._socks: set[socket.socket] = set()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        with self._lock:
-            socks = list(self._socks)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
-
-    @contextmanager
-    def holding(self, sock: socket.socket) -> Iterator[None]:
-        with self._lock:
-            self._socks.add(sock)
-        try:
-            if self.stopped.is_set():
-                raise Stopped()
-            yield
-        finally:
-            with self._lock:
-                self._socks.discard(sock)
 
 
 def _tls_context() -> ssl.SSLContext:

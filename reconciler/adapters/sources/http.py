@@ -17,8 +17,9 @@ from yarl import URL
 
 from reconciler.core.envrefs import UnsetVariable, expand_env_refs
 from reconciler.model.desired import HttpSource
-from reconciler.adapters.sources.base import (CHUNK, Origin, OriginError, OriginFile, PlainGet,
+from reconciler.adapters.sources.base import (CHUNK, Origin, OriginError, OriginFile,
                                               range_header, safe_url)
+from reconciler.adapters.sources.blocking_get import PlainGet
 from reconciler.adapters.sources.redirects import request
 
 def expand_env(value: str, env: Mapping[str, str]) -> str:
@@ -98,7 +99,7 @@ class HttpOrigin(Origin):
         except aiohttp.ClientError as e:
             raise OriginError(f"http source: {safe_url(url)}: {e.__class__.__name__}: {e}") from None
 
-    def plain_get(self, path: str) -> PlainGet:
+    def range_reader(self, path: str) -> PlainGet:
         return PlainGet(self._url(path), self._headers())
 
     def describe(self) -> dict[str, object]:
