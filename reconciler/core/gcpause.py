@@ -7,6 +7,12 @@ documents, the model and placement's rankings hold no reference cycles (referenc
 frees them). The pause is process-wide and only a hint: whoever paused a running collector
 turns it back on (concurrent pauses may end one another's early, which costs only time), and
 a collector that was off stays off.
+
+Turning it back on, everything the process holds is moved to the oldest generation first
+(`gc.freeze()` then `gc.unfreeze()`: two list splices, no walk). Otherwise the first young
+collection after the pause walked every object built inside it: 0.22-0.30 s of a 2.6-3.3 s
+cold pass, holding the GIL, on whichever thread allocated next (the event loop's, often).
+Full collections still come by CPython's own rule, and find any cycle, however old.
 """
 
 from __future__ import annotations
@@ -27,4 +33,6 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if resume:
+            gc.freeze()  # what was built inside goes to the oldest generation (two list
+            gc.unfreeze()  # splices), so the next young collection does not walk it all
             gc.enable()
