@@ -413,3 +413,58 @@ def test_parallel_ranged_reads_are_byte_exact_and_the_token_stays_on_the_hub(
     assert cdn and all(r.auth is None for r in cdn)
     resolves = [r for r in hub.requests if r.port == "hub" and "/resolve/" in r.path]
     assert resolves and all(r.auth == f"Bearer {TOKEN}" for r in resolves)
+
+
+def test_a_files_ranges_ask_the_hub_once_and_a_refused_location_is_asked_again(
+        tmp_path, hub, monkeypatch):
+    """The CDN location the Hub redirects a file to is kept: 8 ranges read at once, then 4
+    more, cost one `resolve` (the Hub rate-limits them), not 12; a kept location the CDN
+    refuses (its signature rotated) or one past `LOCATION_SECONDS` is asked for again, once
+    for all the ranges in flight, and the token never goes to the CDN."""
+    from reconciler.adapters.sources import hf
+    from reconciler.adapters.sources.parallel import read_parallel
+
+    path = "model-00001-of-00002.safetensors"
+    data = CORPUS[path]
+    hub.create_repo("org/private", {path: data, "config.json": CORPUS["config.json"]},
+                    private=True)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+    def resolves(name: str) -> int:
+        return sum(1 for r in hub.requests
+                   if r.port == "hub" and "/resolve/" in r.path and r.path.endswith(name))
+
+    async def go() -> None:
+        async with OriginContext(tmp_path) as ctx:
+            origin = open_hf(HfSource("org/private"), ctx)
+
+            async def read(offset: int, length: int, streams: int) -> bytes:
+                return b"".join([c async for c in read_parallel(
+                    origin, path, offset, length, streams=streams, min_part=64 << 10)])
+
+            assert await read(0, len(data), 8) == data
+            assert await read(99_999, 700_001, 4) == data[99_999:800_000]
+            assert resolves(path) == 1
+            assert len([r for r in hub.cdn_requests() if r.range]) == 12
+
+            hub._secret = b"rotated"  # every kept location is now refused by the CDN
+            assert await read(0, len(data), 8) == data
+            assert resolves(path) == 2  # refused once, asked again once, kept again
+
+            # The kept location ages past LOCATION_SECONDS: the next ranges ask the Hub once.
+            assert isinstance(origin, hf.HfOrigin)
+            origin._located = {k: (u, 0.0) for k, (u, _) in origin._located.items()}
+            assert await read(0, 300_000, 2) == data[:300_000]
+            assert resolves(path) == 3
+            # A small file the Hub serves itself is not redirected: nothing to keep.
+            for _ in range(2):
+                assert b"".join([c async for c in origin.read("config.json")]) == \
+                    CORPUS["config.json"]
+            assert resolves("config.json") == 2
+
+    asyncio.run(go())
+    cdn = hub.cdn_requests()
+    assert cdn and all(r.auth is None for r in cdn)
+    assert all(r.auth == f"Bearer {TOKEN}" for r in hub.requests
+               if r.port == "hub" and "/resolve/" in r.path)

@@ -5,7 +5,11 @@ revision (default `main`) is resolved to a commit sha with `repo_info`, the file
 that commit come from `list_repo_tree(recursive=True)`, and `include`/`exclude` are applied with
 `huggingface_hub.utils.filter_repo_objects`, i.e. exactly the library's `allow_patterns` /
 `ignore_patterns` semantics (fnmatch, `*` crosses `/`). Bytes are streamed with the shared
-aiohttp session from `{endpoint}/{datasets/|spaces/}{repo}/resolve/{commit}/{path}`.
+aiohttp session from `{endpoint}/{datasets/|spaces/}{repo}/resolve/{commit}/{path}`. The Hub
+redirects large files to a CDN with a signed URL: that location is kept for a few minutes
+(`LOCATION_SECONDS`) and a file's next ranges are read there directly, so many concurrent range
+reads of a file (`read_parallel`, the web-seed gateway) ask the Hub once, not once per range
+(the Hub rate-limits `resolve`).
 
 Pinning. Every byte is read by commit sha, never by branch name, so a push to the branch cannot
 change what is read. The commit is, in order of precedence:
@@ -34,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
 
 import aiohttp
@@ -45,6 +50,11 @@ from reconciler.adapters.sources.redirects import request
 
 if TYPE_CHECKING:  # pragma: no cover
     from reconciler.adapters.sources import OriginContext
+
+#: How long the CDN location the Hub redirected a file to is read without asking the Hub again
+#: (the Hub signs them for an hour or more; one refused is asked again at once).
+LOCATION_SECONDS = 300.0
+MAX_LOCATIONS = 10_000  # kept per origin (files of the version); all dropped past that
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"
@@ -102,6 +112,10 @@ class HfOrigin(Origin):
             raise OriginError(f"{self._what()}: pinned commit {pinned_commit!r} is not a sha")
         self.commit: str | None = pinned_commit
         self._resolving = asyncio.Lock()
+        # `resolve` URL -> (the CDN location the Hub redirected it to, used until then).
+        self._located: dict[str, tuple[URL, float]] = {}
+        self._locating: dict[str, asyncio.Future[None]] = {}  # answered when the Hub answers
+        self._hub_served: set[str] = set()  # `resolve` URLs the Hub answered itself
 
     # -- metadata (huggingface_hub, in a thread) ------------------------------------------------
 
@@ -231,9 +245,7 @@ class HfOrigin(Origin):
         if rng is not None:
             headers["Range"] = rng
         try:
-            # Authorization goes to the endpoint's origin only; the CDN's URL is signed.
-            r = await request(self.http, "GET", URL(url, encoded=True), headers,
-                              ("Authorization",), self._what())
+            r = await self._get(URL(url, encoded=True), headers)
         except aiohttp.ClientError as e:
             raise OriginError(self._scrub(f"{self._what()}: {path}: cannot reach "
                                           f"{safe_url(self.endpoint)}: {e.__class__.__name__}: {e}")) from None
@@ -254,6 +266,67 @@ class HfOrigin(Origin):
                                   f"{self._scrub(str(e))}") from None
         finally:
             r.release()
+
+    async def _get(self, url: URL, headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+        """GET the file at `url` (its `resolve` URL): straight from the CDN location the Hub
+        redirected it to lately, else through the Hub, keeping the location it gives.
+
+        Authorization goes to the endpoint's origin only (`redirects.request`); the CDN's URL
+        is signed and gets no header of ours. A kept location answering >= 400 (its signature
+        expired, say) or failing to connect is dropped, and the Hub asked again. While one
+        read asks the Hub for a file, the file's other reads wait for that answer and use the
+        location it gives: a file's ranges read at once (`read_parallel`, the gateway) cost
+        the Hub one request, not one each, also when a kept location stops working."""
+        key = str(url)
+        tried: list[URL] = []
+        while len(tried) < 3:
+            waiting = self._locating.get(key)
+            if waiting is not None:
+                await asyncio.shield(waiting)  # answered in `_from_hub`'s finally
+            kept = self._location(key)
+            if kept is None or kept in tried:
+                break
+            tried.append(kept)
+            direct = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            try:
+                r = await request(self.http, "GET", kept, direct, (), self._what())
+            except aiohttp.ClientError:
+                pass
+            else:
+                if r.status < 400:
+                    return r
+                r.release()
+            if self._location(key) == kept:
+                del self._located[key]
+        return await self._from_hub(key, url, headers)
+
+    async def _from_hub(self, key: str, url: URL,
+                        headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+        asked = None
+        if key not in self._locating and key not in self._hub_served:
+            asked = self._locating[key] = asyncio.get_running_loop().create_future()
+        try:
+            r = await request(self.http, "GET", url, headers, ("Authorization",), self._what())
+            if r.status < 400:
+                if len(self._located) + len(self._hub_served) >= MAX_LOCATIONS:
+                    self._located.clear()
+                    self._hub_served.clear()
+                if r.url.origin() != url.origin():
+                    self._located[key] = (r.url, time.monotonic() + LOCATION_SECONDS)
+                else:  # served by the Hub itself: its next reads need not wait for another
+                    self._hub_served.add(key)
+            return r
+        finally:
+            if asked is not None:
+                del self._locating[key]
+                asked.set_result(None)
+
+    def _location(self, key: str) -> URL | None:
+        """The CDN location kept for the `resolve` URL `key`, if still fresh."""
+        kept = self._located.get(key)
+        if kept is None or kept[1] <= time.monotonic():
+            return None
+        return kept[0]
 
     def _http_error(self, r: aiohttp.ClientResponse, path: str, rng: str | None) -> str:
         what = self._what()
