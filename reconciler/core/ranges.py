@@ -23,3 +23,21 @@ def split_range(offset: int, length: int, streams: int, min_part: int = MIN_PART
     part = -(-length // streams)  # ceil
     part = max(min_part, min(max_part, part))
     return [(offset + i, min(part, length - i)) for i in range(0, length, part)]
+
+
+#: A part the origin was already asked for when its reader stops (libtorrent hung up on the
+#: gateway) is read on to its end if at most this much of it is left; a longer rest is
+#: cancelled. See `finish_on_close`.
+FINISH_LEFT = 2 * MIN_PART
+
+
+def finish_on_close(asked: bool, length: int, received: int,
+                    max_left: int = FINISH_LEFT) -> bool:
+    """Whether a part still being read when its reader stops is read to its end (kept for the
+    next request of those bytes) rather than cancelled. An origin without a per-connection
+    cap writes a whole short part into its socket at once, so cancelling it saves nothing:
+    the bytes were sent, dropped with the connection, and sent again when libtorrent asked
+    for them anew after the hang-up (bench.swarm --slow-node 10, origin trace: 3.45 MiB of
+    64, 0.054x of a 0.14x excess). A part not yet asked for costs nothing to cancel, and a
+    long rest may not have been sent yet."""
+    return asked and 0 <= length - received <= max_left

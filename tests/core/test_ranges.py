@@ -29,3 +29,11 @@ def test_part_sizes_are_clamped(length: int) -> None:
 
 def test_one_stream_means_parts_of_at_most_max_part() -> None:
     assert split_range(0, 2 * MAX_PART, 1) == [(0, MAX_PART), (MAX_PART, MAX_PART)]
+
+
+def test_a_part_in_flight_is_finished_on_close_only_if_asked_for_and_nearly_done():
+    from reconciler.core.ranges import FINISH_LEFT, finish_on_close
+    assert finish_on_close(True, MIN_PART, 0)  # a whole short part asked for
+    assert finish_on_close(True, 4 << 20, (4 << 20) - FINISH_LEFT)  # a long one near its end
+    assert not finish_on_close(True, 4 << 20, 0)  # a long rest: cancelled
+    assert not finish_on_close(False, MIN_PART, 0)  # never asked for: nothing sent yet

@@ -30,7 +30,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import cast
 
 from reconciler.adapters.sources.base import Origin, OriginError
-from reconciler.core.ranges import MAX_PART, MIN_PART, split_range
+from reconciler.core.ranges import MAX_PART, MIN_PART, finish_on_close, split_range
 
 #: How long the first part of a read goes alone to show whether the origin is fast.
 PROBE_SECONDS = 0.15
@@ -41,6 +41,8 @@ JUDGED_PART = 1 << 20
 SLOWER = 4
 #: A slow origin's reads probe again this often (its connections may have become fast).
 REPROBE_EVERY = 16
+#: At most this long is spent reading parts to their end after the reader stopped.
+FINISH_SECONDS = 5.0
 
 
 def is_fast(nbytes: int, seconds: float, max_part: int = MAX_PART) -> bool:
@@ -144,8 +146,10 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
     """`length` bytes of `path` from `offset`, in order, read through up to `streams`
     concurrent range requests. `on_bytes(n)` sees every byte read from the origin as it
     arrives (delivered or not: what the origin spent), and `throttle(n)` (a rate limit) is
-    awaited after each chunk before its connection reads on. Close the generator to cancel
-    the reads still in flight; `on_unread(offset, chunk)` then gets every byte read from the
+    awaited after each chunk before its connection reads on. Close the generator to stop
+    the reads still in flight (a part asked for with little left is read to its end first,
+    `core.ranges.finish_on_close`, for at most FINISH_SECONDS; cancelling the reader's task
+    cancels them all); `on_unread(offset, chunk)` then gets every byte read from the
     origin that the reader did not take (a failing part, or the reader closing early).
     With a `pace`, the parts are sized by what it knows of the origin (see the module doc).
     `on_chunk(offset, chunk)` gets every chunk the moment it arrives, before the reader takes
@@ -173,6 +177,7 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
             tasks.append(asyncio.create_task(
                 _fill(origin, path, parts[len(tasks)], slots, on_bytes, throttle, on_chunk)))
 
+    closed = False  # the reader closed the generator (not cancelled, no error)
     try:
         i = 0
         probing = probe
@@ -215,9 +220,23 @@ async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, 
             elif pace is not None and part.seconds:
                 pace.observe(part.length, part.seconds, max_part)
             i += 1
+    except GeneratorExit:
+        closed = True
+        raise
     finally:
+        # Parts asked of the origin with little left are read to their end (`finish_on_close`):
+        # their bytes go to `on_unread`, for the next request of them; the rest are cancelled.
+        finish = [t for t, p in zip(tasks, parts)
+                  if closed and not p.done and finish_on_close(p.began > 0, p.length, p.received)]
         for t in tasks:
-            t.cancel()
+            if t not in finish:
+                t.cancel()
+        if finish:
+            try:
+                await asyncio.wait(finish, timeout=FINISH_SECONDS)
+            finally:  # timed out, or the reader's own task was cancelled
+                for t in finish:
+                    t.cancel()
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
