@@ -58,7 +58,6 @@ class Reading:
                 self._socks.discard(sock)
 
 
-
 class RangeReader(Protocol):
     """One file of an origin, read a range at a time on the calling thread."""
 
