@@ -22,7 +22,9 @@ from reconciler.adapters.sources.base import Origin, OriginError, OriginFile, ch
 from reconciler.adapters.sources.threaded import Reading, Stopped
 
 #: Bytes per `preadv` of a range read on a thread: whole pieces of any piece size up to it, so
-#: a thread hashes them straight from its buffer.
+#: a thread hashes them straight from its buffer. One buffer per range in flight (at most the
+#: range's length): 16 MiB for the 4 threads of a 2-core `lock`, 256 MiB if a slow NFS had
+#: 64 ranges at once; 1 MiB buffers were 3-4 % slower (1,043-1,189 against 1,081-1,237 MiB/s).
 FILE_BUFFER = 4 << 20
 
 
