@@ -334,3 +334,84 @@ async def test_parallel_ranged_reads_are_byte_exact_and_concurrent(
         assert origin._threads is not None and len(origin._threads._threads) > 6
     finally:
         origin.close()
+
+
+# Ranges read on threads (`S3Origin.range_reader`, engine/threaded_read.py): `lock`, direct
+# reads and unlocked builds read an object this way.
+
+def _ranges(s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch, secret: str | None = None
+            ) -> tuple[object, object]:
+    from reconciler.adapters.sources.s3 import S3Origin
+    from reconciler.model.desired import S3Source
+
+    for k, v in s3.env(secret).items():
+        monkeypatch.setenv(k, v)
+    origin = S3Origin(S3Source(BUCKET, prefix=PREFIX, endpoint_url=s3.endpoint,
+                               region=s3.region))
+    return origin, origin.range_reader("model-00001-of-00002.safetensors")
+
+
+def test_a_range_on_a_thread_is_byte_exact(s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    from reconciler.adapters.sources.threaded import Reading
+
+    data = INSIDE["model-00001-of-00002.safetensors"]
+    _, ranges = _ranges(s3, monkeypatch)
+    for offset, length in [(0, len(data)), (12_345, 1_000_001), (len(data) - 3, 3), (5, 0)]:
+        got = bytearray()
+        ranges.read_range(offset, length, len(data), got.extend, Reading())  # type: ignore[attr-defined]
+        assert bytes(got) == data[offset:offset + length]
+
+
+def test_a_range_of_a_changed_object_or_with_a_wrong_secret_is_an_error(
+        s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.adapters.sources import OriginError
+    from reconciler.adapters.sources.threaded import Reading
+
+    size = len(INSIDE["model-00001-of-00002.safetensors"])
+    _, ranges = _ranges(s3, monkeypatch)
+    with pytest.raises(OriginError, match=r"sent range 'bytes 0-9/\d+' for bytes 0-9 of "
+                                          r"\d+ \(did it change while locking\?\)"):
+        ranges.read_range(0, 10, size + 1, lambda _: pytest.fail("a byte was taken"),  # type: ignore[attr-defined]
+                          Reading())
+    wrong = "wrong-secret-key-0123456789"
+    _, ranges = _ranges(s3, monkeypatch, secret=wrong)
+    with pytest.raises(OriginError, match=f"{BUCKET}.*SignatureDoesNotMatch") as e:
+        ranges.read_range(0, 10, size, lambda _: None, Reading())  # type: ignore[attr-defined]
+    assert wrong not in str(e.value)
+
+
+def test_a_stopped_range_ends_and_the_disk_error_is_its_own(
+        s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from reconciler.adapters.sources import OriginError
+    from reconciler.adapters.sources.threaded import Reading, Stopped
+
+    from reconciler.adapters.sources.s3 import _socket_of
+
+    size = len(INSIDE["model-00001-of-00002.safetensors"])
+    origin, ranges = _ranges(s3, monkeypatch)
+    body = origin._get_client().get_object(  # type: ignore[attr-defined]
+        Bucket=BUCKET, Key=f"{PREFIX}/config.json", Range="bytes=0-0")["Body"]
+    try:  # what `Reading.stop` shuts down under a read blocked on a silent server
+        assert _socket_of(body) is not None
+    finally:
+        body.close()
+    reading = Reading()
+    seen: list[int] = []
+
+    def stop_after_first(view: memoryview) -> None:
+        seen.append(len(view))
+        reading.stop()
+
+    with pytest.raises(Stopped):
+        ranges.read_range(0, size, size, stop_after_first, reading)  # type: ignore[attr-defined]
+    assert len(seen) == 1
+
+    def full(view: memoryview) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space") as e:
+        ranges.read_range(0, size, size, full, Reading())  # type: ignore[attr-defined]
+    assert not isinstance(e.value, OriginError)
