@@ -12,10 +12,10 @@ readers, plus a few 4 MiB hashing batches per file in flight, plus what is queue
 (`OffsetWriter`, at most 16 MiB per file). Every chunk is written at its offset as it arrives,
 so a process killed mid-read leaves on disk all it had received but that queue.
 
-An http(s) file read plain (no redirect) and a local file are read instead on threads
-(`Origin.range_reader`), a range per thread, each writing and hashing its own pieces
+An http(s) file read plain (no redirect), a local file and an S3 object are read instead on
+threads (`Origin.range_reader`), a range per thread, each writing and hashing its own pieces
 (engine/threaded_read.py): half the CPU of the event loop's receive path, which bounded a
-direct read on a fast origin, and every core hashing for `lock` over several local files.
+direct read on a fast origin, and every core hashing for `lock` over several files.
 """
 
 from __future__ import annotations

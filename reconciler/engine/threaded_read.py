@@ -1,5 +1,6 @@
 """One file of a version read as concurrent ranges, each on a thread of its own (the origin's
-`RangeReader`: an http(s) GET, sources/blocking_get.py, or a local file, sources/file.py):
+`RangeReader`: an http(s) GET, sources/blocking_get.py, a local file, sources/file.py, or a
+ranged S3 `get_object`, sources/s3.py):
 written at its offset and hashed where it arrives.
 
 The ranges are whole pieces (the last may end the file), so every thread hashes its own

@@ -18,7 +18,8 @@ boto3 is synchronous: every call runs in a worker thread, and object bodies are 
 chunk per thread hop, never held whole in memory. The threads are the origin's own pool, as
 large as its HTTP connection pool (`connections`, the node's `originConnections`): the event
 loop's default executor has min(32, CPUs + 4) threads, which would cap the gateway's concurrent
-range reads at 6 on a 2-core machine. boto3 is imported on first use only (it
+range reads at 6 on a 2-core machine. `lock`, direct reads and unlocked builds read ranges on
+threads of their own instead (`S3Ranges`). boto3 is imported on first use only (it
 costs a noticeable part of the CLI's start-up), so nodes without S3 sources never load it.
 """
 

@@ -4,7 +4,8 @@ for them (`RangeReader`, from `Origin.range_reader`), how a read's ranges are st
 
 A thread per range, writing and hashing where the bytes arrive, keeps the event loop's
 per-chunk work (and its GIL turns) out of a read whose speed is the CPU's: an http(s) origin
-on a fast network (sources/blocking_get.py), a local or NFS directory (sources/file.py).
+on a fast network (sources/blocking_get.py), a local or NFS directory (sources/file.py), an
+S3-compatible store (sources/s3.py).
 """
 
 from __future__ import annotations
