@@ -468,3 +468,58 @@ def test_a_files_ranges_ask_the_hub_once_and_a_refused_location_is_asked_again(
     assert cdn and all(r.auth is None for r in cdn)
     assert all(r.auth == f"Bearer {TOKEN}" for r in hub.requests
                if r.port == "hub" and "/resolve/" in r.path)
+
+
+def test_lock_reads_cdn_files_on_threads_and_falls_back_when_a_location_is_refused(
+        tmp_path, hub, monkeypatch):
+    """`build_lock` over a private repo: the files the Hub redirects are read on range threads
+    (`HfRanges`) from the kept CDN location, with no token; after the CDN's signatures rotate,
+    a build with the locations still kept falls back to `HfOrigin.read` (the Hub asked again)
+    and makes the same torrent, its progress ending at the total."""
+    from reconciler.adapters.sources.hf import HfRanges
+    from reconciler.engine.locking import build_lock
+    from reconciler.model.desired import Dataset, FileSource, Placement
+
+    files = {p: CORPUS[p] for p in SELECTED}
+    hub.create_repo("org/private", files, private=True)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    local = tmp_path / "local"
+    for rel, data in files.items():
+        (local / rel).parent.mkdir(parents=True, exist_ok=True)
+        (local / rel).write_bytes(data)
+    big = sorted(p for p, d in files.items() if len(d) >= LFS_MIN)
+
+    def dataset(source: object) -> Dataset:
+        return Dataset(name="m", version="1", source=source, placement=Placement(all=True),
+                       path="m")
+
+    async def go() -> tuple[bytes, bytes, bytes, list[tuple[int, int]], int, int]:
+        async with OriginContext(tmp_path) as ctx:
+            origin = open_hf(HfSource("org/private"), ctx)
+            assert isinstance(await origin.range_reader(big[0]), HfRanges)
+            assert await origin.range_reader("config.json") is None  # served by the Hub
+            first = await build_lock(dataset(HfSource("org/private")), ctx, origin=origin)
+            cdn_plain = len(hub.cdn_requests())
+            assert [resolves(p) for p in big] == [1] * len(big)  # the probe's, kept since
+            hub._secret = b"rotated"  # every kept location is now refused
+            seen: list[tuple[int, int]] = []
+            again = await build_lock(dataset(HfSource("org/private")), ctx,
+                                     lambda d, t: seen.append((d, t)), origin=origin)
+            ref = await build_lock(dataset(FileSource(str(local))), ctx)
+            return first, again, ref, seen, cdn_plain, len(hub.cdn_requests())
+
+    def resolves(path: str) -> int:
+        return sum(1 for r in hub.requests
+                   if r.port == "hub" and "/resolve/" in r.path and r.path.endswith(path))
+
+    first, again, ref, seen, cdn_plain, cdn_all = asyncio.run(go())
+    assert [resolves(p) for p in big] == [2] * len(big)  # refused: the Hub asked once more
+    assert read_lock(first, "m").info_hash == read_lock(again, "m").info_hash == \
+        read_lock(ref, "m").info_hash
+    total = sum(len(d) for d in files.values())
+    assert seen[-1] == (total, total)
+    assert cdn_all > cdn_plain
+    assert all(r.auth is None for r in hub.cdn_requests())
+    # The threads asked the CDN for ranges (the one-byte probes are the resolves' own).
+    assert any(r.range and r.range != "bytes=0-0" for r in hub.cdn_requests())

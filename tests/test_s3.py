@@ -348,7 +348,9 @@ def _ranges(s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch, secret: str | None =
         monkeypatch.setenv(k, v)
     origin = S3Origin(S3Source(BUCKET, prefix=PREFIX, endpoint_url=s3.endpoint,
                                region=s3.region))
-    return origin, origin.range_reader("model-00001-of-00002.safetensors")
+    import asyncio
+
+    return origin, asyncio.run(origin.range_reader("model-00001-of-00002.safetensors"))
 
 
 def test_a_range_on_a_thread_is_byte_exact(s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch

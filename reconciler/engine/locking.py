@@ -121,9 +121,13 @@ async def _lock_file(origin: Origin, f: OriginFile, piece_size: int, write_to: P
                      on_file: Callable[[str], None] | None = None,
                      fast_streams: int = 2,
                      caps: threaded_read.Caps | None = None) -> FileHashes:
-    get = origin.range_reader(f.path)
+    get = await origin.range_reader(f.path)
     if get is not None:
+        took = 0
+
         async def paced(n: int) -> None:
+            nonlocal took
+            took += n
             counted(n)
             if throttle is not None:
                 await throttle(n)
@@ -135,6 +139,7 @@ async def _lock_file(origin: Origin, f: OriginFile, piece_size: int, write_to: P
                                                    arrived=paced, caps=caps)
         except NotRanged as e:  # a redirect, say: read through the origin's own client
             log.debug("ranges through the event loop", path=f.path, reason=str(e))
+            counted(-took)  # read again from the start (an expired CDN location mid-file)
         else:
             if on_file is not None:
                 on_file(f.path)

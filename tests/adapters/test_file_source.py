@@ -3,6 +3,7 @@ make a node read /etc/shadow as root and seed it to its peers)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from pathlib import Path
@@ -83,8 +84,8 @@ def read_range(source: str, path: str, repo: Path, confine: list[Path] | None, o
                into: Callable[[memoryview], None] | None = None) -> bytes:
     got = bytearray()
     origin = FileOrigin(FileSource(source), repo, confine)
-    origin.range_reader(path).read_range(offset, length, size, into or got.extend,
-                                         reading or Reading())
+    ranges = asyncio.run(origin.range_reader(path))
+    ranges.read_range(offset, length, size, into or got.extend, reading or Reading())
     return bytes(got)
 
 

@@ -71,7 +71,7 @@ class Origin(abc.ABC):
         """What the lock records about this origin: never credentials or header values."""
         return {"type": self.kind}
 
-    def range_reader(self, path: str) -> RangeReader | None:
+    async def range_reader(self, path: str) -> RangeReader | None:
         """`path` read a range at a time on threads of their own (engine/threaded_read.py), or
         None where every read goes through `read`."""
         return None

@@ -53,6 +53,14 @@ class PlainGet:
         get_range(self, offset, length, size, into, reading)
 
 
+class StatusError(OriginError):
+    """The origin answered the range with an error status (>= 400), before any of its body."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Sink(Exception):
     """`into` failed (the disk): raised as its own OSError, not as the origin's."""
 
@@ -154,7 +162,7 @@ def _read_body(r: http.client.HTTPResponse, where: str, offset: int, length: int
                into: Callable[[memoryview], None], reading: Reading, buffer: int) -> None:
     end = offset + length - 1
     if r.status >= 400:
-        raise OriginError(f"http source: {where}: {r.status} {r.reason}")
+        raise StatusError(f"http source: {where}: {r.status} {r.reason}", r.status)
     if r.status != 206:
         raise NotRanged(f"{where}: answered {r.status} to a range")
     if r.chunked or r.length != length or r.getheader("Content-Encoding",

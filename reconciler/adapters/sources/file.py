@@ -123,7 +123,7 @@ class FileOrigin(Origin):
         finally:
             f.close()
 
-    def range_reader(self, path: str) -> FileRanges:
+    async def range_reader(self, path: str) -> FileRanges:
         return FileRanges(self, path)
 
     def describe(self) -> dict[str, object]:

@@ -39,14 +39,17 @@ import asyncio
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping
 
 import aiohttp
 from yarl import URL
 
 from reconciler.model.desired import HfSource
 from reconciler.adapters.sources.base import CHUNK, Origin, OriginError, OriginFile, range_header, safe_url
+from reconciler.adapters.sources.blocking_get import PlainGet, StatusError
 from reconciler.adapters.sources.redirects import request
+from reconciler.adapters.sources.threaded import NotRanged, Reading
 
 if TYPE_CHECKING:  # pragma: no cover
     from reconciler.adapters.sources import OriginContext
@@ -321,6 +324,28 @@ class HfOrigin(Origin):
                 del self._locating[key]
                 asked.set_result(None)
 
+    async def range_reader(self, path: str) -> HfRanges | None:
+        """A file the Hub redirects to its CDN, read a range at a time on threads: its
+        location is learnt (or found kept) here with a one-byte read through the Hub, and the
+        threads GET the signed CDN URL, with no header of ours. None for a file the Hub serves
+        itself, or when asking failed (`read` then reads it, and words the error)."""
+        commit = await self._resolve()
+        try:
+            url = URL(self.url(path, commit), encoded=True)
+        except ValueError:
+            return None
+        key = str(url)
+        if self._location(key) is None:
+            headers = {"Accept-Encoding": "identity", "User-Agent": "syncbit",
+                       "Range": "bytes=0-0"}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            try:
+                (await self._get(url, headers)).release()
+            except (aiohttp.ClientError, OriginError):
+                return None
+        return HfRanges(self, key) if self._location(key) is not None else None
+
     def _location(self, key: str) -> URL | None:
         """The CDN location kept for the `resolve` URL `key`, if still fresh."""
         kept = self._located.get(key)
@@ -359,3 +384,27 @@ class HfOrigin(Origin):
             d["commit"] = self.commit
         return d
 
+
+@dataclass(frozen=True)
+class HfRanges:
+    """A file's ranges read on threads (engine/threaded_read.py) from the CDN location its
+    origin keeps (`HfOrigin._get`): a plain ranged GET of the signed URL (`PlainGet`, no
+    header of ours). A location no longer kept, or refused before a byte of the range (its
+    signature expired), is `NotRanged`: the file is then read through `HfOrigin.read`, which
+    asks the Hub again."""
+
+    origin: HfOrigin
+    key: str  # the file's `resolve` URL
+
+    def read_range(self, offset: int, length: int, size: int,
+                   into: Callable[[memoryview], None], reading: Reading) -> None:
+        location = self.origin._location(self.key)
+        if location is None:
+            raise NotRanged(f"{self.origin._what()}: the CDN location expired")
+        try:
+            PlainGet(str(location)).read_range(offset, length, size, into, reading)
+        except StatusError as e:
+            if e.status in (400, 401, 403, 404, 410):
+                raise NotRanged(f"{self.origin._what()}: the CDN refused its location "
+                                f"({e.status})") from None
+            raise

@@ -99,7 +99,7 @@ class HttpOrigin(Origin):
         except aiohttp.ClientError as e:
             raise OriginError(f"http source: {safe_url(url)}: {e.__class__.__name__}: {e}") from None
 
-    def range_reader(self, path: str) -> PlainGet:
+    async def range_reader(self, path: str) -> PlainGet:
         return PlainGet(self._url(path), self._headers())
 
     def describe(self) -> dict[str, object]:

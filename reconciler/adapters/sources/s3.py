@@ -281,7 +281,7 @@ class S3Origin(Origin):
                         body.close()
                 threading.Thread(target=close_later, daemon=True).start()
 
-    def range_reader(self, path: str) -> S3Ranges:
+    async def range_reader(self, path: str) -> S3Ranges:
         return S3Ranges(self, path)
 
     def describe(self) -> dict[str, object]:
@@ -303,7 +303,7 @@ class S3Ranges:
     `get_object` whose body is read into the thread's own buffer (`readinto`), written and
     hashed there. Through the event loop (`read`: a thread hop per 256 KiB chunk, a new bytes
     object each) `lock` read SeaweedFS at 175-218 MiB/s, where 8 threads reading ranges with
-    `readinto` took 625-843 MiB/s (bench/README, "S3 range reads on threads")."""
+    `readinto` took 625-843 MiB/s (bench/README, "Lock hashing")."""
 
     origin: S3Origin
     path: str
