@@ -480,7 +480,7 @@ def test_lock_reads_cdn_files_on_threads_and_falls_back_when_a_location_is_refus
     from reconciler.engine.locking import build_lock
     from reconciler.model.desired import Dataset, FileSource, Placement
 
-    files = {p: CORPUS[p] for p in SELECTED}
+    files = {p: CORPUS[p] for p in SELECTED} | {"empty.bin": b""}
     hub.create_repo("org/private", files, private=True)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
@@ -515,6 +515,8 @@ def test_lock_reads_cdn_files_on_threads_and_falls_back_when_a_location_is_refus
 
     first, again, ref, seen, cdn_plain, cdn_all = asyncio.run(go())
     assert [resolves(p) for p in big] == [2] * len(big)  # refused: the Hub asked once more
+    assert resolves("empty.bin") == 0  # no bytes: nothing asked of anyone
+    assert resolves("config.json") == 3  # the probe above, then one read per build
     assert read_lock(first, "m").info_hash == read_lock(again, "m").info_hash == \
         read_lock(ref, "m").info_hash
     total = sum(len(d) for d in files.values())

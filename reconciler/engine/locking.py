@@ -28,7 +28,7 @@ import structlog
 
 from reconciler.adapters.offset_writer import OffsetWriter
 from reconciler.adapters.sources import Origin, OriginContext, OriginError, OriginFile, open_origin
-from reconciler.adapters.sources.threaded import NotRanged
+from reconciler.adapters.sources.threaded import NoRanges, NotRanged
 from reconciler.adapters.sources.parallel import read_parallel
 from reconciler.engine import threaded_read
 from reconciler.core.ranges import MIN_PART
@@ -121,7 +121,7 @@ async def _lock_file(origin: Origin, f: OriginFile, piece_size: int, write_to: P
                      on_file: Callable[[str], None] | None = None,
                      fast_streams: int = 2,
                      caps: threaded_read.Caps | None = None) -> FileHashes:
-    get = await origin.range_reader(f.path)
+    get = await origin.range_reader(f.path) if f.size else NoRanges()
     if get is not None:
         took = 0
 

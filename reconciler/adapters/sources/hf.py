@@ -335,6 +335,8 @@ class HfOrigin(Origin):
         except ValueError:
             return None
         key = str(url)
+        if key in self._hub_served:
+            return None
         if self._location(key) is None:
             headers = {"Accept-Encoding": "identity", "User-Agent": "syncbit",
                        "Range": "bytes=0-0"}

@@ -69,3 +69,13 @@ class RangeReader(Protocol):
         NotRanged (nothing read: the caller reads through `Origin.read`), OriginError (the
         origin failed, sent less, or the file changed), Stopped; an error of `into` (the
         disk's OSError) as it is."""
+
+
+class NoRanges:
+    """The reader of a file with no bytes: there is no range to ask for, so no origin is
+    asked anything (not even where the file is)."""
+
+    def read_range(self, offset: int, length: int, size: int,
+                   into: Callable[[memoryview], None], reading: Reading) -> None:
+        if length > 0:
+            raise NotRanged("an empty file has no ranges")
