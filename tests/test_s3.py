@@ -385,11 +385,7 @@ def test_a_range_of_a_changed_object_or_with_a_wrong_secret_is_an_error(
 
 def test_a_stopped_range_ends_and_the_disk_error_is_its_own(
         s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> None:
-    import errno
-
-    from reconciler.adapters.sources import OriginError
-    from reconciler.adapters.sources.threaded import Reading, Stopped
-
+    from range_checks import check_stop_and_disk_error
     from reconciler.adapters.sources.s3 import _socket_of
 
     size = len(INSIDE["model-00001-of-00002.safetensors"])
@@ -400,20 +396,5 @@ def test_a_stopped_range_ends_and_the_disk_error_is_its_own(
         assert _socket_of(body) is not None
     finally:
         body.close()
-    reading = Reading()
-    seen: list[int] = []
-
-    def stop_after_first(view: memoryview) -> None:
-        seen.append(len(view))
-        reading.stop()
-
-    with pytest.raises(Stopped):
-        ranges.read_range(0, size, size, stop_after_first, reading)  # type: ignore[attr-defined]
-    assert len(seen) == 1
-
-    def full(view: memoryview) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    with pytest.raises(OSError, match="No space") as e:
-        ranges.read_range(0, size, size, full, Reading())  # type: ignore[attr-defined]
-    assert not isinstance(e.value, OriginError)
+    check_stop_and_disk_error(lambda into, reading: ranges.read_range(  # type: ignore[attr-defined]
+        0, size, size, into, reading))

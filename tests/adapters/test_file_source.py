@@ -4,16 +4,16 @@ make a node read /etc/shadow as root and seed it to its peers)."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 from pathlib import Path
 from typing import Callable
 
 import pytest
+from range_checks import check_stop_and_disk_error
 
 from reconciler.adapters.sources import OriginContext, OriginError, open_origin
 from reconciler.adapters.sources.file import FILE_BUFFER, FileOrigin
-from reconciler.adapters.sources.threaded import Reading, Stopped
+from reconciler.adapters.sources.threaded import Reading
 from reconciler.model.desired import FileSource
 
 
@@ -116,21 +116,6 @@ def test_a_file_that_changed_since_its_listing_is_an_error(repo: Path) -> None:
 
 def test_a_stopped_read_ends_and_the_disk_error_is_its_own(repo: Path) -> None:
     (repo / "data" / "set" / "big.bin").write_bytes(bytes(3 * FILE_BUFFER))
-    reading = Reading()
-    seen: list[int] = []
-
-    def stop_after_first(view: memoryview) -> None:
-        seen.append(len(view))
-        reading.stop()
-
-    with pytest.raises(Stopped):
-        read_range("data/set", "big.bin", repo, [repo], 0, 3 * FILE_BUFFER, 3 * FILE_BUFFER,
-                   reading, stop_after_first)
+    seen = check_stop_and_disk_error(lambda into, reading: read_range(
+        "data/set", "big.bin", repo, [repo], 0, 3 * FILE_BUFFER, 3 * FILE_BUFFER, reading, into))
     assert seen == [FILE_BUFFER]
-
-    def full(view: memoryview) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    with pytest.raises(OSError, match="No space") as e:
-        read_range("data/set", "big.bin", repo, [repo], 0, 10, 3 * FILE_BUFFER, into=full)
-    assert not isinstance(e.value, OriginError)

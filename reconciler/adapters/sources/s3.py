@@ -160,10 +160,12 @@ class S3Origin(Origin):
 
     async def _call(self, key: str | None, fn: Callable[[Any], Any]) -> Any:
         """`fn(client)` in a worker thread; boto3 errors become OriginError."""
-        def run() -> Any:
-            return fn(self._get_client())
+        return await self._in_thread(lambda: self._call_here(key, fn))
+
+    def _call_here(self, key: str | None, fn: Callable[[Any], Any]) -> Any:
+        """`fn(client)` on the calling thread; boto3 errors become OriginError."""
         try:
-            return await self._in_thread(run)
+            return fn(self._get_client())
         except ImportError as e:
             raise OriginError(f"s3 sources need boto3, which is not installed ({e.name})") from None
         except Exception as e:
@@ -318,15 +320,8 @@ class S3Ranges:
         end = offset + length - 1
         if reading.stopped.is_set():
             raise Stopped()
-        try:
-            resp = o._get_client().get_object(Bucket=o.bucket, Key=key,
-                                              Range=f"bytes={offset}-{end}")
-        except ImportError as e:
-            raise OriginError(f"s3 sources need boto3, which is not installed ({e.name})") from None
-        except Exception as e:
-            if _is_boto_error(e):
-                raise o._error(e, key) from None
-            raise
+        resp = o._call_here(key, lambda c: c.get_object(Bucket=o.bucket, Key=key,
+                                                        Range=f"bytes={offset}-{end}"))
         body = resp["Body"]
         try:
             got = (resp.get("ContentRange") or "").strip()
