@@ -71,6 +71,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def write_data(root: Path, files: dict[str, bytes]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)  # also with no files: a test may write them later
     for rel, data in files.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)

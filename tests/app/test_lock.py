@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -102,25 +101,14 @@ def get_counts(server: OriginServer) -> dict[str, int]:
 
 
 @pytest.fixture
-def origin(tmp_path: Path) -> Iterator[tuple[OriginServer, Path]]:
-    served = tmp_path / "served"
-    served.mkdir()
-    server = OriginServer(served).start()
-    try:
-        yield server, served
-    finally:
-        server.stop()
+def origin(origins, tmp_path: Path) -> tuple[OriginServer, Path]:
+    """An origin serving nothing yet: each test writes its files into the root."""
+    return origins({}, name="served"), tmp_path / "served"
 
 
 @pytest.fixture
-def token_origin(tmp_path: Path) -> Iterator[tuple[OriginServer, Path]]:
-    served = tmp_path / "served-auth"
-    served.mkdir()
-    server = OriginServer(served, token=TOKEN).start()
-    try:
-        yield server, served
-    finally:
-        server.stop()
+def token_origin(origins, tmp_path: Path) -> tuple[OriginServer, Path]:
+    return origins({}, name="served-auth", token=TOKEN), tmp_path / "served-auth"
 
 
 # --------------------------------------------------------------------------------------------

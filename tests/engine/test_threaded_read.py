@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from origin_server import OriginServer
 from reconciler.adapters.sources.base import OriginError, OriginFile
 from reconciler.adapters.sources.blocking_get import PlainGet
 from reconciler.engine.threaded_read import Caps, piece_parts, read_file
@@ -30,14 +29,9 @@ def expected(data: bytes) -> object:
 
 
 @pytest.fixture
-def origin(tmp_path: Path):
-    root = tmp_path / "origin"
-    root.mkdir()
-    server = OriginServer(root).start()
-    try:
-        yield server, root
-    finally:
-        server.stop()
+def origin(origins, tmp_path: Path):
+    """An origin serving nothing yet: each test writes its files into the root."""
+    return origins({}), tmp_path / "origin"
 
 
 class Counted:
