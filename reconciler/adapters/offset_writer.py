@@ -19,7 +19,7 @@ import asyncio
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 WAKE = 1 << 20  # bytes queued that wake the writing thread
@@ -50,10 +50,7 @@ class OffsetWriter:
 
     @classmethod
     async def open(cls, path: Path, limit: int = LIMIT) -> OffsetWriter:
-        def create() -> int:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        return cls(await asyncio.to_thread(create), path, limit)
+        return cls(await asyncio.to_thread(create, path), path, limit)
 
     def put(self, offset: int, chunk: bytes) -> None:
         """Queue `chunk` for `offset`; raises the OSError of an earlier write that failed."""
@@ -143,10 +140,17 @@ class OffsetWriter:
                 bufs.append(batch[i][1])
                 end += len(batch[i][1])
                 i += 1
-            _pwritev_all(self._fd, bufs, start)
+            pwritev_all(self._fd, bufs, start)
 
 
-def _pwritev_all(fd: int, bufs: list[bytes], offset: int) -> None:
+def create(path: Path) -> int:
+    """A write descriptor of `path`, created (its directory too) or truncated."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+
+def pwritev_all(fd: int, bufs: Sequence[bytes | memoryview], offset: int) -> None:
+    """All of `bufs`, one after the other, at `offset` of `fd` (pwritev may write less)."""
     views = [memoryview(b) for b in bufs]
     while views:
         n = os.pwritev(fd, views, offset)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import structlog
 
+from reconciler.adapters.offset_writer import create, pwritev_all
 from reconciler.adapters.sources.base import OriginFile
 from reconciler.adapters.sources.threaded import RangeReader, Reading, Stopped
 from reconciler.core.ranges import MIN_PART
@@ -98,12 +99,7 @@ async def read_file(get: RangeReader, f: OriginFile, piece_size: int, dest: Path
     runs: dict[int, PieceRun] = {}  # by the first range of each request
     reading = Reading()
 
-    def create() -> int:
-        assert dest is not None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-
-    fd = await asyncio.to_thread(create) if dest is not None else None
+    fd = await asyncio.to_thread(create, dest) if dest is not None else None
 
     def wait(paced: concurrent.futures.Future[None] | None) -> None:
         """Until the loop has taken a batch's bytes (its rate limit too), or the read stops."""
@@ -135,9 +131,7 @@ async def read_file(get: RangeReader, f: OriginFile, piece_size: int, dest: Path
         def into(view: memoryview) -> None:
             nonlocal at, unreported
             if fd is not None:
-                done = 0
-                while done < len(view):
-                    done += os.pwrite(fd, view[done:], at + done)
+                pwritev_all(fd, [view], at)
             hasher.update(view)
             at += len(view)
             unreported += len(view)
