@@ -240,13 +240,9 @@ class HfOrigin(Origin):
             url = self.url(path, commit)
         except ValueError as e:  # huggingface_hub's HFValidationError: a bad repo id
             raise OriginError(f"{self._what()}: {e}") from None
-        headers = {"Accept-Encoding": "identity", "User-Agent": "syncbit"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
         rng = range_header(offset, length)
         ranged = rng is not None
-        if rng is not None:
-            headers["Range"] = rng
+        headers = self._byte_headers(rng)
         try:
             r = await self._get(URL(url, encoded=True), headers)
         except aiohttp.ClientError as e:
@@ -269,6 +265,16 @@ class HfOrigin(Origin):
                                   f"{self._scrub(str(e))}") from None
         finally:
             r.release()
+
+    def _byte_headers(self, rng: str | None) -> dict[str, str]:
+        """The headers of a byte read through the Hub: the token (for the endpoint's origin
+        only, see `_get`), and `Range` if given."""
+        headers = {"Accept-Encoding": "identity", "User-Agent": "syncbit"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        if rng is not None:
+            headers["Range"] = rng
+        return headers
 
     async def _get(self, url: URL, headers: Mapping[str, str]) -> aiohttp.ClientResponse:
         """GET the file at `url` (its `resolve` URL): straight from the CDN location the Hub
@@ -338,12 +344,8 @@ class HfOrigin(Origin):
         if key in self._hub_served:
             return None
         if self._location(key) is None:
-            headers = {"Accept-Encoding": "identity", "User-Agent": "syncbit",
-                       "Range": "bytes=0-0"}
-            if self._token:
-                headers["Authorization"] = f"Bearer {self._token}"
             try:
-                (await self._get(url, headers)).release()
+                (await self._get(url, self._byte_headers("bytes=0-0"))).release()
             except (aiohttp.ClientError, OriginError):
                 return None
         return HfRanges(self, key) if self._location(key) is not None else None
