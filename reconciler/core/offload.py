@@ -309,7 +309,8 @@ def share_done(node: str, owner_of: Sequence[str], have: Sequence[bool]) -> bool
 def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
              have: Sequence[bool], available: Sequence[int],
              peer_have: Mapping[str, Sequence[bool]], dead: Collection[str] = (),
-             stalled: Collection[str] = (), laggards: Collection[str] = ()
+             stalled: Collection[str] = (), laggards: Collection[str] = (),
+             done_at: Mapping[str, float] | None = None, now: float = 0.0
              ) -> frozenset[int]:
     """The runs of slower owners that `me` takes from the origin now (progress-based share
     takeover; call it once `me`'s own share is done).
@@ -327,8 +328,17 @@ def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
     first node of its rendezvous order after the owner that is itself done, as far as `me`
     sees (itself, or a peer whose bitfield holds its own share): two idle nodes that see each
     other do not take the same run. Pure: the executor feeds bitfields in.
+
+    With `done_at` (when each node was first seen done, `me` included, on `me`'s clock), a
+    node done earlier goes first (`ahead_of`): it took every run it was first done for while
+    `me` was busy, and a web seed's request runs whole ranges in parallel, so its runs show
+    no piece until near their end; taking them again when `me` is done fetched them twice
+    (bench.swarm --slow-node 10, origin trace: 1-6.4 MiB of 64 per run). For `PRECEDENCE`
+    seconds after its own share is done, `me` takes no run that a peer done strictly
+    earlier could be fetching; then (that peer may not see the owner) as without `done_at`.
     """
     dead_set = frozenset(dead)
+    ahead = ahead_of(me, done_at, now, dead_set, peer_have) if done_at is not None else set()
     done: dict[str, bool] = {me: True}
     out: set[int] = set()
     n = len(have)
@@ -339,6 +349,8 @@ def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
             continue
         if o not in laggards and o not in stalled:
             continue  # an owner keeping pace keeps its runs: a taker would meet it mid-share
+        if ahead - {o}:
+            continue  # a node done before `me` took this owner's runs first
         pieces = range(c * run, min(n, (c + 1) * run))
         if o in laggards:
             if all(have[p] or available[p] for p in pieces):
@@ -355,3 +367,24 @@ def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
                     out.add(c)
                 break
     return frozenset(out)
+
+
+#: Seconds after its own share is done that a node leaves the runs of slower owners to a node
+#: done before it (`takeover` with `done_at`). Longer than the earlier node needs to fetch a
+#: 4-node cluster's laggard share from a saturated origin (about 4 s at 4 MiB/s); shorter
+#: than `transfer.STUCK_AFTER`, so that a run nobody fetches (the earlier node does not see
+#: its owner: a partial overlay) is late by this much at most, not stuck.
+PRECEDENCE = 8.0
+
+
+def ahead_of(me: str, done_at: Mapping[str, float], now: float, dead: Collection[str],
+             peer_have: Mapping[str, Sequence[bool]]) -> set[str]:
+    """The connected peers seen done with their own shares strictly before `me` was, while
+    `me` has been done for under `PRECEDENCE` seconds. Strictly: each node sees its own share
+    done at once and a peer's a little late, so two nodes never both defer to each other
+    (at worst, done in the same moment, both take: the rule without `done_at`)."""
+    mine = done_at.get(me)
+    if mine is None or now - mine >= PRECEDENCE:
+        return set()
+    return {n for n, t in done_at.items()
+            if n != me and t < mine and n in peer_have and n not in dead}

@@ -250,6 +250,8 @@ class Job:
     stuck_noted: bool = False  # the stuck fallback's log line was written (once per episode)
     run: int = 1  # pieces per ownership run (`owner_of`)
     taken: frozenset[int] = frozenset()  # runs of slower owners taken over (offload.takeover)
+    # per node (this one too): when its own share was first seen done (offload.ahead_of)
+    done_at: tuple[tuple[NodeName, float], ...] = ()
     # per observed owner: own pieces its bitfield shows, and since when (`stalled_owners`)
     progress: tuple[tuple[NodeName, int, float], ...] = ()
     # This node and the peers seen to lag (offload.lagging), for the rest of the download: a
@@ -538,7 +540,7 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         owner_of = tuple(NodeName(n) for n in (
             split.piece_owners(job.info_hash, seen.holders, run, dead) if seen.holders
             else offload.owners(job.info_hash, len(seen.have), targets, run, dead)))
-        job = replace(job, owners_for=dead, owner_of=owner_of, run=run)
+        job = replace(job, owners_for=dead, owner_of=owner_of, run=run, done_at=())
         mine = sum(1 for o in owner_of if o == seen.me)
         effects.append(Note("origin shares", "info", (
             ("targets", len(targets)), ("dead", list(dead)), ("run", run),
@@ -547,6 +549,7 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     if now - job.last_change > STUCK_AFTER:
         stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
     job, stalled = stalled_owners(job, seen, now)
+    job = seen_done(job, seen, now)
     bits: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
     bits[seen.me] = seen.have
     judge = now - checked_at >= LAG_AFTER
@@ -561,7 +564,7 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         rv = offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me})
         taken = offload.takeover(seen.me, rv, job.owner_of, job.run, seen.have, seen.available,
                                  {str(n): h for n, h in seen.peer_have.items()}, dead,
-                                 stalled, job.laggards)
+                                 stalled, job.laggards, dict(job.done_at), now)
         if not taken <= job.taken:
             effects.append(Note("taking over runs of slower owners", "info", (
                 ("runs", len(taken - job.taken)),
@@ -590,6 +593,19 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     else:
         effects += [WebSeed(job.info_hash, False), SetPriorities(job.info_hash, d.priorities)]
     return job, effects
+
+
+def seen_done(job: Job, seen: Seen, now: float) -> Job:
+    """The job, remembering when this node and each peer seen were first done with their own
+    shares (kept when a peer goes away; cleared when the shares change)."""
+    known = dict(job.done_at)
+    views: dict[NodeName, Sequence[bool]] = {**seen.peer_have, seen.me: seen.have}
+    new = {n: now for n, bits in views.items()
+           if n not in known and len(bits) == len(job.owner_of) > 0
+           and offload.share_done(n, job.owner_of, bits)}
+    if not new:
+        return job
+    return replace(job, done_at=tuple(sorted({**known, **new}.items())))
 
 
 def stalled_owners(job: Job, seen: Seen, now: float) -> tuple[Job, frozenset[NodeName]]:

@@ -345,3 +345,66 @@ def test_a_lagging_owner_leaves_its_share_to_the_takers():
     small = ["me"] * 20 + ["peer"] * 4
     assert not lagging("me", small, {"me": [True] * 4 + [False] * 20,
                                      "peer": [False] * 20 + [True] * 4})
+
+
+# -- a node done earlier takes a laggard's runs first ----------------------------------------
+
+from reconciler.core.offload import PRECEDENCE, ahead_of  # noqa: E402
+
+
+def test_a_node_done_later_leaves_a_laggards_runs_to_the_node_done_first_for_a_while():
+    rv, own = _setup()
+    slow_runs = {p // RUN for p, o in enumerate(own) if o == "slow"}
+    done = {n: _bits(own, n) for n in ("a", "b", "c")}
+    slow = _bits(own, "slow", 0)
+    # t=1: only a is done; it takes every run of the lagging owner
+    ph = {"b": _bits(own, "b", 1), "c": _bits(own, "c", 1), "slow": slow}
+    have, available = _view(own, "a", ph)
+    first = takeover("a", rv, own, RUN, have, available, ph, laggards={"slow"},
+                     done_at={"a": 1.0}, now=1.0)
+    assert first == slow_runs
+    # t=2: b is done too, and sees a done since 1: it takes none of them ...
+    ph = {"a": done["a"], "c": _bits(own, "c", 1), "slow": slow}
+    have, available = _view(own, "b", ph)
+    at = {"a": 1.0, "b": 2.0}
+    assert takeover("b", rv, own, RUN, have, available, ph, laggards={"slow"},
+                    done_at=at, now=2.0 + PRECEDENCE - 0.1) == frozenset()
+    # ... unless the node done first is gone (dead or not connected) ...
+    assert takeover("b", rv, own, RUN, have, available, ph, dead={"a"}, laggards={"slow"},
+                    done_at=at, now=2.5)
+    gone = {n: h for n, h in ph.items() if n != "a"}
+    have2, available2 = _view(own, "b", gone)
+    assert takeover("b", rv, own, RUN, have2, available2, gone, laggards={"slow"},
+                    done_at=at, now=2.5)
+    # ... or until PRECEDENCE has passed (a may not see the owner): then as without `done_at`
+    late = takeover("b", rv, own, RUN, have, available, ph, laggards={"slow"},
+                    done_at=at, now=2.0 + PRECEDENCE)
+    assert late == takeover("b", rv, own, RUN, have, available, ph, laggards={"slow"}) != set()
+    # done in the same moment: nobody defers, the rendezvous order splits the runs
+    assert takeover("b", rv, own, RUN, have, available, ph, laggards={"slow"},
+                    done_at={"a": 2.0, "b": 2.0}, now=2.5) == late
+
+
+@settings(max_examples=300, deadline=None)
+@given(real=st.tuples(st.floats(0, 5), st.floats(0, 5)),
+       delay=st.tuples(st.floats(0, 2), st.floats(0, 2)),
+       phase=st.tuples(st.floats(0, 1), st.floats(0, 1)), tick=st.floats(0.05, 1))
+def test_two_done_nodes_never_both_defer_to_each_other(
+        real: tuple[float, float], delay: tuple[float, float],
+        phase: tuple[float, float], tick: float) -> None:
+    """Each node sees its own share done at its first tick after it is, and the other's at
+    its first tick after the news arrives (`delay` later): whatever the timing, one of them
+    takes the runs; a run nobody takes would wait for the stuck fallback."""
+    import math
+
+    def seen_at(node: int, t: float) -> float:  # `node`'s first tick at or after t
+        return phase[node] + tick * max(0, math.ceil((t - phase[node]) / tick))
+
+    names = ("a", "b")
+    views = []
+    for me in (0, 1):
+        other = 1 - me
+        at = {names[me]: seen_at(me, real[me]),
+              names[other]: seen_at(me, real[other] + delay[me])}
+        views.append(ahead_of(names[me], at, max(at.values()), (), {names[other]: ()}))
+    assert not ("b" in views[0] and "a" in views[1])

@@ -526,3 +526,34 @@ def test_nobody_is_judged_lagging_in_the_first_lag_after_seconds():
     late, eff = share_origin(early, seen(peer_have=theirs), now=tr.LAG_AFTER)
     assert late.lagging
     assert any("behind the peers" in getattr(e, "event", "") for e in eff)
+
+
+def test_a_node_done_after_a_peer_leaves_a_laggards_runs_to_it_for_a_while():
+    """Done times are remembered per node (this one too) and fed to the takeover: N2 was
+    seen done before this node, so this node takes none of the lagging N3's runs until
+    offload.PRECEDENCE has passed since its own share was done."""
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    mine = tuple(o == ME for o in j.owner_of)
+    n2 = tuple(o == N2 for o in j.owner_of)
+    n3_runs = {p // j.run for p, o in enumerate(j.owner_of) if o == N3}
+    assert n3_runs
+    none = (False,) * PIECES
+    j = replace(j, laggards=frozenset({N3}))
+    # N2 done, this node not yet: N2's time is noted, nothing is taken
+    j, _ = share_origin(j, seen(available=tuple(int(h) for h in n2),
+                                peer_have={N2: n2, N3: none}), now=T0 + 1)
+    assert dict(j.done_at) == {N2: T0 + 1} and not j.taken
+    # this node done a second later: N2 goes first
+    s = seen(have=mine, available=tuple(int(h) for h in n2), peer_have={N2: n2, N3: none})
+    j, _ = share_origin(j, s, now=T0 + 2)
+    assert dict(j.done_at) == {N2: T0 + 1, ME: T0 + 2} and not j.taken
+    j, _ = share_origin(j, s, now=T0 + 2 + offload.PRECEDENCE - 0.5)
+    assert not j.taken
+    # N2 may not be fetching them (it may not see N3): after PRECEDENCE, as before
+    j, eff = share_origin(j, s, now=T0 + 2 + offload.PRECEDENCE)
+    rv = offload.Rendezvous(IH, {ME, N2, N3})
+    assert j.taken == {c for c in n3_runs
+                       if [x for x in rv.order(c) if x != N3][0] == ME} != set()
+    # new shares (a target died) forget the done times
+    j2, _ = share_origin(j, seen(absent=frozenset({N3}), peer_have={N2: n2}), now=T0 + 30)
+    assert len(j2.done_at) <= 1 and (not j2.done_at or j2.done_at[0][1] == T0 + 30)
