@@ -248,6 +248,9 @@ class Job:
     owners_for: tuple[NodeName, ...] | None = None  # the dead targets `owner_of` excludes
     owner_of: tuple[NodeName, ...] = ()  # per piece: the node that takes it from the origin
     stuck_noted: bool = False  # the stuck fallback's log line was written (once per episode)
+    # Pieces the stuck fallback fetches from the origin, until each is held here or a peer has
+    # it: the first of them to arrive is progress, and must not call the others off.
+    stuck: frozenset[int] = frozenset()
     run: int = 1  # pieces per ownership run (`owner_of`)
     taken: frozenset[int] = frozenset()  # runs of slower owners taken over (offload.takeover)
     # per node (this one too): when its own share was first seen done (offload.ahead_of)
@@ -545,9 +548,12 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         effects.append(Note("origin shares", "info", (
             ("targets", len(targets)), ("dead", list(dead)), ("run", run),
             ("ownPieces", mine), ("pieces", len(owner_of)))))
-    stuck: list[int] = []
+    stuck = {p for p in job.stuck
+             if p < len(seen.have) and not seen.have[p] and seen.available[p] == 0}
     if now - job.last_change > STUCK_AFTER:
-        stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
+        stuck |= {p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0}
+    if stuck != job.stuck:
+        job = replace(job, stuck=frozenset(stuck))
     job, stalled = stalled_owners(job, seen, now)
     job = seen_done(job, seen, now)
     bits: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
