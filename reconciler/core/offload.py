@@ -236,7 +236,8 @@ def _banded(runs: Sequence[int]) -> dict[int, int]:
 def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Sequence[int],
            live: Iterable[str], stuck: Iterable[int] = (),
            owner_of: Sequence[str] | None = None, run: int | None = None,
-           taken: Collection[int] = (), lag: bool = False) -> OffloadDecision:
+           taken: Collection[int] = (), lag: bool = False,
+           slow: Collection[int] = ()) -> OffloadDecision:
     """Pieces to take from the origin and the priorities that keep the web seed on them only.
 
     `available[p]` counts connected peers (not web seeds) that have piece p; `live` is the
@@ -248,7 +249,8 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
     the web seed too; they come from peers once a peer has them. With `run` (pieces per run)
     the share is banded (BANDS): own runs front to back, taken runs from the far end, so that
     the untouched runs are at the far end of every share. With `lag` (`lagging`), none of its
-    own: the nodes done with their shares take them (`takeover`).
+    own: the nodes done with their shares take them (`takeover`). `slow` are pieces a peer
+    has that come from the origin all the same (`slow_held`), at OWN.
     """
     live = sorted(set(live) | {me})
     own = owner_of if owner_of is not None else owners(info_hash, len(have), live)
@@ -260,6 +262,7 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
                        and (own[p] == me or p in stuck_set or p // r in taken_set))
     if lag:
         origin = frozenset(p for p in origin if own[p] != me or p in stuck_set)
+    origin |= {p for p in slow if not have[p]}
     if not origin:
         return OffloadDecision(origin, tuple(DEFAULT for _ in have))
     band: dict[int, int] = {}
@@ -388,3 +391,40 @@ def ahead_of(me: str, done_at: Mapping[str, float], now: float, dead: Collection
         return set()
     return {n for n, t in done_at.items()
             if n != me and t < mine and n in peer_have and n not in dead}
+
+
+#: Seconds a piece may be held only by peers still fetching their own shares, and missing
+#: here, before a node done with its own share fetches it from the origin (`slow_held`).
+#: A peer with a normal uplink sends a piece it has within a second; one that has had a piece
+#: this long without sending it serves slower than the origin would.
+SLOW_HELD_AFTER = 4.0
+
+
+def slow_held(me: str, rv: Rendezvous, run: int, have: Sequence[bool],
+              peer_have: Mapping[str, Sequence[bool]], done: Mapping[str, bool],
+              waiting_since: Sequence[float], now: float, dead: Collection[str] = ()
+              ) -> frozenset[int]:
+    """Pieces `me` (done with its own share) fetches from the origin though a peer has them:
+    missing here for `SLOW_HELD_AFTER` seconds while a peer had them (`waiting_since`, per
+    piece: when `me` first saw a peer with it, missing here), held only by peers not done with
+    their own shares (`done`: `me` and the peers seen), and `me` first of the run's rendezvous
+    order among the done nodes. A slow node uploads every piece it fetched to each
+    peer that asks, at its slow rate: with `--slow-node 10` the others waited 40-60 s for its
+    4-9 MiB (bench.swarm, the others x3.5-3.9). Origin bytes for time: only such pieces, and
+    each by one node, from which the other done nodes take it."""
+    dead_set = frozenset(dead)
+    first: dict[int, bool] = {}
+    out: set[int] = set()
+    for p, h in enumerate(have):
+        if h or now - waiting_since[p] < SLOW_HELD_AFTER:
+            continue
+        holders = [n for n, bits in peer_have.items() if p < len(bits) and bits[p]]
+        if not holders or any(done.get(n, False) for n in holders):
+            continue
+        c = p // run
+        if c not in first:
+            first[c] = next((x == me for x in rv.order(c) if x not in dead_set
+                             and (x == me or (x in peer_have and done.get(x, False)))), False)
+        if first[c]:
+            out.add(p)
+    return frozenset(out)

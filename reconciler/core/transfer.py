@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import math
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence, Union
 
@@ -251,10 +252,14 @@ class Job:
     # Pieces the stuck fallback fetches from the origin, until each is held here or a peer has
     # it: the first of them to arrive is progress, and must not call the others off.
     stuck: frozenset[int] = frozenset()
+    slow_noted: frozenset[int] = frozenset()  # pieces offload.slow_held named in a log line
     run: int = 1  # pieces per ownership run (`owner_of`)
     taken: frozenset[int] = frozenset()  # runs of slower owners taken over (offload.takeover)
     # per node (this one too): when its own share was first seen done (offload.ahead_of)
     done_at: tuple[tuple[NodeName, float], ...] = ()
+    # per piece, once this node's share is done: since when a peer has had it while it is
+    # missing here (math.inf: not so); offload.slow_held
+    waiting: tuple[float, ...] = ()
     # per observed owner: own pieces its bitfield shows, and since when (`stalled_owners`)
     progress: tuple[tuple[NodeName, int, float], ...] = ()
     # This node and the peers seen to lag (offload.lagging), for the rest of the download: a
@@ -576,6 +581,17 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
                 ("runs", len(taken - job.taken)),
                 ("owners", sorted({job.owner_of[c * job.run] for c in taken - job.taken})))))
             job = replace(job, taken=job.taken | taken)
+    slow: frozenset[int] = frozenset()
+    if seen.me in dict(job.done_at) and seen.peer_have and not seen.holders:
+        before = job.waiting if len(job.waiting) == len(seen.have) else ()
+        waiting = tuple(
+            (before[p] if before and before[p] != math.inf else now)
+            if not h and seen.available[p] else math.inf for p, h in enumerate(seen.have))
+        job = replace(job, waiting=waiting)
+        slow = offload.slow_held(
+            seen.me, offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me}), job.run,
+            seen.have, {str(n): h for n, h in seen.peer_have.items()},
+            {str(n): True for n, _ in job.done_at}, waiting, now, dead)
     lag = job.lagging or (judge and not seen.holders
                           and offload.lagging(seen.me, job.owner_of, bits))
     if lag != job.lagging:
@@ -584,9 +600,13 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
                                                                      seen.have)),)))
         job = replace(job, lagging=lag)
     d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
-                               job.owner_of, job.run, job.taken, lag=lag)
+                               job.owner_of, job.run, job.taken, lag=lag, slow=slow)
     others = [p for p in d.origin
-              if job.owner_of[p] != seen.me and p // job.run not in job.taken]
+              if job.owner_of[p] != seen.me and p // job.run not in job.taken and p not in slow]
+    if slow - job.slow_noted:
+        effects.append(Note("pieces only slow peers hold come from the origin", "info", (
+            ("pieces", len(slow - job.slow_noted)),)))
+        job = replace(job, slow_noted=job.slow_noted | slow)
     if others and not job.stuck_noted:
         effects.append(Note("no progress: pieces without a source come from the origin",
                             "warning", (("pieces", len(others)),

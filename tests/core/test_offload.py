@@ -1,3 +1,4 @@
+import math
 from collections import Counter
 
 from hypothesis import given, settings
@@ -408,3 +409,45 @@ def test_two_done_nodes_never_both_defer_to_each_other(
               names[other]: seen_at(me, real[other] + delay[me])}
         views.append(ahead_of(names[me], at, max(at.values()), (), {names[other]: ()}))
     assert not ("b" in views[0] and "a" in views[1])
+
+
+# -- pieces only slow peers hold -------------------------------------------------------------
+
+from reconciler.core.offload import SLOW_HELD_AFTER, slow_held  # noqa: E402
+
+
+def test_pieces_only_a_busy_peer_holds_for_a_while_come_from_the_origin_by_one_done_node():
+    rv, own = _setup()
+    n = len(own)
+    slow_pieces = [p for p, o in enumerate(own) if o == "slow"][:3 * RUN]
+    held = tuple(p in slow_pieces for p in range(n))
+    views = {}
+    for me in ("a", "b", "c"):
+        ph = {x: _bits(own, x) for x in ("a", "b", "c") if x != me} | {"slow": held}
+        have = _bits(own, me)
+        since = [0.0 if held[p] and not have[p] else math.inf for p in range(n)]
+        done = {"a": True, "b": True, "c": True}
+        views[me] = slow_held(me, rv, RUN, have, ph, done, since, now=SLOW_HELD_AFTER)
+        # not yet: a peer with a normal uplink sends it within a second
+        assert not slow_held(me, rv, RUN, have, ph, done, since, now=SLOW_HELD_AFTER - 0.1)
+    # each such piece by exactly one of the done nodes: the first of its run's order
+    got = sorted(p for v in views.values() for p in v)
+    assert got == sorted(slow_pieces)
+    for me, pieces in views.items():
+        for p in pieces:
+            assert next(x for x in rv.order(p // RUN) if x != "slow") == me
+    # a piece a done node holds comes from it; a node not yet done is no taker
+    me = "a"
+    ph = {"b": tuple(x or y for x, y in zip(_bits(own, "b"), held)), "c": _bits(own, "c"),
+          "slow": held}
+    since = [0.0] * n
+    assert not slow_held(me, rv, RUN, _bits(own, me), ph, {"a": True, "b": True, "c": True},
+                         since, now=10.0)
+    ph = {"b": _bits(own, "b", 0), "c": _bits(own, "c", 0), "slow": held}
+    alone = slow_held(me, rv, RUN, _bits(own, me), ph, {"a": True}, since, now=10.0)
+    assert alone == {p for p in slow_pieces if not _bits(own, me)[p]}
+    # and decide_offload fetches them from the origin though a peer has them
+    have = _bits(own, me)
+    available = [sum(h[p] for h in ph.values()) for p in range(n)]
+    d = decide_offload(me, IH, have, available, NODES, owner_of=own, run=RUN, slow=alone)
+    assert d.origin == alone and all(d.priorities[p] > FROM_PEERS for p in alone)

@@ -572,3 +572,28 @@ def test_a_node_done_after_a_peer_leaves_a_laggards_runs_to_it_for_a_while():
     # new shares (a target died) forget the done times
     j2, _ = share_origin(j, seen(absent=frozenset({N3}), peer_have={N2: n2}), now=T0 + 30)
     assert len(j2.done_at) <= 1 and (not j2.done_at or j2.done_at[0][1] == T0 + 30)
+
+
+def test_pieces_only_a_busy_peer_has_held_for_a_while_come_from_the_origin():
+    """A done node that has waited offload.SLOW_HELD_AFTER for pieces that only a peer still
+    fetching its own share holds (a slow uplink) fetches them from the origin."""
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    mine = tuple(o == ME for o in j.owner_of)
+    n3 = [p for p, o in enumerate(j.owner_of) if o == N3]
+    held = tuple(p == n3[0] for p in range(PIECES))  # N3 has one of its pieces
+    none = (False,) * PIECES
+    s = seen(have=mine, available=tuple(int(h) for h in held), peer_have={N2: none, N3: held})
+    j, eff = share_origin(j, s, now=T0 + 1)
+    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
+    assert n3[0] not in web.pieces  # it comes from N3, for now
+    j, eff = share_origin(j, s, now=T0 + 1 + offload.SLOW_HELD_AFTER - 0.1)
+    assert n3[0] not in [e for e in eff if isinstance(e, tr.WebSeed)][-1].pieces
+    j, eff = share_origin(j, s, now=T0 + 1 + offload.SLOW_HELD_AFTER)
+    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
+    assert web.on and n3[0] in web.pieces
+    assert any(isinstance(e, tr.Note) and "slow peers" in e.event for e in eff)
+    # once a done node has it, it comes from there
+    s2 = seen(have=mine, available=tuple(2 * int(h) for h in held),
+              peer_have={N2: held, N3: held})  # N2 (done earlier) has it too
+    j2, eff = share_origin(replace(j, done_at=j.done_at + ((N2, T0),)), s2, now=T0 + 10)
+    assert n3[0] not in [e for e in eff if isinstance(e, tr.WebSeed)][-1].pieces
