@@ -393,38 +393,36 @@ def ahead_of(me: str, done_at: Mapping[str, float], now: float, dead: Collection
             if n != me and t < mine and n in peer_have and n not in dead}
 
 
-#: Seconds a piece may be held only by peers still fetching their own shares, and missing
-#: here, before a node done with its own share fetches it from the origin (`slow_held`).
-#: A peer with a normal uplink sends a piece it has within a second; one that has had a piece
-#: this long without sending it serves slower than the origin would.
+#: Seconds a piece may be missing here while a peer has it, with this node's downlink idle,
+#: before a node done with its own share fetches it from the origin (`slow_held`). A peer with
+#: a normal uplink sends a piece within a second of being asked; one that has not in this
+#: long serves slower than the origin would.
 SLOW_HELD_AFTER = 4.0
 
 
 def slow_held(me: str, rv: Rendezvous, run: int, have: Sequence[bool],
-              peer_have: Mapping[str, Sequence[bool]], done: Mapping[str, bool],
-              waiting_since: Sequence[float], now: float, dead: Collection[str] = ()
-              ) -> frozenset[int]:
-    """Pieces `me` (done with its own share) fetches from the origin though a peer has them:
-    missing here for `SLOW_HELD_AFTER` seconds while a peer had them (`waiting_since`, per
-    piece: when `me` first saw a peer with it, missing here), held only by peers not done with
-    their own shares (`done`: `me` and the peers seen), and `me` first of the run's rendezvous
-    order among the done nodes. A slow node uploads every piece it fetched to each
-    peer that asks, at its slow rate: with `--slow-node 10` the others waited 40-60 s for its
-    4-9 MiB (bench.swarm, the others x3.5-3.9). Origin bytes for time: only such pieces, and
-    each by one node, from which the other done nodes take it."""
-    dead_set = frozenset(dead)
-    first: dict[int, bool] = {}
+              peer_have: Mapping[str, Sequence[bool]], done: Collection[str],
+              waiting_since: Sequence[float], now: float, dead: Collection[str] = (),
+              laggards: Collection[str] = ()) -> frozenset[int]:
+    """Pieces `me` fetches from the origin though a peer has them (call it while `me` is done
+    with its own share and its downlink is idle: waiting on slow peers, not busy): missing
+    here for `SLOW_HELD_AFTER` seconds while a peer had them (`waiting_since`, per piece), and
+    `me` first, in the run's rendezvous order, of the nodes done with their own shares (`done`:
+    peers seen, `me` counts as done) that lack it, laggards excluded. A slow node uploads each
+    piece it fetched to every peer that asks, at its slow rate: with `--slow-node 10` the
+    others waited 40-60 s for its 4-9 MiB (bench.swarm, the others x3.5-4.8). Origin bytes for
+    time, each such piece by one node, from which the other done nodes take it."""
+    dead_set, lag_set, done_set = frozenset(dead), frozenset(laggards), frozenset(done)
+    orders: dict[int, list[str]] = {}
     out: set[int] = set()
     for p, h in enumerate(have):
         if h or now - waiting_since[p] < SLOW_HELD_AFTER:
             continue
-        holders = [n for n, bits in peer_have.items() if p < len(bits) and bits[p]]
-        if not holders or any(done.get(n, False) for n in holders):
-            continue
         c = p // run
-        if c not in first:
-            first[c] = next((x == me for x in rv.order(c) if x not in dead_set
-                             and (x == me or (x in peer_have and done.get(x, False)))), False)
-        if first[c]:
+        if c not in orders:
+            orders[c] = [x for x in rv.order(c) if x == me or (
+                x in done_set and x in peer_have and x not in dead_set and x not in lag_set)]
+        first = next((x for x in orders[c] if x == me or not peer_have[x][p]), None)
+        if first == me:
             out.add(p)
     return frozenset(out)

@@ -253,6 +253,12 @@ class Job:
     # it: the first of them to arrive is progress, and must not call the others off.
     stuck: frozenset[int] = frozenset()
     slow_noted: frozenset[int] = frozenset()  # pieces offload.slow_held named in a log line
+    slow: frozenset[int] = frozenset()  # pieces offload.slow_held chose, until held
+    # payload receive rate (bytes/s): the last RATE_WINDOW's and the highest seen, and where
+    # the current window started (bytes received, monotonic time)
+    rx_recent: float = 0.0
+    rx_peak: float = 0.0
+    rx_window: tuple[int, float] = (0, 0.0)
     run: int = 1  # pieces per ownership run (`owner_of`)
     taken: frozenset[int] = frozenset()  # runs of slower owners taken over (offload.takeover)
     # per node (this one too): when its own share was first seen done (offload.ahead_of)
@@ -260,6 +266,7 @@ class Job:
     # per piece, once this node's share is done: since when a peer has had it while it is
     # missing here (math.inf: not so); offload.slow_held
     waiting: tuple[float, ...] = ()
+    waiting_avail: tuple[int, ...] = ()  # the holder counts `waiting` was measured with
     # per observed owner: own pieces its bitfield shows, and since when (`stalled_owners`)
     progress: tuple[tuple[NodeName, int, float], ...] = ()
     # This node and the peers seen to lag (offload.lagging), for the rest of the download: a
@@ -581,17 +588,28 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
                 ("runs", len(taken - job.taken)),
                 ("owners", sorted({job.owner_of[c * job.run] for c in taken - job.taken})))))
             job = replace(job, taken=job.taken | taken)
+    job = receive_rate(job, seen, now)
+    done_nodes = {str(n) for n, _ in job.done_at}
     slow: frozenset[int] = frozenset()
-    if seen.me in dict(job.done_at) and seen.peer_have and not seen.holders:
+    if seen.me in done_nodes and seen.peer_have and not seen.holders:
+        # since when each missing piece has had its holders: a new holder gets its own while
+        # to send it (a node that fetched it from the origin, say)
         before = job.waiting if len(job.waiting) == len(seen.have) else ()
+        had = job.waiting_avail if len(job.waiting_avail) == len(seen.have) else ()
         waiting = tuple(
-            (before[p] if before and before[p] != math.inf else now)
+            (before[p] if before and before[p] != math.inf and seen.available[p] <= had[p]
+             else now)
             if not h and seen.available[p] else math.inf for p, h in enumerate(seen.have))
-        job = replace(job, waiting=waiting)
-        slow = offload.slow_held(
-            seen.me, offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me}), job.run,
-            seen.have, {str(n): h for n, h in seen.peer_have.items()},
-            {str(n): True for n, _ in job.done_at}, waiting, now, dead)
+        peers = {str(n): h for n, h in seen.peer_have.items()}
+        # Chosen pieces stay chosen until held here or by a done node (from which they come):
+        # fetching them makes the downlink busy again.
+        slow = frozenset(p for p in job.slow if not seen.have[p] and not any(
+            peers[n][p] for n in peers if n in done_nodes))
+        if job.rx_recent <= IDLE_FRACTION * job.rx_peak:
+            slow |= offload.slow_held(
+                seen.me, offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me}),
+                job.run, seen.have, peers, done_nodes, waiting, now, dead, job.laggards)
+        job = replace(job, waiting=waiting, waiting_avail=seen.available, slow=slow)
     lag = job.lagging or (judge and not seen.holders
                           and offload.lagging(seen.me, job.owner_of, bits))
     if lag != job.lagging:
@@ -632,6 +650,25 @@ def seen_done(job: Job, seen: Seen, now: float) -> Job:
     if not new:
         return job
     return replace(job, done_at=tuple(sorted({**known, **new}.items())))
+
+
+#: Seconds over which the payload receive rate is measured (`receive_rate`).
+RATE_WINDOW = 2.0
+#: A downlink receiving under this fraction of its highest rate so far is idle: what is
+#: missing waits on slow peers, not on the downlink (offload.slow_held).
+IDLE_FRACTION = 0.25
+
+
+def receive_rate(job: Job, seen: Seen, now: float) -> Job:
+    """The job with its receive rate measured over the last `RATE_WINDOW` seconds."""
+    got, since = job.rx_window
+    if since == 0.0 or seen.bytes_received < got:
+        return replace(job, rx_window=(seen.bytes_received, now))
+    if now - since < RATE_WINDOW:
+        return job
+    rate = (seen.bytes_received - got) / (now - since)
+    return replace(job, rx_recent=rate, rx_peak=max(job.rx_peak, rate),
+                   rx_window=(seen.bytes_received, now))
 
 
 def stalled_owners(job: Job, seen: Seen, now: float) -> tuple[Job, frozenset[NodeName]]:

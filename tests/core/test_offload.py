@@ -416,17 +416,17 @@ def test_two_done_nodes_never_both_defer_to_each_other(
 from reconciler.core.offload import SLOW_HELD_AFTER, slow_held  # noqa: E402
 
 
-def test_pieces_only_a_busy_peer_holds_for_a_while_come_from_the_origin_by_one_done_node():
+def test_pieces_a_slow_peer_holds_for_a_while_come_from_the_origin_by_one_done_node():
     rv, own = _setup()
     n = len(own)
     slow_pieces = [p for p, o in enumerate(own) if o == "slow"][:3 * RUN]
     held = tuple(p in slow_pieces for p in range(n))
+    done = {"a", "b", "c"}
     views = {}
     for me in ("a", "b", "c"):
         ph = {x: _bits(own, x) for x in ("a", "b", "c") if x != me} | {"slow": held}
         have = _bits(own, me)
         since = [0.0 if held[p] and not have[p] else math.inf for p in range(n)]
-        done = {"a": True, "b": True, "c": True}
         views[me] = slow_held(me, rv, RUN, have, ph, done, since, now=SLOW_HELD_AFTER)
         # not yet: a peer with a normal uplink sends it within a second
         assert not slow_held(me, rv, RUN, have, ph, done, since, now=SLOW_HELD_AFTER - 0.1)
@@ -436,16 +436,23 @@ def test_pieces_only_a_busy_peer_holds_for_a_while_come_from_the_origin_by_one_d
     for me, pieces in views.items():
         for p in pieces:
             assert next(x for x in rv.order(p // RUN) if x != "slow") == me
-    # a piece a done node holds comes from it; a node not yet done is no taker
+    # a done node that holds it is no taker (the next one is), nor a node not done, a
+    # laggard or a dead one
     me = "a"
-    ph = {"b": tuple(x or y for x, y in zip(_bits(own, "b"), held)), "c": _bits(own, "c"),
-          "slow": held}
-    since = [0.0] * n
-    assert not slow_held(me, rv, RUN, _bits(own, me), ph, {"a": True, "b": True, "c": True},
-                         since, now=10.0)
-    ph = {"b": _bits(own, "b", 0), "c": _bits(own, "c", 0), "slow": held}
-    alone = slow_held(me, rv, RUN, _bits(own, me), ph, {"a": True}, since, now=10.0)
-    assert alone == {p for p in slow_pieces if not _bits(own, me)[p]}
+    since = [0.0 if held[p] else math.inf for p in range(n)]
+    for who in ("b", "c"):
+        bits = tuple(x or y for x, y in zip(_bits(own, who), held))
+        ph = {x: _bits(own, x) for x in ("b", "c")} | {who: bits, "slow": held}
+        mine = slow_held(me, rv, RUN, _bits(own, me), ph, done, since, now=10.0)
+        assert mine == {p for p in slow_pieces if next(
+            x for x in rv.order(p // RUN) if x not in ("slow", who)) == me}
+    ph = {"b": _bits(own, "b"), "c": _bits(own, "c"), "slow": held}
+    for kw in ({"done": {"a"}}, {"done": done, "laggards": {"b", "c"}},
+               {"done": done, "dead": {"b", "c"}}):
+        kw = {"dead": (), "laggards": ()} | kw
+        alone = slow_held(me, rv, RUN, _bits(own, me), ph, kw["done"], since, 10.0,
+                          kw["dead"], kw["laggards"])
+        assert alone == set(slow_pieces)
     # and decide_offload fetches them from the origin though a peer has them
     have = _bits(own, me)
     available = [sum(h[p] for h in ph.values()) for p in range(n)]

@@ -574,26 +574,44 @@ def test_a_node_done_after_a_peer_leaves_a_laggards_runs_to_it_for_a_while():
     assert len(j2.done_at) <= 1 and (not j2.done_at or j2.done_at[0][1] == T0 + 30)
 
 
-def test_pieces_only_a_busy_peer_has_held_for_a_while_come_from_the_origin():
-    """A done node that has waited offload.SLOW_HELD_AFTER for pieces that only a peer still
-    fetching its own share holds (a slow uplink) fetches them from the origin."""
+def test_pieces_a_slow_peer_has_held_for_a_while_come_from_the_origin_if_the_downlink_idles():
+    """A node done with its own share whose downlink idles, waiting offload.SLOW_HELD_AFTER
+    for pieces a peer has (a slow uplink), fetches them from the origin; not while its
+    downlink is busy (they are queued, not slow), and not once a new holder has them."""
     j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
     mine = tuple(o == ME for o in j.owner_of)
     n3 = [p for p, o in enumerate(j.owner_of) if o == N3]
-    held = tuple(p == n3[0] for p in range(PIECES))  # N3 has one of its pieces
+    p3 = n3[0]
+    held = tuple(p == p3 for p in range(PIECES))  # N3 has one of its pieces
     none = (False,) * PIECES
-    s = seen(have=mine, available=tuple(int(h) for h in held), peer_have={N2: none, N3: held})
-    j, eff = share_origin(j, s, now=T0 + 1)
-    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
-    assert n3[0] not in web.pieces  # it comes from N3, for now
-    j, eff = share_origin(j, s, now=T0 + 1 + offload.SLOW_HELD_AFTER - 0.1)
-    assert n3[0] not in [e for e in eff if isinstance(e, tr.WebSeed)][-1].pieces
-    j, eff = share_origin(j, s, now=T0 + 1 + offload.SLOW_HELD_AFTER)
-    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
-    assert web.on and n3[0] in web.pieces
-    assert any(isinstance(e, tr.Note) and "slow peers" in e.event for e in eff)
-    # once a done node has it, it comes from there
-    s2 = seen(have=mine, available=tuple(2 * int(h) for h in held),
-              peer_have={N2: held, N3: held})  # N2 (done earlier) has it too
-    j2, eff = share_origin(replace(j, done_at=j.done_at + ((N2, T0),)), s2, now=T0 + 10)
-    assert n3[0] not in [e for e in eff if isinstance(e, tr.WebSeed)][-1].pieces
+
+    def at(t: float, rx: int, **kw: object) -> tuple[Job, frozenset[int]]:
+        nonlocal j
+        base = dict(have=mine, available=tuple(int(h) for h in held),
+                    peer_have={N2: none, N3: held}, bytes_received=rx)
+        j, eff = share_origin(j, seen(**(base | kw)), now=t)
+        return j, [e for e in eff if isinstance(e, tr.WebSeed)][-1].pieces
+
+    busy = j
+    # 1 MiB/s, then under 100 KiB/s: idle (under IDLE_FRACTION of the peak)
+    _, pieces = at(T0 + 1, 0)
+    assert p3 not in pieces  # it comes from N3, for now
+    at(T0 + 3, 2 << 20)
+    _, pieces = at(T0 + 1 + offload.SLOW_HELD_AFTER - 0.1, (2 << 20) + 100_000)
+    assert p3 not in pieces
+    j2, pieces = at(T0 + 1 + offload.SLOW_HELD_AFTER + 0.1, (2 << 20) + 200_000)
+    assert p3 in pieces and j2.slow == {p3}
+    assert j2.rx_peak > 0 and j2.rx_recent < tr.IDLE_FRACTION * j2.rx_peak
+    # it stays chosen while the downlink is busy fetching it ...
+    _, pieces = at(T0 + 8, 8 << 20)
+    assert p3 in pieces
+    # ... until a done node has it (from which it comes)
+    j = replace(j, done_at=j.done_at + ((N2, T0),))
+    _, pieces = at(T0 + 10, 8 << 20, available=tuple(2 * int(h) for h in held),
+                   peer_have={N2: held, N3: held})
+    assert p3 not in pieces and not j.slow
+    # a busy downlink (steady 1 MiB/s) waits: the piece is queued, not slow
+    j = busy
+    for k in range(1, 12):
+        _, pieces = at(T0 + k, k << 20)
+        assert p3 not in pieces
