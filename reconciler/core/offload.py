@@ -409,9 +409,10 @@ def slow_held(me: str, rv: Rendezvous, run: int, have: Sequence[bool],
     here for `SLOW_HELD_AFTER` seconds while a peer had them (`waiting_since`, per piece), and
     `me` first, in the run's rendezvous order, of the nodes done with their own shares (`done`:
     peers seen, `me` counts as done) that lack it, laggards excluded. A slow node uploads each
-    piece it fetched to every peer that asks, at its slow rate: with `--slow-node 10` the
-    others waited 40-60 s for its 4-9 MiB (bench.swarm, the others x3.5-4.8). Origin bytes for
-    time, each such piece by one node, from which the other done nodes take it."""
+    piece it fetched to every peer that asks, at its slow rate: with `--slow-node 10`, when it
+    was not judged lagging, the others waited until 30-89 s for its 5.7-13 MiB (bench.swarm:
+    x 1.6-4.8 their time without it). Origin bytes for time, each such piece by one node,
+    from which the other done nodes take it."""
     dead_set, lag_set, done_set = frozenset(dead), frozenset(laggards), frozenset(done)
     orders: dict[int, list[str]] = {}
     out: set[int] = set()
@@ -422,7 +423,8 @@ def slow_held(me: str, rv: Rendezvous, run: int, have: Sequence[bool],
         if c not in orders:
             orders[c] = [x for x in rv.order(c) if x == me or (
                 x in done_set and x in peer_have and x not in dead_set and x not in lag_set)]
-        first = next((x for x in orders[c] if x == me or not peer_have[x][p]), None)
+        first = next((x for x in orders[c]
+                      if x == me or not (p < len(peer_have[x]) and peer_have[x][p])), None)
         if first == me:
             out.add(p)
     return frozenset(out)

@@ -603,8 +603,9 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         peers = {str(n): h for n, h in seen.peer_have.items()}
         # Chosen pieces stay chosen until held here or by a done node (from which they come):
         # fetching them makes the downlink busy again.
-        slow = frozenset(p for p in job.slow if not seen.have[p] and not any(
-            peers[n][p] for n in peers if n in done_nodes))
+        slow = frozenset(p for p in job.slow if p < len(seen.have) and not seen.have[p]
+                         and not any(p < len(peers[n]) and peers[n][p]
+                                     for n in peers if n in done_nodes))
         if job.rx_recent <= IDLE_FRACTION * job.rx_peak:
             slow |= offload.slow_held(
                 seen.me, offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me}),
