@@ -236,7 +236,8 @@ def _banded(runs: Sequence[int]) -> dict[int, int]:
 def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Sequence[int],
            live: Iterable[str], stuck: Iterable[int] = (),
            owner_of: Sequence[str] | None = None, run: int | None = None,
-           taken: Collection[int] = (), lag: bool = False) -> OffloadDecision:
+           taken: Collection[int] = (), lag: bool = False,
+           slow: Collection[int] = ()) -> OffloadDecision:
     """Pieces to take from the origin and the priorities that keep the web seed on them only.
 
     `available[p]` counts connected peers (not web seeds) that have piece p; `live` is the
@@ -248,7 +249,8 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
     the web seed too; they come from peers once a peer has them. With `run` (pieces per run)
     the share is banded (BANDS): own runs front to back, taken runs from the far end, so that
     the untouched runs are at the far end of every share. With `lag` (`lagging`), none of its
-    own: the nodes done with their shares take them (`takeover`).
+    own: the nodes done with their shares take them (`takeover`). `slow` are pieces a peer
+    has that come from the origin all the same (`slow_held`), at OWN.
     """
     live = sorted(set(live) | {me})
     own = owner_of if owner_of is not None else owners(info_hash, len(have), live)
@@ -260,6 +262,7 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
                        and (own[p] == me or p in stuck_set or p // r in taken_set))
     if lag:
         origin = frozenset(p for p in origin if own[p] != me or p in stuck_set)
+    origin |= {p for p in slow if not have[p]}
     if not origin:
         return OffloadDecision(origin, tuple(DEFAULT for _ in have))
     band: dict[int, int] = {}
@@ -309,7 +312,8 @@ def share_done(node: str, owner_of: Sequence[str], have: Sequence[bool]) -> bool
 def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
              have: Sequence[bool], available: Sequence[int],
              peer_have: Mapping[str, Sequence[bool]], dead: Collection[str] = (),
-             stalled: Collection[str] = (), laggards: Collection[str] = ()
+             stalled: Collection[str] = (), laggards: Collection[str] = (),
+             done_at: Mapping[str, float] | None = None, now: float = 0.0
              ) -> frozenset[int]:
     """The runs of slower owners that `me` takes from the origin now (progress-based share
     takeover; call it once `me`'s own share is done).
@@ -327,8 +331,17 @@ def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
     first node of its rendezvous order after the owner that is itself done, as far as `me`
     sees (itself, or a peer whose bitfield holds its own share): two idle nodes that see each
     other do not take the same run. Pure: the executor feeds bitfields in.
+
+    With `done_at` (when each node was first seen done, `me` included, on `me`'s clock), a
+    node done earlier goes first (`ahead_of`): it took every run it was first done for while
+    `me` was busy, and a web seed's request runs whole ranges in parallel, so its runs show
+    no piece until near their end; taking them again when `me` is done fetched them twice
+    (bench.swarm --slow-node 10, origin trace: 1-6.4 MiB of 64 per run). For `PRECEDENCE`
+    seconds after its own share is done, `me` takes no run that a peer done strictly
+    earlier could be fetching; then (that peer may not see the owner) as without `done_at`.
     """
     dead_set = frozenset(dead)
+    ahead = ahead_of(me, done_at, now, dead_set, peer_have) if done_at is not None else set()
     done: dict[str, bool] = {me: True}
     out: set[int] = set()
     n = len(have)
@@ -339,6 +352,8 @@ def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
             continue
         if o not in laggards and o not in stalled:
             continue  # an owner keeping pace keeps its runs: a taker would meet it mid-share
+        if ahead - {o}:
+            continue  # a node done before `me` took this owner's runs first
         pieces = range(c * run, min(n, (c + 1) * run))
         if o in laggards:
             if all(have[p] or available[p] for p in pieces):
@@ -354,4 +369,62 @@ def takeover(me: str, rv: Rendezvous, owner_of: Sequence[str], run: int,
                 if x == me:
                     out.add(c)
                 break
+    return frozenset(out)
+
+
+#: Seconds after its own share is done that a node leaves the runs of slower owners to a node
+#: done before it (`takeover` with `done_at`). Longer than the earlier node needs to fetch a
+#: 4-node cluster's laggard share from a saturated origin (about 4 s at 4 MiB/s); shorter
+#: than `transfer.STUCK_AFTER`, so that a run nobody fetches (the earlier node does not see
+#: its owner: a partial overlay) is late by this much at most, not stuck.
+PRECEDENCE = 8.0
+
+
+def ahead_of(me: str, done_at: Mapping[str, float], now: float, dead: Collection[str],
+             peer_have: Mapping[str, Sequence[bool]]) -> set[str]:
+    """The connected peers seen done with their own shares strictly before `me` was, while
+    `me` has been done for under `PRECEDENCE` seconds. Strictly: each node sees its own share
+    done at once and a peer's a little late, so two nodes never both defer to each other
+    (at worst, done in the same moment, both take: the rule without `done_at`)."""
+    mine = done_at.get(me)
+    if mine is None or now - mine >= PRECEDENCE:
+        return set()
+    return {n for n, t in done_at.items()
+            if n != me and t < mine and n in peer_have and n not in dead}
+
+
+#: Seconds a piece may be missing here while a peer has it, with this node's downlink idle,
+#: before a node done with its own share fetches it from the origin (`slow_held`). A peer with
+#: a normal uplink sends a piece within a second of being asked; one that has not in this
+#: long serves slower than the origin would.
+SLOW_HELD_AFTER = 4.0
+
+
+def slow_held(me: str, rv: Rendezvous, run: int, have: Sequence[bool],
+              peer_have: Mapping[str, Sequence[bool]], done: Collection[str],
+              waiting_since: Sequence[float], now: float, dead: Collection[str] = (),
+              laggards: Collection[str] = ()) -> frozenset[int]:
+    """Pieces `me` fetches from the origin though a peer has them (call it while `me` is done
+    with its own share and its downlink is idle: waiting on slow peers, not busy): missing
+    here for `SLOW_HELD_AFTER` seconds while a peer had them (`waiting_since`, per piece), and
+    `me` first, in the run's rendezvous order, of the nodes done with their own shares (`done`:
+    peers seen, `me` counts as done) that lack it, laggards excluded. A slow node uploads each
+    piece it fetched to every peer that asks, at its slow rate: with `--slow-node 10`, when it
+    was not judged lagging, the others waited until 30-89 s for its 5.7-13 MiB (bench.swarm:
+    x 1.6-4.8 their time without it). Origin bytes for time, each such piece by one node,
+    from which the other done nodes take it."""
+    dead_set, lag_set, done_set = frozenset(dead), frozenset(laggards), frozenset(done)
+    orders: dict[int, list[str]] = {}
+    out: set[int] = set()
+    for p, h in enumerate(have):
+        if h or now - waiting_since[p] < SLOW_HELD_AFTER:
+            continue
+        c = p // run
+        if c not in orders:
+            orders[c] = [x for x in rv.order(c) if x == me or (
+                x in done_set and x in peer_have and x not in dead_set and x not in lag_set)]
+        first = next((x for x in orders[c]
+                      if x == me or not (p < len(peer_have[x]) and peer_have[x][p])), None)
+        if first == me:
+            out.add(p)
     return frozenset(out)

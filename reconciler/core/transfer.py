@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import math
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence, Union
 
@@ -248,8 +249,24 @@ class Job:
     owners_for: tuple[NodeName, ...] | None = None  # the dead targets `owner_of` excludes
     owner_of: tuple[NodeName, ...] = ()  # per piece: the node that takes it from the origin
     stuck_noted: bool = False  # the stuck fallback's log line was written (once per episode)
+    # Pieces the stuck fallback fetches from the origin, until each is held here or a peer has
+    # it: the first of them to arrive is progress, and must not call the others off.
+    stuck: frozenset[int] = frozenset()
+    slow_noted: frozenset[int] = frozenset()  # pieces offload.slow_held named in a log line
+    slow: frozenset[int] = frozenset()  # pieces offload.slow_held chose, until held
+    # payload receive rate (bytes/s): the last RATE_WINDOW's and the highest seen, and where
+    # the current window started (bytes received, monotonic time)
+    rx_recent: float = 0.0
+    rx_peak: float = 0.0
+    rx_window: tuple[int, float] = (0, 0.0)
     run: int = 1  # pieces per ownership run (`owner_of`)
     taken: frozenset[int] = frozenset()  # runs of slower owners taken over (offload.takeover)
+    # per node (this one too): when its own share was first seen done (offload.ahead_of)
+    done_at: tuple[tuple[NodeName, float], ...] = ()
+    # per piece, once this node's share is done: since when a peer has had it while it is
+    # missing here (math.inf: not so); offload.slow_held
+    waiting: tuple[float, ...] = ()
+    waiting_avail: tuple[int, ...] = ()  # the holder counts `waiting` was measured with
     # per observed owner: own pieces its bitfield shows, and since when (`stalled_owners`)
     progress: tuple[tuple[NodeName, int, float], ...] = ()
     # This node and the peers seen to lag (offload.lagging), for the rest of the download: a
@@ -538,15 +555,19 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         owner_of = tuple(NodeName(n) for n in (
             split.piece_owners(job.info_hash, seen.holders, run, dead) if seen.holders
             else offload.owners(job.info_hash, len(seen.have), targets, run, dead)))
-        job = replace(job, owners_for=dead, owner_of=owner_of, run=run)
+        job = replace(job, owners_for=dead, owner_of=owner_of, run=run, done_at=())
         mine = sum(1 for o in owner_of if o == seen.me)
         effects.append(Note("origin shares", "info", (
             ("targets", len(targets)), ("dead", list(dead)), ("run", run),
             ("ownPieces", mine), ("pieces", len(owner_of)))))
-    stuck: list[int] = []
+    stuck = {p for p in job.stuck
+             if p < len(seen.have) and not seen.have[p] and seen.available[p] == 0}
     if now - job.last_change > STUCK_AFTER:
-        stuck = [p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0]
+        stuck |= {p for p, h in enumerate(seen.have) if not h and seen.available[p] == 0}
+    if stuck != job.stuck:
+        job = replace(job, stuck=frozenset(stuck))
     job, stalled = stalled_owners(job, seen, now)
+    job = seen_done(job, seen, now)
     bits: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
     bits[seen.me] = seen.have
     judge = now - checked_at >= LAG_AFTER
@@ -561,12 +582,35 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         rv = offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me})
         taken = offload.takeover(seen.me, rv, job.owner_of, job.run, seen.have, seen.available,
                                  {str(n): h for n, h in seen.peer_have.items()}, dead,
-                                 stalled, job.laggards)
+                                 stalled, job.laggards, dict(job.done_at), now)
         if not taken <= job.taken:
             effects.append(Note("taking over runs of slower owners", "info", (
                 ("runs", len(taken - job.taken)),
                 ("owners", sorted({job.owner_of[c * job.run] for c in taken - job.taken})))))
             job = replace(job, taken=job.taken | taken)
+    job = receive_rate(job, seen, now)
+    done_nodes = {str(n) for n, _ in job.done_at}
+    slow: frozenset[int] = frozenset()
+    if seen.me in done_nodes and seen.peer_have and not seen.holders:
+        # since when each missing piece has had its holders: a new holder gets its own while
+        # to send it (a node that fetched it from the origin, say)
+        before = job.waiting if len(job.waiting) == len(seen.have) else ()
+        had = job.waiting_avail if len(job.waiting_avail) == len(seen.have) else ()
+        waiting = tuple(
+            (before[p] if before and before[p] != math.inf and seen.available[p] <= had[p]
+             else now)
+            if not h and seen.available[p] else math.inf for p, h in enumerate(seen.have))
+        peers = {str(n): h for n, h in seen.peer_have.items()}
+        # Chosen pieces stay chosen until held here or by a done node (from which they come):
+        # fetching them makes the downlink busy again.
+        slow = frozenset(p for p in job.slow if p < len(seen.have) and not seen.have[p]
+                         and not any(p < len(peers[n]) and peers[n][p]
+                                     for n in peers if n in done_nodes))
+        if job.rx_recent <= IDLE_FRACTION * job.rx_peak:
+            slow |= offload.slow_held(
+                seen.me, offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me}),
+                job.run, seen.have, peers, done_nodes, waiting, now, dead, job.laggards)
+        job = replace(job, waiting=waiting, waiting_avail=seen.available, slow=slow)
     lag = job.lagging or (judge and not seen.holders
                           and offload.lagging(seen.me, job.owner_of, bits))
     if lag != job.lagging:
@@ -575,9 +619,13 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
                                                                      seen.have)),)))
         job = replace(job, lagging=lag)
     d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
-                               job.owner_of, job.run, job.taken, lag=lag)
+                               job.owner_of, job.run, job.taken, lag=lag, slow=slow)
     others = [p for p in d.origin
-              if job.owner_of[p] != seen.me and p // job.run not in job.taken]
+              if job.owner_of[p] != seen.me and p // job.run not in job.taken and p not in slow]
+    if slow - job.slow_noted:
+        effects.append(Note("pieces only slow peers hold come from the origin", "info", (
+            ("pieces", len(slow - job.slow_noted)),)))
+        job = replace(job, slow_noted=job.slow_noted | slow)
     if others and not job.stuck_noted:
         effects.append(Note("no progress: pieces without a source come from the origin",
                             "warning", (("pieces", len(others)),
@@ -590,6 +638,38 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     else:
         effects += [WebSeed(job.info_hash, False), SetPriorities(job.info_hash, d.priorities)]
     return job, effects
+
+
+def seen_done(job: Job, seen: Seen, now: float) -> Job:
+    """The job, remembering when this node and each peer seen were first done with their own
+    shares (kept when a peer goes away; cleared when the shares change)."""
+    known = dict(job.done_at)
+    views: dict[NodeName, Sequence[bool]] = {**seen.peer_have, seen.me: seen.have}
+    new = {n: now for n, bits in views.items()
+           if n not in known and len(bits) == len(job.owner_of) > 0
+           and offload.share_done(n, job.owner_of, bits)}
+    if not new:
+        return job
+    return replace(job, done_at=tuple(sorted({**known, **new}.items())))
+
+
+#: Seconds over which the payload receive rate is measured (`receive_rate`).
+RATE_WINDOW = 2.0
+#: A downlink receiving under this fraction of its highest rate so far is idle: what is
+#: missing waits on slow peers, not on the downlink (offload.slow_held).
+IDLE_FRACTION = 0.25
+
+
+def receive_rate(job: Job, seen: Seen, now: float) -> Job:
+    """The job with its receive rate measured over the last `RATE_WINDOW` seconds."""
+    got, since = job.rx_window
+    if since == 0.0 or seen.bytes_received < got:
+        return replace(job, rx_window=(seen.bytes_received, now))
+    if now - since < RATE_WINDOW:
+        return job
+    rate = (seen.bytes_received - got) / (now - since)
+    return replace(job, rx_recent=rate, rx_peak=max(job.rx_peak, rate),
+                   rx_window=(seen.bytes_received, now))
 
 
 def stalled_owners(job: Job, seen: Seen, now: float) -> tuple[Job, frozenset[NodeName]]:

@@ -1,3 +1,4 @@
+import math
 from collections import Counter
 
 from hypothesis import given, settings
@@ -345,3 +346,115 @@ def test_a_lagging_owner_leaves_its_share_to_the_takers():
     small = ["me"] * 20 + ["peer"] * 4
     assert not lagging("me", small, {"me": [True] * 4 + [False] * 20,
                                      "peer": [False] * 20 + [True] * 4})
+
+
+# -- a node done earlier takes a laggard's runs first ----------------------------------------
+
+from reconciler.core.offload import PRECEDENCE, ahead_of  # noqa: E402
+
+
+def test_a_node_done_later_leaves_a_laggards_runs_to_the_node_done_first_for_a_while():
+    rv, own = _setup()
+    slow_runs = {p // RUN for p, o in enumerate(own) if o == "slow"}
+    done = {n: _bits(own, n) for n in ("a", "b", "c")}
+    slow = _bits(own, "slow", 0)
+    # t=1: only a is done; it takes every run of the lagging owner
+    ph = {"b": _bits(own, "b", 1), "c": _bits(own, "c", 1), "slow": slow}
+    have, available = _view(own, "a", ph)
+    first = takeover("a", rv, own, RUN, have, available, ph, laggards={"slow"},
+                     done_at={"a": 1.0}, now=1.0)
+    assert first == slow_runs
+    # t=2: b is done too, and sees a done since 1: it takes none of them ...
+    ph = {"a": done["a"], "c": _bits(own, "c", 1), "slow": slow}
+    have, available = _view(own, "b", ph)
+    at = {"a": 1.0, "b": 2.0}
+    assert takeover("b", rv, own, RUN, have, available, ph, laggards={"slow"},
+                    done_at=at, now=2.0 + PRECEDENCE - 0.1) == frozenset()
+    # ... unless the node done first is gone (dead or not connected) ...
+    assert takeover("b", rv, own, RUN, have, available, ph, dead={"a"}, laggards={"slow"},
+                    done_at=at, now=2.5)
+    gone = {n: h for n, h in ph.items() if n != "a"}
+    have2, available2 = _view(own, "b", gone)
+    assert takeover("b", rv, own, RUN, have2, available2, gone, laggards={"slow"},
+                    done_at=at, now=2.5)
+    # ... or until PRECEDENCE has passed (a may not see the owner): then as without `done_at`
+    late = takeover("b", rv, own, RUN, have, available, ph, laggards={"slow"},
+                    done_at=at, now=2.0 + PRECEDENCE)
+    assert late == takeover("b", rv, own, RUN, have, available, ph, laggards={"slow"}) != set()
+    # done in the same moment: nobody defers, the rendezvous order splits the runs
+    assert takeover("b", rv, own, RUN, have, available, ph, laggards={"slow"},
+                    done_at={"a": 2.0, "b": 2.0}, now=2.5) == late
+
+
+@settings(max_examples=300, deadline=None)
+@given(real=st.tuples(st.floats(0, 5), st.floats(0, 5)),
+       delay=st.tuples(st.floats(0, 2), st.floats(0, 2)),
+       phase=st.tuples(st.floats(0, 1), st.floats(0, 1)), tick=st.floats(0.05, 1))
+def test_two_done_nodes_never_both_defer_to_each_other(
+        real: tuple[float, float], delay: tuple[float, float],
+        phase: tuple[float, float], tick: float) -> None:
+    """Each node sees its own share done at its first tick after it is, and the other's at
+    its first tick after the news arrives (`delay` later): whatever the timing, one of them
+    takes the runs; a run nobody takes would wait for the stuck fallback."""
+    import math
+
+    def seen_at(node: int, t: float) -> float:  # `node`'s first tick at or after t
+        return phase[node] + tick * max(0, math.ceil((t - phase[node]) / tick))
+
+    names = ("a", "b")
+    views = []
+    for me in (0, 1):
+        other = 1 - me
+        at = {names[me]: seen_at(me, real[me]),
+              names[other]: seen_at(me, real[other] + delay[me])}
+        views.append(ahead_of(names[me], at, max(at.values()), (), {names[other]: ()}))
+    assert not ("b" in views[0] and "a" in views[1])
+
+
+# -- pieces only slow peers hold -------------------------------------------------------------
+
+from reconciler.core.offload import SLOW_HELD_AFTER, slow_held  # noqa: E402
+
+
+def test_pieces_a_slow_peer_holds_for_a_while_come_from_the_origin_by_one_done_node():
+    rv, own = _setup()
+    n = len(own)
+    slow_pieces = [p for p, o in enumerate(own) if o == "slow"][:3 * RUN]
+    held = tuple(p in slow_pieces for p in range(n))
+    done = {"a", "b", "c"}
+    views = {}
+    for me in ("a", "b", "c"):
+        ph = {x: _bits(own, x) for x in ("a", "b", "c") if x != me} | {"slow": held}
+        have = _bits(own, me)
+        since = [0.0 if held[p] and not have[p] else math.inf for p in range(n)]
+        views[me] = slow_held(me, rv, RUN, have, ph, done, since, now=SLOW_HELD_AFTER)
+        # not yet: a peer with a normal uplink sends it within a second
+        assert not slow_held(me, rv, RUN, have, ph, done, since, now=SLOW_HELD_AFTER - 0.1)
+    # each such piece by exactly one of the done nodes: the first of its run's order
+    got = sorted(p for v in views.values() for p in v)
+    assert got == sorted(slow_pieces)
+    for me, pieces in views.items():
+        for p in pieces:
+            assert next(x for x in rv.order(p // RUN) if x != "slow") == me
+    # a done node that holds it is no taker (the next one is), nor a node not done, a
+    # laggard or a dead one
+    me = "a"
+    since = [0.0 if held[p] else math.inf for p in range(n)]
+    for who in ("b", "c"):
+        bits = tuple(x or y for x, y in zip(_bits(own, who), held))
+        ph = {x: _bits(own, x) for x in ("b", "c")} | {who: bits, "slow": held}
+        mine = slow_held(me, rv, RUN, _bits(own, me), ph, done, since, now=10.0)
+        assert mine == {p for p in slow_pieces if next(
+            x for x in rv.order(p // RUN) if x not in ("slow", who)) == me}
+    ph = {"b": _bits(own, "b"), "c": _bits(own, "c"), "slow": held}
+    for kw in ({"done": {"a"}}, {"done": done, "laggards": {"b", "c"}},
+               {"done": done, "dead": {"b", "c"}}):
+        kw = {"dead": (), "laggards": ()} | kw
+        alone = slow_held(me, rv, RUN, _bits(own, me), ph, kw["done"], since, 10.0,
+                          kw["dead"], kw["laggards"])
+        assert alone == set(slow_pieces)
+    # and decide_offload fetches them from the origin though a peer has them
+    have = _bits(own, me)
+    available = [sum(h[p] for h in ph.values()) for p in range(n)]
+    d = decide_offload(me, IH, have, available, NODES, owner_of=own, run=RUN, slow=alone)
+    assert d.origin == alone and all(d.priorities[p] > FROM_PEERS for p in alone)

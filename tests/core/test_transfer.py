@@ -250,8 +250,23 @@ def test_stuck_pieces_come_from_the_origin_whoever_owns_them():
               if isinstance(e, tr.SetPriorities)][0]
     assert all(before.priorities[p] == 0 for p in theirs)
     later = tr.STUCK_AFTER + 1  # no progress since 0.0: pieces nobody has are fetched anyway
-    after = [e for e in share_origin(j, seen(), later)[1] if isinstance(e, tr.SetPriorities)][0]
+    j, eff = share_origin(j, seen(), later)
+    after = [e for e in eff if isinstance(e, tr.SetPriorities)][0]
     assert all(after.priorities[p] > offload.FROM_PEERS for p in theirs)
+    # the first of them to arrive is progress, but the others are still fetched (they waited
+    # a whole STUCK_AFTER again before: bench.swarm --slow-node 10, the others Ready at 64 s)
+    first, rest = theirs[0], theirs[1:]
+    got = tuple(p == first for p in range(PIECES))
+    j = replace(j, last_change=later + 1)
+    j, eff = share_origin(j, seen(have=got), later + 1)
+    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
+    assert web.on and set(rest) <= web.pieces and first not in web.pieces
+    # ... until a peer has one (it comes from there) or it is held here
+    avail = tuple(int(p == rest[0]) for p in range(PIECES))
+    j, eff = share_origin(j, seen(have=got, available=avail), later + 2)
+    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
+    assert rest[0] not in web.pieces and set(rest[1:]) <= web.pieces
+    assert rest[0] not in j.stuck and first not in j.stuck
 
 
 def test_a_live_owner_making_progress_is_never_doubled_by_the_stuck_fallback():
@@ -526,3 +541,77 @@ def test_nobody_is_judged_lagging_in_the_first_lag_after_seconds():
     late, eff = share_origin(early, seen(peer_have=theirs), now=tr.LAG_AFTER)
     assert late.lagging
     assert any("behind the peers" in getattr(e, "event", "") for e in eff)
+
+
+def test_a_node_done_after_a_peer_leaves_a_laggards_runs_to_it_for_a_while():
+    """Done times are remembered per node (this one too) and fed to the takeover: N2 was
+    seen done before this node, so this node takes none of the lagging N3's runs until
+    offload.PRECEDENCE has passed since its own share was done."""
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    mine = tuple(o == ME for o in j.owner_of)
+    n2 = tuple(o == N2 for o in j.owner_of)
+    n3_runs = {p // j.run for p, o in enumerate(j.owner_of) if o == N3}
+    assert n3_runs
+    none = (False,) * PIECES
+    j = replace(j, laggards=frozenset({N3}))
+    # N2 done, this node not yet: N2's time is noted, nothing is taken
+    j, _ = share_origin(j, seen(available=tuple(int(h) for h in n2),
+                                peer_have={N2: n2, N3: none}), now=T0 + 1)
+    assert dict(j.done_at) == {N2: T0 + 1} and not j.taken
+    # this node done a second later: N2 goes first
+    s = seen(have=mine, available=tuple(int(h) for h in n2), peer_have={N2: n2, N3: none})
+    j, _ = share_origin(j, s, now=T0 + 2)
+    assert dict(j.done_at) == {N2: T0 + 1, ME: T0 + 2} and not j.taken
+    j, _ = share_origin(j, s, now=T0 + 2 + offload.PRECEDENCE - 0.5)
+    assert not j.taken
+    # N2 may not be fetching them (it may not see N3): after PRECEDENCE, as before
+    j, eff = share_origin(j, s, now=T0 + 2 + offload.PRECEDENCE)
+    rv = offload.Rendezvous(IH, {ME, N2, N3})
+    assert j.taken == {c for c in n3_runs
+                       if [x for x in rv.order(c) if x != N3][0] == ME} != set()
+    # new shares (a target died) forget the done times
+    j2, _ = share_origin(j, seen(absent=frozenset({N3}), peer_have={N2: n2}), now=T0 + 30)
+    assert len(j2.done_at) <= 1 and (not j2.done_at or j2.done_at[0][1] == T0 + 30)
+
+
+def test_pieces_a_slow_peer_has_held_for_a_while_come_from_the_origin_if_the_downlink_idles():
+    """A node done with its own share whose downlink idles, waiting offload.SLOW_HELD_AFTER
+    for pieces a peer has (a slow uplink), fetches them from the origin; not while its
+    downlink is busy (they are queued, not slow), and not once a new holder has them."""
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    mine = tuple(o == ME for o in j.owner_of)
+    n3 = [p for p, o in enumerate(j.owner_of) if o == N3]
+    p3 = n3[0]
+    held = tuple(p == p3 for p in range(PIECES))  # N3 has one of its pieces
+    none = (False,) * PIECES
+
+    def at(t: float, rx: int, **kw: object) -> tuple[Job, frozenset[int]]:
+        nonlocal j
+        base = dict(have=mine, available=tuple(int(h) for h in held),
+                    peer_have={N2: none, N3: held}, bytes_received=rx)
+        j, eff = share_origin(j, seen(**(base | kw)), now=t)
+        return j, [e for e in eff if isinstance(e, tr.WebSeed)][-1].pieces
+
+    busy = j
+    # 1 MiB/s, then under 100 KiB/s: idle (under IDLE_FRACTION of the peak)
+    _, pieces = at(T0 + 1, 0)
+    assert p3 not in pieces  # it comes from N3, for now
+    at(T0 + 3, 2 << 20)
+    _, pieces = at(T0 + 1 + offload.SLOW_HELD_AFTER - 0.1, (2 << 20) + 100_000)
+    assert p3 not in pieces
+    j2, pieces = at(T0 + 1 + offload.SLOW_HELD_AFTER + 0.1, (2 << 20) + 200_000)
+    assert p3 in pieces and j2.slow == {p3}
+    assert j2.rx_peak > 0 and j2.rx_recent < tr.IDLE_FRACTION * j2.rx_peak
+    # it stays chosen while the downlink is busy fetching it ...
+    _, pieces = at(T0 + 8, 8 << 20)
+    assert p3 in pieces
+    # ... until a done node has it (from which it comes)
+    j = replace(j, done_at=j.done_at + ((N2, T0),))
+    _, pieces = at(T0 + 10, 8 << 20, available=tuple(2 * int(h) for h in held),
+                   peer_have={N2: held, N3: held})
+    assert p3 not in pieces and not j.slow
+    # a busy downlink (steady 1 MiB/s) waits: the piece is queued, not slow
+    j = busy
+    for k in range(1, 12):
+        _, pieces = at(T0 + k, k << 20)
+        assert p3 not in pieces
