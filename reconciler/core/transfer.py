@@ -568,8 +568,9 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         job = replace(job, stuck=frozenset(stuck))
     job, stalled = stalled_owners(job, seen, now)
     job = seen_done(job, seen, now)
-    bits: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
-    bits[seen.me] = seen.have
+    job = receive_rate(job, seen, now)
+    peers: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
+    bits = {**peers, seen.me: seen.have}
     judge = now - checked_at >= LAG_AFTER
     laggards = job.laggards | {n for n in seen.peer_have
                                if judge and offload.lagging(n, job.owner_of, bits)}
@@ -577,21 +578,18 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         job = replace(job, laggards=frozenset(laggards))
     # Not for a split version: a taker must hold the run's file (core/split.py), and the
     # rendezvous order of a run is over all targets.
+    slow: frozenset[int] = frozenset()
     if offload.share_done(seen.me, job.owner_of, seen.have) and seen.peer_have \
             and not seen.holders:
         rv = offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me})
         taken = offload.takeover(seen.me, rv, job.owner_of, job.run, seen.have, seen.available,
-                                 {str(n): h for n, h in seen.peer_have.items()}, dead,
-                                 stalled, job.laggards, dict(job.done_at), now)
+                                 peers, dead, stalled, job.laggards, dict(job.done_at), now)
         if not taken <= job.taken:
             effects.append(Note("taking over runs of slower owners", "info", (
                 ("runs", len(taken - job.taken)),
                 ("owners", sorted({job.owner_of[c * job.run] for c in taken - job.taken})))))
             job = replace(job, taken=job.taken | taken)
-    job = receive_rate(job, seen, now)
-    done_nodes = {str(n) for n, _ in job.done_at}
-    slow: frozenset[int] = frozenset()
-    if seen.me in done_nodes and seen.peer_have and not seen.holders:
+        done_nodes = {str(n) for n, _ in job.done_at}
         # since when each missing piece has had its holders: a new holder gets its own while
         # to send it (a node that fetched it from the origin, say)
         before = job.waiting if len(job.waiting) == len(seen.have) else ()
@@ -600,16 +598,14 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
             (before[p] if before and before[p] != math.inf and seen.available[p] <= had[p]
              else now)
             if not h and seen.available[p] else math.inf for p, h in enumerate(seen.have))
-        peers = {str(n): h for n, h in seen.peer_have.items()}
         # Chosen pieces stay chosen until held here or by a done node (from which they come):
         # fetching them makes the downlink busy again.
         slow = frozenset(p for p in job.slow if p < len(seen.have) and not seen.have[p]
                          and not any(p < len(peers[n]) and peers[n][p]
                                      for n in peers if n in done_nodes))
         if job.rx_recent <= IDLE_FRACTION * job.rx_peak:
-            slow |= offload.slow_held(
-                seen.me, offload.Rendezvous(job.info_hash, set(seen.targets) | {seen.me}),
-                job.run, seen.have, peers, done_nodes, waiting, now, dead, job.laggards)
+            slow |= offload.slow_held(seen.me, rv, job.run, seen.have, peers, done_nodes,
+                                      waiting, now, dead, job.laggards)
         job = replace(job, waiting=waiting, waiting_avail=seen.available, slow=slow)
     lag = job.lagging or (judge and not seen.holders
                           and offload.lagging(seen.me, job.owner_of, bits))
