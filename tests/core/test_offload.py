@@ -202,8 +202,8 @@ def test_beyond_the_window_runs_are_ranked_among_the_next_targets_on_a_ring():
 
 # -- progress-based takeover of a slow owner's runs -----------------------------------------
 
-from reconciler.core.offload import (BANDS, FROM_PEERS, OWN, Rendezvous, lagging,  # noqa: E402
-                                     share_done, takeover)
+from reconciler.core.offload import (BANDS, FROM_PEERS, LAG_RATIO, OWN, Rendezvous,  # noqa: E402
+                                     lagging, share_count, share_done, takeover)
 
 NODES = ["a", "b", "c", "slow"]
 RUN = 4
@@ -346,6 +346,28 @@ def test_a_lagging_owner_leaves_its_share_to_the_takers():
     small = ["me"] * 20 + ["peer"] * 4
     assert not lagging("me", small, {"me": [True] * 4 + [False] * 20,
                                      "peer": [False] * 20 + [True] * 4})
+
+
+def test_a_node_on_a_slow_link_lags_though_its_own_share_keeps_pace():
+    """Its peers' bitfields fill from the origin and from each other; its own only as fast as
+    its link: under a third of their count in all is behind, whatever its own share shows."""
+    own = [n for n in ("a", "b", "c", "slow") for _ in range(10)]
+    mine = {n: [o == n and i % 10 < 4 for i, o in enumerate(own)] for n in ("a", "b", "c")}
+    # a, b, c hold 4 of their own 10 and 8 of each other's; slow 3 of its own and nothing else
+    fast = {n: [h or (o in ("a", "b", "c") and o != n and i % 10 < 8)
+                for i, (h, o) in enumerate(zip(mine[n], own))] for n in ("a", "b", "c")}
+    slow = [o == "slow" and i % 10 < 3 for i, o in enumerate(own)]
+    bits = {**fast, "slow": slow}
+    assert share_count("slow", own, slow) >= LAG_RATIO * share_count("a", own, fast["a"])
+    assert lagging("slow", own, bits)
+    assert not any(lagging(n, own, bits) for n in ("a", "b", "c"))
+    # the same pace with as much from its peers as they have: not behind
+    even = {**fast, "slow": [h or (o != "slow" and i % 10 < 6) for i, (h, o)
+                             in enumerate(zip(slow, own))]}
+    assert not lagging("slow", own, even)
+    # nobody has much yet (the median under an even share / LAG_MIN_PART): nobody lags
+    early = {n: [i == own.index(n) for i in range(len(own))] for n in ("a", "b", "c")}
+    assert not lagging("slow", own, {**early, "slow": [False] * len(own)})
 
 
 # -- a node done earlier takes a laggard's runs first ----------------------------------------
