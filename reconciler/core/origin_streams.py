@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 START = 4  # requests in flight before anything is known
 WINDOW = 1.0  # seconds of full use over which a count's rate is measured
 GAIN = 1.5  # a doubling is kept when the rate rose at least this much (a cap: about 2x)
-HOLD = 10.0  # seconds before a doubling that did not pay is tried again
+HOLD = 5.0  # seconds before a doubling that did not pay is tried again
 
 
 @dataclass(frozen=True)
