@@ -320,6 +320,27 @@ def lagging(node: str, owner_of: Sequence[str], bits: Mapping[str, Sequence[bool
                        even / LAG_MIN_PART))
 
 
+#: Peers holding this fraction of the pieces (median) or more are far ahead of a node that
+#: holds under LAG_RATIO x as many: it joined late, which no start-up delay explains
+#: (`joined_late`).
+LATE_FRACTION = 0.5
+
+
+def joined_late(node: str, bits: Mapping[str, Sequence[bool]]) -> bool:
+    """`node` arrived at a swarm that already holds much of the data: its peers' median count
+    of pieces held is at least LATE_FRACTION of them and it holds under LAG_RATIO x that. It
+    lags at once, not only after `transfer.LAG_AFTER`: that delay keeps nodes that start
+    together from judging each other in their first moments, and in those 3 s a late joiner
+    fetched runs of its share that the node done first then took back and fetched again
+    (bench.swarm --stagger 10, origin trace: 0.5-2.5 MiB of 64 each way)."""
+    if node not in bits or len(bits) < 2:
+        return False
+    total = len(bits[node])
+    return _behind(sum(map(bool, bits[node])),
+                   [sum(map(bool, b)) for n, b in bits.items() if n != node],
+                   max(1.0, LATE_FRACTION * total))
+
+
 def share_done(node: str, owner_of: Sequence[str], have: Sequence[bool]) -> bool:
     """`node` holds every piece it owns (`have`: its bitfield, as its peers see it)."""
     return all(h for o, h in zip(owner_of, have) if o == node)

@@ -70,7 +70,8 @@ peer) can be judged lagging (offload.lagging): the nodes start together, and in 
 moments a web seed whose requests wait behind other torrents' at the gateway or a shared origin
 holds none of its own pieces yet while its peers hold a few. Judged then, equal nodes left
 their shares to each other, and two takers read the same runs (tests/test_fleet.py 4 x 12:
-nodes judged lagging with 0 own pieces 0.9 s after the start; origin 1.03-1.07 x)."""
+nodes judged lagging with 0 own pieces 0.9 s after the start; origin 1.03-1.07 x). A node that
+joins a swarm already holding half the data is judged at once (offload.joined_late)."""
 STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
 STALL_FLOOR = 1024  # bytes/s: less received than this over STALL_AFTER from the origin is a stall
 MAX_VERIFY_ROUNDS = 3
@@ -573,7 +574,8 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     bits = {**peers, seen.me: seen.have}
     judge = now - checked_at >= LAG_AFTER
     laggards = job.laggards | {n for n in seen.peer_have
-                               if judge and offload.lagging(n, job.owner_of, bits)}
+                               if (judge and offload.lagging(n, job.owner_of, bits))
+                               or offload.joined_late(n, bits)}
     if laggards != job.laggards:
         job = replace(job, laggards=frozenset(laggards))
     # Not for a split version: a taker must hold the run's file (core/split.py), and the
@@ -607,8 +609,9 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
             slow |= offload.slow_held(seen.me, rv, job.run, seen.have, peers, done_nodes,
                                       waiting, now, dead, job.laggards)
         job = replace(job, waiting=waiting, waiting_avail=seen.available, slow=slow)
-    lag = job.lagging or (judge and not seen.holders
-                          and offload.lagging(seen.me, job.owner_of, bits))
+    lag = job.lagging or (not seen.holders and (
+        (judge and offload.lagging(seen.me, job.owner_of, bits))
+        or offload.joined_late(seen.me, bits)))
     if lag != job.lagging:
         effects.append(Note("behind the peers: leaving the rest of its origin share to them",
                             "info", (("ownHeld", offload.share_count(seen.me, job.owner_of,

@@ -480,3 +480,22 @@ def test_pieces_a_slow_peer_holds_for_a_while_come_from_the_origin_by_one_done_n
     available = [sum(h[p] for h in ph.values()) for p in range(n)]
     d = decide_offload(me, IH, have, available, NODES, owner_of=own, run=RUN, slow=alone)
     assert d.origin == alone and all(d.priorities[p] > FROM_PEERS for p in alone)
+
+
+# -- a node that joins late lags at once ------------------------------------------------------
+
+from reconciler.core.offload import LATE_FRACTION, joined_late  # noqa: E402
+
+
+def test_a_node_joining_a_swarm_that_holds_half_the_data_lags_at_once():
+    n = 40
+    half = [i < n * LATE_FRACTION for i in range(n)]
+    assert joined_late("new", {"new": [False] * n, "a": half, "b": [True] * n})
+    # what it has from its peers already (a restart, a previous version) counts
+    assert not joined_late("new", {"new": [i < 10 for i in range(n)], "a": half})
+    # peers under half: a start-up delay may explain it, so LAG_AFTER applies (`lagging`)
+    under = [i < n * LATE_FRACTION - 1 for i in range(n)]
+    assert not joined_late("new", {"new": [False] * n, "a": under})
+    # alone, or not among the bitfields: nothing to judge by
+    assert not joined_late("new", {"new": [False] * n})
+    assert not joined_late("new", {"a": half})

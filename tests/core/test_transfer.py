@@ -543,6 +543,20 @@ def test_nobody_is_judged_lagging_in_the_first_lag_after_seconds():
     assert any("behind the peers" in getattr(e, "event", "") for e in eff)
 
 
+def test_a_node_joining_a_swarm_that_holds_half_the_data_is_judged_at_once():
+    """No LAG_AFTER for a late joiner (offload.joined_late): it fetches none of its share,
+    and a node far ahead counts it a laggard at its first sight of it."""
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    full = {N2: (True,) * PIECES, N3: (True,) * PIECES}
+    assert T0 < tr.LAG_AFTER
+    late, eff = share_origin(j, seen(peer_have=full, available=(2,) * PIECES), now=T0)
+    assert late.lagging and any("behind the peers" in getattr(e, "event", "") for e in eff)
+    ahead, _ = share_origin(j, seen(have=(True,) * PIECES,
+                                    peer_have={N2: (True,) * PIECES, N3: (False,) * PIECES}),
+                            now=T0)
+    assert ahead.laggards == {N3} and not ahead.lagging
+
+
 def test_a_node_done_after_a_peer_leaves_a_laggards_runs_to_it_for_a_while():
     """Done times are remembered per node (this one too) and fed to the takeover: N2 was
     seen done before this node, so this node takes none of the lagging N3's runs until
