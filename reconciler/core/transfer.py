@@ -543,13 +543,22 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         return job, []
     checked_at = job.checked_at if job.checked_at is not None else now
     job = replace(job, checked_at=checked_at)
+    effects: list[Effect] = []
+    peers: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
+    bits = {**peers, seen.me: seen.have}
+    # A late joiner is judged by its first look at its peers, as they judge it by theirs
+    # (their first sight of it): waiting for the rest of its neighbours first, it took a
+    # third of the data from one of them in CONNECT_WAIT, no longer looked late, and fetched
+    # the runs that peer, counting it a laggard, fetched too (bench.swarm --stagger 10).
+    if not job.lagging and not seen.holders and offload.joined_late(seen.me, bits):
+        effects.append(_behind_note(job, seen))
+        job = replace(job, lagging=True)
     waiting_for = {n for n, ip in seen.peer_ip.items()
                    if ip not in seen.connected and n not in seen.absent}
     if waiting_for and now - checked_at < CONNECT_WAIT:
-        return job, []  # give the neighbours a moment: they may hold the pieces already
+        return job, effects  # give the neighbours a moment: they may hold the pieces already
     dead = tuple(sorted((set(seen.targets) & seen.absent) - {seen.me}))
     live = live_set(seen)
-    effects: list[Effect] = []
     if dead != job.owners_for or len(job.owner_of) != len(seen.have):
         targets = sorted(set(seen.targets) | {seen.me})
         run = offload.run_length(len(seen.have), seen.piece_size, len(targets))
@@ -570,8 +579,6 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     job, stalled = stalled_owners(job, seen, now)
     job = seen_done(job, seen, now)
     job = receive_rate(job, seen, now)
-    peers: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
-    bits = {**peers, seen.me: seen.have}
     judge = now - checked_at >= LAG_AFTER
     laggards = job.laggards | {n for n in seen.peer_have
                                if (judge and offload.lagging(n, job.owner_of, bits))
@@ -609,13 +616,10 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
             slow |= offload.slow_held(seen.me, rv, job.run, seen.have, peers, done_nodes,
                                       waiting, now, dead, job.laggards)
         job = replace(job, waiting=waiting, waiting_avail=seen.available, slow=slow)
-    lag = job.lagging or (not seen.holders and (
-        (judge and offload.lagging(seen.me, job.owner_of, bits))
-        or offload.joined_late(seen.me, bits)))
+    lag = job.lagging or (judge and not seen.holders
+                          and offload.lagging(seen.me, job.owner_of, bits))
     if lag != job.lagging:
-        effects.append(Note("behind the peers: leaving the rest of its origin share to them",
-                            "info", (("ownHeld", offload.share_count(seen.me, job.owner_of,
-                                                                     seen.have)),)))
+        effects.append(_behind_note(job, seen))
         job = replace(job, lagging=lag)
     d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
                                job.owner_of, job.run, job.taken, lag=lag, slow=slow)
@@ -637,6 +641,12 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     else:
         effects += [WebSeed(job.info_hash, False), SetPriorities(job.info_hash, d.priorities)]
     return job, effects
+
+
+def _behind_note(job: Job, seen: Seen) -> Note:
+    return Note("behind the peers: leaving the rest of its origin share to them", "info", (
+        ("ownHeld", offload.share_count(seen.me, job.owner_of, seen.have)),
+        ("held", sum(map(bool, seen.have)))))
 
 
 def seen_done(job: Job, seen: Seen, now: float) -> Job:

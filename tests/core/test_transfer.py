@@ -557,6 +557,21 @@ def test_a_node_joining_a_swarm_that_holds_half_the_data_is_judged_at_once():
     assert ahead.laggards == {N3} and not ahead.lagging
 
 
+def test_a_late_joiner_is_judged_while_it_waits_for_its_other_neighbours():
+    """Its first look, as its peers' first sight of it: N3 not connected yet (CONNECT_WAIT),
+    N2 holding everything. What it then takes from N2 while it waits does not undo it."""
+    full = {N2: (True,) * PIECES}
+    waiting = dict(connected=frozenset({"127.0.0.2"}), peer_have=full,
+                   available=(1,) * PIECES)
+    j, eff = share_origin(job(checked_at=0.0), seen(**waiting), now=0.1)
+    assert j.lagging and [e for e in eff if "behind the peers" in getattr(e, "event", "")]
+    caught_up = tuple(p < PIECES // 2 for p in range(PIECES))
+    j, eff = share_origin(j, seen(**{**waiting, "have": caught_up}), now=tr.CONNECT_WAIT)
+    assert j.lagging
+    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
+    assert not web.on
+
+
 def test_a_node_done_after_a_peer_leaves_a_laggards_runs_to_it_for_a_while():
     """Done times are remembered per node (this one too) and fed to the takeover: N2 was
     seen done before this node, so this node takes none of the lagging N3's runs until
