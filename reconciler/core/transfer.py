@@ -275,6 +275,9 @@ class Job:
     # then fetched its share again it would fetch what the takers fetch.
     lagging: bool = False
     laggards: frozenset[NodeName] = frozenset()
+    # per peer: when its bitfield was first seen; it is judged lagging LAG_AFTER after that,
+    # as it judges itself LAG_AFTER after its own start
+    met_at: tuple[tuple[NodeName, float], ...] = ()
     rx_mark: int = 0  # bytes received when the current stall window started
     rx_mark_at: float = 0.0  # monotonic start of the current stall window
     rechecked_at: float | None = None  # monotonic time of the last `recheck_stranded`
@@ -580,8 +583,18 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     job = seen_done(job, seen, now)
     job = receive_rate(job, seen, now)
     judge = now - checked_at >= LAG_AFTER
+    met = dict(job.met_at)
+    if set(seen.peer_have) - set(met):
+        met.update({n: now for n in seen.peer_have if n not in met})
+        job = replace(job, met_at=tuple(sorted(met.items())))
+    # A peer is judged as it judges itself: LAG_AFTER after it was first seen (a node that
+    # joins late takes much from its peers in its first seconds and then no longer lags by
+    # its own counts: judged at first sight, it was a laggard here only, and this node
+    # fetched the runs it fetched too; bench.swarm --stagger 10), or at once if it joined
+    # a swarm holding half the data.
     laggards = job.laggards | {n for n in seen.peer_have
-                               if (judge and offload.lagging(n, job.owner_of, bits))
+                               if (judge and now - met[n] >= LAG_AFTER
+                                   and offload.lagging(n, job.owner_of, bits))
                                or offload.joined_late(n, bits)}
     if laggards != job.laggards:
         job = replace(job, laggards=frozenset(laggards))

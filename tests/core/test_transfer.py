@@ -557,6 +557,24 @@ def test_a_node_joining_a_swarm_that_holds_half_the_data_is_judged_at_once():
     assert ahead.laggards == {N3} and not ahead.lagging
 
 
+def test_a_peer_is_judged_lag_after_seconds_after_it_was_first_seen():
+    """As it judges itself: a peer that appears with nothing while this node is long started
+    (and not holding half the data) gets LAG_AFTER to show its pace."""
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    own = {n: tuple(o == n for o in j.owner_of) for n in (ME, N2, N3)}
+    none = (False,) * PIECES
+    assert sum(own[ME]) + sum(own[N2]) < PIECES  # nobody holds half: no late joiner
+    t = 10.0
+    j, _ = share_origin(j, seen(have=own[ME], peer_have={N2: own[N2], N3: none}), now=t)
+    assert j.laggards == frozenset() and dict(j.met_at) == {N2: t, N3: t}
+    caught_up, _ = share_origin(j, seen(have=own[ME], peer_have={N2: own[N2], N3: own[N3]}),
+                                now=t + tr.LAG_AFTER)
+    assert caught_up.laggards == frozenset()
+    behind, _ = share_origin(j, seen(have=own[ME], peer_have={N2: own[N2], N3: none}),
+                             now=t + tr.LAG_AFTER)
+    assert behind.laggards == {N3}
+
+
 def test_a_late_joiner_is_judged_while_it_waits_for_its_other_neighbours():
     """Its first look, as its peers' first sight of it: N3 not connected yet (CONNECT_WAIT),
     N2 holding everything. What it then takes from N2 while it waits does not undo it."""
