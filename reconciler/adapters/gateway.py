@@ -50,6 +50,7 @@ from aiohttp import web
 
 from reconciler.adapters import origin_errors
 from reconciler.adapters.gateway_kept import Kept
+from reconciler.adapters.origin_gate import OriginGate
 from reconciler.adapters.gateway_relay import (BACKOFF, BACKOFF_MAX, MAX_ATTEMPTS,  # noqa: F401
                                                SPREAD, Relay)
 from reconciler.adapters.sources import Origin
@@ -129,8 +130,11 @@ class Gateway:
     def __post_init__(self) -> None:
         if self.origin_connections < 1:
             raise ValueError("originConnections must be at least 1")
-        #: One slot per origin range request in flight, shared by every request and dataset.
+        #: One slot per origin range request in flight, shared by every request and dataset
+        #: (and by `lock`, pinning and direct reads, which read outside the gateway).
         self.slots = asyncio.Semaphore(self.origin_connections)
+        #: ...of which the gateway's requests hold as many as pay (core/origin_streams.py).
+        self.gate = OriginGate(self.slots, self.origin_connections)
 
     def register(self, dataset: str, info_hash: str, name: str,
                  files: tuple[tuple[str, int], ...], origin: Origin | Sequence[Origin],

@@ -30,8 +30,8 @@ SPREAD = 4 << 20
 
 class Relay:
     """One libtorrent range request, relayed from the origins: each attempt reads what is
-    left through concurrent origin range requests (`read_parallel`, holding slots of the
-    node's `originConnections`), and a failing origin hands over to the next one at the
+    left through concurrent origin range requests (`read_parallel`, each holding a place
+    of the gateway's `OriginGate` and a slot of the node's `originConnections`), and a failing origin hands over to the next one at the
     first byte not yet delivered.
 
     libtorrent's end game asks a second web-seed URL for 16 KiB blocks it has asked of the
@@ -138,7 +138,7 @@ class Relay:
         self.origin = i
         stream = cast(AsyncGenerator[bytes, None], read_parallel(
             self.entry.origins[i], self.path, self.pos, end - self.pos,
-            streams=self.gw.origin_connections, slots=self.gw.slots, on_bytes=self._count,
+            streams=self.gw.origin_connections, slots=self.gw.gate, on_bytes=self._count,
             throttle=self.gw.limit.take, on_unread=lambda at, chunk: self._unread(i, at, chunk),
             pace=self.entry.paces[i]))
         try:
@@ -175,6 +175,7 @@ class Relay:
     def _count(self, n: int) -> None:
         # Counted as it arrives from the origin, relayed or not: what the origin spent.
         self.gw.bytes_served[self.entry.dataset] += n
+        self.gw.gate.count(n)
 
     async def _deliver(self, chunk: bytes, keep: bool = True) -> None:
         for f in self.followers:  # first: they keep their copy if our client hangs up

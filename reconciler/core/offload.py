@@ -277,7 +277,8 @@ def decide_offload(me: str, info_hash: str, have: Sequence[bool], available: Seq
 
 
 #: A node lags when it holds fewer than LAG_RATIO x the median number of own pieces its peers
-#: hold, once that median is at least 1/LAG_MIN_PART of an even share (`lagging`).
+#: hold, once that median is at least 1/LAG_MIN_PART of an even share (`lagging`), or fewer
+#: than LAG_RATIO x the median number of pieces they hold in all.
 LAG_RATIO = 0.3
 LAG_MIN_PART = 4
 
@@ -287,21 +288,57 @@ def share_count(node: str, owner_of: Sequence[str], bits: Sequence[bool]) -> int
     return sum(1 for p, o in enumerate(owner_of) if o == node and p < len(bits) and bits[p])
 
 
+def _behind(mine: int, others: Sequence[int], floor: float) -> bool:
+    """`mine` under LAG_RATIO x the median of `others`, once that median is at least `floor`."""
+    ranked = sorted(others)
+    median = ranked[(len(ranked) - 1) // 2]
+    return median >= floor and mine < LAG_RATIO * median
+
+
 def lagging(node: str, owner_of: Sequence[str], bits: Mapping[str, Sequence[bool]]) -> bool:
-    """`node` fetches its share at under about a third of its peers' pace (`bits`: the
-    bitfields of `node` and of the peers seen; counts of own pieces held, not fractions: shares
-    differ in size, and a node with a small share is done first without being faster). A
+    """`node` fetches its share at under about a third of its peers' pace, or receives at
+    under a third of theirs (`bits`: the bitfields of `node` and of the peers seen). A
     lagging owner stops fetching its share and leaves it to the nodes that finish their own
-    shares (`takeover`): what a slow node fetches it must also upload at its
-    slow rate, and the others would wait for that (bench.swarm --slow-node 10: x2.27 without
-    this rule). The executor keeps a node judged lagging so for the rest of the download."""
+    shares (`takeover`): what a slow node fetches it must also upload at its slow rate, and
+    the others would wait for that (bench.swarm --slow-node 10: x2.27 without this rule).
+    The executor keeps a node judged lagging so for the rest of the download.
+
+    Two counts, each against the median of the peers': own pieces held (not fractions:
+    shares differ in size, and a node with a small share is done first without being
+    faster), which shows a web seed that falls behind; and pieces held in all, which shows
+    a slow link. A node whose link is slow fetches its share at nearly its peers' pace while
+    the origin is what every node waits for (0.8 MiB/s against a quarter of a 4 MiB/s
+    origin); what it cannot do is take the other shares at their pace: its peers' bitfields
+    fill from the origin and from each other several times faster than its own."""
     if node not in bits or len(bits) < 2:
         return False
-    others = sorted(share_count(n, owner_of, b) for n, b in bits.items() if n != node)
-    median = others[(len(others) - 1) // 2]
     even = len(owner_of) / len(set(owner_of) | set(bits))
-    return median >= even / LAG_MIN_PART and \
-        share_count(node, owner_of, bits[node]) < LAG_RATIO * median
+    others = [n for n in bits if n != node]
+    return (_behind(share_count(node, owner_of, bits[node]),
+                    [share_count(n, owner_of, bits[n]) for n in others], even / LAG_MIN_PART)
+            or _behind(sum(map(bool, bits[node])), [sum(map(bool, bits[n])) for n in others],
+                       even / LAG_MIN_PART))
+
+
+#: Peers holding this fraction of the pieces (median) or more are far ahead of a node that
+#: holds under LAG_RATIO x as many: it joined late, which no start-up delay explains
+#: (`joined_late`).
+LATE_FRACTION = 0.5
+
+
+def joined_late(node: str, bits: Mapping[str, Sequence[bool]]) -> bool:
+    """`node` arrived at a swarm that already holds much of the data: its peers' median count
+    of pieces held is at least LATE_FRACTION of them and it holds under LAG_RATIO x that. It
+    lags at once, not only after `transfer.LAG_AFTER`: that delay keeps nodes that start
+    together from judging each other in their first moments, and in those 3 s a late joiner
+    fetched runs of its share that the node done first then took back and fetched again
+    (bench.swarm --stagger 10, origin trace: 0.5-2.5 MiB of 64 each way)."""
+    if node not in bits or len(bits) < 2:
+        return False
+    total = len(bits[node])
+    return _behind(sum(map(bool, bits[node])),
+                   [sum(map(bool, b)) for n, b in bits.items() if n != node],
+                   max(1.0, LATE_FRACTION * total))
 
 
 def share_done(node: str, owner_of: Sequence[str], have: Sequence[bool]) -> bool:

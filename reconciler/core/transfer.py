@@ -70,7 +70,8 @@ peer) can be judged lagging (offload.lagging): the nodes start together, and in 
 moments a web seed whose requests wait behind other torrents' at the gateway or a shared origin
 holds none of its own pieces yet while its peers hold a few. Judged then, equal nodes left
 their shares to each other, and two takers read the same runs (tests/test_fleet.py 4 x 12:
-nodes judged lagging with 0 own pieces 0.9 s after the start; origin 1.03-1.07 x)."""
+nodes judged lagging with 0 own pieces 0.9 s after the start; origin 1.03-1.07 x). A node that
+joins a swarm already holding half the data is judged at once (offload.joined_late)."""
 STALL_AFTER = 120.0  # no progress this long while the origin reports errors: Failed
 STALL_FLOOR = 1024  # bytes/s: less received than this over STALL_AFTER from the origin is a stall
 MAX_VERIFY_ROUNDS = 3
@@ -274,6 +275,9 @@ class Job:
     # then fetched its share again it would fetch what the takers fetch.
     lagging: bool = False
     laggards: frozenset[NodeName] = frozenset()
+    # per peer: when its bitfield was first seen; it is judged lagging LAG_AFTER after that,
+    # as it judges itself LAG_AFTER after its own start
+    met_at: tuple[tuple[NodeName, float], ...] = ()
     rx_mark: int = 0  # bytes received when the current stall window started
     rx_mark_at: float = 0.0  # monotonic start of the current stall window
     rechecked_at: float | None = None  # monotonic time of the last `recheck_stranded`
@@ -542,13 +546,22 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
         return job, []
     checked_at = job.checked_at if job.checked_at is not None else now
     job = replace(job, checked_at=checked_at)
+    effects: list[Effect] = []
+    peers: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
+    bits = {**peers, seen.me: seen.have}
+    # A late joiner is judged by its first look at its peers, as they judge it by theirs
+    # (their first sight of it): waiting for the rest of its neighbours first, it took a
+    # third of the data from one of them in CONNECT_WAIT, no longer looked late, and fetched
+    # the runs that peer, counting it a laggard, fetched too (bench.swarm --stagger 10).
+    if not job.lagging and not seen.holders and offload.joined_late(seen.me, bits):
+        effects.append(_behind_note(job, seen))
+        job = replace(job, lagging=True)
     waiting_for = {n for n, ip in seen.peer_ip.items()
                    if ip not in seen.connected and n not in seen.absent}
     if waiting_for and now - checked_at < CONNECT_WAIT:
-        return job, []  # give the neighbours a moment: they may hold the pieces already
+        return job, effects  # give the neighbours a moment: they may hold the pieces already
     dead = tuple(sorted((set(seen.targets) & seen.absent) - {seen.me}))
     live = live_set(seen)
-    effects: list[Effect] = []
     if dead != job.owners_for or len(job.owner_of) != len(seen.have):
         targets = sorted(set(seen.targets) | {seen.me})
         run = offload.run_length(len(seen.have), seen.piece_size, len(targets))
@@ -569,11 +582,20 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     job, stalled = stalled_owners(job, seen, now)
     job = seen_done(job, seen, now)
     job = receive_rate(job, seen, now)
-    peers: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
-    bits = {**peers, seen.me: seen.have}
     judge = now - checked_at >= LAG_AFTER
+    met = dict(job.met_at)
+    if set(seen.peer_have) - set(met):
+        met.update({n: now for n in seen.peer_have if n not in met})
+        job = replace(job, met_at=tuple(sorted(met.items())))
+    # A peer is judged as it judges itself: LAG_AFTER after it was first seen (a node that
+    # joins late takes much from its peers in its first seconds and then no longer lags by
+    # its own counts: judged at first sight, it was a laggard here only, and this node
+    # fetched the runs it fetched too; bench.swarm --stagger 10), or at once if it joined
+    # a swarm holding half the data.
     laggards = job.laggards | {n for n in seen.peer_have
-                               if judge and offload.lagging(n, job.owner_of, bits)}
+                               if (judge and now - met[n] >= LAG_AFTER
+                                   and offload.lagging(n, job.owner_of, bits))
+                               or offload.joined_late(n, bits)}
     if laggards != job.laggards:
         job = replace(job, laggards=frozenset(laggards))
     # Not for a split version: a taker must hold the run's file (core/split.py), and the
@@ -610,9 +632,7 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     lag = job.lagging or (judge and not seen.holders
                           and offload.lagging(seen.me, job.owner_of, bits))
     if lag != job.lagging:
-        effects.append(Note("behind the peers: leaving the rest of its origin share to them",
-                            "info", (("ownHeld", offload.share_count(seen.me, job.owner_of,
-                                                                     seen.have)),)))
+        effects.append(_behind_note(job, seen))
         job = replace(job, lagging=lag)
     d = offload.decide_offload(seen.me, job.info_hash, seen.have, seen.available, live, stuck,
                                job.owner_of, job.run, job.taken, lag=lag, slow=slow)
@@ -634,6 +654,12 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     else:
         effects += [WebSeed(job.info_hash, False), SetPriorities(job.info_hash, d.priorities)]
     return job, effects
+
+
+def _behind_note(job: Job, seen: Seen) -> Note:
+    return Note("behind the peers: leaving the rest of its origin share to them", "info", (
+        ("ownHeld", offload.share_count(seen.me, job.owner_of, seen.have)),
+        ("held", sum(map(bool, seen.have)))))
 
 
 def seen_done(job: Job, seen: Seen, now: float) -> Job:

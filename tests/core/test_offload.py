@@ -202,8 +202,8 @@ def test_beyond_the_window_runs_are_ranked_among_the_next_targets_on_a_ring():
 
 # -- progress-based takeover of a slow owner's runs -----------------------------------------
 
-from reconciler.core.offload import (BANDS, FROM_PEERS, OWN, Rendezvous, lagging,  # noqa: E402
-                                     share_done, takeover)
+from reconciler.core.offload import (BANDS, FROM_PEERS, LAG_RATIO, OWN, Rendezvous,  # noqa: E402
+                                     lagging, share_count, share_done, takeover)
 
 NODES = ["a", "b", "c", "slow"]
 RUN = 4
@@ -348,6 +348,28 @@ def test_a_lagging_owner_leaves_its_share_to_the_takers():
                                      "peer": [False] * 20 + [True] * 4})
 
 
+def test_a_node_on_a_slow_link_lags_though_its_own_share_keeps_pace():
+    """Its peers' bitfields fill from the origin and from each other; its own only as fast as
+    its link: under a third of their count in all is behind, whatever its own share shows."""
+    own = [n for n in ("a", "b", "c", "slow") for _ in range(10)]
+    mine = {n: [o == n and i % 10 < 4 for i, o in enumerate(own)] for n in ("a", "b", "c")}
+    # a, b, c hold 4 of their own 10 and 8 of each other's; slow 3 of its own and nothing else
+    fast = {n: [h or (o in ("a", "b", "c") and o != n and i % 10 < 8)
+                for i, (h, o) in enumerate(zip(mine[n], own))] for n in ("a", "b", "c")}
+    slow = [o == "slow" and i % 10 < 3 for i, o in enumerate(own)]
+    bits = {**fast, "slow": slow}
+    assert share_count("slow", own, slow) >= LAG_RATIO * share_count("a", own, fast["a"])
+    assert lagging("slow", own, bits)
+    assert not any(lagging(n, own, bits) for n in ("a", "b", "c"))
+    # the same pace with as much from its peers as they have: not behind
+    even = {**fast, "slow": [h or (o != "slow" and i % 10 < 6) for i, (h, o)
+                             in enumerate(zip(slow, own))]}
+    assert not lagging("slow", own, even)
+    # nobody has much yet (the median under an even share / LAG_MIN_PART): nobody lags
+    early = {n: [i == own.index(n) for i in range(len(own))] for n in ("a", "b", "c")}
+    assert not lagging("slow", own, {**early, "slow": [False] * len(own)})
+
+
 # -- a node done earlier takes a laggard's runs first ----------------------------------------
 
 from reconciler.core.offload import PRECEDENCE, ahead_of  # noqa: E402
@@ -458,3 +480,22 @@ def test_pieces_a_slow_peer_holds_for_a_while_come_from_the_origin_by_one_done_n
     available = [sum(h[p] for h in ph.values()) for p in range(n)]
     d = decide_offload(me, IH, have, available, NODES, owner_of=own, run=RUN, slow=alone)
     assert d.origin == alone and all(d.priorities[p] > FROM_PEERS for p in alone)
+
+
+# -- a node that joins late lags at once ------------------------------------------------------
+
+from reconciler.core.offload import LATE_FRACTION, joined_late  # noqa: E402
+
+
+def test_a_node_joining_a_swarm_that_holds_half_the_data_lags_at_once():
+    n = 40
+    half = [i < n * LATE_FRACTION for i in range(n)]
+    assert joined_late("new", {"new": [False] * n, "a": half, "b": [True] * n})
+    # what it has from its peers already (a restart, a previous version) counts
+    assert not joined_late("new", {"new": [i < 10 for i in range(n)], "a": half})
+    # peers under half: a start-up delay may explain it, so LAG_AFTER applies (`lagging`)
+    under = [i < n * LATE_FRACTION - 1 for i in range(n)]
+    assert not joined_late("new", {"new": [False] * n, "a": under})
+    # alone, or not among the bitfields: nothing to judge by
+    assert not joined_late("new", {"new": [False] * n})
+    assert not joined_late("new", {"a": half})

@@ -543,6 +543,53 @@ def test_nobody_is_judged_lagging_in_the_first_lag_after_seconds():
     assert any("behind the peers" in getattr(e, "event", "") for e in eff)
 
 
+def test_a_node_joining_a_swarm_that_holds_half_the_data_is_judged_at_once():
+    """No LAG_AFTER for a late joiner (offload.joined_late): it fetches none of its share,
+    and a node far ahead counts it a laggard at its first sight of it."""
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    full = {N2: (True,) * PIECES, N3: (True,) * PIECES}
+    assert T0 < tr.LAG_AFTER
+    late, eff = share_origin(j, seen(peer_have=full, available=(2,) * PIECES), now=T0)
+    assert late.lagging and any("behind the peers" in getattr(e, "event", "") for e in eff)
+    ahead, _ = share_origin(j, seen(have=(True,) * PIECES,
+                                    peer_have={N2: (True,) * PIECES, N3: (False,) * PIECES}),
+                            now=T0)
+    assert ahead.laggards == {N3} and not ahead.lagging
+
+
+def test_a_peer_is_judged_lag_after_seconds_after_it_was_first_seen():
+    """As it judges itself: a peer that appears with nothing while this node is long started
+    (and not holding half the data) gets LAG_AFTER to show its pace."""
+    j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
+    own = {n: tuple(o == n for o in j.owner_of) for n in (ME, N2, N3)}
+    none = (False,) * PIECES
+    assert sum(own[ME]) + sum(own[N2]) < PIECES  # nobody holds half: no late joiner
+    t = 10.0
+    j, _ = share_origin(j, seen(have=own[ME], peer_have={N2: own[N2], N3: none}), now=t)
+    assert j.laggards == frozenset() and dict(j.met_at) == {N2: t, N3: t}
+    caught_up, _ = share_origin(j, seen(have=own[ME], peer_have={N2: own[N2], N3: own[N3]}),
+                                now=t + tr.LAG_AFTER)
+    assert caught_up.laggards == frozenset()
+    behind, _ = share_origin(j, seen(have=own[ME], peer_have={N2: own[N2], N3: none}),
+                             now=t + tr.LAG_AFTER)
+    assert behind.laggards == {N3}
+
+
+def test_a_late_joiner_is_judged_while_it_waits_for_its_other_neighbours():
+    """Its first look, as its peers' first sight of it: N3 not connected yet (CONNECT_WAIT),
+    N2 holding everything. What it then takes from N2 while it waits does not undo it."""
+    full = {N2: (True,) * PIECES}
+    waiting = dict(connected=frozenset({"127.0.0.2"}), peer_have=full,
+                   available=(1,) * PIECES)
+    j, eff = share_origin(job(checked_at=0.0), seen(**waiting), now=0.1)
+    assert j.lagging and [e for e in eff if "behind the peers" in getattr(e, "event", "")]
+    caught_up = tuple(p < PIECES // 2 for p in range(PIECES))
+    j, eff = share_origin(j, seen(**{**waiting, "have": caught_up}), now=tr.CONNECT_WAIT)
+    assert j.lagging
+    web = [e for e in eff if isinstance(e, tr.WebSeed)][-1]
+    assert not web.on
+
+
 def test_a_node_done_after_a_peer_leaves_a_laggards_runs_to_it_for_a_while():
     """Done times are remembered per node (this one too) and fed to the takeover: N2 was
     seen done before this node, so this node takes none of the lagging N3's runs until

@@ -3,8 +3,8 @@
 The first part streams through as it arrives (libtorrent's web-seed connection never sits
 idle waiting for a whole part); the parts after it are read at the same time and buffered, at
 most `streams` parts ahead of the reader, so memory stays at `streams × MAX_PART`. Every part
-holds one slot of `slots` (the node's `originConnections`, shared by all datasets) only while
-it talks to the origin.
+holds `slots` (the node's `originConnections`, shared by all datasets, or the gateway's
+`OriginGate` in front of them) only while it talks to the origin.
 
 A part that fails surfaces as its `OriginError` when the reader reaches it: the bytes before
 it are good and already delivered, so the caller can resume from there, on another origin.
@@ -27,7 +27,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import cast
+from contextlib import AbstractAsyncContextManager
+from typing import Any, cast
 
 from reconciler.adapters.sources.base import Origin, OriginError
 from reconciler.core.ranges import MAX_PART, MIN_PART, finish_on_close, split_range
@@ -95,7 +96,8 @@ class _Part:
         self.seconds = 0.0  # from `began` to its last byte, once done without error
 
 
-async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore | None,
+async def _fill(origin: Origin, path: str, part: _Part,
+                slots: AbstractAsyncContextManager[Any] | None,
                 on_bytes: Callable[[int], None] | None,
                 throttle: Callable[[int], Awaitable[None]] | None,
                 on_chunk: Callable[[int, bytes], None] | None = None) -> None:
@@ -135,7 +137,7 @@ async def _fill(origin: Origin, path: str, part: _Part, slots: asyncio.Semaphore
 
 
 async def read_parallel(origin: Origin, path: str, offset: int, length: int, *, streams: int,
-                        slots: asyncio.Semaphore | None = None,
+                        slots: AbstractAsyncContextManager[Any] | None = None,
                         on_bytes: Callable[[int], None] | None = None,
                         throttle: Callable[[int], Awaitable[None]] | None = None,
                         on_unread: Callable[[int, bytes], None] | None = None,
