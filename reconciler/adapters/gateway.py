@@ -50,9 +50,9 @@ from aiohttp import web
 
 from reconciler.adapters import origin_errors
 from reconciler.adapters.gateway_kept import Kept
-from reconciler.adapters.origin_gate import OriginGate
 from reconciler.adapters.gateway_relay import (BACKOFF, BACKOFF_MAX, MAX_ATTEMPTS,  # noqa: F401
                                                SPREAD, Relay)
+from reconciler.adapters.origin_gate import OriginGate
 from reconciler.adapters.sources import Origin
 from reconciler.adapters.sources.parallel import Pace
 from reconciler.core.origin_pool import OriginPool, ServedLog, covers

@@ -30,9 +30,9 @@ SPREAD = 4 << 20
 
 class Relay:
     """One libtorrent range request, relayed from the origins: each attempt reads what is
-    left through concurrent origin range requests (`read_parallel`, each holding a place
-    of the gateway's `OriginGate` and a slot of the node's `originConnections`), and a failing origin hands over to the next one at the
-    first byte not yet delivered.
+    left through concurrent origin range requests (`read_parallel`, each holding a place of
+    the gateway's `OriginGate` and a slot of the node's `originConnections`), and a failing
+    origin hands over to the next one at the first byte not yet delivered.
 
     libtorrent's end game asks a second web-seed URL for 16 KiB blocks it has asked of the
     first, so the same bytes would be read from the origin twice. Instead, at every position a
