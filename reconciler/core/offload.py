@@ -288,16 +288,40 @@ def share_count(node: str, owner_of: Sequence[str], bits: Sequence[bool]) -> int
     return sum(1 for p, o in enumerate(owner_of) if o == node and p < len(bits) and bits[p])
 
 
-def _behind(mine: int, others: Sequence[int], floor: float) -> bool:
-    """`mine` under LAG_RATIO x the median of `others`, once that median is at least `floor`."""
-    ranked = sorted(others)
+@dataclass(frozen=True)
+class Held:
+    """How many pieces each node seen holds, of its own share and in all: counted once per
+    tick (one pass over each bitfield) for every lag judgement of that tick, which compare
+    every node with every other (at 65,536 pieces and 9 nodes, counting per judgement was
+    about 240 passes over the pieces a tick)."""
+
+    own: Mapping[str, int]
+    total: Mapping[str, int]
+    even: float  # an even share: the pieces over the nodes that own some or are seen
+    pieces: int
+
+    @staticmethod
+    def count(owner_of: Sequence[str], bits: Mapping[str, Sequence[bool]]) -> "Held":
+        """From `owner_of` (per piece, its owner; empty before owners are known: no own
+        counts) and `bits` (the bitfields of this node and of the peers seen)."""
+        nodes = len(set(owner_of) | set(bits))
+        return Held(own={n: share_count(n, owner_of, b) for n, b in bits.items()},
+                    total={n: sum(map(bool, b)) for n, b in bits.items()},
+                    even=len(owner_of) / nodes if nodes else 0.0,
+                    pieces=max((len(b) for b in bits.values()), default=0))
+
+
+def _behind(node: str, counts: Mapping[str, int], floor: float) -> bool:
+    """`node`'s count under LAG_RATIO x the median of the others', once that median is at
+    least `floor`."""
+    ranked = sorted(c for n, c in counts.items() if n != node)
     median = ranked[(len(ranked) - 1) // 2]
-    return median >= floor and mine < LAG_RATIO * median
+    return median >= floor and counts[node] < LAG_RATIO * median
 
 
-def lagging(node: str, owner_of: Sequence[str], bits: Mapping[str, Sequence[bool]]) -> bool:
+def lagging(node: str, held: Held) -> bool:
     """`node` fetches its share at under about a third of its peers' pace, or receives at
-    under a third of theirs (`bits`: the bitfields of `node` and of the peers seen). A
+    under a third of theirs (`held`: the counts of `node` and of the peers seen). A
     lagging owner stops fetching its share and leaves it to the nodes that finish their own
     shares (`takeover`): what a slow node fetches it must also upload at its slow rate, and
     the others would wait for that (bench.swarm --slow-node 10: x2.27 without this rule).
@@ -310,14 +334,10 @@ def lagging(node: str, owner_of: Sequence[str], bits: Mapping[str, Sequence[bool
     the origin is what every node waits for (0.8 MiB/s against a quarter of a 4 MiB/s
     origin); what it cannot do is take the other shares at their pace: its peers' bitfields
     fill from the origin and from each other several times faster than its own."""
-    if node not in bits or len(bits) < 2:
+    if node not in held.total or len(held.total) < 2:
         return False
-    even = len(owner_of) / len(set(owner_of) | set(bits))
-    others = [n for n in bits if n != node]
-    return (_behind(share_count(node, owner_of, bits[node]),
-                    [share_count(n, owner_of, bits[n]) for n in others], even / LAG_MIN_PART)
-            or _behind(sum(map(bool, bits[node])), [sum(map(bool, bits[n])) for n in others],
-                       even / LAG_MIN_PART))
+    floor = held.even / LAG_MIN_PART
+    return _behind(node, held.own, floor) or _behind(node, held.total, floor)
 
 
 #: Peers holding this fraction of the pieces (median) or more are far ahead of a node that
@@ -326,19 +346,16 @@ def lagging(node: str, owner_of: Sequence[str], bits: Mapping[str, Sequence[bool
 LATE_FRACTION = 0.5
 
 
-def joined_late(node: str, bits: Mapping[str, Sequence[bool]]) -> bool:
+def joined_late(node: str, held: Held) -> bool:
     """`node` arrived at a swarm that already holds much of the data: its peers' median count
     of pieces held is at least LATE_FRACTION of them and it holds under LAG_RATIO x that. It
     lags at once, not only after `transfer.LAG_AFTER`: that delay keeps nodes that start
     together from judging each other in their first moments, and in those 3 s a late joiner
     fetched runs of its share that the node done first then took back and fetched again
     (bench.swarm --stagger 10, origin trace: 0.5-2.5 MiB of 64 each way)."""
-    if node not in bits or len(bits) < 2:
+    if node not in held.total or len(held.total) < 2:
         return False
-    total = len(bits[node])
-    return _behind(sum(map(bool, bits[node])),
-                   [sum(map(bool, b)) for n, b in bits.items() if n != node],
-                   max(1.0, LATE_FRACTION * total))
+    return _behind(node, held.total, max(1.0, LATE_FRACTION * held.pieces))
 
 
 def share_done(node: str, owner_of: Sequence[str], have: Sequence[bool]) -> bool:

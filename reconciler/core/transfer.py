@@ -549,11 +549,12 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     effects: list[Effect] = []
     peers: dict[str, Sequence[bool]] = {str(n): h for n, h in seen.peer_have.items()}
     bits = {**peers, seen.me: seen.have}
+    held = offload.Held.count(job.owner_of, bits)
     # A late joiner is judged by its first look at its peers, as they judge it by theirs
     # (their first sight of it): waiting for the rest of its neighbours first, it took a
     # third of the data from one of them in CONNECT_WAIT, no longer looked late, and fetched
     # the runs that peer, counting it a laggard, fetched too (bench.swarm --stagger 10).
-    if not job.lagging and not seen.holders and offload.joined_late(seen.me, bits):
+    if not job.lagging and not seen.holders and offload.joined_late(seen.me, held):
         effects.append(_behind_note(job, seen))
         job = replace(job, lagging=True)
     waiting_for = {n for n, ip in seen.peer_ip.items()
@@ -569,6 +570,7 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
             split.piece_owners(job.info_hash, seen.holders, run, dead) if seen.holders
             else offload.owners(job.info_hash, len(seen.have), targets, run, dead)))
         job = replace(job, owners_for=dead, owner_of=owner_of, run=run, done_at=())
+        held = offload.Held.count(owner_of, bits)
         mine = sum(1 for o in owner_of if o == seen.me)
         effects.append(Note("origin shares", "info", (
             ("targets", len(targets)), ("dead", list(dead)), ("run", run),
@@ -594,8 +596,8 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
     # a swarm holding half the data.
     laggards = job.laggards | {n for n in seen.peer_have
                                if (judge and now - met[n] >= LAG_AFTER
-                                   and offload.lagging(n, job.owner_of, bits))
-                               or offload.joined_late(n, bits)}
+                                   and offload.lagging(n, held))
+                               or offload.joined_late(n, held)}
     if laggards != job.laggards:
         job = replace(job, laggards=frozenset(laggards))
     # Not for a split version: a taker must hold the run's file (core/split.py), and the
@@ -630,7 +632,7 @@ def share_origin(job: Job, seen: Seen, now: float) -> tuple[Job, list[Effect]]:
                                       waiting, now, dead, job.laggards)
         job = replace(job, waiting=waiting, waiting_avail=seen.available, slow=slow)
     lag = job.lagging or (judge and not seen.holders
-                          and offload.lagging(seen.me, job.owner_of, bits))
+                          and offload.lagging(seen.me, held))
     if lag != job.lagging:
         effects.append(_behind_note(job, seen))
         job = replace(job, lagging=lag)

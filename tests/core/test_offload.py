@@ -202,8 +202,9 @@ def test_beyond_the_window_runs_are_ranked_among_the_next_targets_on_a_ring():
 
 # -- progress-based takeover of a slow owner's runs -----------------------------------------
 
-from reconciler.core.offload import (BANDS, FROM_PEERS, LAG_RATIO, OWN, Rendezvous,  # noqa: E402
-                                     lagging, share_count, share_done, takeover)
+from reconciler.core.offload import (BANDS, FROM_PEERS, LAG_RATIO, OWN, Held,  # noqa: E402
+                                     Rendezvous, lagging, share_count, share_done,
+                                     takeover)
 
 NODES = ["a", "b", "c", "slow"]
 RUN = 4
@@ -319,7 +320,7 @@ def test_an_owner_keeping_pace_keeps_its_runs_until_it_stalls():
     bits = {"a": _bits(own, "a"), "b": _bits(own, "b", k),
             "c": _bits(own, "c", k), "slow": _bits(own, "slow", k)}
     peers = {n: h for n, h in bits.items() if n != "a"}
-    assert not lagging("b", own, bits)
+    assert not lagging("b", Held.count(own, bits))
     have, available = _view(own, "a", peers)
     assert takeover("a", rv, own, RUN, have, available, peers) == frozenset()
     # once its bitfield stops growing, even the band it may be fetching is taken
@@ -330,8 +331,8 @@ def test_an_owner_keeping_pace_keeps_its_runs_until_it_stalls():
 def test_a_lagging_owner_leaves_its_share_to_the_takers():
     own = ["me"] * 12 + ["peer"] * 12
     bits = {"me": [True, False] + [False] * 22, "peer": [False] * 12 + [True] * 12}
-    assert lagging("me", own, bits)
-    assert not lagging("peer", own, bits)
+    assert lagging("me", Held.count(own, bits))
+    assert not lagging("peer", Held.count(own, bits))
     d = decide_offload("me", IH, bits["me"], [0] * 12 + [1] * 12, ["me", "peer"],
                        owner_of=own, run=2, lag=True)
     assert d.origin == frozenset()  # the rest, run 0 included, is left to the takers
@@ -342,10 +343,10 @@ def test_a_lagging_owner_leaves_its_share_to_the_takers():
                    peer_view, laggards={"me"})
     assert got == frozenset(range(6))
     # nobody has made progress yet: nobody lags; a small share done first is not a lead
-    assert not lagging("me", own, {"me": [False] * 24, "peer": [False] * 24})
+    assert not lagging("me", Held.count(own, {"me": [False] * 24, "peer": [False] * 24}))
     small = ["me"] * 20 + ["peer"] * 4
-    assert not lagging("me", small, {"me": [True] * 4 + [False] * 20,
-                                     "peer": [False] * 20 + [True] * 4})
+    assert not lagging("me", Held.count(small, {"me": [True] * 4 + [False] * 20,
+                                                "peer": [False] * 20 + [True] * 4}))
 
 
 def test_a_node_on_a_slow_link_lags_though_its_own_share_keeps_pace():
@@ -359,15 +360,15 @@ def test_a_node_on_a_slow_link_lags_though_its_own_share_keeps_pace():
     slow = [o == "slow" and i % 10 < 3 for i, o in enumerate(own)]
     bits = {**fast, "slow": slow}
     assert share_count("slow", own, slow) >= LAG_RATIO * share_count("a", own, fast["a"])
-    assert lagging("slow", own, bits)
-    assert not any(lagging(n, own, bits) for n in ("a", "b", "c"))
+    assert lagging("slow", Held.count(own, bits))
+    assert not any(lagging(n, Held.count(own, bits)) for n in ("a", "b", "c"))
     # the same pace with as much from its peers as they have: not behind
     even = {**fast, "slow": [h or (o != "slow" and i % 10 < 6) for i, (h, o)
                              in enumerate(zip(slow, own))]}
-    assert not lagging("slow", own, even)
+    assert not lagging("slow", Held.count(own, even))
     # nobody has much yet (the median under an even share / LAG_MIN_PART): nobody lags
     early = {n: [i == own.index(n) for i in range(len(own))] for n in ("a", "b", "c")}
-    assert not lagging("slow", own, {**early, "slow": [False] * len(own)})
+    assert not lagging("slow", Held.count(own, {**early, "slow": [False] * len(own)}))
 
 
 # -- a node done earlier takes a laggard's runs first ----------------------------------------
@@ -490,12 +491,13 @@ from reconciler.core.offload import LATE_FRACTION, joined_late  # noqa: E402
 def test_a_node_joining_a_swarm_that_holds_half_the_data_lags_at_once():
     n = 40
     half = [i < n * LATE_FRACTION for i in range(n)]
-    assert joined_late("new", {"new": [False] * n, "a": half, "b": [True] * n})
+    assert joined_late("new", Held.count((), {"new": [False] * n, "a": half, "b": [True] * n}))
     # what it has from its peers already (a restart, a previous version) counts
-    assert not joined_late("new", {"new": [i < 10 for i in range(n)], "a": half})
+    assert not joined_late("new", Held.count((), {"new": [i < 10 for i in range(n)],
+                                                  "a": half}))
     # peers under half: a start-up delay may explain it, so LAG_AFTER applies (`lagging`)
     under = [i < n * LATE_FRACTION - 1 for i in range(n)]
-    assert not joined_late("new", {"new": [False] * n, "a": under})
+    assert not joined_late("new", Held.count((), {"new": [False] * n, "a": under}))
     # alone, or not among the bitfields: nothing to judge by
-    assert not joined_late("new", {"new": [False] * n})
-    assert not joined_late("new", {"a": half})
+    assert not joined_late("new", Held.count((), {"new": [False] * n}))
+    assert not joined_late("new", Held.count((), {"a": half}))

@@ -463,7 +463,8 @@ def test_an_owner_whose_bitfield_stops_growing_counts_as_stalled():
 def test_a_node_that_lags_once_leaves_its_share_for_the_rest_of_the_download():
     j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
     none = {N2: (False,) * PIECES, N3: (False,) * PIECES}
-    assert not offload.lagging(ME, j.owner_of, {ME: (False,) * PIECES, **none})
+    assert not offload.lagging(ME, offload.Held.count(j.owner_of, {ME: (False,) * PIECES,
+                                                                 **none}))
     # once judged lagging it stays so, though its count catches up (its runs come from takers)
     j2, eff = share_origin(replace(j, lagging=True, laggards=frozenset({N3})),
                            seen(peer_have=none), now=T0 + 1)
@@ -534,7 +535,8 @@ def test_nobody_is_judged_lagging_in_the_first_lag_after_seconds():
     j, _ = share_origin(job(checked_at=0.0), seen(), now=T0)
     theirs = {n: tuple(o == n for o in j.owner_of) for n in (N2, N3)}  # each holds its share
     bits = {ME: (False,) * PIECES, **theirs}
-    assert offload.lagging(ME, j.owner_of, bits)  # by the counts alone, this node lags
+    # by the counts alone, this node lags
+    assert offload.lagging(ME, offload.Held.count(j.owner_of, bits))
     early, eff = share_origin(j, seen(peer_have=theirs), now=tr.LAG_AFTER - 0.1)
     assert not early.lagging and not any("behind the peers" in getattr(e, "event", "")
                                          for e in eff)
