@@ -87,3 +87,11 @@ def test_the_limit_stays_within_one_and_the_ceiling(ceiling, steps):
         counted += more
         s = observe(s, t, counted, busy, waiting)
         assert 1 <= s.limit <= ceiling
+
+
+def test_requests_that_bring_nothing_do_not_keep_the_others_waiting():
+    """A hung origin holds every place and brings no byte: more places cost nothing there,
+    and the count grows to the ceiling, so reads of other datasets (other origins) get
+    places as they did with a fixed `originConnections`."""
+    s, _, _, seen = _run(StreamLimit.new(64), lambda n: 0, 6.0)
+    assert s.limit == 64 and seen == sorted(seen)
